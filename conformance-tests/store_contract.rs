@@ -1,0 +1,974 @@
+//! The store contract: one suite of tests of [`weiche::store::Store`], written once against
+//! `Arc<dyn Store>` and run against both backends — SQLite on a fresh temporary file, and
+//! PostgreSQL on a fresh database per test (admin URL in `WEICHE_TEST_POSTGRES_URL`; without it
+//! the PostgreSQL half is skipped with a notice, or fails when `CI=true`).
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use weiche::store::{
+    BatchState, CommitOutcome, ItemKind, NewDelivery, NewItem, NewRecord, SealRule, Store,
+    StoreError,
+};
+
+/// One backend under test: a store on a fresh database, and what is needed to open a second
+/// store on the same database (as a second process would).
+struct Backend {
+    url: String,
+    store: Arc<dyn Store>,
+    postgres: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = support::fresh_sqlite_url(dir.path());
+        let store = weiche::store::connect(&url)
+            .await
+            .expect("open sqlite store");
+        Backend {
+            url,
+            store,
+            postgres: false,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Option<Backend> {
+        let url = support::fresh_postgres_url().await?;
+        let store = weiche::store::connect(&url)
+            .await
+            .expect("open postgres store");
+        Some(Backend {
+            url,
+            store,
+            postgres: true,
+            _dir: None,
+        })
+    }
+
+    /// A second, independent store on the same database (own pools, like another process).
+    async fn reopen(&self) -> Arc<dyn Store> {
+        weiche::store::connect(&self.url)
+            .await
+            .expect("open second store")
+    }
+
+    /// The stored findings of a batch, read with plain SQL (the trait does not expose them).
+    async fn findings(&self, batch_id: &str) -> Option<String> {
+        use sqlx::Connection;
+        if self.postgres {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar("SELECT findings FROM batches WHERE batch_id = $1")
+                .bind(batch_id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar("SELECT findings FROM batches WHERE batch_id = ?")
+                .bind(batch_id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    }
+
+    async fn finish(self) {
+        if self.postgres {
+            support::drop_postgres_database(&self.url).await;
+        }
+    }
+}
+
+/// Generates, for every contract test `name(&Backend)`, a `sqlite::name` and a `postgres::name`
+/// test.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(backend) = super::Backend::postgres().await else {
+                        return;
+                    };
+                    super::$name(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    commit_makes_delivery_records_and_items_visible,
+    rollback_and_drop_leave_nothing,
+    duplicate_key_returns_first_receipt_and_stores_nothing,
+    null_keys_never_conflict,
+    concurrent_duplicates_from_two_stores_commit_once,
+    concurrent_deliveries_all_commit,
+    records_are_replaced_by_vendor_id_and_period,
+    deliveries_newest_first_with_since_and_keyset_pages,
+    seal_full_batches_then_remainder_by_age,
+    seal_by_age_only,
+    batch_items_in_seq_order_with_paging,
+    batch_of_another_recipient_is_none,
+    ack_is_idempotent_and_keeps_first_findings,
+    batches_filter_by_state,
+    chunked_put_of_5000_records_in_one_transaction,
+    concurrent_sealing_from_two_stores_seals_each_item_once,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn rec(vendor: &str, record_id: &str, period: &str, body: &str) -> NewRecord {
+    NewRecord {
+        vendor: vendor.into(),
+        record_id: record_id.into(),
+        reporting_period: period.into(),
+        program: "P1".into(),
+        client_id: format!("client-{record_id}"),
+        body: body.into(),
+    }
+}
+
+fn item(recipient: &str, record_id: &str, period: &str, body: &str) -> NewItem {
+    NewItem {
+        recipient: recipient.into(),
+        kind: ItemKind::Record,
+        vendor: "v1".into(),
+        record_id: record_id.into(),
+        reporting_period: period.into(),
+        record_ref: format!("p1.{record_id}"),
+        body: body.into(),
+    }
+}
+
+/// `n` items for `recipient` with bodies `{prefix}-{i}`, periods cycling over three months.
+fn items(recipient: &str, prefix: &str, n: usize) -> Vec<NewItem> {
+    (0..n)
+        .map(|i| {
+            let period = format!("2026-0{}", 1 + i % 3);
+            item(
+                recipient,
+                &format!("{prefix}-{i}"),
+                &period,
+                &format!("{prefix}-{i}"),
+            )
+        })
+        .collect()
+}
+
+fn delivery(vendor: &str, key: Option<&str>, received_at: i64) -> NewDelivery {
+    let id = uuid::Uuid::new_v4().to_string();
+    NewDelivery {
+        receipt: format!(r#"{{"delivery_id":"{id}","status":"E1"}}"#),
+        content_hash: format!("hash-of-{id}"),
+        id,
+        vendor: vendor.into(),
+        idempotency_key: key.map(str::to_string),
+        format: "fallwerk-csv".into(),
+        mode: "partial".into(),
+        status: "E1".into(),
+        test: false,
+        received_at,
+    }
+}
+
+/// Writes one delivery in one `put` and commits it.
+async fn deliver(
+    store: &Arc<dyn Store>,
+    records: &[NewRecord],
+    items: &[NewItem],
+    d: &NewDelivery,
+) -> CommitOutcome {
+    let mut tx = store.begin_delivery().await.unwrap();
+    tx.put(records, items).await.unwrap();
+    tx.commit(d).await.unwrap()
+}
+
+/// Items of a batch, fetched page by page.
+async fn all_batch_items(store: &Arc<dyn Store>, batch_id: &str, page: i64) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let got = store.batch_items(batch_id, after, page).await.unwrap();
+        assert!(got.len() as i64 <= page);
+        let Some(last) = got.last() else { break };
+        after = last.seq;
+        out.extend(got.into_iter().map(|i| (i.seq, i.body)));
+    }
+    out
+}
+
+const NEVER: i64 = 1_000 * 3600 * 24 * 365;
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries
+
+async fn commit_makes_delivery_records_and_items_visible(b: &Backend) {
+    let s = &b.store;
+    assert_eq!(s.backend(), if b.postgres { "postgres" } else { "sqlite" });
+    s.ping().await.unwrap();
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(
+        &[rec("v1", "R1", "2026-10", r#"{"v":1}"#)],
+        &[
+            item("r1", "R1", "2026-10", "r1-R1"),
+            item("r2", "R1", "2026-10", "r2-R1"),
+        ],
+    )
+    .await
+    .unwrap();
+    // Readers neither block on nor see the open transaction.
+    assert_eq!(s.record("v1", "R1", "2026-10").await.unwrap(), None);
+    assert_eq!(s.open_items("r1").await.unwrap(), 0);
+    let d = delivery("v1", Some("k1"), 1_000);
+    assert_eq!(tx.commit(&d).await.unwrap(), CommitOutcome::Committed);
+
+    assert_eq!(
+        s.record("v1", "R1", "2026-10").await.unwrap().as_deref(),
+        Some(r#"{"v":1}"#)
+    );
+    assert_eq!(s.record("v1", "R1", "2026-11").await.unwrap(), None);
+    assert_eq!(s.record("v2", "R1", "2026-10").await.unwrap(), None);
+    assert_eq!(s.open_items("r1").await.unwrap(), 1);
+    assert_eq!(s.open_items("r2").await.unwrap(), 1);
+    assert_eq!(s.open_items("r3").await.unwrap(), 0);
+    let stored = s.delivery("v1", &d.id).await.unwrap().expect("delivery");
+    assert_eq!(stored.id, d.id);
+    assert_eq!(stored.received_at, 1_000);
+    assert_eq!(stored.receipt, d.receipt);
+    assert_eq!(
+        s.delivery_by_key("v1", "k1").await.unwrap(),
+        Some((d.content_hash.clone(), d.receipt.clone()))
+    );
+    assert_eq!(s.delivery_by_key("v2", "k1").await.unwrap(), None);
+    assert_eq!(s.delivery_by_key("v1", "k2").await.unwrap(), None);
+    assert_eq!(s.deliveries("v1", None, None, 10).await.unwrap().len(), 1);
+}
+
+async fn rollback_and_drop_leave_nothing(b: &Backend) {
+    let s = &b.store;
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(
+        &[rec("v1", "R1", "2026-10", "a")],
+        &[item("r1", "R1", "2026-10", "a")],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(
+        &[rec("v1", "R2", "2026-10", "b")],
+        &[item("r1", "R2", "2026-10", "b")],
+    )
+    .await
+    .unwrap();
+    drop(tx);
+
+    // The store is usable afterwards (the writer was given back) and nothing was kept.
+    let d = delivery("v1", Some("k"), 5);
+    assert_eq!(
+        deliver(s, &[rec("v1", "R3", "2026-10", "c")], &[], &d).await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(s.record("v1", "R1", "2026-10").await.unwrap(), None);
+    assert_eq!(s.record("v1", "R2", "2026-10").await.unwrap(), None);
+    assert_eq!(
+        s.record("v1", "R3", "2026-10").await.unwrap().as_deref(),
+        Some("c")
+    );
+    assert_eq!(s.open_items("r1").await.unwrap(), 0);
+    let listed = s.deliveries("v1", None, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, d.id);
+}
+
+async fn duplicate_key_returns_first_receipt_and_stores_nothing(b: &Backend) {
+    let s = &b.store;
+    let first = delivery("v1", Some("K"), 100);
+    assert_eq!(
+        deliver(
+            s,
+            &[rec("v1", "A", "2026-10", "a1")],
+            &items("r1", "first", 3),
+            &first
+        )
+        .await,
+        CommitOutcome::Committed
+    );
+
+    let second = delivery("v1", Some("K"), 200);
+    let outcome = deliver(
+        s,
+        &[
+            rec("v1", "A", "2026-10", "a2"),
+            rec("v1", "B", "2026-10", "b"),
+        ],
+        &items("r1", "second", 4),
+        &second,
+    )
+    .await;
+    assert_eq!(
+        outcome,
+        CommitOutcome::Duplicate {
+            content_hash: first.content_hash.clone(),
+            receipt: first.receipt.clone(),
+        }
+    );
+    assert_eq!(
+        s.record("v1", "A", "2026-10").await.unwrap().as_deref(),
+        Some("a1")
+    );
+    assert_eq!(s.record("v1", "B", "2026-10").await.unwrap(), None);
+    assert_eq!(s.open_items("r1").await.unwrap(), 3);
+    assert!(s.delivery("v1", &second.id).await.unwrap().is_none());
+    assert_eq!(s.deliveries("v1", None, None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        s.delivery_by_key("v1", "K").await.unwrap(),
+        Some((first.content_hash.clone(), first.receipt.clone()))
+    );
+
+    // Keys are per vendor.
+    let other = delivery("v2", Some("K"), 300);
+    assert_eq!(deliver(s, &[], &[], &other).await, CommitOutcome::Committed);
+}
+
+async fn null_keys_never_conflict(b: &Backend) {
+    let s = &b.store;
+    let d1 = delivery("v1", None, 1);
+    let d2 = delivery("v1", None, 2);
+    assert_eq!(
+        deliver(s, &[rec("v1", "A", "2026-10", "a")], &[], &d1).await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        deliver(s, &[rec("v1", "B", "2026-10", "b")], &[], &d2).await,
+        CommitOutcome::Committed
+    );
+    let ids: Vec<String> = s
+        .deliveries("v1", None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, vec![d2.id.clone(), d1.id.clone()]);
+    assert!(s.record("v1", "B", "2026-10").await.unwrap().is_some());
+}
+
+async fn concurrent_duplicates_from_two_stores_commit_once(b: &Backend) {
+    let stores = [b.store.clone(), b.reopen().await];
+    for round in 0..5 {
+        let key = format!("key-{round}");
+        let mut tasks = Vec::new();
+        for (n, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let d = delivery("v1", Some(&key), round);
+                let items = items("r1", &format!("{key}-{n}"), 5);
+                let outcome = deliver(&store, &[], &items, &d).await;
+                (d, outcome)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let committed: Vec<_> = results
+            .iter()
+            .filter(|(_, o)| *o == CommitOutcome::Committed)
+            .collect();
+        assert_eq!(committed.len(), 1, "exactly one commit per key");
+        let winner = &committed[0].0;
+        for (_, outcome) in &results {
+            if let CommitOutcome::Duplicate {
+                content_hash,
+                receipt,
+            } = outcome
+            {
+                assert_eq!(content_hash, &winner.content_hash);
+                assert_eq!(receipt, &winner.receipt);
+            }
+        }
+    }
+    assert_eq!(b.store.open_items("r1").await.unwrap(), 5 * 5);
+    assert_eq!(
+        b.store
+            .deliveries("v1", None, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+async fn concurrent_deliveries_all_commit(b: &Backend) {
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = b.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let d = delivery("v1", Some(&format!("c-{n}")), n);
+            let records: Vec<NewRecord> = (0..50)
+                .map(|i| rec("v1", &format!("D{n}-{i}"), "2026-10", "x"))
+                .collect();
+            deliver(&store, &records, &items("r1", &format!("d{n}"), 50), &d).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), CommitOutcome::Committed);
+    }
+    assert_eq!(b.store.open_items("r1").await.unwrap(), 8 * 50);
+}
+
+async fn records_are_replaced_by_vendor_id_and_period(b: &Backend) {
+    let s = &b.store;
+    deliver(
+        s,
+        &[
+            rec("v1", "R1", "2026-10", "a"),
+            rec("v1", "R1", "2026-11", "b"),
+            rec("v2", "R1", "2026-10", "c"),
+        ],
+        &[],
+        &delivery("v1", None, 1),
+    )
+    .await;
+    deliver(
+        s,
+        &[rec("v1", "R1", "2026-10", "a2")],
+        &[],
+        &delivery("v1", None, 2),
+    )
+    .await;
+    assert_eq!(
+        s.record("v1", "R1", "2026-10").await.unwrap().as_deref(),
+        Some("a2")
+    );
+    assert_eq!(
+        s.record("v1", "R1", "2026-11").await.unwrap().as_deref(),
+        Some("b")
+    );
+    assert_eq!(
+        s.record("v2", "R1", "2026-10").await.unwrap().as_deref(),
+        Some("c")
+    );
+
+    // Twice in one put, and across two puts of one transaction: the last version wins.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(
+        &[
+            rec("v1", "R2", "2026-10", "x1"),
+            rec("v1", "R3", "2026-10", "y1"),
+            rec("v1", "R2", "2026-10", "x2"),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.put(&[rec("v1", "R3", "2026-10", "y2")], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.commit(&delivery("v1", None, 3)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        s.record("v1", "R2", "2026-10").await.unwrap().as_deref(),
+        Some("x2")
+    );
+    assert_eq!(
+        s.record("v1", "R3", "2026-10").await.unwrap().as_deref(),
+        Some("y2")
+    );
+}
+
+async fn deliveries_newest_first_with_since_and_keyset_pages(b: &Backend) {
+    let s = &b.store;
+    let mut made = Vec::new();
+    for at in [1_000, 2_000, 2_000, 2_000, 3_000, 4_000, 2_000] {
+        let d = delivery("v1", None, at);
+        deliver(s, &[], &[], &d).await;
+        made.push((at, d.id));
+    }
+    deliver(s, &[], &[], &delivery("v2", None, 5_000)).await;
+    // Newest first; ties by id, descending (byte order on both backends).
+    made.sort_by(|a, b| b.cmp(a));
+    let expected: Vec<String> = made.iter().map(|(_, id)| id.clone()).collect();
+
+    let ids = |v: Vec<weiche::store::StoredDelivery>| -> Vec<String> {
+        v.into_iter().map(|d| d.id).collect()
+    };
+    assert_eq!(
+        ids(s.deliveries("v1", None, None, 100).await.unwrap()),
+        expected
+    );
+    assert!(s.deliveries("v1", None, None, 0).await.unwrap().is_empty());
+    assert!(s.deliveries("v3", None, None, 10).await.unwrap().is_empty());
+
+    let since: Vec<String> = made
+        .iter()
+        .filter(|(at, _)| *at >= 2_000)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(
+        ids(s.deliveries("v1", Some(2_000), None, 100).await.unwrap()),
+        since
+    );
+
+    for (filter, want) in [(None, &expected), (Some(2_000), &since)] {
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.deliveries("v1", filter, after.clone(), 2).await.unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = Some((last.received_at, last.id.clone()));
+            pages.extend(ids(page));
+        }
+        assert_eq!(&pages, want);
+    }
+
+    let (_, some_id) = &made[0];
+    assert!(s.delivery("v1", some_id).await.unwrap().is_some());
+    assert!(s.delivery("v2", some_id).await.unwrap().is_none());
+    assert!(s.delivery("v1", "no-such-id").await.unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealing and batches
+
+async fn seal_full_batches_then_remainder_by_age(b: &Backend) {
+    let s = &b.store;
+    let mut tx = s.begin_delivery().await.unwrap();
+    let all = items("r1", "i", 25);
+    for chunk in all.chunks(9) {
+        tx.put(&[], chunk).await.unwrap();
+    }
+    tx.put(&[], &items("r2", "other", 4)).await.unwrap();
+    tx.commit(&delivery("v1", None, 1)).await.unwrap();
+    assert_eq!(s.open_items("r1").await.unwrap(), 25);
+
+    let rule = SealRule {
+        max_items: 10,
+        max_age_ms: 3_600_000,
+    };
+    let now = now_ms();
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 2);
+    assert_eq!(s.open_items("r1").await.unwrap(), 5);
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 0);
+    let batches = s.batches("r1", None).await.unwrap();
+    assert_eq!(batches.len(), 2);
+    for batch in &batches {
+        assert_eq!(batch.items, 10);
+        assert_eq!(batch.recipient, "r1");
+        assert_eq!(batch.state, BatchState::Ready);
+        assert_eq!(batch.created_at, now);
+        assert_eq!(batch.periods, vec!["2026-01", "2026-02", "2026-03"]);
+    }
+
+    // The young remainder is sealed once its oldest item reaches the age.
+    let later = now + rule.max_age_ms;
+    assert_eq!(s.seal("r1", rule, later).await.unwrap(), 1);
+    assert_eq!(s.open_items("r1").await.unwrap(), 0);
+    assert_eq!(
+        s.seal("r1", rule, later + 1).await.unwrap(),
+        0,
+        "no empty batch"
+    );
+    let batches = s.batches("r1", None).await.unwrap();
+    assert_eq!(
+        batches.iter().map(|b| b.items).collect::<Vec<_>>(),
+        vec![10, 10, 5]
+    );
+    assert_eq!(batches[2].created_at, later);
+
+    // Batches hold the items in sequence: 0–9, 10–19, 20–24.
+    let mut seen = Vec::new();
+    for batch in &batches {
+        seen.extend(
+            all_batch_items(s, &batch.batch_id, 100)
+                .await
+                .into_iter()
+                .map(|(_, body)| body),
+        );
+    }
+    let want: Vec<String> = all.iter().map(|i| i.body.clone()).collect();
+    assert_eq!(seen, want);
+    assert_eq!(s.open_items("r2").await.unwrap(), 4);
+    assert!(s.batches("r2", None).await.unwrap().is_empty());
+}
+
+async fn seal_by_age_only(b: &Backend) {
+    let s = &b.store;
+    let rule = SealRule {
+        max_items: 10,
+        max_age_ms: 60_000,
+    };
+    let before = now_ms();
+    deliver(s, &[], &items("r1", "a", 3), &delivery("v1", None, 1)).await;
+    let after = now_ms();
+    assert_eq!(s.seal("r1", rule, before + 59_999).await.unwrap(), 0);
+    assert_eq!(s.seal("r1", rule, after + 60_000).await.unwrap(), 1);
+    let batches = s.batches("r1", None).await.unwrap();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].items, 3);
+    assert_eq!(s.open_items("r1").await.unwrap(), 0);
+
+    // Over the size: full batches go at once, the young rest waits.
+    deliver(s, &[], &items("r1", "b", 12), &delivery("v1", None, 2)).await;
+    let now = now_ms();
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 1);
+    assert_eq!(s.open_items("r1").await.unwrap(), 2);
+    assert_eq!(s.seal("r1", rule, now + 60_000).await.unwrap(), 1);
+    let sizes: Vec<i64> = s
+        .batches("r1", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.items)
+        .collect();
+    assert_eq!(sizes, vec![3, 10, 2]);
+    // Nothing open: nothing to seal, however old.
+    assert_eq!(s.seal("r3", rule, now + NEVER).await.unwrap(), 0);
+}
+
+async fn batch_items_in_seq_order_with_paging(b: &Backend) {
+    let s = &b.store;
+    let mut want = Vec::new();
+    for n in 0..3 {
+        let mine = items("r1", &format!("d{n}"), 7 + n);
+        want.extend(mine.iter().map(|i| i.body.clone()));
+        let mut mixed = items("r2", &format!("x{n}"), 3);
+        mixed.extend(mine);
+        deliver(s, &[], &mixed, &delivery("v1", None, n as i64)).await;
+    }
+    assert_eq!(want.len(), 24);
+    let rule = SealRule {
+        max_items: 100,
+        max_age_ms: 0,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    let batch = s.batches("r1", None).await.unwrap().remove(0);
+    assert_eq!(batch.items, 24);
+
+    let got = all_batch_items(s, &batch.batch_id, 5).await;
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "seq increasing");
+    assert_eq!(
+        got.iter().map(|(_, body)| body.clone()).collect::<Vec<_>>(),
+        want
+    );
+    // Paging from the middle.
+    let mid = got[9].0;
+    let page = s.batch_items(&batch.batch_id, mid, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|i| i.seq).collect::<Vec<_>>(),
+        got[10..13].iter().map(|(seq, _)| *seq).collect::<Vec<_>>()
+    );
+    let last = got.last().unwrap().0;
+    assert!(
+        s.batch_items(&batch.batch_id, last, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.batch_items("no-such-batch", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.batch_items(&batch.batch_id, 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn batch_of_another_recipient_is_none(b: &Backend) {
+    let s = &b.store;
+    deliver(s, &[], &items("r1", "a", 2), &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: NEVER,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    let batch = s.batches("r1", None).await.unwrap().remove(0);
+    assert_eq!(
+        s.batch("r1", &batch.batch_id).await.unwrap(),
+        Some(batch.clone())
+    );
+    assert_eq!(s.batch("r2", &batch.batch_id).await.unwrap(), None);
+    assert_eq!(s.batch("r1", "no-such-batch").await.unwrap(), None);
+    assert!(s.batches("r2", None).await.unwrap().is_empty());
+}
+
+async fn ack_is_idempotent_and_keeps_first_findings(b: &Backend) {
+    let s = &b.store;
+    deliver(s, &[], &items("r1", "a", 4), &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: NEVER,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 2);
+    let batches = s.batches("r1", None).await.unwrap();
+    let id = batches[0].batch_id.clone();
+
+    // Another recipient's ack: None, and nothing changes.
+    assert_eq!(s.ack_batch("r2", &id, "[]", 10).await.unwrap(), None);
+    assert_eq!(
+        s.batch("r1", &id).await.unwrap().unwrap().state,
+        BatchState::Ready
+    );
+    assert_eq!(
+        s.ack_batch("r1", "no-such-batch", "[]", 10).await.unwrap(),
+        None
+    );
+
+    let first = r#"[{"record_ref":"p1.a-0","code":"X","message":"first"}]"#;
+    let acked = s
+        .ack_batch("r1", &id, first, 20)
+        .await
+        .unwrap()
+        .expect("acked");
+    assert_eq!(acked.state, BatchState::Acknowledged);
+    assert_eq!(acked.batch_id, id);
+    assert_eq!(acked.items, 2);
+    let again = s
+        .ack_batch("r1", &id, r#"[{"second":true}]"#, 30)
+        .await
+        .unwrap()
+        .expect("second ack answers too");
+    assert_eq!(again, acked);
+    assert_eq!(b.findings(&id).await.as_deref(), Some(first));
+}
+
+async fn batches_filter_by_state(b: &Backend) {
+    let s = &b.store;
+    deliver(s, &[], &items("r1", "a", 6), &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: NEVER,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 3);
+    let all = s.batches("r1", None).await.unwrap();
+    let ids: Vec<String> = all.iter().map(|b| b.batch_id.clone()).collect();
+    s.ack_batch("r1", &ids[1], "[]", 5).await.unwrap().unwrap();
+
+    let ids_of = |v: Vec<weiche::store::BatchInfo>| -> Vec<String> {
+        v.into_iter().map(|b| b.batch_id).collect()
+    };
+    assert_eq!(
+        ids_of(s.batches("r1", None).await.unwrap()),
+        ids,
+        "oldest first"
+    );
+    assert_eq!(
+        ids_of(s.batches("r1", Some(BatchState::Ready)).await.unwrap()),
+        vec![ids[0].clone(), ids[2].clone()]
+    );
+    assert_eq!(
+        ids_of(
+            s.batches("r1", Some(BatchState::Acknowledged))
+                .await
+                .unwrap()
+        ),
+        vec![ids[1].clone()]
+    );
+}
+
+async fn chunked_put_of_5000_records_in_one_transaction(b: &Backend) {
+    let s = &b.store;
+    let body = "x".repeat(200);
+    let records: Vec<NewRecord> = (0..5_000)
+        .map(|i| rec("v1", &format!("R{i:05}"), "2026-10", &format!("{i}:{body}")))
+        .collect();
+    let its: Vec<NewItem> = (0..5_000)
+        .map(|i| item("r1", &format!("R{i:05}"), "2026-10", &format!("{i}")))
+        .collect();
+    let mut tx = s.begin_delivery().await.unwrap();
+    for (r, i) in records.chunks(1_200).zip(its.chunks(1_200)) {
+        tx.put(r, i).await.unwrap();
+    }
+    assert_eq!(
+        tx.commit(&delivery("v1", Some("big"), 1)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(s.open_items("r1").await.unwrap(), 5_000);
+    for i in [0, 1_199, 1_200, 2_500, 4_999] {
+        assert_eq!(
+            s.record("v1", &format!("R{i:05}"), "2026-10")
+                .await
+                .unwrap(),
+            Some(format!("{i}:{body}"))
+        );
+    }
+
+    // One put far beyond any statement's parameter limit (5,000 × 7 and 10,000 × 8 values).
+    let records: Vec<NewRecord> = (0..5_000)
+        .map(|i| rec("v1", &format!("S{i:05}"), "2026-11", &format!("s{i}")))
+        .collect();
+    let its: Vec<NewItem> = (0..10_000)
+        .map(|i| item("r1", &format!("S{i:05}"), "2026-11", &format!("s{i}")))
+        .collect();
+    assert_eq!(
+        deliver(s, &records, &its, &delivery("v1", Some("bigger"), 2)).await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(s.open_items("r1").await.unwrap(), 15_000);
+    assert_eq!(
+        s.record("v1", "S04999", "2026-11")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("s4999")
+    );
+
+    let rule = SealRule {
+        max_items: 6_000,
+        max_age_ms: 0,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 3);
+    let batches = s.batches("r1", None).await.unwrap();
+    assert_eq!(
+        batches.iter().map(|b| b.items).collect::<Vec<_>>(),
+        vec![6_000, 6_000, 3_000]
+    );
+    assert_eq!(batches[0].periods, vec!["2026-10", "2026-11"]);
+    let got = all_batch_items(s, &batches[0].batch_id, 1_000).await;
+    assert_eq!(got.len(), 6_000);
+    assert_eq!(got[0].1, "0");
+    assert_eq!(got[4_999].1, "4999");
+    assert_eq!(got[5_000].1, "s0");
+}
+
+async fn concurrent_sealing_from_two_stores_seals_each_item_once(b: &Backend) {
+    let stores = [b.store.clone(), b.reopen().await];
+    let rule = SealRule {
+        max_items: 10,
+        max_age_ms: NEVER,
+    };
+    let writing = Arc::new(AtomicBool::new(true));
+    let mut sealers = Vec::new();
+    for store in &stores {
+        for _ in 0..2 {
+            let store = store.clone();
+            let writing = writing.clone();
+            sealers.push(tokio::spawn(async move {
+                let mut sealed = 0;
+                while writing.load(Ordering::SeqCst) {
+                    sealed += store.seal("r1", rule, now_ms()).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                sealed
+            }));
+        }
+    }
+    let mut total = 0i64;
+    let mut writers = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut written = 0i64;
+            for d in 0..15 {
+                let count = 1 + (d * 7 + n * 3) % 23;
+                let its = items("r1", &format!("w{n}-{d}"), count);
+                deliver(&store, &[], &its, &delivery("v1", None, d as i64)).await;
+                written += count as i64;
+            }
+            written
+        }));
+    }
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    writing.store(false, Ordering::SeqCst);
+    let mut sealed = 0;
+    for t in sealers {
+        sealed += t.await.unwrap();
+    }
+    sealed += stores[1]
+        .seal("r1", rule, now_ms() + 2 * NEVER)
+        .await
+        .unwrap();
+    assert_eq!(b.store.open_items("r1").await.unwrap(), 0);
+
+    let batches = b.store.batches("r1", None).await.unwrap();
+    assert_eq!(batches.len() as u64, sealed);
+    assert!(batches.iter().all(|b| b.items >= 1 && b.items <= 10));
+    assert!(
+        batches.iter().filter(|b| b.items < 10).count() <= 1,
+        "only the final, age-sealed batch may be short"
+    );
+    assert_eq!(batches.iter().map(|b| b.items).sum::<i64>(), total);
+    let mut seqs = HashSet::new();
+    for batch in &batches {
+        let got = all_batch_items(&b.store, &batch.batch_id, 4).await;
+        assert_eq!(got.len() as i64, batch.items);
+        for (seq, _) in got {
+            assert!(seqs.insert(seq), "item {seq} in two batches");
+        }
+    }
+    assert_eq!(seqs.len() as i64, total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+
+#[tokio::test]
+async fn sqlite_creates_directory_and_file_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/weiche.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = weiche::store::connect(&url).await.unwrap();
+    store.ping().await.unwrap();
+    assert!(path.exists());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // Opening again runs no migration twice.
+    drop(store);
+    weiche::store::connect(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn unsupported_url_and_unreachable_database() {
+    assert!(matches!(
+        weiche::store::connect("mysql://localhost/x").await.err(),
+        Some(StoreError::UnsupportedUrl(_))
+    ));
+    // Nothing listens on port 1.
+    match weiche::store::connect("postgres://weiche@127.0.0.1:1/weiche").await {
+        Err(StoreError::Unavailable(_)) => {}
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to port 1?"),
+    }
+}

@@ -1,0 +1,262 @@
+//! Mapping files and the format engines that turn a vendor's bytes into [`Draft`]s.
+//!
+//! A [`Mapping`] is one loaded, checked mapping file ([`mapping::MappingFile`]) compiled for the
+//! engine of its syntax; a [`MappingSet`] holds every mapping of a directory (or the ones built
+//! into the binary) together with the files that failed to load. Engines stream: they hand each
+//! record to an [`AdaptSink`] as soon as it is read, and report delivery-level problems as
+//! [`AdaptError::Rejected`] with the spec's code.
+
+mod draft;
+mod json;
+pub mod mapping;
+
+pub use draft::{Draft, Issue, set_path};
+pub use mapping::{MappingError, MappingFile, Mode, Syntax};
+
+use crate::catalogue::Code;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
+
+/// Any value longer than this (UTF-8 bytes, after decoding, before trimming) is `L004`.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// What an engine (or its sink) stopped a delivery for.
+#[derive(Debug, thiserror::Error)]
+pub enum AdaptError {
+    /// The delivery is rejected whole with this code.
+    #[error("{code}: {message}")]
+    Rejected {
+        /// Delivery-level code (`X000`, `X001`, `S001`, `S010`, `V000`, `L00x`).
+        code: Code,
+        /// Text for a person.
+        message: String,
+    },
+    /// The body could not be read to its end (the client went away, or the pipeline stopped).
+    #[error("delivery aborted: {0}")]
+    Aborted(String),
+}
+
+impl AdaptError {
+    /// A whole-delivery rejection.
+    pub fn rejected(code: Code, message: impl Into<String>) -> Self {
+        AdaptError::Rejected {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn too_long() -> Self {
+        Self::rejected(
+            Code::L004,
+            format!("a value is longer than {MAX_VALUE_BYTES} bytes"),
+        )
+    }
+
+    fn too_deep(max: usize) -> Self {
+        Self::rejected(Code::L003, format!("nesting deeper than {max} levels"))
+    }
+
+    /// Classifies an I/O error raised while reading a body.
+    pub fn from_io(e: io::Error) -> Self {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<InputFault>()) {
+            Some(InputFault::TooLarge { limit }) => Self::rejected(
+                Code::L001,
+                format!("body larger than the limit of {limit} bytes"),
+            ),
+            Some(InputFault::InvalidEncoding { encoding }) => Self::rejected(
+                Code::S001,
+                format!("bytes are not valid {encoding}"),
+            ),
+            Some(InputFault::Transport(m)) => AdaptError::Aborted(m.clone()),
+            None => AdaptError::Aborted(e.to_string()),
+        }
+    }
+}
+
+/// Problems of the byte stream itself, carried inside `io::Error`s through parsers.
+#[derive(Debug, thiserror::Error)]
+pub enum InputFault {
+    /// More bytes than the configured limit.
+    #[error("body larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Bytes not valid in the encoding.
+    #[error("bytes are not valid {encoding}")]
+    InvalidEncoding {
+        /// Encoding name.
+        encoding: String,
+    },
+    /// The transfer broke off.
+    #[error("body transfer failed: {0}")]
+    Transport(String),
+}
+
+pub(crate) fn invalid_encoding(encoding: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        InputFault::InvalidEncoding {
+            encoding: encoding.to_string(),
+        },
+    )
+}
+
+/// What an engine learned from a delivery's header.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryHeader {
+    /// The payload's own message id, if the format has one.
+    pub idempotency_key: Option<String>,
+    /// The mode the payload declares, if the format declares one.
+    pub mode: Option<Mode>,
+    /// A test delivery: validated and answered, never stored or routed.
+    pub test: bool,
+}
+
+/// Receives what an engine reads, in order: at most one header (before any record), then records.
+pub trait AdaptSink {
+    /// The delivery's header is known.
+    fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError>;
+    /// One record. Returning an error stops the engine.
+    fn record(&mut self, draft: Draft) -> Result<(), AdaptError>;
+    /// A delivery-level warning (e.g. an unknown header field, `W002` with no record).
+    fn warning(&mut self, issue: Issue);
+}
+
+/// Trims Unicode white space at both ends and NFC-normalises (conformance-rules.md, "Text").
+pub fn normalize(s: &str) -> String {
+    let t = s.trim_matches(char::is_whitespace);
+    if is_nfc_quick(t.chars()) == IsNormalized::Yes {
+        t.to_string()
+    } else {
+        t.nfc().collect()
+    }
+}
+
+/// The engine a mapping is compiled for.
+#[derive(Debug)]
+enum Plan {
+    Json(json::JsonPlan),
+}
+
+/// One loaded mapping.
+#[derive(Debug)]
+pub struct Mapping {
+    /// The file as written.
+    pub file: MappingFile,
+    /// Where it came from (file name).
+    pub origin: String,
+    /// Its version: lowercase hex SHA-256 of the file's bytes.
+    pub hash: String,
+    plan: Plan,
+}
+
+impl Mapping {
+    /// Parses, checks and compiles a mapping file's text.
+    pub fn from_text(origin: &str, text: &str) -> Result<Mapping, MappingError> {
+        let file = MappingFile::parse(origin, text)?;
+        let plan = match file.syntax {
+            Syntax::Json => Plan::Json(json::JsonPlan::compile(&file)),
+        };
+        Ok(Mapping {
+            hash: hex::encode(Sha256::digest(text.as_bytes())),
+            origin: origin.to_string(),
+            file,
+            plan,
+        })
+    }
+
+    /// The format id.
+    pub fn id(&self) -> &str {
+        &self.file.id
+    }
+
+    /// Reads a body and hands its header and records to the sink.
+    pub fn run(&self, reader: &mut dyn Read, sink: &mut dyn AdaptSink) -> Result<(), AdaptError> {
+        match &self.plan {
+            Plan::Json(plan) => json::run(&self.file, plan, reader, sink),
+        }
+    }
+}
+
+/// The mapping files shipped in `mappings/`, compiled into the binary.
+pub const EMBEDDED_MAPPINGS: &[(&str, &str)] = &[(
+    "klidas-json.toml",
+    include_str!("../../mappings/klidas-json.toml"),
+)];
+
+/// Every mapping of one source, by format id, and the files that failed to load.
+#[derive(Debug, Default)]
+pub struct MappingSet {
+    /// Loaded mappings by id.
+    pub mappings: BTreeMap<String, Arc<Mapping>>,
+    /// Files that failed to load.
+    pub failures: Vec<MappingError>,
+}
+
+impl MappingSet {
+    /// Loads every `*.toml` file of a directory.
+    pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| MappingError::Io {
+            file: dir.display().to_string(),
+            source,
+        })?;
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let mut sources = Vec::new();
+        let mut unreadable = Vec::new();
+        for path in files {
+            let name = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => sources.push((name, text)),
+                Err(source) => unreadable.push(MappingError::Io { file: name, source }),
+            }
+        }
+        let mut set = Self::from_sources(sources.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        set.failures.extend(unreadable);
+        Ok(set)
+    }
+
+    /// The mappings built into the binary.
+    pub fn embedded() -> MappingSet {
+        Self::from_sources(EMBEDDED_MAPPINGS.iter().copied())
+    }
+
+    /// Loads mappings from (origin, text) pairs.
+    pub fn from_sources<'a>(sources: impl Iterator<Item = (&'a str, &'a str)>) -> MappingSet {
+        let mut set = MappingSet::default();
+        for (origin, text) in sources {
+            match Mapping::from_text(origin, text) {
+                Ok(m) => {
+                    if let Some(prev) = set.mappings.get(m.id()) {
+                        set.failures.push(MappingError::Invalid {
+                            file: origin.to_string(),
+                            message: format!(
+                                "format id '{}' is already defined by {}",
+                                m.id(),
+                                prev.origin
+                            ),
+                        });
+                    } else {
+                        set.mappings.insert(m.id().to_string(), Arc::new(m));
+                    }
+                }
+                Err(e) => set.failures.push(e),
+            }
+        }
+        set
+    }
+
+    /// A mapping by format id.
+    pub fn get(&self, id: &str) -> Option<Arc<Mapping>> {
+        self.mappings.get(id).cloned()
+    }
+}

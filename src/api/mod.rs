@@ -1,0 +1,171 @@
+//! The HTTP surface (http-api.md): routes, authentication, error bodies, and the server's start
+//! on any listener with a shutdown future, so tests run the real server on port 0.
+
+mod batches;
+mod deliveries;
+
+use crate::catalogue::{Code, ErrorBody};
+use crate::config::{Principal, Role};
+use crate::gateway::Gateway;
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use std::future::Future;
+use std::sync::Arc;
+
+/// An API error: a catalogue code and a message, answered as `{"code","message","details"}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// Catalogue code.
+    pub code: Code,
+    /// Text for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a code.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `404` for absent and foreign resources alike.
+    pub fn not_found() -> Self {
+        Self::new(Code::N404, "not found")
+    }
+
+    /// `503 U001`.
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::warn!("storage unavailable: {e}");
+        Self::new(Code::U001, "storage unavailable, retry later")
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if self.code == Code::U001 {
+            resp.insert_header(("Retry-After", "5"));
+        }
+        if self.code == Code::T070 {
+            resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        resp.json(ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+            details: Vec::new(),
+        })
+    }
+}
+
+/// The caller, authenticated by bearer token, with the role the endpoint needs.
+pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Principal, ApiError> {
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(principal) = token.and_then(|t| gw.principals.authenticate(t)) else {
+        return Err(ApiError::new(Code::T070, "missing or invalid bearer token"));
+    };
+    if principal.role != role {
+        return Err(ApiError::new(
+            Code::T071,
+            format!("this endpoint is for the role {}", role.as_str()),
+        ));
+    }
+    Ok(principal)
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
+    let db = gw.store.ping().await.is_ok();
+    let mappings = !gw.mappings.mappings.is_empty();
+    let body = serde_json::json!({
+        "status": if db && mappings { "ok" } else { "unavailable" },
+        "database": if db { "ok" } else { "unreachable" },
+        "backend": gw.store.backend(),
+        "mappings": gw.mappings.mappings.len(),
+    });
+    if db && mappings {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(body)
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(Code::N404, "no such endpoint"))
+}
+
+/// Registers every route on an actix `App`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health/live").route(web::get().to(live)))
+        .service(web::resource("/health/ready").route(web::get().to(ready)))
+        .service(
+            web::scope("/api/v1")
+                .service(
+                    web::resource("/deliveries")
+                        .route(web::post().to(deliveries::post))
+                        .route(web::get().to(deliveries::list)),
+                )
+                .service(web::resource("/deliveries/{id}").route(web::get().to(deliveries::one)))
+                .service(web::resource("/batches").route(web::get().to(batches::list)))
+                .service(web::resource("/batches/{id}").route(web::get().to(batches::one)))
+                .service(web::resource("/batches/{id}/ack").route(web::post().to(batches::ack))),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// Runs the server on a bound listener until `shutdown` resolves. Also runs the batch sealer.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let data = web::Data::from(gw.clone());
+    let json_config = web::JsonConfig::default()
+        .limit(1 << 20)
+        .error_handler(|err, _| {
+            ApiError::new(Code::R400, format!("request body is not valid: {err}")).into()
+        });
+    let query_config = web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::new(Code::R400, format!("query is not valid: {err}")).into()
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(json_config.clone())
+            .app_data(query_config.clone())
+            .configure(routes)
+    })
+    .disable_signals()
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sealer = tokio::spawn(crate::deliver::run_sealer(gw, async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::spawn(async move {
+        shutdown.await;
+        handle.stop(true).await;
+    });
+    let result = server.await;
+    let _ = stop_tx.send(());
+    let _ = sealer.await;
+    result
+}

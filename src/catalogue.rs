@@ -1,0 +1,166 @@
+//! The public error catalogue: every code of `http-api.md` (delivery level, record level, warnings,
+//! notes), its HTTP status and the JSON error body. Modules keep their own `thiserror` enums and map
+//! into [`Code`] at the API edge; nothing else invents codes.
+
+use serde::{Deserialize, Serialize};
+
+/// A code of the spec's error catalogue (`http-api.md`, "Error codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Code {
+    /// Not well-formed, or a DTD / entity declaration.
+    X000,
+    /// Structure does not fit the format.
+    X001,
+    /// Bytes not valid in the declared or default encoding.
+    S001,
+    /// Unsupported code list id or version.
+    S010,
+    /// Every record was rejected.
+    S020,
+    /// Duplicate delivery.
+    S100,
+    /// Same idempotency key, different content.
+    S101,
+    /// Format or version not supported, or no mapping for this vendor.
+    V000,
+    /// Body larger than the limit.
+    L001,
+    /// Too many records.
+    L002,
+    /// Nesting too deep.
+    L003,
+    /// A value longer than 4 KiB.
+    L004,
+    /// Not authenticated.
+    T070,
+    /// Not allowed.
+    T071,
+    /// Storage unavailable.
+    U001,
+    /// Required field missing.
+    F001,
+    /// Bad format.
+    F002,
+    /// Code not in the code list or the mapping's value map.
+    F003,
+    /// Inconsistent values.
+    F004,
+    /// The same `record_id` twice in one delivery.
+    F005,
+    /// Value out of range.
+    F006,
+    /// Partial birth date.
+    W001,
+    /// Unknown field or column ignored.
+    W002,
+    /// Not routed to a recipient for lack of valid consent.
+    C001,
+    /// A field dropped because the consent does not cover it.
+    C002,
+    /// Aggregate dimension not allowed for this recipient.
+    A001,
+    /// Resource not found (no spec code of its own; answered as `404`).
+    N404,
+    /// Request malformed in a way no other code covers (bad query parameter, bad JSON body).
+    R400,
+    /// An internal failure; never caused by input.
+    I500,
+}
+
+impl Code {
+    /// The code as the spec spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::X000 => "X000",
+            Code::X001 => "X001",
+            Code::S001 => "S001",
+            Code::S010 => "S010",
+            Code::S020 => "S020",
+            Code::S100 => "S100",
+            Code::S101 => "S101",
+            Code::V000 => "V000",
+            Code::L001 => "L001",
+            Code::L002 => "L002",
+            Code::L003 => "L003",
+            Code::L004 => "L004",
+            Code::T070 => "T070",
+            Code::T071 => "T071",
+            Code::U001 => "U001",
+            Code::F001 => "F001",
+            Code::F002 => "F002",
+            Code::F003 => "F003",
+            Code::F004 => "F004",
+            Code::F005 => "F005",
+            Code::F006 => "F006",
+            Code::W001 => "W001",
+            Code::W002 => "W002",
+            Code::C001 => "C001",
+            Code::C002 => "C002",
+            Code::A001 => "A001",
+            Code::N404 => "N404",
+            Code::R400 => "R400",
+            Code::I500 => "I500",
+        }
+    }
+
+    /// The HTTP status an API error of this code answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::S100 => 200,
+            Code::S101 => 409,
+            Code::V000 | Code::A001 | Code::R400 => 400,
+            Code::L001 => 413,
+            Code::T070 => 401,
+            Code::T071 => 403,
+            Code::U001 => 503,
+            Code::N404 => 404,
+            Code::I500 => 500,
+            _ => 422,
+        }
+    }
+
+    /// True for the codes that reject a whole delivery (receipt status `E4`).
+    pub fn is_delivery_level(self) -> bool {
+        matches!(
+            self,
+            Code::X000
+                | Code::X001
+                | Code::S001
+                | Code::S010
+                | Code::S020
+                | Code::V000
+                | Code::L001
+                | Code::L002
+                | Code::L003
+                | Code::L004
+        )
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error body of every API error: `{"code", "message", "details"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Catalogue code.
+    pub code: Code,
+    /// Text for a person; never echoes more than 200 characters of the caller's input.
+    pub message: String,
+    /// Further structured details (may be empty).
+    pub details: Vec<serde_json::Value>,
+}
+
+/// Shortens caller-supplied text for inclusion in a message (the spec allows at most 200 characters).
+pub fn echo(input: &str) -> String {
+    const MAX: usize = 60;
+    if input.chars().count() <= MAX {
+        input.to_string()
+    } else {
+        let cut: String = input.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,188 @@
+//! The `weiche` command line: `serve`, `check`, `convert`, `conformance`, `pseudonym`.
+
+pub mod conformance;
+mod convert;
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Weiche — interoperability gateway for the German social sector.
+#[derive(Debug, Parser)]
+#[command(name = "weiche", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (default: embedded demo configuration on 127.0.0.1:8080).
+    Serve {
+        /// Configuration file (TOML); env WEICHE_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check configuration, mappings, policies, schema and code lists exactly as start-up does.
+    Check {
+        /// Configuration file (TOML); env WEICHE_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Convert a local file: canonical records (NDJSON) on stdout, receipt on stderr,
+    /// exit 0 for E1/E2, 1 for E3, 2 for E4.
+    Convert(convert::ConvertArgs),
+    /// Run the golden cases of a directory (default: conformance-tests/cases) and report differences.
+    Conformance {
+        /// Directory of `<format>/<case>/` folders.
+        dir: Option<PathBuf>,
+    },
+    /// Print the pseudonym of one value, or a linkage key.
+    Pseudonym(PseudonymArgs),
+}
+
+/// Arguments of `weiche pseudonym`.
+#[derive(Debug, clap::Args)]
+pub struct PseudonymArgs {
+    /// Key id.
+    #[arg(long)]
+    kid: String,
+    /// Key as hex.
+    #[arg(long)]
+    key_hex: String,
+    /// Canonical path without indices, e.g. client.client_id.
+    #[arg(long, default_value = "client.linkage_key")]
+    path: String,
+    /// Vendor, for vendor-scoped ids.
+    #[arg(long)]
+    vendor: Option<String>,
+    /// Compute a linkage key from FAMILY_NAME GIVEN_NAMES BIRTH_DATE.
+    #[arg(long)]
+    linkage: bool,
+    /// The value (or, with --linkage, the three parts).
+    values: Vec<String>,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::Convert(args) => convert::run(args),
+        Command::Conformance { dir } => conformance::main(dir),
+        Command::Pseudonym(args) => pseudonym(args),
+    }
+}
+
+fn print_problems(problems: &[config::Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+    eprintln!("{} problem(s) found", problems.len());
+}
+
+fn check(config_path: Option<PathBuf>) -> ExitCode {
+    match config::load(config_path.as_deref()) {
+        Ok(loaded) => {
+            for n in &loaded.notices {
+                println!("note: {n}");
+            }
+            println!(
+                "configuration ok: {} mapping(s), {} recipient(s), {} principal(s), {} code list(s)",
+                loaded.mappings.mappings.len(),
+                loaded.router.recipients().len(),
+                loaded.principals.all().count(),
+                loaded.validator.codelist_ids().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print_problems(&problems);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    crate::telemetry::init();
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(l) => l,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        for n in &loaded.notices {
+            tracing::info!("{n}");
+        }
+        let listen = loaded.listen.clone();
+        let demo = loaded.demo_tokens.clone();
+        let gw = match crate::gateway::Gateway::open(loaded).await {
+            Ok(gw) => std::sync::Arc::new(gw),
+            Err(e) => {
+                eprintln!("cannot open the store: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let listener = match std::net::TcpListener::bind(&listen) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on {listen}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+        eprintln!("weiche listening on http://{addr} (store: {})", gw.store.backend());
+        for (id, path) in &demo {
+            eprintln!("demo token of {id}: {}", path.display());
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match crate::api::serve(listener, gw, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("server failed: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+fn pseudonym(args: PseudonymArgs) -> ExitCode {
+    let Ok(secret) = hex::decode(args.key_hex.trim()) else {
+        eprintln!("--key-hex must be hex");
+        return ExitCode::from(2);
+    };
+    let key = crate::consent::PseudonymKey::new(args.kid, secret);
+    if args.linkage {
+        let [family, given, birth] = args.values.as_slice() else {
+            eprintln!("--linkage needs FAMILY_NAME GIVEN_NAMES BIRTH_DATE");
+            return ExitCode::from(2);
+        };
+        let given = (!given.is_empty()).then_some(given.as_str());
+        println!("{}", key.linkage_key(family, given, birth));
+        return ExitCode::SUCCESS;
+    }
+    let [value] = args.values.as_slice() else {
+        eprintln!("give exactly one VALUE");
+        return ExitCode::from(2);
+    };
+    match &args.vendor {
+        Some(v) => println!("{}", key.field(&args.path, v, value)),
+        None => println!("{}", key.pseudonym(&args.path, value)),
+    }
+    ExitCode::SUCCESS
+}

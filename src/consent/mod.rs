@@ -1,0 +1,179 @@
+//! Recipient policies, field actions and pseudonyms: nothing leaves Weiche unless a rule allows it.
+//!
+//! [`policy`] loads one policy per recipient; [`apply`] turns a canonical record into that
+//! recipient's view (every field the policy does not name is dropped); [`pseudonym`] holds the
+//! exact pseudonym and linkage-key algorithms.
+
+pub mod policy;
+pub mod pseudonym;
+
+pub use policy::{Action, Policy, PolicyError};
+pub use pseudonym::PseudonymKey;
+
+use crate::model::CanonicalRecord;
+use chrono::{Datelike, NaiveDate};
+use serde_json::{Map, Value};
+
+/// A recipient's view of one record: the envelope plus the fields its policy lets through.
+pub fn apply(policy: &Policy, key: &PseudonymKey, record: &CanonicalRecord) -> Map<String, Value> {
+    let vendor = record.source.vendor.as_str();
+    let mut out = Map::new();
+    out.insert("type".into(), "record".into());
+    out.insert(
+        "record_ref".into(),
+        key.field("source.record_id", vendor, &record.source.record_id)
+            .into(),
+    );
+    out.insert("policy_version".into(), policy.version.clone().into());
+    out.insert("schema_version".into(), record.schema_version.clone().into());
+    out.insert("reporting_period".into(), record.reporting_period.clone().into());
+    out.insert("program".into(), record.program.clone().into());
+    let mut source = Map::new();
+    source.insert("vendor".into(), vendor.into());
+    source.insert("format".into(), record.source.format.clone().into());
+    source.insert("delivery_id".into(), record.source.delivery_id.clone().into());
+    out.insert("source".into(), Value::Object(source));
+
+    let full = match serde_json::to_value(record) {
+        Ok(Value::Object(m)) => m,
+        _ => return out,
+    };
+    let ctx = Ctx {
+        policy,
+        key,
+        vendor,
+        period_end: period_end(&record.reporting_period),
+    };
+    for section in ["client", "case", "services", "sensitive", "consents"] {
+        if let Some(v) = full.get(section)
+            && let Some(filtered) = ctx.filter(section, v)
+        {
+            out.insert(section.into(), filtered);
+        }
+    }
+    if policy.action("client.linkage_key") == Action::Pseudonymise {
+        let c = &record.client;
+        let lk = key.linkage_key(
+            c.family_name.expose(),
+            c.given_names.as_ref().map(|g| g.expose().as_str()),
+            c.birth_date.expose(),
+        );
+        let client = out
+            .entry("client")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = client {
+            m.insert("linkage_key".into(), lk.into());
+        }
+    }
+    out
+}
+
+struct Ctx<'a> {
+    policy: &'a Policy,
+    key: &'a PseudonymKey,
+    vendor: &'a str,
+    period_end: Option<NaiveDate>,
+}
+
+impl Ctx<'_> {
+    /// Filters a value at a canonical path; `None` when nothing of it may go out.
+    fn filter(&self, path: &str, value: &Value) -> Option<Value> {
+        match value {
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, v) in m {
+                    if let Some(f) = self.filter(&format!("{path}.{k}"), v) {
+                        out.insert(k.clone(), f);
+                    }
+                }
+                (!out.is_empty()).then_some(Value::Object(out))
+            }
+            Value::Array(items) if path == "services" || path == "consents" => {
+                let inner = format!("{path}[]");
+                let out: Vec<Value> = items
+                    .iter()
+                    .filter_map(|v| self.filter(&inner, v))
+                    .collect();
+                (!out.is_empty()).then_some(Value::Array(out))
+            }
+            leaf => self.leaf(path, leaf),
+        }
+    }
+
+    fn leaf(&self, path: &str, value: &Value) -> Option<Value> {
+        let text = || match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match self.policy.action(path) {
+            Action::Drop => None,
+            Action::Keep => Some(value.clone()),
+            Action::Pseudonymise => Some(self.key.field(path, self.vendor, &text()).into()),
+            Action::Year => Some(text().chars().take(4).collect::<String>().into()),
+            Action::YearMonth => Some(text().chars().take(7).collect::<String>().into()),
+            Action::Prefix(n) => Some(text().chars().take(n).collect::<String>().into()),
+            Action::AgeBand => self
+                .period_end
+                .and_then(|end| age_band(&text(), end))
+                .map(Value::from),
+        }
+    }
+}
+
+/// Last day of a `YYYY-MM` month.
+pub fn period_end(period: &str) -> Option<NaiveDate> {
+    let (y, m) = period.split_once('-')?;
+    let (y, m): (i32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    let first_next = if m == 12 {
+        NaiveDate::from_ymd_opt(y + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(y, m + 1, 1)?
+    };
+    first_next.pred_opt()
+}
+
+/// The age band of a (possibly partial) birth date on a day: completed years; a partial date
+/// counts as 1 July of its year, or the 1st of its month.
+pub fn age_band(birth_date: &str, on: NaiveDate) -> Option<&'static str> {
+    let parts: Vec<&str> = birth_date.split('-').collect();
+    let y: i32 = parts.first()?.parse().ok()?;
+    let born = match parts.len() {
+        1 => NaiveDate::from_ymd_opt(y, 7, 1)?,
+        2 => NaiveDate::from_ymd_opt(y, parts[1].parse().ok()?, 1)?,
+        _ => NaiveDate::from_ymd_opt(y, parts[1].parse().ok()?, parts[2].parse().ok()?)?,
+    };
+    let mut age = on.year() - born.year();
+    if (on.month(), on.day()) < (born.month(), born.day()) {
+        age -= 1;
+    }
+    Some(match age {
+        i32::MIN..=-1 => return None,
+        0..=2 => "0-2",
+        3..=5 => "3-5",
+        6..=9 => "6-9",
+        10..=14 => "10-14",
+        15..=17 => "15-17",
+        18..=24 => "18-24",
+        25..=34 => "25-34",
+        35..=44 => "35-44",
+        45..=54 => "45-54",
+        55..=64 => "55-64",
+        _ => "65+",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_bands() {
+        let end = period_end("2026-10").unwrap();
+        assert_eq!(end, NaiveDate::from_ymd_opt(2026, 10, 31).unwrap());
+        assert_eq!(age_band("2008-10-31", end), Some("18-24"));
+        assert_eq!(age_band("2008-11-01", end), Some("15-17"));
+        assert_eq!(age_band("1961", end), Some("65+"));
+        assert_eq!(age_band("2026-10", end), Some("0-2"));
+        assert_eq!(period_end("2026-12").unwrap().to_string(), "2026-12-31");
+    }
+}

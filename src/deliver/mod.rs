@@ -1,0 +1,54 @@
+//! Getting items out of Weiche. Pull recipients: open items are sealed into batches by size and
+//! age ([`seal_all`], run on every batch listing and by a background ticker), and batches are
+//! served from the store. Push delivery is a later stage of this module.
+
+use crate::consent::policy::DeliveryKind;
+use crate::gateway::Gateway;
+use crate::store::{SealRule, StoreError};
+use std::time::Duration;
+
+/// The sealing rule of a recipient's policy.
+pub fn seal_rule(gw: &Gateway, recipient: &str) -> Option<SealRule> {
+    let r = gw.router.recipient(recipient)?;
+    let d = &r.policy.file.delivery;
+    match d.kind {
+        DeliveryKind::Pull => Some(SealRule {
+            max_items: i64::from(d.batch_max_items),
+            max_age_ms: i64::try_from(d.batch_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        }),
+    }
+}
+
+/// Seals what is due for one recipient; returns the number of batches sealed.
+pub async fn seal(gw: &Gateway, recipient: &str) -> Result<u64, StoreError> {
+    match seal_rule(gw, recipient) {
+        Some(rule) => gw.store.seal(recipient, rule, gw.clock.now_ms()).await,
+        None => Ok(0),
+    }
+}
+
+/// Seals what is due for every pull recipient.
+pub async fn seal_all(gw: &Gateway) -> Result<u64, StoreError> {
+    let mut sealed = 0;
+    for r in gw.router.recipients() {
+        sealed += seal(gw, r.id()).await?;
+    }
+    Ok(sealed)
+}
+
+/// Seals every second until `stop` resolves.
+pub async fn run_sealer(gw: std::sync::Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                if let Err(e) = seal_all(&gw).await {
+                    tracing::warn!("sealing batches failed: {e}");
+                }
+            }
+        }
+    }
+}

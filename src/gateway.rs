@@ -1,0 +1,72 @@
+//! The assembled gateway: the loaded configuration's stages plus the store and a clock, shared by
+//! every request. Built once at start-up (or per test) from [`crate::config::Loaded`].
+
+use crate::adapt::MappingSet;
+use crate::config::{Limits, Loaded, Principals, VendorSettings};
+use crate::route::Router;
+use crate::store::{self, Store, StoreError};
+use crate::validate::Validator;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where "now" comes from; tests pin it.
+pub trait Clock: Send + Sync {
+    /// Unix milliseconds.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// Everything a request needs.
+pub struct Gateway {
+    /// Input limits.
+    pub limits: Limits,
+    /// Vendors' settings.
+    pub vendors: BTreeMap<String, VendorSettings>,
+    /// Who may call.
+    pub principals: Principals,
+    /// Loaded mappings.
+    pub mappings: Arc<MappingSet>,
+    /// Where mappings are loaded from (`None`: built in).
+    pub mappings_dir: Option<PathBuf>,
+    /// Canonical schema and code lists.
+    pub validator: Arc<Validator>,
+    /// Recipients.
+    pub router: Arc<Router>,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Gateway {
+    /// Assembles a gateway from a loaded configuration and an opened store.
+    pub fn new(loaded: Loaded, store: Arc<dyn Store>) -> Gateway {
+        Gateway {
+            limits: loaded.limits,
+            vendors: loaded.vendors,
+            principals: loaded.principals,
+            mappings: Arc::new(loaded.mappings),
+            mappings_dir: loaded.mappings_dir,
+            validator: Arc::new(loaded.validator),
+            router: Arc::new(loaded.router),
+            store,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Opens the configured store (running migrations) and assembles the gateway.
+    pub async fn open(loaded: Loaded) -> Result<Gateway, StoreError> {
+        let store = store::connect(&loaded.database_url).await?;
+        Ok(Gateway::new(loaded, store))
+    }
+}

@@ -1,0 +1,362 @@
+//! Ingest: one delivery from the request body to the receipt.
+//!
+//! The body streams through a bounded channel into a blocking thread that runs the
+//! [`pipeline`] (mapping engine → validation → routing). Accepted records come back in chunks and
+//! are written by a store task into one open transaction; the delivery row with its receipt is
+//! added at the end and everything is committed together, or nothing is. Idempotency: the
+//! payload's message id, else the `Idempotency-Key` header, is registered with the delivery; a
+//! repeat with the same content answers the first receipt (`S100`), with other content `409`
+//! (`S101`).
+
+pub mod pipeline;
+pub mod receipt;
+
+pub use receipt::{Entry, Receipt, Status};
+
+use crate::adapt::{InputFault, Mode};
+use crate::catalogue::Code;
+use crate::gateway::Gateway;
+use crate::store::{CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::io::{self, Read};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Records per store write.
+const CHUNK: usize = 500;
+
+/// A delivery request after authentication.
+#[derive(Debug, Clone)]
+pub struct DeliveryRequest {
+    /// The authenticated vendor.
+    pub vendor: String,
+    /// `?format=`.
+    pub format: Option<String>,
+    /// `?mode=`.
+    pub mode: Option<String>,
+    /// `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+}
+
+/// What the API answers.
+#[derive(Debug)]
+pub enum Answer {
+    /// A receipt with an HTTP status.
+    Receipt {
+        /// HTTP status.
+        http: u16,
+        /// The receipt.
+        receipt: Receipt,
+    },
+    /// An error body.
+    Error {
+        /// Catalogue code.
+        code: Code,
+        /// Text for a person.
+        message: String,
+    },
+}
+
+struct Chunk {
+    records: Vec<NewRecord>,
+    items: Vec<NewItem>,
+}
+
+/// Receives one delivery.
+pub async fn receive<S, E>(gw: Arc<Gateway>, req: DeliveryRequest, mut body: S) -> Answer
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let error = |code, message: String| Answer::Error { code, message };
+    let Some(vendor) = gw.vendors.get(&req.vendor) else {
+        return error(Code::T071, "only vendors post deliveries".into());
+    };
+    let Some(format) = req.format.clone().or_else(|| vendor.default_format.clone()) else {
+        return error(
+            Code::V000,
+            "no format given (?format=…) and the vendor has no default format".into(),
+        );
+    };
+    if !vendor.formats.contains(&format) {
+        return error(
+            Code::V000,
+            format!(
+                "format '{}' is not configured for this vendor",
+                crate::catalogue::echo(&format)
+            ),
+        );
+    }
+    let Some(mapping) = gw.mappings.get(&format) else {
+        return error(Code::V000, format!("no mapping loaded for format '{format}'"));
+    };
+    let mode_param = match req.mode.as_deref() {
+        None => None,
+        Some(m) => match Mode::parse(m) {
+            Some(m) => Some(m),
+            None => return error(Code::V000, "mode must be full or partial".into()),
+        },
+    };
+
+    let delivery_id = uuid::Uuid::now_v7().to_string();
+    let received_at = gw.clock.now_ms();
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(2);
+
+    let worker = {
+        let gw = gw.clone();
+        let mapping = mapping.clone();
+        let delivery_id = delivery_id.clone();
+        let vendor_id = req.vendor.clone();
+        tokio::task::spawn_blocking(move || {
+            let job = pipeline::Job {
+                delivery_id: &delivery_id,
+                vendor: &vendor_id,
+                mapping: &mapping,
+                mode_param,
+                max_records: gw.limits.max_records,
+                validator: &gw.validator,
+                router: Some(&gw.router),
+                emit_test_records: false,
+            };
+            let mut reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
+            let mut chunk = Chunk {
+                records: Vec::with_capacity(CHUNK),
+                items: Vec::new(),
+            };
+            let mut outcome = pipeline::run(&job, &mut reader, &mut |acc| {
+                let period = acc.record.reporting_period.clone();
+                let record_id = acc.record.source.record_id.clone();
+                for item in acc.items {
+                    chunk.items.push(NewItem {
+                        recipient: item.recipient,
+                        kind: ItemKind::Record,
+                        vendor: vendor_id.clone(),
+                        record_id: record_id.clone(),
+                        reporting_period: period.clone(),
+                        record_ref: item.record_ref,
+                        body: item.body,
+                    });
+                }
+                chunk.records.push(NewRecord {
+                    vendor: vendor_id.clone(),
+                    record_id,
+                    reporting_period: period,
+                    program: acc.record.program.clone(),
+                    client_id: acc.record.client.client_id.expose().clone(),
+                    body: acc.json,
+                });
+                if chunk.records.len() >= CHUNK {
+                    let full = std::mem::replace(
+                        &mut chunk,
+                        Chunk {
+                            records: Vec::with_capacity(CHUNK),
+                            items: Vec::new(),
+                        },
+                    );
+                    chunk_tx.blocking_send(full).map_err(|_| {
+                        crate::adapt::AdaptError::Aborted("the store stopped".into())
+                    })?;
+                }
+                Ok(())
+            });
+            if outcome.aborted.is_none()
+                && !chunk.records.is_empty()
+                && chunk_tx.blocking_send(chunk).is_err()
+            {
+                outcome.aborted = Some("the store stopped".into());
+            }
+            (outcome, reader.finish())
+        })
+    };
+
+    let writer = {
+        let store = gw.store.clone();
+        tokio::spawn(async move {
+            let mut tx: Option<Box<dyn DeliveryTx>> = None;
+            while let Some(chunk) = chunk_rx.recv().await {
+                if tx.is_none() {
+                    tx = Some(store.begin_delivery().await?);
+                }
+                if let Some(tx) = tx.as_mut() {
+                    tx.put(&chunk.records, &chunk.items).await?;
+                }
+            }
+            Ok::<_, StoreError>(tx)
+        })
+    };
+
+    while let Some(next) = body.next().await {
+        let msg = next.map_err(|e| e.to_string());
+        let failed = msg.is_err();
+        if body_tx.send(msg).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(body_tx);
+
+    let (outcome, content_hash) = match worker.await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(delivery_id = %delivery_id, "delivery worker failed: {e}");
+            return error(Code::I500, "internal error while processing the delivery".into());
+        }
+    };
+    let tx = match writer.await {
+        Ok(Ok(tx)) => tx,
+        Ok(Err(e)) => {
+            tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
+            return error(Code::U001, "storage unavailable; nothing was stored, retry later".into());
+        }
+        Err(e) => {
+            tracing::error!(delivery_id = %delivery_id, "store task failed: {e}");
+            return error(Code::U001, "storage unavailable; nothing was stored, retry later".into());
+        }
+    };
+    if let Some(why) = outcome.aborted {
+        if let Some(tx) = tx {
+            let _ = tx.rollback().await;
+        }
+        tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
+        return error(Code::X000, "the body could not be read to its end".into());
+    }
+    let receipt = outcome.receipt;
+    let rejected_whole = receipt.status == Status::E4;
+    let key = if rejected_whole || receipt.test {
+        None
+    } else {
+        outcome.payload_key.or(req.idempotency_key.clone())
+    };
+    let tx = match (tx, rejected_whole || receipt.test) {
+        (Some(tx), true) => {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(delivery_id = %delivery_id, "rollback failed: {e}");
+            }
+            None
+        }
+        (tx, _) => tx,
+    };
+    let receipt_json = match serde_json::to_string(&receipt) {
+        Ok(j) => j,
+        Err(e) => return error(Code::I500, format!("receipt could not be serialised: {e}")),
+    };
+    let row = NewDelivery {
+        id: delivery_id.clone(),
+        vendor: req.vendor.clone(),
+        idempotency_key: key,
+        content_hash: content_hash.clone(),
+        format: receipt.format.clone(),
+        mode: receipt.mode.clone(),
+        status: receipt.status.as_str().to_string(),
+        test: receipt.test,
+        received_at,
+        receipt: receipt_json,
+    };
+    let tx = match tx {
+        Some(tx) => tx,
+        None => match gw.store.begin_delivery().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
+                return error(Code::U001, "storage unavailable; nothing was stored, retry later".into());
+            }
+        },
+    };
+    match tx.commit(&row).await {
+        Ok(CommitOutcome::Committed) => {
+            tracing::info!(
+                delivery_id = %delivery_id,
+                vendor = %req.vendor,
+                format = %receipt.format,
+                status = receipt.status.as_str(),
+                received = receipt.received,
+                accepted = receipt.accepted,
+                rejected = receipt.rejected,
+                "delivery processed"
+            );
+            let http = receipt
+                .rejection_code()
+                .map(|c| if c == Code::S020 { 422 } else { c.http_status() })
+                .unwrap_or(200);
+            Answer::Receipt { http, receipt }
+        }
+        Ok(CommitOutcome::Duplicate {
+            content_hash: first_hash,
+            receipt: first,
+        }) => {
+            if first_hash != content_hash {
+                return error(
+                    Code::S101,
+                    "this idempotency key was used for a delivery with other content".into(),
+                );
+            }
+            match serde_json::from_str::<Receipt>(&first) {
+                Ok(mut r) => {
+                    r.duplicate = true;
+                    tracing::info!(delivery_id = %r.delivery_id, "duplicate delivery answered");
+                    Answer::Receipt { http: 200, receipt: r }
+                }
+                Err(e) => error(Code::I500, format!("stored receipt unreadable: {e}")),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(delivery_id = %delivery_id, "commit failed: {e}");
+            error(Code::U001, "storage unavailable; nothing was stored, retry later".into())
+        }
+    }
+}
+
+/// A blocking `Read` over the body chunks the async side forwards; enforces the size limit and
+/// hashes the bytes it hands out.
+pub struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+    limit: u64,
+    total: u64,
+    hasher: Sha256,
+}
+
+impl ChannelReader {
+    /// A reader over a channel with a byte limit.
+    pub fn new(rx: mpsc::Receiver<Result<Bytes, String>>, limit: u64) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+            limit,
+            total: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Lowercase hex SHA-256 of everything read.
+    pub fn finish(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => {
+                    return Err(io::Error::other(InputFault::Transport(e)));
+                }
+                Some(Ok(b)) => {
+                    self.total += b.len() as u64;
+                    if self.total > self.limit {
+                        return Err(io::Error::other(InputFault::TooLarge { limit: self.limit }));
+                    }
+                    self.current = b;
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        let part = self.current.split_to(n);
+        self.hasher.update(&part);
+        buf[..n].copy_from_slice(&part);
+        Ok(n)
+    }
+}

@@ -1,0 +1,232 @@
+//! The synchronous heart of a delivery: engine → drafts → validation → routing, producing the
+//! receipt. It runs on a blocking thread over a streaming reader and hands each accepted record
+//! to a callback as soon as it is ready, so neither the body nor the records are held whole.
+//! `weiche convert` and the server share it.
+
+use super::receipt::{Entry, Receipt, Status};
+use crate::adapt::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, Mapping, Mode};
+use crate::catalogue::Code;
+use crate::model::{CanonicalRecord, SCHEMA_VERSION};
+use crate::route::{RoutedItem, Router};
+use crate::validate::Validator;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Read;
+
+/// What one delivery is processed with.
+pub struct Job<'a> {
+    /// Weiche's delivery id.
+    pub delivery_id: &'a str,
+    /// Sending vendor (from authentication, never from the payload).
+    pub vendor: &'a str,
+    /// The mapping.
+    pub mapping: &'a Mapping,
+    /// The request's `mode` parameter (used when the format does not declare a mode).
+    pub mode_param: Option<Mode>,
+    /// `L002` above this many records.
+    pub max_records: u64,
+    /// Canonical schema and code lists.
+    pub validator: &'a Validator,
+    /// Recipients; `None` routes nothing (conversion without a server).
+    pub router: Option<&'a Router>,
+    /// Hand records of test deliveries to the callback too (conversion shows them).
+    pub emit_test_records: bool,
+}
+
+/// One accepted record, ready to store.
+pub struct Accepted {
+    /// The canonical record.
+    pub record: CanonicalRecord,
+    /// Its canonical JSON (keys in canonical-model.md order).
+    pub json: String,
+    /// Its output items, one per recipient that gets it.
+    pub items: Vec<RoutedItem>,
+}
+
+/// The result of processing one delivery.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The receipt (`duplicate` false).
+    pub receipt: Receipt,
+    /// The idempotency key the payload declared, if any.
+    pub payload_key: Option<String>,
+    /// Set when the delivery could not be read to its end (client gone, store failed): no receipt
+    /// is due, nothing may be stored.
+    pub aborted: Option<String>,
+}
+
+/// Processes one delivery.
+pub fn run(
+    job: &Job,
+    reader: &mut dyn Read,
+    out: &mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
+) -> Outcome {
+    let mut c = Collector {
+        job,
+        out,
+        header: DeliveryHeader::default(),
+        received: 0,
+        accepted: 0,
+        rejected: 0,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        periods: BTreeSet::new(),
+        routed: BTreeMap::new(),
+        seen: HashSet::new(),
+    };
+    let result = job.mapping.run(reader, &mut c);
+    let mode = c
+        .header
+        .mode
+        .or(job.mode_param)
+        .unwrap_or(Mode::Partial)
+        .as_str();
+    let format = job.mapping.id();
+    let mut receipt = match result {
+        Err(AdaptError::Aborted(why)) => {
+            return Outcome {
+                receipt: Receipt::rejected(job.delivery_id, format, mode, Code::U001, &why),
+                payload_key: None,
+                aborted: Some(why),
+            };
+        }
+        Err(AdaptError::Rejected { code, message }) => {
+            Receipt::rejected(job.delivery_id, format, mode, code, &message)
+        }
+        Ok(()) => {
+            let mut errors = c.errors;
+            let status = if c.received > 0 && c.accepted == 0 {
+                errors.push(Entry::delivery(Code::S020, "every record was rejected"));
+                Status::E4
+            } else if c.rejected > 0 {
+                Status::E3
+            } else if !c.warnings.is_empty() {
+                Status::E2
+            } else {
+                Status::E1
+            };
+            Receipt {
+                delivery_id: job.delivery_id.to_string(),
+                status,
+                duplicate: false,
+                test: c.header.test,
+                format: format.to_string(),
+                mode: mode.to_string(),
+                reporting_periods: if status == Status::E4 {
+                    Vec::new()
+                } else {
+                    c.periods.into_iter().collect()
+                },
+                received: c.received,
+                accepted: c.accepted,
+                rejected: c.rejected,
+                cancelled: 0,
+                routed: if status == Status::E4 || c.header.test {
+                    BTreeMap::new()
+                } else {
+                    c.routed
+                },
+                errors,
+                warnings: c.warnings,
+                notes: Vec::new(),
+                mapping_version: None,
+            }
+        }
+    };
+    receipt.test = c.header.test;
+    receipt.mapping_version = Some(job.mapping.hash.clone());
+    Outcome {
+        receipt,
+        payload_key: c.header.idempotency_key,
+        aborted: None,
+    }
+}
+
+struct Collector<'j, 'o> {
+    job: &'j Job<'j>,
+    out: &'o mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
+    header: DeliveryHeader,
+    received: u64,
+    accepted: u64,
+    rejected: u64,
+    errors: Vec<Entry>,
+    warnings: Vec<Entry>,
+    periods: BTreeSet<String>,
+    routed: BTreeMap<String, u64>,
+    seen: HashSet<String>,
+}
+
+impl AdaptSink for Collector<'_, '_> {
+    fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError> {
+        self.header = header.clone();
+        Ok(())
+    }
+
+    fn warning(&mut self, issue: Issue) {
+        self.warnings.push(Entry::from_issue(None, None, issue));
+    }
+
+    fn record(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
+        self.received += 1;
+        if self.received > self.job.max_records {
+            return Err(AdaptError::rejected(
+                Code::L002,
+                format!("more than {} records in one delivery", self.job.max_records),
+            ));
+        }
+        let position = draft.position;
+        let record_id = draft.record_id.clone();
+        if let Some(id) = &record_id
+            && !self.seen.insert(id.clone())
+        {
+            draft.issues.push(Issue::new(
+                Code::F005,
+                "source.record_id",
+                format!(
+                    "record_id '{}' occurs twice in the delivery",
+                    crate::catalogue::echo(id)
+                ),
+            ));
+        }
+        draft.fields.insert("schema_version".into(), SCHEMA_VERSION.into());
+        let source = draft
+            .fields
+            .entry("source")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(s) = source {
+            s.insert("vendor".into(), self.job.vendor.into());
+            s.insert("format".into(), self.job.mapping.id().into());
+            s.insert("delivery_id".into(), self.job.delivery_id.into());
+        }
+        let checked = self.job.validator.check(draft);
+        let rid = record_id.as_deref();
+        for w in checked.warnings {
+            self.warnings.push(Entry::from_issue(Some(position), rid, w));
+        }
+        let record = match checked.record {
+            Some(r) if checked.errors.is_empty() => r,
+            _ => {
+                self.rejected += 1;
+                for e in checked.errors {
+                    self.errors.push(Entry::from_issue(Some(position), rid, e));
+                }
+                return Ok(());
+            }
+        };
+        self.accepted += 1;
+        self.periods.insert(record.reporting_period.clone());
+        if self.header.test && !self.job.emit_test_records {
+            return Ok(());
+        }
+        let items = match (self.job.router, self.header.test) {
+            (Some(router), false) => router.route(&record),
+            _ => Vec::new(),
+        };
+        for item in &items {
+            *self.routed.entry(item.recipient.clone()).or_default() += 1;
+        }
+        let json = serde_json::to_string(&record)
+            .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
+        (self.out)(Accepted { record, json, items })
+    }
+}

@@ -1,0 +1,41 @@
+//! Weiche — an interoperability gateway for the German social sector.
+//!
+//! Vendors' case-management exports come in over HTTPS, are translated by administrator-edited
+//! mapping files into one canonical client-data model, validated, filtered per recipient by policy
+//! and consent, stored, and routed to the statistics office (pull), job centres and partner
+//! agencies (push), with receipts back to the vendor.
+//!
+//! # Layout
+//!
+//! The module tree reads like the data flow:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`ingest`] | one delivery from body stream to receipt: limits, idempotency, the pipeline driver |
+//! | [`adapt`] | mapping files and the format engines that turn vendor bytes into [`adapt::Draft`]s |
+//! | [`validate`] | the canonical JSON Schema and code lists; parses drafts into [`model::CanonicalRecord`] |
+//! | [`consent`] | recipient policies, field actions, pseudonyms |
+//! | [`route`] | which accepted record goes to which recipient, and in what shape |
+//! | [`deliver`] | getting items out: sealing pull batches |
+//! | [`store`] | the storage trait and its SQLite and PostgreSQL implementations |
+//! | [`api`] | the HTTP surface (actix-web), authentication, the server's start and shutdown |
+//! | [`config`] | the configuration file, environment overrides, embedded defaults, principals |
+//! | [`telemetry`] | logging set-up (no personal data: see [`model::Personal`]) |
+//! | [`cli`] | the `weiche` command line |
+//!
+//! Shared vocabulary: [`model`] (canonical types) and [`catalogue`] (the spec's error codes).
+
+pub mod adapt;
+pub mod api;
+pub mod catalogue;
+pub mod cli;
+pub mod config;
+pub mod consent;
+pub mod deliver;
+pub mod gateway;
+pub mod ingest;
+pub mod model;
+pub mod route;
+pub mod store;
+pub mod telemetry;
+pub mod validate;

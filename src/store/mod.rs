@@ -1,0 +1,322 @@
+//! Durable storage of deliveries, receipts, canonical records and per-recipient output items, and
+//! the batches pull recipients fetch. One trait, [`Store`], with a SQLite implementation (the
+//! embedded default: WAL, `synchronous=FULL`) and a PostgreSQL implementation, each with its own
+//! migrations under `src/store/migrations/`. One contract test suite
+//! (`conformance-tests/store_contract.rs`) runs against both.
+//!
+//! A delivery is written through a [`DeliveryTx`]: records and items arrive in chunks (multi-row
+//! `INSERT`s, never one statement per row) inside one database transaction, and
+//! [`DeliveryTx::commit`] adds the delivery row with its receipt and commits. Until then nothing
+//! of the delivery is visible; a crash leaves no trace of it.
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with a connection-level error (→ `U001`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database error.
+    #[error("storage error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not one we support.
+    #[error("unsupported database url '{0}': use sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The delivery row, written at commit.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Weiche's delivery id (UUID text).
+    pub id: String,
+    /// Sending vendor.
+    pub vendor: String,
+    /// Idempotency key (payload message id or `Idempotency-Key` header). `None` for deliveries
+    /// that are not registered for idempotency (e.g. rejected whole).
+    pub idempotency_key: Option<String>,
+    /// Lowercase hex SHA-256 of the body bytes.
+    pub content_hash: String,
+    /// Mapping id.
+    pub format: String,
+    /// `full` or `partial`.
+    pub mode: String,
+    /// Receipt status `E1`…`E4`.
+    pub status: String,
+    /// Test delivery flag.
+    pub test: bool,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// The receipt as JSON text.
+    pub receipt: String,
+}
+
+/// A canonical record to store (insert, or replace the earlier version with the same vendor,
+/// record id and reporting period).
+#[derive(Clone)]
+pub struct NewRecord {
+    /// Vendor.
+    pub vendor: String,
+    /// The vendor's record id.
+    pub record_id: String,
+    /// `YYYY-MM`.
+    pub reporting_period: String,
+    /// Program code.
+    pub program: String,
+    /// Vendor-scoped client id (personal data; used for erasure and disclosure look-ups).
+    pub client_id: String,
+    /// Canonical JSON.
+    pub body: String,
+}
+
+impl std::fmt::Debug for NewRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewRecord")
+            .field("vendor", &self.vendor)
+            .field("record_id", &self.record_id)
+            .field("reporting_period", &self.reporting_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Kind of an output item (consent-and-pseudonyms.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// New or replaced version of a record.
+    Record,
+    /// Dropped from a later full delivery, or cancelled by the vendor.
+    Cancellation,
+    /// The consent it was sent under was withdrawn.
+    Revocation,
+    /// An administrator erased the client.
+    Erasure,
+}
+
+impl ItemKind {
+    /// Spelling in items and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Record => "record",
+            ItemKind::Cancellation => "cancellation",
+            ItemKind::Revocation => "revocation",
+            ItemKind::Erasure => "erasure",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "record" => ItemKind::Record,
+            "cancellation" => ItemKind::Cancellation,
+            "revocation" => ItemKind::Revocation,
+            "erasure" => ItemKind::Erasure,
+            _ => return None,
+        })
+    }
+}
+
+/// One output item for one recipient (the recipient's view of a record, with its envelope).
+#[derive(Clone)]
+pub struct NewItem {
+    /// Recipient id.
+    pub recipient: String,
+    /// Item kind.
+    pub kind: ItemKind,
+    /// Vendor of the record it is about.
+    pub vendor: String,
+    /// The vendor's record id it is about.
+    pub record_id: String,
+    /// Reporting period of the record.
+    pub reporting_period: String,
+    /// The recipient's pseudonym of the record id.
+    pub record_ref: String,
+    /// The item as JSON text, exactly as the recipient will receive it.
+    pub body: String,
+}
+
+impl std::fmt::Debug for NewItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewItem")
+            .field("recipient", &self.recipient)
+            .field("kind", &self.kind)
+            .field("record_ref", &self.record_ref)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`DeliveryTx::commit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Everything is durably stored.
+    Committed,
+    /// A delivery with the same vendor and idempotency key exists already; nothing of this one was
+    /// stored. Carries the first delivery's content hash and receipt.
+    Duplicate {
+        /// Content hash of the first delivery.
+        content_hash: String,
+        /// Receipt JSON of the first delivery.
+        receipt: String,
+    },
+}
+
+/// A stored delivery receipt, as listed for its vendor.
+#[derive(Debug, Clone)]
+pub struct StoredDelivery {
+    /// Delivery id.
+    pub id: String,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// Receipt JSON.
+    pub receipt: String,
+}
+
+/// State of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    /// Sealed, not yet acknowledged.
+    Ready,
+    /// Acknowledged by the recipient.
+    Acknowledged,
+}
+
+impl BatchState {
+    /// Spelling in the API and database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Ready => "ready",
+            BatchState::Acknowledged => "acknowledged",
+        }
+    }
+
+    /// Parses the API / database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ready" => Some(BatchState::Ready),
+            "acknowledged" => Some(BatchState::Acknowledged),
+            _ => None,
+        }
+    }
+}
+
+/// A sealed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Batch id (UUID text).
+    pub batch_id: String,
+    /// Recipient it belongs to.
+    pub recipient: String,
+    /// Unix milliseconds of sealing.
+    pub created_at: i64,
+    /// Number of items.
+    pub items: i64,
+    /// Sorted distinct reporting periods of its items.
+    pub periods: Vec<String>,
+    /// State.
+    pub state: BatchState,
+}
+
+/// One item of a batch, in order.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// Position in the recipient's item sequence (increasing).
+    pub seq: i64,
+    /// Item JSON.
+    pub body: String,
+}
+
+/// Rules for sealing a recipient's open items into a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct SealRule {
+    /// Seal as soon as this many items are open (a batch never holds more).
+    pub max_items: i64,
+    /// Seal whatever is open once the oldest open item is this old (milliseconds).
+    pub max_age_ms: i64,
+}
+
+/// One delivery being written: chunks of records and items, then commit or rollback.
+#[async_trait]
+pub trait DeliveryTx: Send {
+    /// Adds records (insert or replace by vendor + record id + reporting period) and output items.
+    async fn put(&mut self, records: &[NewRecord], items: &[NewItem]) -> StoreResult<()>;
+    /// Writes the delivery row and commits everything, unless a delivery with the same vendor and
+    /// idempotency key exists, in which case everything is rolled back and the first one's receipt
+    /// is returned.
+    async fn commit(self: Box<Self>, delivery: &NewDelivery) -> StoreResult<CommitOutcome>;
+    /// Discards everything written through this transaction.
+    async fn rollback(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// The storage interface every backend implements.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Backend name (`sqlite` or `postgres`), for logs and health.
+    fn backend(&self) -> &'static str;
+    /// Checks the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Starts writing one delivery.
+    async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>>;
+    /// The receipt of a delivery registered under this vendor and idempotency key.
+    async fn delivery_by_key(&self, vendor: &str, key: &str) -> StoreResult<Option<(String, String)>>;
+    /// One of the vendor's deliveries (`None` when absent or another vendor's).
+    async fn delivery(&self, vendor: &str, id: &str) -> StoreResult<Option<StoredDelivery>>;
+    /// The vendor's deliveries, newest first: received at or after `since` (unix ms), strictly
+    /// after the position `after` = (received_at, id) of the previous page's last entry.
+    async fn deliveries(
+        &self,
+        vendor: &str,
+        since: Option<i64>,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredDelivery>>;
+    /// The current canonical JSON of a record.
+    async fn record(&self, vendor: &str, record_id: &str, period: &str) -> StoreResult<Option<String>>;
+    /// Seals the recipient's open items into batches per the rule (several if more than
+    /// `max_items` are open; none if too few and too young). Safe to call from several processes.
+    /// Returns the number of batches sealed.
+    async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64>;
+    /// The recipient's batches, oldest first, optionally only in one state.
+    async fn batches(&self, recipient: &str, state: Option<BatchState>) -> StoreResult<Vec<BatchInfo>>;
+    /// One of the recipient's batches (`None` when absent or another recipient's).
+    async fn batch(&self, recipient: &str, batch_id: &str) -> StoreResult<Option<BatchInfo>>;
+    /// Items of a batch with `seq` > `after_seq`, in order, at most `limit`.
+    async fn batch_items(&self, batch_id: &str, after_seq: i64, limit: i64) -> StoreResult<Vec<BatchItem>>;
+    /// Marks the recipient's batch acknowledged (idempotent: a second ack changes nothing) and stores
+    /// the findings JSON of the first ack. `None` when absent or another recipient's.
+    async fn ack_batch(
+        &self,
+        recipient: &str,
+        batch_id: &str,
+        findings: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<BatchInfo>>;
+    /// Number of items not yet sealed into a batch for the recipient.
+    async fn open_items(&self, recipient: &str) -> StoreResult<i64>;
+}
+
+/// Opens the store a URL names (`sqlite://path` or `postgres://…`), creating the SQLite file and
+/// its directory when missing, and runs the backend's migrations.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}

@@ -1,0 +1,619 @@
+//! SQLite implementation of [`Store`]: the embedded default. Owns the connection set-up (WAL,
+//! `synchronous=FULL`, foreign keys, busy timeout), the SQLite migrations under
+//! `src/store/migrations/sqlite`, and every SQLite query of the store.
+//!
+//! Two pools: a **writer** pool with exactly one connection, so writing transactions queue for it
+//! instead of failing with `SQLITE_BUSY`, and a **reader** pool (`query_only`) that WAL lets read
+//! while a delivery is being written. Writing transactions start with `BEGIN IMMEDIATE`, so that
+//! even another process on the same file makes them wait (busy timeout) rather than fail on a
+//! lock upgrade.
+//!
+//! Item and record times (`created_at`, `updated_at`) are taken from this process's clock
+//! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
+//! [`Store::seal`] use for `now_ms`.
+
+use super::{
+    BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, NewDelivery, NewItem, NewRecord,
+    SealRule, Store, StoreError, StoreResult, StoredDelivery,
+};
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// SQLite's limit on bound parameters in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_PARAMS: usize = 32_766;
+/// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
+/// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
+const MAX_ROWS_PER_INSERT: usize = 1_000;
+/// Columns bound per record row.
+const RECORD_COLUMNS: usize = 7;
+/// Columns bound per item row.
+const ITEM_COLUMNS: usize = 8;
+/// How long a connection waits for a lock held by another connection or process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in the reader pool.
+const READERS: u32 = 4;
+/// How long a caller waits for the writer connection (a long delivery holds it throughout).
+const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const _: () = assert!(MAX_ROWS_PER_INSERT * RECORD_COLUMNS <= MAX_PARAMS);
+const _: () = assert!(MAX_ROWS_PER_INSERT * ITEM_COLUMNS <= MAX_PARAMS);
+
+/// The SQLite store: one writer connection, a few read-only readers.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its parent directory when missing) the database a
+    /// `sqlite://…` URL names, e.g. `sqlite://./data/weiche.db` or `sqlite:///abs/path.db`, and
+    /// runs the SQLite migrations. `sqlite::memory:` gives a private in-memory database served by
+    /// the single writer connection (for tests only).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_string()))?
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = is_in_memory(url, &base);
+        if !in_memory {
+            if let Some(parent) = base.get_filename().parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "cannot create directory {}: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+            }
+        }
+
+        let mut writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .synchronous(SqliteSynchronous::Full);
+        if !in_memory {
+            writer_options = writer_options.journal_mode(SqliteJournalMode::Wal);
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(writer_options)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("src/store/migrations/sqlite")
+            .run(&writer)
+            .await?;
+
+        let reader = if in_memory {
+            // Every connection to a private in-memory database would see its own database.
+            writer.clone()
+        } else {
+            let reader_options = base.pragma("query_only", "ON");
+            SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(reader_options)
+                .await
+                .map_err(map_err)?
+        };
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Starts a writing transaction on the writer connection (`BEGIN IMMEDIATE`).
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)
+    }
+}
+
+/// Whether the URL names an in-memory database.
+fn is_in_memory(url: &str, options: &SqliteConnectOptions) -> bool {
+    url.contains(":memory:")
+        || url.contains("mode=memory")
+        || options
+            .get_filename()
+            .to_string_lossy()
+            .starts_with("file:sqlx-in-memory-")
+}
+
+/// Maps a sqlx error: connection-level failures (and a database that stays locked or cannot be
+/// written) are [`StoreError::Unavailable`], everything else [`StoreError::Database`].
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            // Primary result code = extended code & 0xff: BUSY 5, LOCKED 6, IOERR 10, FULL 13,
+            // CANTOPEN 14.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            match primary {
+                Some(5 | 6 | 10 | 13 | 14) => StoreError::Unavailable(e.to_string()),
+                _ => StoreError::Database(e),
+            }
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+/// This process's clock in unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Decodes a batch row.
+fn batch_info(
+    (batch_id, recipient, created_at, items, periods, state): (
+        String,
+        String,
+        i64,
+        i64,
+        String,
+        String,
+    ),
+) -> StoreResult<BatchInfo> {
+    let periods: Vec<String> = serde_json::from_str(&periods)
+        .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: periods: {e}")))?;
+    let state = BatchState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("batch {batch_id}: state '{state}'")))?;
+    Ok(BatchInfo {
+        batch_id,
+        recipient,
+        created_at,
+        items,
+        periods,
+        state,
+    })
+}
+
+/// Columns of a batch row, in [`batch_info`]'s order.
+const BATCH_COLUMNS: &str = "batch_id, recipient, created_at, item_count, periods, state";
+
+/// Inserts or replaces records with multi-row `INSERT … ON CONFLICT DO UPDATE` statements.
+async fn insert_records(
+    tx: &mut Transaction<'static, Sqlite>,
+    records: &[NewRecord],
+    now: i64,
+) -> StoreResult<()> {
+    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO records \
+             (vendor, record_id, reporting_period, program, client_id, body, updated_at) ",
+        );
+        qb.push_values(chunk, |mut row, r| {
+            row.push_bind(r.vendor.as_str())
+                .push_bind(r.record_id.as_str())
+                .push_bind(r.reporting_period.as_str())
+                .push_bind(r.program.as_str())
+                .push_bind(r.client_id.as_str())
+                .push_bind(r.body.as_str())
+                .push_bind(now);
+        });
+        qb.push(
+            " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
+             program = excluded.program, client_id = excluded.client_id, \
+             body = excluded.body, updated_at = excluded.updated_at",
+        );
+        qb.build()
+            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Inserts items with multi-row `INSERT`s; their `seq` follows the order of `items`.
+async fn insert_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    items: &[NewItem],
+    now: i64,
+) -> StoreResult<()> {
+    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
+             record_ref, body, created_at) ",
+        );
+        qb.push_values(chunk, |mut row, i| {
+            row.push_bind(i.recipient.as_str())
+                .push_bind(i.kind.as_str())
+                .push_bind(i.vendor.as_str())
+                .push_bind(i.record_id.as_str())
+                .push_bind(i.reporting_period.as_str())
+                .push_bind(i.record_ref.as_str())
+                .push_bind(i.body.as_str())
+                .push_bind(now);
+        });
+        qb.build()
+            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// A delivery being written on the writer connection.
+struct SqliteDeliveryTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl DeliveryTx for SqliteDeliveryTx {
+    async fn put(&mut self, records: &[NewRecord], items: &[NewItem]) -> StoreResult<()> {
+        let now = now_ms();
+        insert_records(&mut self.tx, records, now).await?;
+        insert_items(&mut self.tx, items, now).await
+    }
+
+    async fn commit(mut self: Box<Self>, d: &NewDelivery) -> StoreResult<CommitOutcome> {
+        let inserted = sqlx::query(
+            "INSERT INTO deliveries (id, vendor, idempotency_key, content_hash, format, mode, \
+             status, test, received_at, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (vendor, idempotency_key) DO NOTHING",
+        )
+        .bind(&d.id)
+        .bind(&d.vendor)
+        .bind(d.idempotency_key.as_deref())
+        .bind(&d.content_hash)
+        .bind(&d.format)
+        .bind(&d.mode)
+        .bind(&d.status)
+        .bind(d.test)
+        .bind(d.received_at)
+        .bind(&d.receipt)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if inserted == 1 {
+            self.tx.commit().await.map_err(map_err)?;
+            return Ok(CommitOutcome::Committed);
+        }
+        // Only the (vendor, idempotency_key) conflict is absorbed, so the key is set here.
+        let first: Option<(String, String)> = sqlx::query_as(
+            "SELECT content_hash, receipt FROM deliveries \
+             WHERE vendor = ? AND idempotency_key = ?",
+        )
+        .bind(&d.vendor)
+        .bind(d.idempotency_key.as_deref())
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        self.tx.rollback().await.map_err(map_err)?;
+        let (content_hash, receipt) = first.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "delivery {} conflicted on its idempotency key, but no earlier delivery was found",
+                d.id
+            ))
+        })?;
+        Ok(CommitOutcome::Duplicate {
+            content_hash,
+            receipt,
+        })
+    }
+
+    async fn rollback(self: Box<Self>) -> StoreResult<()> {
+        self.tx.rollback().await.map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>> {
+        Ok(Box::new(SqliteDeliveryTx {
+            tx: self.begin_write().await?,
+        }))
+    }
+
+    async fn delivery_by_key(
+        &self,
+        vendor: &str,
+        key: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        sqlx::query_as(
+            "SELECT content_hash, receipt FROM deliveries \
+             WHERE vendor = ? AND idempotency_key = ?",
+        )
+        .bind(vendor)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn delivery(&self, vendor: &str, id: &str) -> StoreResult<Option<StoredDelivery>> {
+        let row: Option<(String, i64, String)> = sqlx::query_as(
+            "SELECT id, received_at, receipt FROM deliveries WHERE id = ? AND vendor = ?",
+        )
+        .bind(id)
+        .bind(vendor)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(row.map(|(id, received_at, receipt)| StoredDelivery {
+            id,
+            received_at,
+            receipt,
+        }))
+    }
+
+    async fn deliveries(
+        &self,
+        vendor: &str,
+        since: Option<i64>,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredDelivery>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT id, received_at, receipt FROM deliveries WHERE vendor = ",
+        );
+        qb.push_bind(vendor);
+        if let Some(since) = since {
+            qb.push(" AND received_at >= ").push_bind(since);
+        }
+        if let Some((at, id)) = after {
+            qb.push(" AND (received_at, id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+            .push_bind(limit.max(0));
+        let rows: Vec<(String, i64, String)> = qb
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, received_at, receipt)| StoredDelivery {
+                id,
+                received_at,
+                receipt,
+            })
+            .collect())
+    }
+
+    async fn record(
+        &self,
+        vendor: &str,
+        record_id: &str,
+        period: &str,
+    ) -> StoreResult<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT body FROM records \
+             WHERE vendor = ? AND record_id = ? AND reporting_period = ?",
+        )
+        .bind(vendor)
+        .bind(record_id)
+        .bind(period)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
+        if rule.max_items < 1 {
+            return Ok(0);
+        }
+        // Cheap check on a reader first: most calls find nothing to seal and need no write lock.
+        let (open, oldest) = open_head(&self.reader, recipient, rule.max_items).await?;
+        if !should_seal(open, oldest, rule, now_ms) {
+            return Ok(0);
+        }
+        // BEGIN IMMEDIATE holds SQLite's write lock for the whole sealing: no other connection
+        // or process can add, seal or change items meanwhile.
+        let mut tx = self.begin_write().await?;
+        let mut sealed = 0u64;
+        loop {
+            let (open, oldest) = open_head(&mut *tx, recipient, rule.max_items).await?;
+            if !should_seal(open, oldest, rule, now_ms) {
+                break;
+            }
+            let batch_id = uuid::Uuid::now_v7().to_string();
+            let periods: Vec<String> = sqlx::query_scalar(
+                "UPDATE items SET batch_id = ? WHERE seq IN (\
+                 SELECT seq FROM items WHERE recipient = ? AND batch_id IS NULL \
+                 ORDER BY seq LIMIT ?) RETURNING reporting_period",
+            )
+            .bind(&batch_id)
+            .bind(recipient)
+            .bind(rule.max_items)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if periods.is_empty() {
+                break;
+            }
+            let count = i64::try_from(periods.len()).unwrap_or(i64::MAX);
+            let periods = periods_json(periods);
+            sqlx::query(
+                "INSERT INTO batches (batch_id, recipient, seal_no, created_at, item_count, \
+                 periods, state) VALUES (?, ?, \
+                 (SELECT COALESCE(MAX(seal_no), 0) + 1 FROM batches WHERE recipient = ?), \
+                 ?, ?, ?, 'ready')",
+            )
+            .bind(&batch_id)
+            .bind(recipient)
+            .bind(recipient)
+            .bind(now_ms)
+            .bind(count)
+            .bind(&periods)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sealed += 1;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(sealed)
+    }
+
+    async fn batches(
+        &self,
+        recipient: &str,
+        state: Option<BatchState>,
+    ) -> StoreResult<Vec<BatchInfo>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
+        qb.push(BATCH_COLUMNS)
+            .push(" FROM batches WHERE recipient = ")
+            .push_bind(recipient);
+        if let Some(state) = state {
+            qb.push(" AND state = ").push_bind(state.as_str());
+        }
+        qb.push(" ORDER BY seal_no");
+        let rows = qb
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(map_err)?;
+        rows.into_iter().map(batch_info).collect()
+    }
+
+    async fn batch(&self, recipient: &str, batch_id: &str) -> StoreResult<Option<BatchInfo>> {
+        let row = sqlx::query_as(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND recipient = ?"
+        ))
+        .bind(batch_id)
+        .bind(recipient)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        row.map(batch_info).transpose()
+    }
+
+    async fn batch_items(
+        &self,
+        batch_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<BatchItem>> {
+        // The recipient (looked up once) makes this a range scan of items_recipient_batch_seq.
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, body FROM items \
+             WHERE recipient = (SELECT recipient FROM batches WHERE batch_id = ?1) \
+             AND batch_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(batch_id)
+        .bind(after_seq)
+        .bind(limit.max(0))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, body)| BatchItem { seq, body })
+            .collect())
+    }
+
+    async fn ack_batch(
+        &self,
+        recipient: &str,
+        batch_id: &str,
+        findings: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<BatchInfo>> {
+        sqlx::query(
+            "UPDATE batches SET state = 'acknowledged', acked_at = ?, findings = ? \
+             WHERE batch_id = ? AND recipient = ? AND state = 'ready'",
+        )
+        .bind(now_ms)
+        .bind(findings)
+        .bind(batch_id)
+        .bind(recipient)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        let row = sqlx::query_as(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND recipient = ?"
+        ))
+        .bind(batch_id)
+        .bind(recipient)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(map_err)?;
+        row.map(batch_info).transpose()
+    }
+
+    async fn open_items(&self, recipient: &str) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE recipient = ? AND batch_id IS NULL")
+            .bind(recipient)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)
+    }
+}
+
+/// The number of open items among the recipient's first `max_items` open ones (so at most
+/// `max_items`) and the oldest `created_at` among them.
+async fn open_head<'c, E>(
+    executor: E,
+    recipient: &str,
+    max_items: i64,
+) -> StoreResult<(i64, Option<i64>)>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM (\
+         SELECT created_at FROM items WHERE recipient = ? AND batch_id IS NULL \
+         ORDER BY seq LIMIT ?)",
+    )
+    .bind(recipient)
+    .bind(max_items)
+    .fetch_one(executor)
+    .await
+    .map_err(map_err)
+}
+
+/// The seal rule: a full batch whenever `max_items` are open; the rest once its oldest item has
+/// reached `max_age_ms`.
+fn should_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> bool {
+    match oldest {
+        Some(oldest) if open > 0 => {
+            open >= rule.max_items || now_ms.saturating_sub(oldest) >= rule.max_age_ms
+        }
+        _ => false,
+    }
+}
+
+/// Sorted distinct periods as a JSON array.
+fn periods_json(mut periods: Vec<String>) -> String {
+    periods.sort_unstable();
+    periods.dedup();
+    serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
+}
