@@ -27,7 +27,7 @@ use std::time::Duration;
 const MAX_PARAMS: usize = 65_535;
 /// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
-const MAX_ROWS_PER_INSERT: usize = 1_000;
+const MAX_ROWS_PER_INSERT: usize = 4_000;
 /// Columns bound per record row.
 const RECORD_COLUMNS: usize = 7;
 /// Columns bound per item row.
@@ -525,11 +525,10 @@ impl Store for PostgresStore {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<BatchItem>> {
-        // The recipient (looked up once) makes this a range scan of items_recipient_batch_seq.
+        // A range scan of the index items_sealed (batch_id, seq).
         let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, body FROM items \
-             WHERE recipient = (SELECT recipient FROM batches WHERE batch_id = $1) \
-             AND batch_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "SELECT seq, body FROM items WHERE batch_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
         )
         .bind(batch_id)
         .bind(after_seq)

@@ -762,3 +762,35 @@ fn throughput() {
     assert_eq!(ok, n);
     println!("{n} records in {s:.3}s: {:.0} records/s", n as f64 / s);
 }
+
+#[test]
+#[ignore]
+fn profile_parts() {
+    let v = validator();
+    let n = 200_000;
+    let rec = good();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(v.schema.is_valid(std::hint::black_box(&rec)));
+    }
+    println!("schema: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let mut r = Report { n_mapping: 0, errors: Vec::new() };
+        let mut w = Vec::new();
+        v.rules(std::hint::black_box(&rec), &mut r, &mut w);
+        assert!(r.errors.is_empty());
+    }
+    println!("rules: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    let recs: Vec<Value> = (0..n).map(|_| good()).collect();
+    let t = std::time::Instant::now();
+    for r in recs {
+        let _: CanonicalRecord = serde_json::from_value(r).unwrap();
+    }
+    println!("serde: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(good());
+    }
+    println!("build+drop: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
+}

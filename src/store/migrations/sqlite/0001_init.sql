@@ -66,9 +66,8 @@ CREATE TABLE items (
     batch_id         TEXT
 );
 
--- Two partial indexes instead of one over (recipient, batch_id, seq): a new item enters only
--- the small index of open items, and moves to the index of sealed items when it is sealed. Open
--- items of a recipient in order (sealing, counting):
+-- Two partial indexes: a new item enters only the small index of open items, and moves to the
+-- index of sealed items when it is sealed. A recipient's open items in order (sealing, counting):
 CREATE INDEX items_open ON items (recipient, seq) WHERE batch_id IS NULL;
 -- A batch's items in order (keyset pages of `seq > ?`):
-CREATE INDEX items_sealed ON items (recipient, batch_id, seq) WHERE batch_id IS NOT NULL;
+CREATE INDEX items_sealed ON items (batch_id, seq) WHERE batch_id IS NOT NULL;
