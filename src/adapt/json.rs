@@ -202,6 +202,21 @@ impl State<'_> {
 
     fn header_member(&mut self, key: String, value: Value) -> Result<(), AdaptError> {
         check_limits(&value, 2)?;
+        let mut unknown = Vec::new();
+        let mut one = Map::new();
+        one.insert(key.clone(), value);
+        unknown_fields(&one, &self.plan.known_root, "", &mut unknown);
+        for (path, name) in unknown {
+            self.sink.warning(Issue::new(
+                Code::W002,
+                path,
+                format!("unknown field '{}' ignored", crate::catalogue::echo(&name)),
+            ));
+        }
+        if self.header_done {
+            return Ok(());
+        }
+        let value = one.remove(&key).unwrap_or(Value::Null);
         self.header.insert(key, value);
         if !self.header_done
             && self
@@ -298,17 +313,6 @@ impl State<'_> {
                     ));
                 }
             }
-        }
-        let mut unknown = Vec::new();
-        if let Value::Object(map) = &doc {
-            unknown_fields(map, &self.plan.known_root, "", &mut unknown);
-        }
-        for (path, key) in unknown {
-            self.sink.warning(Issue::new(
-                Code::W002,
-                path,
-                format!("unknown field '{}' ignored", crate::catalogue::echo(&key)),
-            ));
         }
         self.sink.header(&header)
     }

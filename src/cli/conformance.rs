@@ -325,15 +325,18 @@ pub fn run_dir(dir: &Path, mappings: &MappingSet, validator: &Validator) -> Repo
     let mut report = Report::default();
     let cases = discover(dir);
     let total = cases.len();
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (i, case) in cases.iter().enumerate() {
-        eprint!("\r[{}/{total}] {}\x1b[K", i + 1, case.name);
+        if progress {
+            eprint!("\r[{}/{total}] {}\x1b[K", i + 1, case.name);
+        }
         report.cases += 1;
         let diffs = run_case(case, mappings, validator);
         if !diffs.is_empty() {
             report.failures.push((case.name.clone(), diffs));
         }
     }
-    if total > 0 {
+    if progress && total > 0 {
         eprintln!();
     }
     report
