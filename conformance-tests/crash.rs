@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 async fn start(config: &std::path::Path, base: &str) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_weiche"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weiche"))
         .args(["serve", "--config"])
         .arg(config)
         .env("WEICHE_LOG", "warn")
@@ -44,7 +44,11 @@ async fn start(config: &std::path::Path, base: &str) -> Child {
         {
             return child;
         }
-        assert!(Instant::now() < deadline, "server did not become ready");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not become ready");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -54,9 +58,10 @@ async fn crash_run(database_url: String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let config = write_config(dir.path(), &database_url, "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     std::fs::write(&config, text).unwrap();
 
     // prefix -> got a receipt
@@ -131,19 +136,31 @@ async fn crash_run(database_url: String) {
             "delivery {prefix} is half-stored: {present} of {RECORDS} records"
         );
         if *receipted {
-            assert_eq!(present, RECORDS, "delivery {prefix} had a receipt but is not complete");
+            assert_eq!(
+                present, RECORDS,
+                "delivery {prefix} had a receipt but is not complete"
+            );
         }
         if present == RECORDS {
             complete += 1;
         }
     }
     let receipted = attempted.values().filter(|r| **r).count();
-    assert!(receipted > 0, "no delivery finished before the kills; the test proves nothing");
+    assert!(
+        receipted > 0,
+        "no delivery finished before the kills; the test proves nothing"
+    );
     // One delivery row per complete delivery, and every record's items for both recipients.
-    let rows = store.deliveries("demo-vendor", None, None, 100_000).await.unwrap();
+    let rows = store
+        .deliveries("demo-vendor", None, None, 100_000)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), complete, "delivery rows vs complete deliveries");
     for recipient in ["statistik-nrw", "statistik-zwei"] {
-        let rule = weiche::store::SealRule { max_items: 1_000_000, max_age_ms: 0 };
+        let rule = weiche::store::SealRule {
+            max_items: 1_000_000,
+            max_age_ms: 0,
+        };
         store.seal(recipient, rule, i64::MAX / 2).await.unwrap();
         let items: i64 = store
             .batches(recipient, None)

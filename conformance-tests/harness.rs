@@ -43,7 +43,12 @@ fn assert_report(dir: &Path, report: &conformance::Report) {
             text.push_str(&format!("  {d}\n"));
         }
     }
-    assert!(report.failures.is_empty(), "{} under {}:\n{text}", report.failures.len(), dir.display());
+    assert!(
+        report.failures.is_empty(),
+        "{} under {}:\n{text}",
+        report.failures.len(),
+        dir.display()
+    );
 }
 
 #[test]
@@ -51,7 +56,11 @@ fn golden_cases() {
     let (mappings, validator) = engines();
     let dir = repo().join("conformance-tests/cases");
     let report = conformance::run_dir(&dir, &mappings, &validator);
-    assert!(report.cases >= 20, "only {} golden cases found", report.cases);
+    assert!(
+        report.cases >= 20,
+        "only {} golden cases found",
+        report.cases
+    );
     assert_report(&dir, &report);
 }
 
@@ -76,13 +85,20 @@ fn shared_examples_are_golden_cases_too() {
 
 #[test]
 fn the_golden_copies_equal_the_shared_examples() {
-    let Some(shared) = shared_examples() else { return };
+    let Some(shared) = shared_examples() else {
+        return;
+    };
     for case in conformance::discover(&shared) {
         if NOT_YET.contains(&case.format.as_str()) {
             continue;
         }
         let local = repo().join("conformance-tests/cases").join(&case.name);
-        for file in ["expected.ndjson", "expected-receipt.json", "README", "input.json"] {
+        for file in [
+            "expected.ndjson",
+            "expected-receipt.json",
+            "README",
+            "input.json",
+        ] {
             let a = std::fs::read(case.dir.join(file)).unwrap();
             let b = std::fs::read(local.join(file)).unwrap_or_default();
             assert_eq!(a, b, "{}/{file} differs from the shared example", case.name);
@@ -127,8 +143,10 @@ fn convert_binary_reproduces_every_case() {
     assert!(!cases.is_empty());
     for case in &cases {
         let (code, records, receipt) = convert(case);
-        let expected_receipt: Value =
-            serde_json::from_str(&std::fs::read_to_string(case.dir.join("expected-receipt.json")).unwrap()).unwrap();
+        let expected_receipt: Value = serde_json::from_str(
+            &std::fs::read_to_string(case.dir.join("expected-receipt.json")).unwrap(),
+        )
+        .unwrap();
         let want = match expected_receipt["status"].as_str() {
             Some("E1" | "E2") => 0,
             Some("E3") => 1,
@@ -143,12 +161,30 @@ fn convert_binary_reproduces_every_case() {
             .collect();
         let mut diffs = Vec::new();
         conformance::compare_receipt(&expected_receipt, &receipt, &mut diffs);
-        conformance::compare_records(&expected, &records, case.delivery_id.is_some(), case.vendor.is_some(), &mut diffs);
+        conformance::compare_records(
+            &expected,
+            &records,
+            case.delivery_id.is_some(),
+            case.vendor.is_some(),
+            &mut diffs,
+        );
         assert!(diffs.is_empty(), "{}:\n{}", case.name, diffs.join("\n"));
         if let Some(first) = records.first() {
             let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
-            let order = ["schema_version", "source", "reporting_period", "program", "client", "case"];
-            assert_eq!(&keys[..6], &order, "{}: keys in the order of canonical-model.md", case.name);
+            let order = [
+                "schema_version",
+                "source",
+                "reporting_period",
+                "program",
+                "client",
+                "case",
+            ];
+            assert_eq!(
+                &keys[..6],
+                &order,
+                "{}: keys in the order of canonical-model.md",
+                case.name
+            );
         }
     }
 }
@@ -176,9 +212,20 @@ fn conformance_reports_a_difference() {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     let ndjson = std::fs::read_to_string(src.join("expected.ndjson")).unwrap();
-    std::fs::write(dst.join("expected.ndjson"), ndjson.replacen("\"Kalk\"", "\"Deutz\"", 1)).unwrap();
+    std::fs::write(
+        dst.join("expected.ndjson"),
+        ndjson.replacen("\"Kalk\"", "\"Deutz\"", 1),
+    )
+    .unwrap();
     let (mappings, validator) = engines();
     let report = conformance::run_dir(tmp.path(), &mappings, &validator);
     assert_eq!(report.failures.len(), 1);
-    assert!(report.failures[0].1.iter().any(|d| d.contains("JH-2026-0417")), "{:?}", report.failures);
+    assert!(
+        report.failures[0]
+            .1
+            .iter()
+            .any(|d| d.contains("JH-2026-0417")),
+        "{:?}",
+        report.failures
+    );
 }

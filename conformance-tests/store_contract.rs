@@ -978,21 +978,33 @@ async fn unsupported_url_and_unreachable_database() {
 async fn tmp_throughput() {
     let dir = tempfile::tempdir().unwrap();
     let mut backends = vec![("sqlite", support::fresh_sqlite_url(dir.path()))];
-    if let Some(u) = support::fresh_postgres_url().await { backends.push(("postgres", u)); }
+    if let Some(u) = support::fresh_postgres_url().await {
+        backends.push(("postgres", u));
+    }
     for (name, url) in backends {
         let s = weiche::store::connect(&url).await.unwrap();
         let body = "y".repeat(1000);
         let n_del = 50;
         let t = std::time::Instant::now();
         for d in 0..n_del {
-            let records: Vec<NewRecord> = (0..1000).map(|i| rec("v1", &format!("R{d}-{i}"), "2026-10", &body)).collect();
-            let its: Vec<NewItem> = (0..1000).map(|i| item("r1", &format!("R{d}-{i}"), "2026-10", &body)).collect();
+            let records: Vec<NewRecord> = (0..1000)
+                .map(|i| rec("v1", &format!("R{d}-{i}"), "2026-10", &body))
+                .collect();
+            let its: Vec<NewItem> = (0..1000)
+                .map(|i| item("r1", &format!("R{d}-{i}"), "2026-10", &body))
+                .collect();
             deliver(&s, &records, &its, &delivery("v1", None, d)).await;
         }
         let el = t.elapsed();
-        eprintln!("{name}: {} records+items/s", (n_del as f64 * 1000.0) / el.as_secs_f64());
+        eprintln!(
+            "{name}: {} records+items/s",
+            (n_del as f64 * 1000.0) / el.as_secs_f64()
+        );
         let t = std::time::Instant::now();
-        let rule = SealRule { max_items: 10_000, max_age_ms: 0 };
+        let rule = SealRule {
+            max_items: 10_000,
+            max_age_ms: 0,
+        };
         s.seal("r1", rule, now_ms()).await.unwrap();
         eprintln!("{name}: seal {:?}", t.elapsed());
         let b = s.batches("r1", None).await.unwrap().remove(0);

@@ -37,7 +37,10 @@ pub fn write_config(dir: &Path, database_url: &str, extra: &str) -> PathBuf {
     std::fs::create_dir_all(&policies).unwrap();
     let shipped = std::fs::read_to_string(repo().join("policies/statistik-nrw.toml")).unwrap();
     let immediate = shipped.replace("batch_max_age_secs = 2", "batch_max_age_secs = 0");
-    assert_ne!(immediate, shipped, "the shipped policy sets batch_max_age_secs = 2");
+    assert_ne!(
+        immediate, shipped,
+        "the shipped policy sets batch_max_age_secs = 2"
+    );
     std::fs::write(policies.join("statistik-nrw.toml"), &immediate).unwrap();
     std::fs::write(
         policies.join("statistik-zwei.toml"),
@@ -160,7 +163,15 @@ impl TestServer {
 
 /// A klidas-json delivery of `n` valid records with ids `<prefix>-<i>`.
 pub fn klidas_delivery(message_id: &str, prefix: &str, n: usize, lieferart: &str) -> String {
-    let names = ["Müller", "Doğan", "Nowak", "Kowalczyk", "Öztürk", "Schmitz", "Bondarenko"];
+    let names = [
+        "Müller",
+        "Doğan",
+        "Nowak",
+        "Kowalczyk",
+        "Öztürk",
+        "Schmitz",
+        "Bondarenko",
+    ];
     let faelle: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             serde_json::json!({

@@ -12,11 +12,20 @@ use serde_json::Value;
 use testkit::*;
 
 fn examples(case: &str) -> Vec<u8> {
-    let local = repo().join("conformance-tests/cases/klidas-json").join(case).join("input.json");
+    let local = repo()
+        .join("conformance-tests/cases/klidas-json")
+        .join(case)
+        .join("input.json");
     std::fs::read(local).expect("golden case input")
 }
 
-async fn post(c: &Client, s: &TestServer, token: &str, query: &str, body: Vec<u8>) -> (StatusCode, Value) {
+async fn post(
+    c: &Client,
+    s: &TestServer,
+    token: &str,
+    query: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let r = c
         .post(s.url(&format!("/api/v1/deliveries{query}")))
         .bearer_auth(token)
@@ -90,7 +99,14 @@ both_backends!(
 
 async fn basic_delivery_is_pulled_and_acknowledged(s: &TestServer) {
     let c = Client::new();
-    let (st, r) = post(&c, s, VENDOR_TOKEN, "?format=klidas-json", examples("basic")).await;
+    let (st, r) = post(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "?format=klidas-json",
+        examples("basic"),
+    )
+    .await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["status"], "E1");
     assert_eq!(r["accepted"], 4);
@@ -111,8 +127,18 @@ async fn basic_delivery_is_pulled_and_acknowledged(s: &TestServer) {
     let items = batch_items(&c, s, STATS_TOKEN, &batch_id).await;
     assert_eq!(items.len(), 4);
     let text = serde_json::to_string(&items).unwrap();
-    for personal in ["Doğan", "Köhler", "Kalker Hauptstraße", "KL-55012", "0221 5550193", "1994-08-03"] {
-        assert!(!text.contains(personal), "{personal} leaked into the statistics batch");
+    for personal in [
+        "Doğan",
+        "Köhler",
+        "Kalker Hauptstraße",
+        "KL-55012",
+        "0221 5550193",
+        "1994-08-03",
+    ] {
+        assert!(
+            !text.contains(personal),
+            "{personal} leaked into the statistics batch"
+        );
     }
     for item in &items {
         assert_eq!(item["type"], "record");
@@ -122,9 +148,20 @@ async fn basic_delivery_is_pulled_and_acknowledged(s: &TestServer) {
     }
     // The same record gets a different pseudonym at the other statistics office.
     let other = ready_batches(&c, s, OTHER_STATS_TOKEN).await;
-    let other_items = batch_items(&c, s, OTHER_STATS_TOKEN, other[0]["batch_id"].as_str().unwrap()).await;
+    let other_items = batch_items(
+        &c,
+        s,
+        OTHER_STATS_TOKEN,
+        other[0]["batch_id"].as_str().unwrap(),
+    )
+    .await;
     assert_ne!(other_items[0]["record_ref"], items[0]["record_ref"]);
-    assert!(other_items[0]["record_ref"].as_str().unwrap().starts_with("p1.t2."));
+    assert!(
+        other_items[0]["record_ref"]
+            .as_str()
+            .unwrap()
+            .starts_with("p1.t2.")
+    );
 
     // Fetching again gives the same batch; acknowledging is idempotent.
     assert_eq!(batch_items(&c, s, STATS_TOKEN, &batch_id).await, items);
@@ -138,7 +175,10 @@ async fn basic_delivery_is_pulled_and_acknowledged(s: &TestServer) {
         .await
         .unwrap();
     assert_eq!(first.status(), 200);
-    assert_eq!(first.json::<Value>().await.unwrap()["state"], "acknowledged");
+    assert_eq!(
+        first.json::<Value>().await.unwrap()["state"],
+        "acknowledged"
+    );
     let second = ack(serde_json::json!({"findings": []})).await.unwrap();
     assert_eq!(second.status(), 200);
     assert!(ready_batches(&c, s, STATS_TOKEN).await.is_empty());
@@ -153,10 +193,28 @@ async fn mixed_errors_routes_only_accepted_records(s: &TestServer) {
     let (st, r) = post(&c, s, VENDOR_TOKEN, "", examples("mixed-errors")).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["status"], "E3");
-    assert_eq!((r["received"].as_u64(), r["accepted"].as_u64(), r["rejected"].as_u64()), (Some(8), Some(2), Some(6)));
-    let codes: Vec<&str> = r["errors"].as_array().unwrap().iter().map(|e| e["code"].as_str().unwrap()).collect();
+    assert_eq!(
+        (
+            r["received"].as_u64(),
+            r["accepted"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(8), Some(2), Some(6))
+    );
+    let codes: Vec<&str> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, ["F001", "F002", "F003", "F004", "F005", "F006"]);
-    assert!(r["warnings"].as_array().unwrap().iter().any(|w| w["code"] == "W002"));
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "W002")
+    );
     assert_eq!(r["routed"]["statistik-nrw"], 2);
     let batches = ready_batches(&c, s, STATS_TOKEN).await;
     assert_eq!(batches[0]["items"], 2);
@@ -170,7 +228,14 @@ async fn repeated_delivery_is_a_duplicate(s: &TestServer) {
     assert_eq!(second["duplicate"], true);
     assert_eq!(second["delivery_id"], first["delivery_id"]);
     // Another vendor may use the same message id: idempotency is per vendor.
-    let (st, other) = post(&c, s, OTHER_VENDOR_TOKEN, "?format=klidas-json", examples("basic")).await;
+    let (st, other) = post(
+        &c,
+        s,
+        OTHER_VENDOR_TOKEN,
+        "?format=klidas-json",
+        examples("basic"),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(other["duplicate"], false);
     // Nothing was stored twice: 4 items per vendor.
@@ -204,8 +269,18 @@ async fn idempotency_key_header_for_payloads_without_id(s: &TestServer) {
             .body(klidas_delivery(id, id, 3, "ergaenzung"))
             .send()
     };
-    let a: Value = send("11111111-0000-4000-8000-000000000001").await.unwrap().json().await.unwrap();
-    let b: Value = send("11111111-0000-4000-8000-000000000002").await.unwrap().json().await.unwrap();
+    let a: Value = send("11111111-0000-4000-8000-000000000001")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: Value = send("11111111-0000-4000-8000-000000000002")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a["duplicate"], false);
     assert_eq!(b["duplicate"], false);
     assert_ne!(a["delivery_id"], b["delivery_id"]);
@@ -215,13 +290,28 @@ async fn whole_rejections_store_nothing(s: &TestServer) {
     let c = Client::new();
     let body = String::from_utf8(examples("basic")).unwrap();
     // Truncated body: X000.
-    let (st, r) = post(&c, s, VENDOR_TOKEN, "", body[..body.len() / 2].as_bytes().to_vec()).await;
+    let (st, r) = post(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "",
+        body.as_bytes()[..body.len() / 2].to_vec(),
+    )
+    .await;
     assert_eq!(st, 422, "{r}");
     assert_eq!(r["status"], "E4");
     assert_eq!(r["errors"][0]["code"], "X000");
     assert_eq!(r["errors"][0]["record"], Value::Null);
     // Unsupported version: V000.
-    let (st, r) = post(&c, s, VENDOR_TOKEN, "", body.replace("\"klidas\": \"1.0\"", "\"klidas\": \"2.0\"").into_bytes()).await;
+    let (st, r) = post(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "",
+        body.replace("\"klidas\": \"1.0\"", "\"klidas\": \"2.0\"")
+            .into_bytes(),
+    )
+    .await;
     assert_eq!(st, 400, "{r}");
     assert_eq!(r["errors"][0]["code"], "V000");
     // Invalid UTF-8: S001.
@@ -239,9 +329,22 @@ async fn whole_rejections_store_nothing(s: &TestServer) {
     assert_eq!(st, 422, "{r}");
     assert_eq!(r["status"], "E4");
     assert_eq!(r["rejected"], 3);
-    assert!(r["errors"].as_array().unwrap().iter().any(|e| e["code"] == "S020"));
+    assert!(
+        r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "S020")
+    );
     // Unknown format: V000 as an error body.
-    let (st, e) = post(&c, s, VENDOR_TOKEN, "?format=nonesuch", body.clone().into_bytes()).await;
+    let (st, e) = post(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "?format=nonesuch",
+        body.clone().into_bytes(),
+    )
+    .await;
     assert_eq!(st, 400);
     assert_eq!(e["code"], "V000");
     // Nothing of it reached a recipient; the rejected receipts can be read.
@@ -256,10 +359,23 @@ async fn whole_rejections_store_nothing(s: &TestServer) {
 
 async fn full_snapshot_mode_is_recorded(s: &TestServer) {
     let c = Client::new();
-    let (st, r) = post(&c, s, VENDOR_TOKEN, "?mode=partial", examples("full-snapshot")).await;
+    let (st, r) = post(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "?mode=partial",
+        examples("full-snapshot"),
+    )
+    .await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["mode"], "full", "the payload's lieferart wins over ?mode");
-    let (_, stored) = get(&c, s, VENDOR_TOKEN, &format!("/api/v1/deliveries/{}", r["delivery_id"].as_str().unwrap())).await;
+    let (_, stored) = get(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        &format!("/api/v1/deliveries/{}", r["delivery_id"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(stored["mode"], "full");
 }
 
@@ -271,7 +387,13 @@ async fn authorisation_and_foreign_resources(s: &TestServer) {
     let resp = c.get(s.url("/api/v1/deliveries")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "T070");
-    let (st, e) = get(&c, s, "wrong-token-wrong-token-wrong-token-wrong", "/api/v1/batches").await;
+    let (st, e) = get(
+        &c,
+        s,
+        "wrong-token-wrong-token-wrong-token-wrong",
+        "/api/v1/batches",
+    )
+    .await;
     assert_eq!((st.as_u16(), e["code"].as_str()), (401, Some("T070")));
     // Wrong role: 403 T071.
     let (st, e) = post(&c, s, STATS_TOKEN, "", examples("basic")).await;
@@ -281,12 +403,33 @@ async fn authorisation_and_foreign_resources(s: &TestServer) {
     let (st, _) = get(&c, s, ADMIN_TOKEN, "/api/v1/deliveries").await;
     assert_eq!(st, 403);
     // Another vendor's delivery and another recipient's batch: 404, as if absent.
-    let (st, _) = get(&c, s, OTHER_VENDOR_TOKEN, &format!("/api/v1/deliveries/{id}")).await;
+    let (st, _) = get(
+        &c,
+        s,
+        OTHER_VENDOR_TOKEN,
+        &format!("/api/v1/deliveries/{id}"),
+    )
+    .await;
     assert_eq!(st, 404);
-    let (st, _) = get(&c, s, VENDOR_TOKEN, "/api/v1/deliveries/00000000-0000-0000-0000-000000000000").await;
+    let (st, _) = get(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "/api/v1/deliveries/00000000-0000-0000-0000-000000000000",
+    )
+    .await;
     assert_eq!(st, 404);
-    let batch = ready_batches(&c, s, STATS_TOKEN).await[0]["batch_id"].as_str().unwrap().to_string();
-    let (st, e) = get(&c, s, OTHER_STATS_TOKEN, &format!("/api/v1/batches/{batch}")).await;
+    let batch = ready_batches(&c, s, STATS_TOKEN).await[0]["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, e) = get(
+        &c,
+        s,
+        OTHER_STATS_TOKEN,
+        &format!("/api/v1/batches/{batch}"),
+    )
+    .await;
     assert_eq!(st, 404);
     assert_eq!(e["code"], "N404");
     let resp = c
@@ -308,7 +451,12 @@ async fn deliveries_are_listed_newest_first_with_cursor(s: &TestServer) {
     let c = Client::new();
     let mut ids = Vec::new();
     for i in 0..5 {
-        let body = klidas_delivery(&format!("33333333-0000-4000-8000-00000000000{i}"), &format!("L{i}"), 2, "ergaenzung");
+        let body = klidas_delivery(
+            &format!("33333333-0000-4000-8000-00000000000{i}"),
+            &format!("L{i}"),
+            2,
+            "ergaenzung",
+        );
         let (st, r) = post(&c, s, VENDOR_TOKEN, "", body.into_bytes()).await;
         assert_eq!(st, 200, "{r}");
         ids.push(r["delivery_id"].as_str().unwrap().to_string());
@@ -332,7 +480,13 @@ async fn deliveries_are_listed_newest_first_with_cursor(s: &TestServer) {
         }
     }
     assert_eq!(seen, ids);
-    let (_, none) = get(&c, s, VENDOR_TOKEN, "/api/v1/deliveries?since=2999-01-01T00:00:00Z").await;
+    let (_, none) = get(
+        &c,
+        s,
+        VENDOR_TOKEN,
+        "/api/v1/deliveries?since=2999-01-01T00:00:00Z",
+    )
+    .await;
     assert!(none["deliveries"].as_array().unwrap().is_empty());
     let (_, others) = get(&c, s, OTHER_VENDOR_TOKEN, "/api/v1/deliveries").await;
     assert!(others["deliveries"].as_array().unwrap().is_empty());
@@ -340,7 +494,10 @@ async fn deliveries_are_listed_newest_first_with_cursor(s: &TestServer) {
 
 async fn health_endpoints(s: &TestServer) {
     let c = Client::new();
-    assert_eq!(c.get(s.url("/health/live")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(s.url("/health/live")).send().await.unwrap().status(),
+        200
+    );
     let ready = c.get(s.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.json::<Value>().await.unwrap()["database"], "ok");
@@ -348,7 +505,12 @@ async fn health_endpoints(s: &TestServer) {
 
 async fn batch_as_ndjson(s: &TestServer) {
     let c = Client::new();
-    let body = klidas_delivery("44444444-0000-4000-8000-000000000001", "N", 2500, "ergaenzung");
+    let body = klidas_delivery(
+        "44444444-0000-4000-8000-000000000001",
+        "N",
+        2500,
+        "ergaenzung",
+    );
     let (st, r) = post(&c, s, VENDOR_TOKEN, "", body.into_bytes()).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["accepted"], 2500);
@@ -364,7 +526,10 @@ async fn batch_as_ndjson(s: &TestServer) {
         .text()
         .await
         .unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2500);
     // Items come in the order they arose, across store pages.
     let json = batch_items(&c, s, STATS_TOKEN, id).await;
@@ -373,14 +538,19 @@ async fn batch_as_ndjson(s: &TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_l001() {
-    let s = TestServer::start_with(Backend::Sqlite, "[limits]\nmax_body_bytes = 2000\n").await.unwrap();
+    let s = TestServer::start_with(Backend::Sqlite, "[limits]\nmax_body_bytes = 2000\n")
+        .await
+        .unwrap();
     let c = Client::new();
     let (st, r) = post(&c, &s, VENDOR_TOKEN, "", examples("basic")).await;
     assert_eq!(st, 413, "{r}");
     assert_eq!(r["status"], "E4");
     assert_eq!(r["errors"][0]["code"], "L001");
     // Also when the size is not declared up front (chunked transfer).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = examples("basic").chunks(500).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = examples("basic")
+        .chunks(500)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     let resp = c
         .post(s.url("/api/v1/deliveries"))
         .bearer_auth(VENDOR_TOKEN)
@@ -389,6 +559,9 @@ async fn body_over_the_limit_is_l001() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
-    assert_eq!(resp.json::<Value>().await.unwrap()["errors"][0]["code"], "L001");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["errors"][0]["code"],
+        "L001"
+    );
     s.stop().await;
 }

@@ -21,10 +21,18 @@ pub fn fresh_sqlite_url(dir: &std::path::Path) -> String {
 /// Creates a fresh, empty PostgreSQL database `weiche_t_<uuid>` through the admin URL in
 /// `WEICHE_TEST_POSTGRES_URL` and returns the URL of the new database.
 ///
-/// Without the variable: panics when `CI=true` (PostgreSQL tests must not be skipped in CI),
+/// `WEICHE_TEST_BACKEND=sqlite` deselects PostgreSQL for the run (CI runs the suite once per
+/// backend). Without the variable: panics when `CI=true` (PostgreSQL tests must not be skipped in CI),
 /// otherwise prints a one-line notice to stderr (once per test process) and returns `None`.
 #[allow(dead_code)]
 pub async fn fresh_postgres_url() -> Option<String> {
+    if std::env::var("WEICHE_TEST_BACKEND").is_ok_and(|b| b == "sqlite") {
+        static CHOSEN: Once = Once::new();
+        CHOSEN.call_once(|| {
+            eprintln!("PostgreSQL tests not selected in this run (WEICHE_TEST_BACKEND=sqlite)");
+        });
+        return None;
+    }
     let admin = match std::env::var(POSTGRES_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => url,
         _ => {

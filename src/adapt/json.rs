@@ -167,9 +167,10 @@ fn classify(e: serde_json::Error) -> AdaptError {
             let io: io::Error = e.into();
             AdaptError::from_io(io)
         }
-        Category::Syntax if e.to_string().contains("recursion limit") => {
-            AdaptError::rejected(Code::L003, format!("nesting deeper than {MAX_DEPTH} levels"))
-        }
+        Category::Syntax if e.to_string().contains("recursion limit") => AdaptError::rejected(
+            Code::L003,
+            format!("nesting deeper than {MAX_DEPTH} levels"),
+        ),
         Category::Syntax | Category::Eof => {
             AdaptError::rejected(Code::X000, format!("not well-formed JSON: {e}"))
         }
@@ -440,7 +441,12 @@ fn extract(
 }
 
 /// Builds the draft of one record object.
-fn map_record(file: &MappingFile, plan: &JsonPlan, position: usize, obj: &Map<String, Value>) -> Draft {
+fn map_record(
+    file: &MappingFile,
+    plan: &JsonPlan,
+    position: usize,
+    obj: &Map<String, Value>,
+) -> Draft {
     let mut draft = Draft::new(position);
     let root = Value::Object(obj.clone());
     apply_rules(file, &plan.record_fields, &root, "", &mut draft, None);
@@ -462,7 +468,14 @@ fn map_record(file: &MappingFile, plan: &JsonPlan, position: usize, obj: &Map<St
                         continue;
                     }
                     let mut element = Map::new();
-                    apply_rules(file, &list.fields, entry, &prefix, &mut draft, Some(&mut element));
+                    apply_rules(
+                        file,
+                        &list.fields,
+                        entry,
+                        &prefix,
+                        &mut draft,
+                        Some(&mut element),
+                    );
                     out.push(Value::Object(element));
                 }
                 if !out.is_empty() {
@@ -472,7 +485,10 @@ fn map_record(file: &MappingFile, plan: &JsonPlan, position: usize, obj: &Map<St
             Some(_) => draft.issues.push(Issue::new(
                 Code::F002,
                 list.target.clone(),
-                format!("{} must be a list", MappingFile::source_name(&file_list_from(file, &list.target))),
+                format!(
+                    "{} must be a list",
+                    MappingFile::source_name(&file_list_from(file, &list.target))
+                ),
             )),
         }
     }

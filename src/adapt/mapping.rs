@@ -293,7 +293,8 @@ impl MappingFile {
         }
         if pointer_tokens(&self.delivery.records).is_some_and(|t| t.len() != 1) {
             return Err(invalid(
-                "delivery.records must name a member of the top-level object, e.g. \"/faelle\"".into(),
+                "delivery.records must name a member of the top-level object, e.g. \"/faelle\""
+                    .into(),
             ));
         }
         Ok(())

@@ -62,15 +62,17 @@ impl AdaptError {
 
     /// Classifies an I/O error raised while reading a body.
     pub fn from_io(e: io::Error) -> Self {
-        match e.get_ref().and_then(|inner| inner.downcast_ref::<InputFault>()) {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<InputFault>())
+        {
             Some(InputFault::TooLarge { limit }) => Self::rejected(
                 Code::L001,
                 format!("body larger than the limit of {limit} bytes"),
             ),
-            Some(InputFault::InvalidEncoding { encoding }) => Self::rejected(
-                Code::S001,
-                format!("bytes are not valid {encoding}"),
-            ),
+            Some(InputFault::InvalidEncoding { encoding }) => {
+                Self::rejected(Code::S001, format!("bytes are not valid {encoding}"))
+            }
             Some(InputFault::Transport(m)) => AdaptError::Aborted(m.clone()),
             None => AdaptError::Aborted(e.to_string()),
         }

@@ -170,7 +170,9 @@ pub(super) async fn one(
         Form::Json => "application/json",
         Form::Ndjson => "application/x-ndjson",
     };
-    Ok(HttpResponse::Ok().content_type(content_type).streaming(stream))
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .streaming(stream))
 }
 
 /// Body of an acknowledgement.
@@ -199,8 +201,8 @@ pub(super) async fn ack(
 ) -> Result<HttpResponse, ApiError> {
     let me = authenticate(&req, &gw, Role::Recipient)?;
     let findings = body.map(|b| b.into_inner().findings).unwrap_or_default();
-    let findings = serde_json::to_string(&findings)
-        .map_err(|e| ApiError::new(Code::R400, e.to_string()))?;
+    let findings =
+        serde_json::to_string(&findings).map_err(|e| ApiError::new(Code::R400, e.to_string()))?;
     let batch = gw
         .store
         .ack_batch(&me.id, &path.into_inner(), &findings, gw.clock.now_ms())

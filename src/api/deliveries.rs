@@ -31,7 +31,10 @@ pub(super) async fn post(
         .filter(|k| !k.is_empty())
         .map(str::to_string);
     if idempotency_key.as_ref().is_some_and(|k| k.len() > 200) {
-        return Err(ApiError::new(Code::R400, "Idempotency-Key longer than 200 characters"));
+        return Err(ApiError::new(
+            Code::R400,
+            "Idempotency-Key longer than 200 characters",
+        ));
     }
     let q = query.into_inner();
     let declared = req
@@ -45,7 +48,10 @@ pub(super) async fn post(
             q.format.as_deref().unwrap_or(""),
             q.mode.as_deref().unwrap_or("partial"),
             Code::L001,
-            &format!("body larger than the limit of {} bytes", gw.limits.max_body_bytes),
+            &format!(
+                "body larger than the limit of {} bytes",
+                gw.limits.max_body_bytes
+            ),
         );
         return Ok(HttpResponse::PayloadTooLarge().json(receipt));
     }
@@ -56,9 +62,10 @@ pub(super) async fn post(
         idempotency_key,
     };
     match ingest::receive(gw.into_inner(), request, payload).await {
-        Answer::Receipt { http, receipt } => {
-            Ok(HttpResponse::build(StatusCode::from_u16(http).unwrap_or(StatusCode::OK)).json(receipt))
-        }
+        Answer::Receipt { http, receipt } => Ok(HttpResponse::build(
+            StatusCode::from_u16(http).unwrap_or(StatusCode::OK),
+        )
+        .json(receipt)),
         Answer::Error { code, message } => Err(ApiError::new(code, message)),
     }
 }
@@ -97,7 +104,9 @@ pub(super) async fn list(
     };
     let after = match &query.cursor {
         None => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::new(Code::R400, "invalid cursor"))?),
+        Some(c) => {
+            Some(decode_cursor(c).ok_or_else(|| ApiError::new(Code::R400, "invalid cursor"))?)
+        }
     };
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let rows = gw

@@ -170,10 +170,8 @@ pub fn compare_receipt(expected: &Value, actual: &Value, diffs: &mut Vec<String>
         ));
     }
     let delivery_level: Vec<String> = codes_of(expected, "errors", None);
-    let whole = expected["status"] == "E4"
-        && delivery_level
-            .iter()
-            .any(|c| c != Code::S020.as_str());
+    let whole =
+        expected["status"] == "E4" && delivery_level.iter().any(|c| c != Code::S020.as_str());
     let counts: &[&str] = if whole {
         &["accepted"]
     } else {
@@ -181,36 +179,55 @@ pub fn compare_receipt(expected: &Value, actual: &Value, diffs: &mut Vec<String>
     };
     for k in counts {
         if expected[*k] != actual[*k] {
-            diffs.push(format!("{k}: expected {}, got {}", expected[*k], actual[*k]));
+            diffs.push(format!(
+                "{k}: expected {}, got {}",
+                expected[*k], actual[*k]
+            ));
         }
     }
     let actual_codes: Vec<String> = actual["errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e["code"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["code"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     for code in &delivery_level {
         if !actual_codes.contains(code) {
-            diffs.push(format!("delivery-level error {code} expected, got {actual_codes:?}"));
+            diffs.push(format!(
+                "delivery-level error {code} expected, got {actual_codes:?}"
+            ));
         }
     }
     for e in expected["errors"].as_array().into_iter().flatten() {
-        let Some(pos) = e["record"].as_u64() else { continue };
+        let Some(pos) = e["record"].as_u64() else {
+            continue;
+        };
         let got: Vec<&Value> = actual["errors"]
             .as_array()
-            .map(|a| a.iter().filter(|x| x["record"].as_u64() == Some(pos)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["record"].as_u64() == Some(pos))
+                    .collect()
+            })
             .unwrap_or_default();
         if !got.iter().any(|x| x["record_id"] == e["record_id"]) {
             diffs.push(format!(
                 "record {pos}: expected an error with record_id {}, got {:?}",
                 e["record_id"],
-                got.iter().map(|x| x["record_id"].to_string()).collect::<Vec<_>>()
+                got.iter()
+                    .map(|x| x["record_id"].to_string())
+                    .collect::<Vec<_>>()
             ));
         }
         if !got.iter().any(|x| x["code"] == e["code"]) {
             diffs.push(format!(
                 "record {pos}: expected error {}, got {:?}",
                 e["code"],
-                got.iter().map(|x| x["code"].to_string()).collect::<Vec<_>>()
+                got.iter()
+                    .map(|x| x["code"].to_string())
+                    .collect::<Vec<_>>()
             ));
         }
     }
@@ -222,11 +239,16 @@ pub fn compare_receipt(expected: &Value, actual: &Value, diffs: &mut Vec<String>
     for w in expected["warnings"].as_array().into_iter().flatten() {
         match w["code"].as_str() {
             Some("W001") => {
-                let Some(pos) = w["record"].as_u64() else { continue };
+                let Some(pos) = w["record"].as_u64() else {
+                    continue;
+                };
                 if rejected.contains(&pos) {
                     continue;
                 }
-                if !codes_of(actual, "warnings", Some(pos)).iter().any(|c| c == "W001") {
+                if !codes_of(actual, "warnings", Some(pos))
+                    .iter()
+                    .any(|c| c == "W001")
+                {
                     diffs.push(format!("record {pos}: W001 expected"));
                 }
             }
@@ -255,8 +277,7 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,

@@ -40,7 +40,12 @@ pub struct ConvertArgs {
 pub fn pick_dir(explicit: Option<&Path>, env: &str, default: &str) -> Option<PathBuf> {
     explicit
         .map(Path::to_path_buf)
-        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var(env)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .or_else(|| Path::new(default).is_dir().then(|| PathBuf::from(default)))
 }
 
@@ -66,18 +71,24 @@ pub fn load_engines(
 
 /// Runs the conversion.
 pub fn run(args: ConvertArgs) -> ExitCode {
-    let (mappings, validator) = match load_engines(args.mappings_dir.as_deref(), args.schemas_dir.as_deref()) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (mappings, validator) =
+        match load_engines(args.mappings_dir.as_deref(), args.schemas_dir.as_deref()) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
     let Some(mapping) = mappings.get(&args.format) else {
         eprintln!(
             "no mapping for format '{}' (loaded: {})",
             args.format,
-            mappings.mappings.keys().cloned().collect::<Vec<_>>().join(", ")
+            mappings
+                .mappings
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return ExitCode::from(2);
     };
@@ -89,8 +100,15 @@ pub fn run(args: ConvertArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(vendor) = args.vendor.clone().or_else(|| mapping.file.default_vendor.clone()) else {
-        eprintln!("--vendor is needed: mapping '{}' names no default vendor", args.format);
+    let Some(vendor) = args
+        .vendor
+        .clone()
+        .or_else(|| mapping.file.default_vendor.clone())
+    else {
+        eprintln!(
+            "--vendor is needed: mapping '{}' names no default vendor",
+            args.format
+        );
         return ExitCode::from(2);
     };
     let file = match std::fs::File::open(&args.file) {
@@ -113,7 +131,8 @@ pub fn run(args: ConvertArgs) -> ExitCode {
     };
     // Records are spooled to a temporary file and copied to stdout only if the delivery is not
     // rejected whole, so an E4 prints no records without holding them in memory.
-    let spool_path = std::env::temp_dir().join(format!("weiche-convert-{}.ndjson", uuid::Uuid::new_v4()));
+    let spool_path =
+        std::env::temp_dir().join(format!("weiche-convert-{}.ndjson", uuid::Uuid::new_v4()));
     let spool = match std::fs::File::create(&spool_path) {
         Ok(f) => f,
         Err(e) => {
@@ -128,20 +147,17 @@ pub fn run(args: ConvertArgs) -> ExitCode {
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| crate::adapt::AdaptError::Aborted(format!("spool file: {e}")))
     });
-    let copied = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| {
-            drop(f);
-            if outcome.receipt.status == crate::ingest::Status::E4 {
-                return Ok(());
-            }
-            let mut f = std::fs::File::open(&spool_path)?;
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            std::io::copy(&mut f, &mut lock)?;
-            lock.flush()
-        });
+    let copied = out.into_inner().map_err(|e| e.into_error()).and_then(|f| {
+        drop(f);
+        if outcome.receipt.status == crate::ingest::Status::E4 {
+            return Ok(());
+        }
+        let mut f = std::fs::File::open(&spool_path)?;
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        std::io::copy(&mut f, &mut lock)?;
+        lock.flush()
+    });
     let _ = std::fs::remove_file(&spool_path);
     if let Err(e) = copied {
         eprintln!("writing records: {e}");

@@ -143,8 +143,14 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-        eprintln!("weiche listening on http://{addr} (store: {})", gw.store.backend());
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(listen);
+        eprintln!(
+            "weiche listening on http://{addr} (store: {})",
+            gw.store.backend()
+        );
         for (id, path) in &demo {
             eprintln!("demo token of {id}: {}", path.display());
         }

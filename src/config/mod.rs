@@ -255,7 +255,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                 }]);
             }
         },
-        None => ("(built-in defaults)".to_string(), DEMO_CONFIG.to_string(), PathBuf::new()),
+        None => (
+            "(built-in defaults)".to_string(),
+            DEMO_CONFIG.to_string(),
+            PathBuf::new(),
+        ),
     };
     let mut file: ConfigFile = toml::from_str(&text).map_err(|e| {
         vec![Problem {
@@ -276,16 +280,21 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         file.data_dir.clone()
     };
     let mut notices = Vec::new();
-    let pick = |configured: &Option<PathBuf>, default: &str, notices: &mut Vec<String>| {
-        match configured {
-            Some(p) => Some(if p.is_relative() && path.is_some() { base.join(p) } else { p.clone() }),
+    let pick =
+        |configured: &Option<PathBuf>, default: &str, notices: &mut Vec<String>| match configured {
+            Some(p) => Some(if p.is_relative() && path.is_some() {
+                base.join(p)
+            } else {
+                p.clone()
+            }),
             None if Path::new(default).is_dir() => Some(PathBuf::from(default)),
             None => {
-                notices.push(format!("no ./{default} directory: using the built-in {default}"));
+                notices.push(format!(
+                    "no ./{default} directory: using the built-in {default}"
+                ));
                 None
             }
-        }
-    };
+        };
     let mappings_dir = pick(&file.mappings_dir, "mappings", &mut notices);
     let policies_dir = pick(&file.policies_dir, "policies", &mut notices);
     let schemas_dir = pick(&file.schemas_dir, "schemas", &mut notices);
@@ -328,7 +337,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                     demo_tokens.push((id.to_string(), p));
                 }
                 if let Err(m) = principals.add(id, role, hash) {
-                    problems.push(Problem { file: origin.clone(), line: 0, message: m });
+                    problems.push(Problem {
+                        file: origin.clone(),
+                        line: 0,
+                        message: m,
+                    });
                 }
             }
             Err(m) => problems.push(Problem {
@@ -356,7 +369,10 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             problems.push(Problem {
                 file: origin.clone(),
                 line: 0,
-                message: format!("vendor {}: default_format '{d}' is not among its formats", v.id),
+                message: format!(
+                    "vendor {}: default_format '{d}' is not among its formats",
+                    v.id
+                ),
             });
         }
         vendors.insert(
@@ -405,7 +421,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             .collect(),
     };
     for (name, text) in policy_sources {
-        match text.map_err(|e| Problem { file: name.clone(), line: 0, message: e }) {
+        match text.map_err(|e| Problem {
+            file: name.clone(),
+            line: 0,
+            message: e,
+        }) {
             Ok(text) => match Policy::from_text(&name, &text) {
                 Ok(p) => {
                     if let Some(validator) = &validator {
@@ -436,7 +456,10 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                 Ok(_) => problems.push(Problem {
                     file: origin.clone(),
                     line: 0,
-                    message: format!("recipient {}: pseudonym key {} is shorter than 32 bytes", r.id, k.kid),
+                    message: format!(
+                        "recipient {}: pseudonym key {} is shorter than 32 bytes",
+                        r.id, k.kid
+                    ),
                 }),
                 Err(m) => problems.push(Problem {
                     file: origin.clone(),
@@ -458,12 +481,16 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         }
     }
     for (id, p) in policies {
-        notices.push(format!("policy {id} ({}) has no recipient in the configuration: not used", p.origin));
+        notices.push(format!(
+            "policy {id} ({}) has no recipient in the configuration: not used",
+            p.origin
+        ));
     }
 
-    let database_url = file.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", file.data_dir.join("weiche.db").display())
-    });
+    let database_url = file
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", file.data_dir.join("weiche.db").display()));
     match (problems.is_empty(), validator) {
         (true, Some(validator)) => Ok(Loaded {
             listen: file.listen,
@@ -493,11 +520,16 @@ fn check_policy_codes(p: &Policy, validator: &Validator, problems: &mut Vec<Prob
         })
     };
     if !validator.has_code("purpose", &p.file.purpose) {
-        bad(format!("purpose '{}' is not in code list purpose", p.file.purpose));
+        bad(format!(
+            "purpose '{}' is not in code list purpose",
+            p.file.purpose
+        ));
     }
     for prog in &p.file.route.programs {
         if !validator.has_code("program", prog) {
-            bad(format!("route.programs: '{prog}' is not in code list program"));
+            bad(format!(
+                "route.programs: '{prog}' is not in code list program"
+            ));
         }
     }
 }

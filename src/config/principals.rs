@@ -58,7 +58,9 @@ impl Principals {
             return Err(format!("principal id '{id}' is configured twice"));
         }
         if self.entries.iter().any(|(_, h)| bool::from(h.ct_eq(&hash))) {
-            return Err(format!("principal '{id}' shares its token with another principal"));
+            return Err(format!(
+                "principal '{id}' shares its token with another principal"
+            ));
         }
         self.entries.push((
             Principal {
@@ -90,7 +92,10 @@ impl Principals {
 
 /// Reads a secret's text; with `generate`, creates a missing file with 256 random bits (hex).
 /// Returns the text and, when it generated or used a generated file, its path.
-fn secret_text(src: &super::SecretSource, base: &Path) -> Result<(String, Option<PathBuf>), String> {
+fn secret_text(
+    src: &super::SecretSource,
+    base: &Path,
+) -> Result<(String, Option<PathBuf>), String> {
     let set = [src.file.is_some(), src.env.is_some(), src.sha256.is_some()]
         .iter()
         .filter(|b| **b)
@@ -106,14 +111,19 @@ fn secret_text(src: &super::SecretSource, base: &Path) -> Result<(String, Option
     let Some(file) = &src.file else {
         return Err("sha256 is not a readable secret".into());
     };
-    let path = if file.is_relative() { base.join(file) } else { file.clone() };
+    let path = if file.is_relative() {
+        base.join(file)
+    } else {
+        file.clone()
+    };
     if src.generate && !path.exists() {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        write_private(&path, &hex::encode(bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_private(&path, &hex::encode(bytes))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((text.trim().to_string(), src.generate.then_some(path)))

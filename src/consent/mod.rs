@@ -25,13 +25,22 @@ pub fn apply(policy: &Policy, key: &PseudonymKey, record: &CanonicalRecord) -> M
             .into(),
     );
     out.insert("policy_version".into(), policy.version.clone().into());
-    out.insert("schema_version".into(), record.schema_version.clone().into());
-    out.insert("reporting_period".into(), record.reporting_period.clone().into());
+    out.insert(
+        "schema_version".into(),
+        record.schema_version.clone().into(),
+    );
+    out.insert(
+        "reporting_period".into(),
+        record.reporting_period.clone().into(),
+    );
     out.insert("program".into(), record.program.clone().into());
     let mut source = Map::new();
     source.insert("vendor".into(), vendor.into());
     source.insert("format".into(), record.source.format.clone().into());
-    source.insert("delivery_id".into(), record.source.delivery_id.clone().into());
+    source.insert(
+        "delivery_id".into(),
+        record.source.delivery_id.clone().into(),
+    );
     out.insert("source".into(), Value::Object(source));
 
     let full = match serde_json::to_value(record) {

@@ -262,14 +262,19 @@ impl Policy {
         }
         if file.citation.as_deref().is_none_or(|c| c.trim().is_empty()) {
             return Err(invalid(
-                "legal_basis = \"statute\" needs a citation (e.g. citation = \"§ 51b SGB II\")".into(),
+                "legal_basis = \"statute\" needs a citation (e.g. citation = \"§ 51b SGB II\")"
+                    .into(),
             ));
         }
         if file.route.programs.is_empty() {
-            return Err(invalid("route.programs must name at least one program".into()));
+            return Err(invalid(
+                "route.programs must name at least one program".into(),
+            ));
         }
         if file.delivery.batch_max_items == 0 {
-            return Err(invalid("delivery.batch_max_items must be at least 1".into()));
+            return Err(invalid(
+                "delivery.batch_max_items must be at least 1".into(),
+            ));
         }
         let mut actions: BTreeMap<&'static str, Action> = BTreeMap::new();
         let mut exact: BTreeMap<&'static str, Action> = BTreeMap::new();
@@ -280,7 +285,8 @@ impl Policy {
                 ))
             })?;
             if let Some(path) = LEAF_PATHS.iter().find(|p| **p == name) {
-                check_action(path, action).map_err(|m| invalid(format!("fields.\"{name}\": {m}")))?;
+                check_action(path, action)
+                    .map_err(|m| invalid(format!("fields.\"{name}\": {m}")))?;
                 exact.insert(path, action);
             } else if crate::model::FIELD_GROUPS.contains(&name.as_str()) {
                 for path in LEAF_PATHS {
@@ -330,7 +336,8 @@ fn check_action(path: &str, action: Action) -> Result<(), String> {
         Action::Year | Action::YearMonth if DATE_PATHS.contains(&path) => Ok(()),
         Action::AgeBand if path == "client.birth_date" => Ok(()),
         Action::Prefix(n)
-            if (path == "client.address.postal_code" || path == "client.address.municipality_key")
+            if (path == "client.address.postal_code"
+                || path == "client.address.municipality_key")
                 && n > 0 =>
         {
             Ok(())

@@ -66,7 +66,12 @@ impl PseudonymKey {
     }
 
     /// The linkage key of a person.
-    pub fn linkage_key(&self, family_name: &str, given_names: Option<&str>, birth_date: &str) -> String {
+    pub fn linkage_key(
+        &self,
+        family_name: &str,
+        given_names: Option<&str>,
+        birth_date: &str,
+    ) -> String {
         self.pseudonym(
             "client.linkage_key",
             &linkage_material(family_name, given_names, birth_date),
@@ -114,7 +119,10 @@ mod tests {
 
     #[test]
     fn every_vector_of_the_examples() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples/pseudonyms.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/examples/pseudonyms.json"
+        );
         let text = std::fs::read_to_string(path)
             .or_else(|_| {
                 std::fs::read_to_string(concat!(

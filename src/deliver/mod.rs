@@ -14,7 +14,8 @@ pub fn seal_rule(gw: &Gateway, recipient: &str) -> Option<SealRule> {
     match d.kind {
         DeliveryKind::Pull => Some(SealRule {
             max_items: i64::from(d.batch_max_items),
-            max_age_ms: i64::try_from(d.batch_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            max_age_ms: i64::try_from(d.batch_max_age_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
         }),
     }
 }

@@ -16,7 +16,9 @@ pub use receipt::{Entry, Receipt, Status};
 use crate::adapt::{InputFault, Mode};
 use crate::catalogue::Code;
 use crate::gateway::Gateway;
-use crate::store::{CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError};
+use crate::store::{
+    CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
+};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -48,7 +50,7 @@ pub enum Answer {
         /// HTTP status.
         http: u16,
         /// The receipt.
-        receipt: Receipt,
+        receipt: Box<Receipt>,
     },
     /// An error body.
     Error {
@@ -90,7 +92,10 @@ where
         );
     }
     let Some(mapping) = gw.mappings.get(&format) else {
-        return error(Code::V000, format!("no mapping loaded for format '{format}'"));
+        return error(
+            Code::V000,
+            format!("no mapping loaded for format '{format}'"),
+        );
     };
     let mode_param = match req.mode.as_deref() {
         None => None,
@@ -201,18 +206,27 @@ where
         Ok(v) => v,
         Err(e) => {
             tracing::error!(delivery_id = %delivery_id, "delivery worker failed: {e}");
-            return error(Code::I500, "internal error while processing the delivery".into());
+            return error(
+                Code::I500,
+                "internal error while processing the delivery".into(),
+            );
         }
     };
     let tx = match writer.await {
         Ok(Ok(tx)) => tx,
         Ok(Err(e)) => {
             tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
-            return error(Code::U001, "storage unavailable; nothing was stored, retry later".into());
+            return error(
+                Code::U001,
+                "storage unavailable; nothing was stored, retry later".into(),
+            );
         }
         Err(e) => {
             tracing::error!(delivery_id = %delivery_id, "store task failed: {e}");
-            return error(Code::U001, "storage unavailable; nothing was stored, retry later".into());
+            return error(
+                Code::U001,
+                "storage unavailable; nothing was stored, retry later".into(),
+            );
         }
     };
     if let Some(why) = outcome.aborted {
@@ -260,7 +274,10 @@ where
             Ok(tx) => tx,
             Err(e) => {
                 tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
-                return error(Code::U001, "storage unavailable; nothing was stored, retry later".into());
+                return error(
+                    Code::U001,
+                    "storage unavailable; nothing was stored, retry later".into(),
+                );
             }
         },
     };
@@ -278,9 +295,18 @@ where
             );
             let http = receipt
                 .rejection_code()
-                .map(|c| if c == Code::S020 { 422 } else { c.http_status() })
+                .map(|c| {
+                    if c == Code::S020 {
+                        422
+                    } else {
+                        c.http_status()
+                    }
+                })
                 .unwrap_or(200);
-            Answer::Receipt { http, receipt }
+            Answer::Receipt {
+                http,
+                receipt: Box::new(receipt),
+            }
         }
         Ok(CommitOutcome::Duplicate {
             content_hash: first_hash,
@@ -296,14 +322,20 @@ where
                 Ok(mut r) => {
                     r.duplicate = true;
                     tracing::info!(delivery_id = %r.delivery_id, "duplicate delivery answered");
-                    Answer::Receipt { http: 200, receipt: r }
+                    Answer::Receipt {
+                        http: 200,
+                        receipt: Box::new(r),
+                    }
                 }
                 Err(e) => error(Code::I500, format!("stored receipt unreadable: {e}")),
             }
         }
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, "commit failed: {e}");
-            error(Code::U001, "storage unavailable; nothing was stored, retry later".into())
+            error(
+                Code::U001,
+                "storage unavailable; nothing was stored, retry later".into(),
+            )
         }
     }
 }

@@ -188,7 +188,9 @@ impl AdaptSink for Collector<'_, '_> {
                 ),
             ));
         }
-        draft.fields.insert("schema_version".into(), SCHEMA_VERSION.into());
+        draft
+            .fields
+            .insert("schema_version".into(), SCHEMA_VERSION.into());
         let source = draft
             .fields
             .entry("source")
@@ -201,7 +203,8 @@ impl AdaptSink for Collector<'_, '_> {
         let checked = self.job.validator.check(draft);
         let rid = record_id.as_deref();
         for w in checked.warnings {
-            self.warnings.push(Entry::from_issue(Some(position), rid, w));
+            self.warnings
+                .push(Entry::from_issue(Some(position), rid, w));
         }
         let record = match checked.record {
             Some(r) if checked.errors.is_empty() => r,
@@ -227,6 +230,10 @@ impl AdaptSink for Collector<'_, '_> {
         }
         let json = serde_json::to_string(&record)
             .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
-        (self.out)(Accepted { record, json, items })
+        (self.out)(Accepted {
+            record,
+            json,
+            items,
+        })
     }
 }

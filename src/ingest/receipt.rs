@@ -133,7 +133,13 @@ pub struct Receipt {
 
 impl Receipt {
     /// A receipt for a delivery rejected whole before or while reading it.
-    pub fn rejected(delivery_id: &str, format: &str, mode: &str, code: Code, message: &str) -> Self {
+    pub fn rejected(
+        delivery_id: &str,
+        format: &str,
+        mode: &str,
+        code: Code,
+        message: &str,
+    ) -> Self {
         Receipt {
             delivery_id: delivery_id.to_string(),
             status: Status::E4,

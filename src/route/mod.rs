@@ -26,10 +26,10 @@ impl Recipient {
     /// Whether the route filter selects a record.
     pub fn selects(&self, record: &CanonicalRecord) -> bool {
         let route = &self.policy.file.route;
-        if !route.programs.iter().any(|p| *p == record.program) {
+        if !route.programs.contains(&record.program) {
             return false;
         }
-        if !route.vendors.is_empty() && !route.vendors.iter().any(|v| *v == record.source.vendor) {
+        if !route.vendors.is_empty() && !route.vendors.contains(&record.source.vendor) {
             return false;
         }
         if !route.municipality_prefixes.is_empty() {
@@ -40,7 +40,11 @@ impl Recipient {
                 .and_then(|a| a.municipality_key.as_ref())
                 .map(|k| k.expose().as_str());
             match key {
-                Some(k) if route.municipality_prefixes.iter().any(|p| k.starts_with(p.as_str())) => {}
+                Some(k)
+                    if route
+                        .municipality_prefixes
+                        .iter()
+                        .any(|p| k.starts_with(p.as_str())) => {}
                 _ => return false,
             }
         }

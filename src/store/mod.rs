@@ -272,7 +272,11 @@ pub trait Store: Send + Sync {
     /// Starts writing one delivery.
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>>;
     /// The receipt of a delivery registered under this vendor and idempotency key.
-    async fn delivery_by_key(&self, vendor: &str, key: &str) -> StoreResult<Option<(String, String)>>;
+    async fn delivery_by_key(
+        &self,
+        vendor: &str,
+        key: &str,
+    ) -> StoreResult<Option<(String, String)>>;
     /// One of the vendor's deliveries (`None` when absent or another vendor's).
     async fn delivery(&self, vendor: &str, id: &str) -> StoreResult<Option<StoredDelivery>>;
     /// The vendor's deliveries, newest first: received at or after `since` (unix ms), strictly
@@ -285,17 +289,31 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> StoreResult<Vec<StoredDelivery>>;
     /// The current canonical JSON of a record.
-    async fn record(&self, vendor: &str, record_id: &str, period: &str) -> StoreResult<Option<String>>;
+    async fn record(
+        &self,
+        vendor: &str,
+        record_id: &str,
+        period: &str,
+    ) -> StoreResult<Option<String>>;
     /// Seals the recipient's open items into batches per the rule (several if more than
     /// `max_items` are open; none if too few and too young). Safe to call from several processes.
     /// Returns the number of batches sealed.
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64>;
     /// The recipient's batches, oldest first, optionally only in one state.
-    async fn batches(&self, recipient: &str, state: Option<BatchState>) -> StoreResult<Vec<BatchInfo>>;
+    async fn batches(
+        &self,
+        recipient: &str,
+        state: Option<BatchState>,
+    ) -> StoreResult<Vec<BatchInfo>>;
     /// One of the recipient's batches (`None` when absent or another recipient's).
     async fn batch(&self, recipient: &str, batch_id: &str) -> StoreResult<Option<BatchInfo>>;
     /// Items of a batch with `seq` > `after_seq`, in order, at most `limit`.
-    async fn batch_items(&self, batch_id: &str, after_seq: i64, limit: i64) -> StoreResult<Vec<BatchItem>>;
+    async fn batch_items(
+        &self,
+        batch_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<BatchItem>>;
     /// Marks the recipient's batch acknowledged (idempotent: a second ack changes nothing) and stores
     /// the findings JSON of the first ack. `None` when absent or another recipient's.
     async fn ack_batch(

@@ -27,7 +27,7 @@ use std::time::Duration;
 const MAX_PARAMS: usize = 65_535;
 /// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
-const MAX_ROWS_PER_INSERT: usize = 250;
+const MAX_ROWS_PER_INSERT: usize = 100;
 /// Columns bound per record row.
 const RECORD_COLUMNS: usize = 7;
 /// Columns bound per item row.

@@ -779,7 +779,10 @@ fn profile_parts() {
     println!("schema: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     for _ in 0..n {
-        let mut r = Report { n_mapping: 0, errors: Vec::new() };
+        let mut r = Report {
+            n_mapping: 0,
+            errors: Vec::new(),
+        };
         let mut w = Vec::new();
         v.rules(std::hint::black_box(&rec), &mut r, &mut w);
         assert!(r.errors.is_empty());
