@@ -280,6 +280,7 @@ struct Program {
     born: (i32, i32),
 }
 
+#[rustfmt::skip]
 const PROGRAMS: &[Program] = &[
     Program {
         fachbereich: "SGB II",
@@ -291,26 +292,14 @@ const PROGRAMS: &[Program] = &[
             ("WB", "SGB II § 16 Abs. 1 i. V. m. § 81 SGB III"),
             ("SB", "SGB II § 16a Nr. 2"),
         ],
-        teams: &[
-            "Integrationscoaching",
-            "Arbeitsvermittlung U25",
-            "Fallmanagement Süd",
-        ],
+        teams: &["Integrationscoaching", "Arbeitsvermittlung U25", "Fallmanagement Süd"],
         born: (1958, 2005),
     },
     Program {
         fachbereich: "SGB III",
         prefix: "SGB3",
-        services: &[
-            ("VER", "SGB III § 35"),
-            ("WB", "SGB III § 81"),
-            ("BER", "SGB III § 29"),
-        ],
-        teams: &[
-            "Berufsberatung Deutz",
-            "Reha-Team Nord",
-            "Arbeitgeberservice Köln",
-        ],
+        services: &[("VER", "SGB III § 35"), ("WB", "SGB III § 81"), ("BER", "SGB III § 29")],
+        teams: &["Berufsberatung Deutz", "Reha-Team Nord", "Arbeitgeberservice Köln"],
         born: (1960, 2006),
     },
     Program {
@@ -328,42 +317,22 @@ const PROGRAMS: &[Program] = &[
     Program {
         fachbereich: "Suchthilfe",
         prefix: "SH",
-        services: &[
-            ("SUB", "SGB II § 16a Nr. 4"),
-            ("PSB", "SGB XII § 67"),
-            ("BER", "ÖGDG NRW § 16"),
-        ],
-        teams: &[
-            "Suchtberatung Mülheim",
-            "Drogenhilfe Südstadt",
-            "Fachstelle Glücksspiel",
-        ],
+        services: &[("SUB", "SGB II § 16a Nr. 4"), ("PSB", "SGB XII § 67"), ("BER", "ÖGDG NRW § 16")],
+        teams: &["Suchtberatung Mülheim", "Drogenhilfe Südstadt", "Fachstelle Glücksspiel"],
         born: (1956, 2004),
     },
     Program {
         fachbereich: "Frühe Hilfen",
         prefix: "FH",
         services: &[("FH", "SGB VIII § 16 Abs. 3"), ("BER", "KKG § 3 Abs. 4")],
-        teams: &[
-            "Frühe Hilfen Chorweiler",
-            "Familienbüro Nippes",
-            "Babylotsen Porz",
-        ],
+        teams: &["Frühe Hilfen Chorweiler", "Familienbüro Nippes", "Babylotsen Porz"],
         born: (1984, 2006),
     },
     Program {
         fachbereich: "Bildung",
         prefix: "BI",
-        services: &[
-            ("BER", "SGB III § 48"),
-            ("WB", "SGB II § 16 Abs. 1"),
-            ("SON", "Landesprogramm KAoA"),
-        ],
-        teams: &[
-            "Übergangsmanagement Schule–Beruf",
-            "Bildungsbüro Porz",
-            "Jugendberufsagentur",
-        ],
+        services: &[("BER", "SGB III § 48"), ("WB", "SGB II § 16 Abs. 1"), ("SON", "Landesprogramm KAoA")],
+        teams: &["Übergangsmanagement Schule–Beruf", "Bildungsbüro Porz", "Jugendberufsagentur"],
         born: (2002, 2011),
     },
 ];
@@ -376,207 +345,87 @@ struct City {
     area: &'static str,
 }
 
+#[rustfmt::skip]
 const CITIES: &[City] = &[
     City {
         ags: "05315000",
-        plz: &[
-            "50667", "50823", "51103", "51063", "50765", "51105", "50937", "51149",
-        ],
-        districts: &[
-            "Kalk",
-            "Mülheim",
-            "Ehrenfeld",
-            "Chorweiler",
-            "Humboldt/Gremberg",
-            "Sülz",
-            "Porz",
-        ],
-        streets: &[
-            "Kalker Hauptstraße",
-            "Keupstraße",
-            "Venloer Straße",
-            "Liverpooler Platz",
-            "Dürener Straße",
-            "Taunusstraße",
-            "Frankfurter Straße",
-        ],
+        plz: &["50667", "50823", "51103", "51063", "50765", "51105", "50937", "51149"],
+        districts: &["Kalk", "Mülheim", "Ehrenfeld", "Chorweiler", "Humboldt/Gremberg", "Sülz", "Porz"],
+        streets: &["Kalker Hauptstraße", "Keupstraße", "Venloer Straße", "Liverpooler Platz",
+                   "Dürener Straße", "Taunusstraße", "Frankfurter Straße"],
         area: "0221",
     },
     City {
         ags: "05111000",
         plz: &["40210", "40233", "40595", "40472", "40227"],
         districts: &["Oberbilk", "Flingern", "Garath", "Rath", "Friedrichstadt"],
-        streets: &[
-            "Königsallee",
-            "Kölner Straße",
-            "Ackerstraße",
-            "Fürstenwall",
-            "Münsterstraße",
-        ],
+        streets: &["Königsallee", "Kölner Straße", "Ackerstraße", "Fürstenwall", "Münsterstraße"],
         area: "0211",
     },
     City {
         ags: "05314000",
         plz: &["53111", "53119", "53175", "53229"],
         districts: &["Tannenbusch", "Bad Godesberg", "Beuel", "Nordstadt"],
-        streets: &[
-            "Kölnstraße",
-            "Bonner Talweg",
-            "Königswinterer Straße",
-            "Oppelner Straße",
-        ],
+        streets: &["Kölnstraße", "Bonner Talweg", "Königswinterer Straße", "Oppelner Straße"],
         area: "0228",
     },
     City {
         ags: "05113000",
         plz: &["45127", "45143", "45326", "45359"],
         districts: &["Altendorf", "Katernberg", "Frohnhausen", "Borbeck"],
-        streets: &[
-            "Altendorfer Straße",
-            "Gelsenkirchener Straße",
-            "Frohnhauser Straße",
-            "Düppenberg",
-        ],
+        streets: &["Altendorfer Straße", "Gelsenkirchener Straße", "Frohnhauser Straße", "Düppenberg"],
         area: "0201",
     },
     City {
         ags: "05913000",
         plz: &["44135", "44145", "44147", "44339"],
         districts: &["Nordstadt", "Hörde", "Eving", "Scharnhorst"],
-        streets: &[
-            "Münsterstraße",
-            "Mallinckrodtstraße",
-            "Borsigplatz",
-            "Hörder Bahnhofstraße",
-        ],
+        streets: &["Münsterstraße", "Mallinckrodtstraße", "Borsigplatz", "Hörder Bahnhofstraße"],
         area: "0231",
     },
 ];
 
+#[rustfmt::skip]
 const FAMILY: &[&str] = &[
-    "Müller",
-    "Schäfer",
-    "Köhler",
-    "Groß",
-    "Weiß",
-    "Doğan",
-    "Yılmaz",
-    "Nowak",
-    "Kowalczyk",
-    "Özdemir",
-    "Bräuer",
-    "Jürgens",
-    "Hoffmann",
-    "Schröder",
-    "Krüger",
-    "Böhm",
-    "Çelik",
-    "Łukasiewicz",
-    "El Amrani",
-    "Müller-Lüdenscheidt",
-    "O'Brien",
-    "Bondarenko",
-    "Nguyễn",
-    "Schmitz",
-    "Lehmann",
-    "Hübner",
-    "Aydın",
-    "Popescu",
-    "Al-Hassan",
-    "von der Heyde",
+    "Müller", "Schäfer", "Köhler", "Groß", "Weiß", "Doğan", "Yılmaz", "Nowak", "Kowalczyk",
+    "Özdemir", "Bräuer", "Jürgens", "Hoffmann", "Schröder", "Krüger", "Böhm", "Çelik",
+    "Łukasiewicz", "El Amrani", "Müller-Lüdenscheidt", "O'Brien", "Bondarenko", "Nguyễn",
+    "Schmitz", "Lehmann", "Hübner", "Aydın", "Popescu", "Al-Hassan", "von der Heyde",
 ];
+#[rustfmt::skip]
 const GIVEN: &[&str] = &[
-    "Zeynep",
-    "Jürgen",
-    "Anna-Lena",
-    "Björn",
-    "Søren",
-    "Hans-Peter",
-    "Özlem",
-    "Ümit",
-    "Chloé",
-    "José",
-    "Mia",
-    "Lukas",
-    "Dmytro",
-    "Ayşe",
-    "Jörg",
-    "Günther",
-    "Maëlle",
-    "Marie-Luise",
-    "Yasmin",
-    "Mehmet",
-    "Elif",
-    "Leonie",
-    "Ömer",
-    "Paweł",
-    "Sören",
-    "Jana",
-    "Mustafa",
-    "Zoë",
+    "Zeynep", "Jürgen", "Anna-Lena", "Björn", "Søren", "Hans-Peter", "Özlem", "Ümit", "Chloé",
+    "José", "Mia", "Lukas", "Dmytro", "Ayşe", "Jörg", "Günther", "Maëlle", "Marie-Luise",
+    "Yasmin", "Mehmet", "Elif", "Leonie", "Ömer", "Paweł", "Sören", "Jana", "Mustafa", "Zoë",
 ];
+#[rustfmt::skip]
 const NATIONALITY: &[&str] = &[
     "DEU", "DEU", "DEU", "DEU", "DEU", "TUR", "SYR", "POL", "UKR", "ROU", "ITA", "MAR", "AFG",
     "GRC", "IRQ", "BGR",
 ];
-const GESCHLECHT: &[&str] = &[
-    "maennlich",
-    "weiblich",
-    "weiblich",
-    "maennlich",
-    "divers",
-    "unbekannt",
-];
+#[rustfmt::skip]
+const GESCHLECHT: &[&str] = &["maennlich", "weiblich", "weiblich", "maennlich", "divers", "unbekannt"];
 const ROLLE: &[&str] = &["Antragsteller", "Partner", "Kind", "Sonstige"];
+#[rustfmt::skip]
 const SCHULE: &[&str] = &[
-    "ohne Abschluss",
-    "Förderschulabschluss",
-    "Hauptschulabschluss",
-    "Realschulabschluss",
-    "Fachhochschulreife",
-    "Abitur",
-    "ausländischer Abschluss",
-    "unbekannt",
+    "ohne Abschluss", "Förderschulabschluss", "Hauptschulabschluss", "Realschulabschluss",
+    "Fachhochschulreife", "Abitur", "ausländischer Abschluss", "unbekannt",
 ];
+#[rustfmt::skip]
 const ERWERB: &[&str] = &[
-    "arbeitslos",
-    "beschaeftigt",
-    "selbstaendig",
-    "ausbildung",
-    "schule",
-    "nicht_erwerbsfaehig",
+    "arbeitslos", "beschaeftigt", "selbstaendig", "ausbildung", "schule", "nicht_erwerbsfaehig",
     "sonstige",
 ];
 const AMPEL: &[&str] = &["rot", "gelb", "gruen", "grün"];
-const SUBSTANZ: &[&str] = &[
-    "alkohol",
-    "opioide",
-    "cannabinoide",
-    "kokain",
-    "stimulanzien",
-    "gluecksspiel",
-];
-const ZWECK: &[&str] = &[
-    "Statistik",
-    "Eingliederung",
-    "Hilfeplanung",
-    "Kinderschutz",
-    "Foerdermonitoring",
-];
-const EMPFAENGER: &[&str] = &[
-    "statistik-nrw",
-    "jobcenter-koeln",
-    "jugendamt-koeln",
-    "traeger-nord",
-    "*",
-];
+#[rustfmt::skip]
+const SUBSTANZ: &[&str] = &["alkohol", "opioide", "cannabinoide", "kokain", "stimulanzien", "gluecksspiel"];
+#[rustfmt::skip]
+const ZWECK: &[&str] = &["Statistik", "Eingliederung", "Hilfeplanung", "Kinderschutz", "Foerdermonitoring"];
+#[rustfmt::skip]
+const EMPFAENGER: &[&str] = &["statistik-nrw", "jobcenter-koeln", "jugendamt-koeln", "traeger-nord", "*"];
+#[rustfmt::skip]
 const GRUPPEN: &[&str] = &[
-    "client.identity",
-    "client.address",
-    "client.contact",
-    "client.education",
-    "case",
-    "services",
+    "client.identity", "client.address", "client.contact", "client.education", "case", "services",
     "sensitive",
 ];
 
@@ -788,6 +637,7 @@ struct Stages {
     store_items_rusqlite: f64,
     store_items_sqlx: f64,
     body_sha256: f64,
+    to_value: f64,
     canonical_bytes: usize,
     item_bytes: usize,
 }
@@ -1115,6 +965,16 @@ fn measure_stages(
         t.elapsed()
     });
 
+    // Not a stage, for the analysis: `consent::apply` converts the whole record to a JSON value
+    // once per recipient.
+    let to_value = best_of(STAGE_REPS, || {
+        let t = Instant::now();
+        for r in &records {
+            std::hint::black_box(serde_json::to_value(r).expect("to_value"));
+        }
+        t.elapsed()
+    });
+
     let per = |d: Duration, rows: usize| d.as_secs_f64() / rows as f64;
     Stages {
         records: n,
@@ -1127,6 +987,7 @@ fn measure_stages(
         store_items_rusqlite: per(items_rusqlite_t, n * STORE_ITEM_PASSES),
         store_items_sqlx: per(items_sqlx_t, n * STORE_ITEM_PASSES),
         body_sha256: per(sha, n),
+        to_value: per(to_value, n),
         canonical_bytes,
         item_bytes,
     }
@@ -1256,6 +1117,31 @@ impl Drop for Server {
     }
 }
 
+/// Busy CPU time of the whole machine so far (all cores, idle and iowait excluded), in seconds.
+fn machine_busy_secs() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle) as f64 / 100.0
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -1383,7 +1269,10 @@ struct Run {
     wall: Duration,
     bytes: usize,
     lat: Vec<Duration>,
+    /// Server CPU seconds during the run.
     cpu: f64,
+    /// Machine-wide busy CPU seconds during the run (server + bench client + anything else).
+    machine: f64,
 }
 
 impl Run {
@@ -1397,7 +1286,7 @@ impl Run {
         let mut l = self.lat.clone();
         l.sort();
         format!(
-            "{name:<28} {:>5} × 1,000  {:>8.2} s  {:>9.0} rec/s  {:>6.1} MB/s  p50 {:>7.1} ms  p95 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  server CPU {:>4.2} cores",
+            "{name:<28} {:>5} × 1,000  {:>8.2} s  {:>9.0} rec/s  {:>6.1} MB/s  p50 {:>7.1} ms  p95 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  CPU: server {:>4.2}, machine {:>4.2} of 2 cores",
             self.deliveries,
             self.wall.as_secs_f64(),
             self.records_per_s(),
@@ -1407,6 +1296,7 @@ impl Run {
             pct(&l, 0.99),
             pct(&l, 1.0),
             self.cpu / self.wall.as_secs_f64(),
+            self.machine / self.wall.as_secs_f64(),
         )
     }
 }
@@ -1423,7 +1313,7 @@ async fn peak_run(
 ) -> Run {
     let url = format!("{}/api/v1/deliveries?format={FORMAT}", server.base);
     closed_loop(client, &url, Arc::new(warmup), clients, RECIPIENTS).await;
-    let cpu0 = server.cpu_secs();
+    let (cpu0, machine0) = (server.cpu_secs(), machine_busy_secs());
     let (wall, lat) = closed_loop(client, &url, bodies.clone(), clients, RECIPIENTS).await;
     Run {
         deliveries: bodies.len(),
@@ -1431,6 +1321,7 @@ async fn peak_run(
         bytes: bodies.iter().map(Bytes::len).sum(),
         lat,
         cpu: server.cpu_secs() - cpu0,
+        machine: machine_busy_secs() - machine0,
     }
 }
 
@@ -1501,7 +1392,10 @@ fn main() {
     let peak_bodies = Arc::new(deliveries(10_000, n_deliveries));
     let gen_time = t.elapsed();
     let avg_delivery = peak_bodies.iter().map(Bytes::len).sum::<usize>() / n_deliveries;
-    println!("weiche ingest benchmark");
+    println!(
+        "weiche ingest benchmark (load average at start: {})",
+        loadavg()
+    );
     println!(
         "generated {n_deliveries} klidas-json deliveries × {RECORDS} records in {:.2} s: {:.2} MB each, {} bytes/record",
         gen_time.as_secs_f64(),
@@ -1571,6 +1465,10 @@ fn main() {
         st.store_items_sqlx,
     );
     row("  SHA-256 of the body (content hash)", st.body_sha256);
+    row(
+        "  serde_json::to_value(record), done per recipient in apply",
+        st.to_value,
+    );
     let with_items = st.parse_map + st.validate + st.route_serialise + st.store_items();
     row(
         "  pipeline with the server's real write set (4 rows/record)",
@@ -1602,7 +1500,7 @@ fn main() {
         let paced_bodies = deliveries(20_000, n_paced);
         let bytes = paced_bodies.iter().map(Bytes::len).sum();
         let url = format!("{}/api/v1/deliveries?format={FORMAT}", server.base);
-        let cpu0 = server.cpu_secs();
+        let (cpu0, machine0) = (server.cpu_secs(), machine_busy_secs());
         let (wall, lat) = paced(&client, &url, paced_bodies, interval, RECIPIENTS).await;
         let paced_run = Run {
             deliveries: n_paced,
@@ -1610,6 +1508,7 @@ fn main() {
             bytes,
             lat,
             cpu: server.cpu_secs() - cpu0,
+            machine: machine_busy_secs() - machine0,
         };
         let hwm = server.status_kb("VmHWM");
         let rss = server.status_kb("VmRSS");
@@ -1726,6 +1625,7 @@ fn main() {
         "  peak RSS (SQLite server)           {:>10.1} MB",
         hwm_kb as f64 / 1024.0
     );
+    println!("  load average at the end: {}", loadavg());
     println!(
         "\nall receipts E1 with {RECORDS} accepted and {RECORDS} routed to each recipient; total bench time {:.1} s",
         began.elapsed().as_secs_f64()

@@ -9,9 +9,6 @@ use weiche::adapt::MappingSet;
 use weiche::cli::conformance::{self, Case};
 use weiche::validate::Validator;
 
-/// Formats whose mapping arrives with the mapping-engine issue; their examples are listed, not run.
-const NOT_YET: &[&str] = &["xsozial-lieferung", "fallwerk-csv"];
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -72,15 +69,11 @@ fn shared_examples_are_golden_cases_too() {
     assert!(!cases.is_empty());
     let mut ran = 0;
     for case in &cases {
-        if NOT_YET.contains(&case.format.as_str()) {
-            eprintln!("{}: format not shipped in this version", case.name);
-            continue;
-        }
         let diffs = conformance::run_case(case, &mappings, &validator);
         assert!(diffs.is_empty(), "{}:\n{}", case.name, diffs.join("\n"));
         ran += 1;
     }
-    assert!(ran >= 3, "ran {ran} shared examples");
+    assert!(ran >= 9, "ran {ran} shared examples");
 }
 
 #[test]
@@ -89,16 +82,9 @@ fn the_golden_copies_equal_the_shared_examples() {
         return;
     };
     for case in conformance::discover(&shared) {
-        if NOT_YET.contains(&case.format.as_str()) {
-            continue;
-        }
         let local = repo().join("conformance-tests/cases").join(&case.name);
-        for file in [
-            "expected.ndjson",
-            "expected-receipt.json",
-            "README",
-            "input.json",
-        ] {
+        let input = case.input.file_name().unwrap().to_string_lossy().to_string();
+        for file in ["expected.ndjson", "expected-receipt.json", "README", input.as_str()] {
             let a = std::fs::read(case.dir.join(file)).unwrap();
             let b = std::fs::read(local.join(file)).unwrap_or_default();
             assert_eq!(a, b, "{}/{file} differs from the shared example", case.name);
@@ -134,11 +120,7 @@ fn convert(case: &Case) -> (i32, Vec<Value>, Value) {
 fn convert_binary_reproduces_every_case() {
     let mut cases = conformance::discover(&repo().join("conformance-tests/cases"));
     if let Some(shared) = shared_examples() {
-        cases.extend(
-            conformance::discover(&shared)
-                .into_iter()
-                .filter(|c| !NOT_YET.contains(&c.format.as_str())),
-        );
+        cases.extend(conformance::discover(&shared));
     }
     assert!(!cases.is_empty());
     for case in &cases {

@@ -62,7 +62,7 @@ schemas_dir = "{schemas}"
 [[vendors]]
 id = "demo-vendor"
 token = {{ sha256 = "{v}" }}
-formats = ["klidas-json"]
+formats = ["klidas-json", "xsozial-lieferung", "fallwerk-csv"]
 default_format = "klidas-json"
 
 [[vendors]]

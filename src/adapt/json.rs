@@ -6,112 +6,36 @@
 //! before the next one is read. Other top-level members form the header. Should the records come
 //! before the header members they need, the drafts wait until the header is complete.
 
-use super::mapping::{FieldRule, KnownTree, MappingFile, ValueKind, pointer_tokens};
-use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
+use super::mapping::{MappingFile, pointer_tokens};
+use super::rules::{HeaderPlan, MAX_DEPTH, RecordPlan, check_limits, unknown_fields, unknown_issue};
+use super::{AdaptError, AdaptSink, Draft, MAX_VALUE_BYTES};
 use crate::catalogue::Code;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::io::{self, Read};
 
-/// Nesting deeper than this is `L003`.
-const MAX_DEPTH: usize = 32;
-
-/// A mapping rule with its pointer pre-split.
-#[derive(Debug)]
-pub(crate) struct Rule {
-    target: String,
-    tokens: Vec<String>,
-    source: String,
-    rule: FieldRule,
-}
-
-/// A list rule with its pointers pre-split.
-#[derive(Debug)]
-pub(crate) struct ListRule {
-    target: String,
-    tokens: Vec<String>,
-    fields: Vec<Rule>,
-}
-
 /// A mapping compiled for the JSON engine.
 #[derive(Debug)]
 pub(crate) struct JsonPlan {
     records_member: String,
-    header_members: Vec<String>,
-    record_fields: Vec<Rule>,
-    delivery_fields: Vec<Rule>,
-    lists: Vec<ListRule>,
-    known_root: KnownTree,
-    known_record: KnownTree,
-}
-
-fn rule(target: &str, r: &FieldRule) -> Rule {
-    Rule {
-        target: target.to_string(),
-        tokens: pointer_tokens(&r.from).unwrap_or_default(),
-        source: MappingFile::source_name(&r.from).to_string(),
-        rule: r.clone(),
-    }
+    header: HeaderPlan,
+    record: RecordPlan,
 }
 
 impl JsonPlan {
     /// Compiles a checked mapping file.
     pub(crate) fn compile(file: &MappingFile) -> JsonPlan {
-        let d = &file.delivery;
-        let records_member = pointer_tokens(&d.records)
+        let records_member = file
+            .delivery
+            .records
+            .as_deref()
+            .and_then(pointer_tokens)
             .and_then(|t| t.into_iter().next())
             .unwrap_or_default();
-        let mut known_root = KnownTree::default();
-        known_root.insert(&d.records).leaf = true;
-        let mut header_pointers: Vec<&str> = Vec::new();
-        header_pointers.extend(d.version.iter().map(|v| v.from.as_str()));
-        header_pointers.extend(d.idempotency_key.iter().map(String::as_str));
-        header_pointers.extend(d.mode.iter().map(|m| m.from.as_str()));
-        header_pointers.extend(d.objects.iter().map(String::as_str));
-        header_pointers.extend(d.fields.values().map(|r| r.from.as_str()));
-        let mut header_members: Vec<String> = Vec::new();
-        for p in &header_pointers {
-            known_root.insert(p).leaf = true;
-            if let Some(first) = pointer_tokens(p).and_then(|t| t.into_iter().next())
-                && !header_members.contains(&first)
-            {
-                header_members.push(first);
-            }
-        }
-        for p in &d.objects {
-            known_root.insert(p).leaf = false;
-        }
-        for p in &d.informational {
-            known_root.insert(p).leaf = true;
-        }
-        let mut known_record = KnownTree::default();
-        for r in file.record.fields.values() {
-            known_record.insert(&r.from).leaf = true;
-        }
-        for p in &file.record.informational {
-            known_record.insert(p).leaf = true;
-        }
-        let mut lists = Vec::new();
-        for (name, list) in &file.record.lists {
-            let mut element = KnownTree::default();
-            for r in list.fields.values() {
-                element.insert(&r.from).leaf = true;
-            }
-            known_record.insert(&list.from).element = Some(Box::new(element));
-            lists.push(ListRule {
-                target: name.clone(),
-                tokens: pointer_tokens(&list.from).unwrap_or_default(),
-                fields: list.fields.iter().map(|(t, r)| rule(t, r)).collect(),
-            });
-        }
         JsonPlan {
             records_member,
-            header_members,
-            record_fields: file.record.fields.iter().map(|(t, r)| rule(t, r)).collect(),
-            delivery_fields: d.fields.iter().map(|(t, r)| rule(t, r)).collect(),
-            lists,
-            known_root,
-            known_record,
+            header: HeaderPlan::compile(file),
+            record: RecordPlan::compile(file),
         }
     }
 }
@@ -206,25 +130,21 @@ impl State<'_> {
         let mut unknown = Vec::new();
         let mut one = Map::new();
         one.insert(key.clone(), value);
-        unknown_fields(&one, &self.plan.known_root, "", &mut unknown);
+        unknown_fields(&one, &self.plan.header.known, "", &mut unknown);
         for (path, name) in unknown {
-            self.sink.warning(Issue::new(
-                Code::W002,
-                path,
-                format!("unknown field '{}' ignored", crate::catalogue::echo(&name)),
-            ));
+            self.sink.warning(unknown_issue(path, &name));
         }
         if self.header_done {
             return Ok(());
         }
         let value = one.remove(&key).unwrap_or(Value::Null);
         self.header.insert(key, value);
-        if !self.header_done
-            && self
-                .plan
-                .header_members
-                .iter()
-                .all(|m| self.header.contains_key(m))
+        if self
+            .plan
+            .header
+            .members
+            .iter()
+            .all(|m| self.header.contains_key(m))
         {
             self.finish_header()?;
         }
@@ -238,89 +158,14 @@ impl State<'_> {
         }
         self.header_done = true;
         let doc = Value::Object(std::mem::take(&mut self.header));
-        let d = &self.file.delivery;
-        if let Some(v) = &d.version {
-            match doc.pointer(&v.from) {
-                Some(Value::String(s)) => {
-                    if !v.accept.iter().any(|a| a == s) {
-                        return Err(AdaptError::rejected(
-                            Code::V000,
-                            format!(
-                                "format version '{}' is not supported (supported: {})",
-                                crate::catalogue::echo(s),
-                                v.accept.join(", ")
-                            ),
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(AdaptError::rejected(
-                        Code::X001,
-                        format!("'{}' must be a string with the format version", v.from),
-                    ));
-                }
-            }
-        }
-        for p in &d.objects {
-            if !doc.pointer(p).is_some_and(Value::is_object) {
-                return Err(AdaptError::rejected(
-                    Code::X001,
-                    format!("'{p}' must be an object"),
-                ));
-            }
-        }
-        let mut header = DeliveryHeader::default();
-        if let Some(p) = &d.idempotency_key {
-            match doc.pointer(p).and_then(Value::as_str).map(normalize) {
-                Some(id) if !id.is_empty() => header.idempotency_key = Some(id),
-                _ => {
-                    return Err(AdaptError::rejected(
-                        Code::X001,
-                        format!("'{p}' (the message id) must be a non-empty string"),
-                    ));
-                }
-            }
-        }
-        if let Some(m) = &d.mode {
-            let raw = doc.pointer(&m.from).and_then(Value::as_str).map(normalize);
-            match raw.as_deref().and_then(|r| m.map.get(r)) {
-                Some(mode) => header.mode = Some(*mode),
-                None => {
-                    return Err(AdaptError::rejected(
-                        Code::X001,
-                        format!(
-                            "'{}' must be one of: {}",
-                            m.from,
-                            m.map.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-        for r in &self.plan.delivery_fields {
-            match extract(self.file, &r.rule, &r.source, get(&doc, &r.tokens)) {
-                Ok(Some(v)) => self.header_values.push((r.target.clone(), v)),
-                Ok(None) if r.rule.required => {
-                    return Err(AdaptError::rejected(
-                        Code::X001,
-                        format!("'{}' is required", r.rule.from),
-                    ));
-                }
-                Ok(None) => {}
-                Err(issue) => {
-                    return Err(AdaptError::rejected(
-                        Code::X001,
-                        format!("'{}': {}", r.rule.from, issue.message),
-                    ));
-                }
-            }
-        }
+        let (header, values) = self.plan.header.finish(self.file, &doc)?;
+        self.header_values = values;
         self.sink.header(&header)
     }
 
     fn record(&mut self, value: Value) -> Result<(), AdaptError> {
         check_limits(&value, 3)?;
-        let Value::Object(obj) = value else {
+        if !value.is_object() {
             return Err(AdaptError::rejected(
                 Code::X001,
                 format!(
@@ -328,9 +173,9 @@ impl State<'_> {
                     self.plan.records_member
                 ),
             ));
-        };
+        }
         self.position += 1;
-        let draft = map_record(self.file, self.plan, self.position, &obj);
+        let draft = self.plan.record.map(self.file, self.position, &value, true);
         if self.header_done {
             self.emit(draft)
         } else {
@@ -344,265 +189,6 @@ impl State<'_> {
             draft.set(target, value.clone());
         }
         self.sink.record(draft)
-    }
-}
-
-/// Looks a pre-split pointer up.
-fn get<'v>(mut v: &'v Value, tokens: &[String]) -> Option<&'v Value> {
-    for t in tokens {
-        v = match v {
-            Value::Object(m) => m.get(t)?,
-            Value::Array(a) => a.get(t.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(v)
-}
-
-/// Applies one rule to a source value: `Ok(None)` when absent.
-fn extract(
-    file: &MappingFile,
-    rule: &FieldRule,
-    source: &str,
-    value: Option<&Value>,
-) -> Result<Option<Value>, Issue> {
-    let bad_type = |what: &str| Issue {
-        code: Code::F002,
-        field: None,
-        message: format!("{source} must be {what}"),
-    };
-    let map_value = |s: String| -> Result<Value, Issue> {
-        match &rule.map {
-            None => Ok(Value::String(s)),
-            Some(name) => match file.value_map(name).and_then(|m| m.get(&s)) {
-                Some(code) => Ok(Value::String(code.clone())),
-                None => Err(Issue {
-                    code: Code::F003,
-                    field: None,
-                    message: format!(
-                        "{source} value '{}' is not in the mapping's value map",
-                        crate::catalogue::echo(&s)
-                    ),
-                }),
-            },
-        }
-    };
-    let Some(value) = value else { return Ok(None) };
-    if value.is_null() {
-        return Ok(None);
-    }
-    match rule.kind {
-        ValueKind::String => match value {
-            Value::String(s) => {
-                let t = normalize(s);
-                if t.is_empty() {
-                    Ok(None)
-                } else {
-                    map_value(t).map(Some)
-                }
-            }
-            _ => Err(bad_type("a string")),
-        },
-        ValueKind::Number => match value {
-            Value::Number(_) => Ok(Some(value.clone())),
-            _ => Err(bad_type("a number")),
-        },
-        ValueKind::StringList => {
-            let items: Vec<&Value> = match value {
-                Value::Array(a) => a.iter().collect(),
-                Value::String(_) if rule.join.is_some() => vec![value],
-                _ => return Err(bad_type("a list of strings")),
-            };
-            let mut out = Vec::new();
-            for item in items {
-                match item {
-                    Value::Null => {}
-                    Value::String(s) => {
-                        let t = normalize(s);
-                        if !t.is_empty() {
-                            out.push(t);
-                        }
-                    }
-                    _ => return Err(bad_type("a list of strings")),
-                }
-            }
-            if out.is_empty() {
-                return Ok(None);
-            }
-            if let Some(sep) = &rule.join {
-                return map_value(out.join(sep)).map(Some);
-            }
-            out.into_iter()
-                .map(map_value)
-                .collect::<Result<Vec<_>, _>>()
-                .map(|v| Some(Value::Array(v)))
-        }
-    }
-}
-
-/// Builds the draft of one record object.
-fn map_record(
-    file: &MappingFile,
-    plan: &JsonPlan,
-    position: usize,
-    obj: &Map<String, Value>,
-) -> Draft {
-    let mut draft = Draft::new(position);
-    let root = Value::Object(obj.clone());
-    apply_rules(file, &plan.record_fields, &root, "", &mut draft, None);
-    for list in &plan.lists {
-        match get(&root, &list.tokens) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(entries)) => {
-                let mut out = Vec::new();
-                for entry in entries.iter().filter(|e| !e.is_null()) {
-                    let index = out.len();
-                    let prefix = format!("{}[{index}].", list.target);
-                    if !entry.is_object() {
-                        draft.issues.push(Issue::new(
-                            Code::F002,
-                            format!("{}[{index}]", list.target),
-                            format!("entries of {} must be objects", list.target),
-                        ));
-                        out.push(Value::Object(Map::new()));
-                        continue;
-                    }
-                    let mut element = Map::new();
-                    apply_rules(
-                        file,
-                        &list.fields,
-                        entry,
-                        &prefix,
-                        &mut draft,
-                        Some(&mut element),
-                    );
-                    out.push(Value::Object(element));
-                }
-                if !out.is_empty() {
-                    draft.fields.insert(list.target.clone(), Value::Array(out));
-                }
-            }
-            Some(_) => draft.issues.push(Issue::new(
-                Code::F002,
-                list.target.clone(),
-                format!(
-                    "{} must be a list",
-                    MappingFile::source_name(&file_list_from(file, &list.target))
-                ),
-            )),
-        }
-    }
-    draft.record_id = draft
-        .fields
-        .get("source")
-        .and_then(|s| s.get("record_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let mut unknown = Vec::new();
-    unknown_fields(obj, &plan.known_record, "", &mut unknown);
-    for (path, key) in unknown {
-        draft.issues.push(Issue::new(
-            Code::W002,
-            path,
-            format!("unknown field '{}' ignored", crate::catalogue::echo(&key)),
-        ));
-    }
-    draft
-}
-
-fn file_list_from(file: &MappingFile, target: &str) -> String {
-    file.record
-        .lists
-        .get(target)
-        .map(|l| l.from.clone())
-        .unwrap_or_default()
-}
-
-/// Applies rules to a source object; values go into `element` when given, else into the draft.
-fn apply_rules(
-    file: &MappingFile,
-    rules: &[Rule],
-    source: &Value,
-    prefix: &str,
-    draft: &mut Draft,
-    mut element: Option<&mut Map<String, Value>>,
-) {
-    for r in rules {
-        let target = format!("{prefix}{}", r.target);
-        match extract(file, &r.rule, &r.source, get(source, &r.tokens)) {
-            Ok(Some(v)) => {
-                match element.as_deref_mut() {
-                    Some(el) => super::set_path(el, &r.target, v),
-                    None => draft.set(&r.target, v),
-                }
-                draft.sources.push((target, r.rule.from.clone()));
-            }
-            Ok(None) => {}
-            Err(mut issue) => {
-                issue.field = Some(target);
-                draft.issues.push(issue);
-            }
-        }
-    }
-}
-
-/// Collects (dotted source path, key) of members the known tree does not cover.
-fn unknown_fields(
-    obj: &Map<String, Value>,
-    known: &KnownTree,
-    prefix: &str,
-    out: &mut Vec<(String, String)>,
-) {
-    for (key, value) in obj {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match known.children.get(key) {
-            None => out.push((path, key.clone())),
-            Some(node) if node.leaf => {}
-            Some(node) => match value {
-                Value::Object(m) => unknown_fields(m, node, &path, out),
-                Value::Array(a) => {
-                    if let Some(el) = &node.element {
-                        for item in a {
-                            if let Value::Object(m) = item {
-                                unknown_fields(m, el, &path, out);
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            },
-        }
-    }
-}
-
-/// `L003` for nesting deeper than [`MAX_DEPTH`] (counting the value as level `depth`), `L004` for
-/// any string or key longer than 4 KiB.
-fn check_limits(value: &Value, depth: usize) -> Result<(), AdaptError> {
-    match value {
-        Value::String(s) if s.len() > MAX_VALUE_BYTES => Err(AdaptError::too_long()),
-        Value::Array(a) => {
-            if depth > MAX_DEPTH {
-                return Err(AdaptError::too_deep(MAX_DEPTH));
-            }
-            a.iter().try_for_each(|v| check_limits(v, depth + 1))
-        }
-        Value::Object(m) => {
-            if depth > MAX_DEPTH {
-                return Err(AdaptError::too_deep(MAX_DEPTH));
-            }
-            for (k, v) in m {
-                if k.len() > MAX_VALUE_BYTES {
-                    return Err(AdaptError::too_long());
-                }
-                check_limits(v, depth + 1)?;
-            }
-            Ok(())
-        }
-        _ => Ok(()),
     }
 }
 

@@ -45,6 +45,10 @@ pub enum MappingError {
 pub enum Syntax {
     /// One JSON document with a header and an array of records.
     Json,
+    /// One XML message: a root element with header elements and repeated record elements.
+    Xml,
+    /// A CSV export: one header row, one or more rows per record.
+    Csv,
 }
 
 /// Delivery mode of a delivery.
@@ -90,7 +94,14 @@ pub struct MappingFile {
     /// Vendor `weiche convert` assumes when `--vendor` is not given.
     #[serde(default)]
     pub default_vendor: Option<String>,
+    /// XML settings (`syntax = "xml"` only).
+    #[serde(default)]
+    pub xml: Option<XmlSpec>,
+    /// CSV settings (`syntax = "csv"` only).
+    #[serde(default)]
+    pub csv: Option<CsvSpec>,
     /// Where the delivery's header values and records are.
+    #[serde(default)]
     pub delivery: DeliverySpec,
     /// How one record is built.
     pub record: RecordSpec,
@@ -99,25 +110,85 @@ pub struct MappingFile {
     pub maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+/// XML settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmlSpec {
+    /// Namespace of the format's elements; elements of other namespaces are ignored with `W002`.
+    pub namespace: String,
+    /// Local name of the root element (another root, or the root in another namespace, is `X001`).
+    pub root: String,
+    /// Elements that hold a `code` of a Weiche code list: element name → code list name. Their
+    /// `listURI` / `listVersionID` attributes, when present, must be `urn:weiche:codeliste:<list>`
+    /// and `1`, else the delivery is rejected with `S010`.
+    #[serde(default)]
+    pub codelists: BTreeMap<String, String>,
+}
+
+/// CSV settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSpec {
+    /// Field separator (one character).
+    #[serde(default = "default_separator")]
+    pub separator: char,
+    /// Quote character.
+    #[serde(default = "default_quote")]
+    pub quote: char,
+    /// Encoding when the request names no `charset` and the body has no UTF-8 byte-order mark
+    /// (an encoding label encoding_rs knows, e.g. `windows-1252`, `iso-8859-1`, `utf-8`).
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// Consecutive rows with the same value in this column form one record.
+    pub group_by: String,
+    /// Columns that must be in the header row (else `X001`).
+    #[serde(default)]
+    pub required_columns: Vec<String>,
+}
+
+fn default_separator() -> char {
+    ';'
+}
+
+fn default_quote() -> char {
+    '"'
+}
+
+fn default_encoding() -> String {
+    "windows-1252".into()
+}
+
 /// Delivery-level part of a mapping.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySpec {
-    /// Source path of the array of records (JSON: a pointer to a member of the top-level object).
-    pub records: String,
+    /// Source path of the records: a member of the top-level JSON object (`/faelle`) or the
+    /// record element under the XML root (`/fall`). Not used for CSV.
+    #[serde(default)]
+    pub records: Option<String>,
     /// Format version check: missing → `X001`, a value not in `accept` → `V000`.
     #[serde(default)]
     pub version: Option<VersionSpec>,
     /// Source path of the payload's message id, the idempotency key (must be non-empty: `X001`).
+    /// Without it the request's `Idempotency-Key` header is used.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The message id must be a UUID (else `X001`).
+    #[serde(default)]
+    pub idempotency_key_uuid: bool,
     /// Delivery mode taken from the payload (unknown value → `X001`). Without it the request's
     /// `mode` parameter counts (default `partial`).
     #[serde(default)]
     pub mode: Option<ModeSpec>,
+    /// Test flag from the payload: a test delivery is validated and answered, never stored.
+    #[serde(default)]
+    pub test: Option<TestSpec>,
     /// Source paths that must hold objects (else `X001`).
     #[serde(default)]
     pub objects: Vec<String>,
+    /// Source paths that must occur exactly once (else `X001`).
+    #[serde(default)]
+    pub once: Vec<String>,
     /// Source paths that are read by nobody but known (no `W002`).
     #[serde(default)]
     pub informational: Vec<String>,
@@ -146,6 +217,16 @@ pub struct ModeSpec {
     pub map: BTreeMap<String, Mode>,
 }
 
+/// Test flag from the payload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// Source path.
+    pub from: String,
+    /// Payload value → test or not; another value is `X001`. Absent means not a test.
+    pub map: BTreeMap<String, bool>,
+}
+
 /// Record-level part of a mapping.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,34 +242,84 @@ pub struct RecordSpec {
     pub informational: Vec<String>,
 }
 
-/// A canonical array built from a source array.
+/// A canonical array built from a source array (JSON, XML) or from rows (CSV).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListSpec {
-    /// Source path of the array, relative to the record.
-    pub from: String,
-    /// Canonical field inside one element → rule relative to the source element.
+    /// Source path of the array or repeated element, relative to the record (JSON, XML).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Which rows of a CSV record give entries.
+    #[serde(default)]
+    pub rows: Option<RowSelect>,
+    /// Canonical field inside one element → rule relative to the source element (or row).
     pub fields: BTreeMap<String, FieldRule>,
 }
 
-/// Where one canonical value comes from and how it is transformed.
+/// Rows of a CSV record that give list entries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowSelect {
+    /// Every row with a value in any of these columns gives one entry.
+    #[serde(default)]
+    pub when_any: Vec<String>,
+    /// Only the first row with a value in this column gives (the one) entry.
+    #[serde(default)]
+    pub first_with: Option<String>,
+}
+
+/// Where one canonical value comes from and how it is transformed. Transforms run in this order:
+/// read (`from`, or the constant `value`), trim and NFC, `split`, `date` / `decimal`, `join`,
+/// `map`, `default`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRule {
-    /// Source path (JSON pointer relative to the record, list element or document).
-    pub from: String,
+    /// Source path: a JSON pointer (`/klient/name/familienname`), an XML element path
+    /// (`/person/bedarfsgemeinschaft/@nummer`) or a CSV column name (`Nachname`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// A constant instead of a source value.
+    #[serde(default)]
+    pub value: Option<String>,
     /// What the source holds.
     #[serde(default, rename = "type")]
     pub kind: ValueKind,
     /// For lists of strings: join the entries with this separator into one string.
     #[serde(default)]
     pub join: Option<String>,
+    /// Split a string into a list at this separator (entries trimmed, empty ones dropped).
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Date pattern of the source (`TT.MM.JJJJ`, `MM/JJJJ`, `JJJJ-MM-TT`, …): the value becomes
+    /// `YYYY-MM-DD` (or `YYYY-MM` for patterns without a day). Not a valid date → `F002`.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// With `date`: `00` for an unknown day (and month) gives a partial date (`YYYY-MM`, `YYYY`).
+    #[serde(default)]
+    pub partial: bool,
+    /// For `type = "number"` given as text: `dot` (`19.5`) or `comma` (`19,5`); a number with the
+    /// other separator or a thousands separator is `F002`.
+    #[serde(default)]
+    pub decimal: Option<Decimal>,
     /// Name of a value map in `[maps]`; a value not in it is `F003`.
     #[serde(default)]
     pub map: Option<String>,
+    /// Used when the source is absent or empty.
+    #[serde(default)]
+    pub default: Option<String>,
     /// Missing or empty → `X001` (delivery-level fields only).
     #[serde(default)]
     pub required: bool,
+}
+
+/// Decimal separator of numbers given as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decimal {
+    /// `19.5`
+    Dot,
+    /// `19,5`
+    Comma,
 }
 
 /// The source type a field rule expects; another type is `F002`.
@@ -207,6 +338,14 @@ pub enum ValueKind {
 /// Where a TOML error sits.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A source path split into tokens: a pointer for JSON and XML (`/a/@b`), a column for CSV.
+pub fn path_tokens(syntax: Syntax, path: &str) -> Option<Vec<String>> {
+    match syntax {
+        Syntax::Csv => (!path.is_empty()).then(|| vec![path.to_string()]),
+        Syntax::Json | Syntax::Xml => pointer_tokens(path).filter(|t| !t.is_empty()),
+    }
 }
 
 /// A JSON pointer split into its reference tokens (`/a/b` → `["a","b"]`, `~1` → `/`, `~0` → `~`).
@@ -250,27 +389,88 @@ impl MappingFile {
                 self.id
             )));
         }
-        let mut pointers: Vec<&str> = vec![&self.delivery.records];
-        pointers.extend(self.delivery.version.iter().map(|v| v.from.as_str()));
-        pointers.extend(self.delivery.idempotency_key.iter().map(String::as_str));
-        pointers.extend(self.delivery.mode.iter().map(|m| m.from.as_str()));
-        pointers.extend(self.delivery.objects.iter().map(String::as_str));
-        pointers.extend(self.delivery.informational.iter().map(String::as_str));
-        pointers.extend(self.record.informational.iter().map(String::as_str));
-        let mut rules: Vec<(&str, &FieldRule)> = Vec::new();
-        rules.extend(self.delivery.fields.iter().map(|(k, v)| (k.as_str(), v)));
-        rules.extend(self.record.fields.iter().map(|(k, v)| (k.as_str(), v)));
+        match self.syntax {
+            Syntax::Json | Syntax::Xml => {
+                let Some(records) = &self.delivery.records else {
+                    return Err(invalid("delivery.records is required for JSON and XML".into()));
+                };
+                if pointer_tokens(records).is_none_or(|t| t.len() != 1) {
+                    return Err(invalid(format!(
+                        "delivery.records '{records}' must name one member or element below the top, e.g. \"/faelle\""
+                    )));
+                }
+            }
+            Syntax::Csv => {
+                if self.csv.is_none() {
+                    return Err(invalid("syntax = \"csv\" needs a [csv] section".into()));
+                }
+            }
+        }
+        if self.syntax == Syntax::Xml && self.xml.is_none() {
+            return Err(invalid("syntax = \"xml\" needs an [xml] section".into()));
+        }
+        if self.syntax != Syntax::Xml && self.xml.is_some() {
+            return Err(invalid("an [xml] section needs syntax = \"xml\"".into()));
+        }
+        if self.syntax != Syntax::Csv && self.csv.is_some() {
+            return Err(invalid("a [csv] section needs syntax = \"csv\"".into()));
+        }
+        if let Some(csv) = &self.csv {
+            if encoding_rs::Encoding::for_label(csv.encoding.as_bytes()).is_none() {
+                return Err(invalid(format!("csv.encoding '{}' is not an encoding label", csv.encoding)));
+            }
+            if !csv.separator.is_ascii() || !csv.quote.is_ascii() {
+                return Err(invalid("csv.separator and csv.quote must be ASCII characters".into()));
+            }
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        paths.extend(self.delivery.version.iter().map(|v| v.from.as_str()));
+        paths.extend(self.delivery.idempotency_key.iter().map(String::as_str));
+        paths.extend(self.delivery.mode.iter().map(|m| m.from.as_str()));
+        paths.extend(self.delivery.test.iter().map(|m| m.from.as_str()));
+        paths.extend(self.delivery.objects.iter().map(String::as_str));
+        paths.extend(self.delivery.once.iter().map(String::as_str));
+        paths.extend(self.delivery.informational.iter().map(String::as_str));
+        paths.extend(self.record.informational.iter().map(String::as_str));
+        let mut rules: Vec<(String, &FieldRule)> = Vec::new();
+        rules.extend(self.delivery.fields.iter().map(|(k, v)| (k.clone(), v)));
+        rules.extend(self.record.fields.iter().map(|(k, v)| (k.clone(), v)));
         for (name, list) in &self.record.lists {
             if name != "services" && name != "consents" {
                 return Err(invalid(format!(
                     "list '{name}': only the canonical arrays 'services' and 'consents' can be built from a list"
                 )));
             }
-            pointers.push(&list.from);
-            rules.extend(list.fields.iter().map(|(k, v)| (k.as_str(), v)));
+            match (self.syntax, &list.from, &list.rows) {
+                (Syntax::Csv, None, Some(rows)) => {
+                    if rows.when_any.is_empty() == rows.first_with.is_none() {
+                        return Err(invalid(format!(
+                            "list '{name}': rows needs exactly one of when_any or first_with"
+                        )));
+                    }
+                    paths.extend(rows.when_any.iter().map(String::as_str));
+                    paths.extend(rows.first_with.iter().map(String::as_str));
+                }
+                (Syntax::Csv, _, _) => {
+                    return Err(invalid(format!("list '{name}': CSV lists take rows = {{…}}, not from")));
+                }
+                (_, Some(from), None) => paths.push(from),
+                _ => {
+                    return Err(invalid(format!("list '{name}' needs from = \"…\" (and no rows)")));
+                }
+            }
+            rules.extend(list.fields.iter().map(|(k, v)| (format!("{name}[].{k}"), v)));
         }
         for (target, rule) in &rules {
-            pointers.push(&rule.from);
+            match (&rule.from, &rule.value) {
+                (Some(from), None) => paths.push(from),
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "field '{target}' needs exactly one of from or value"
+                    )));
+                }
+            }
             if let Some(map) = &rule.map
                 && !self.maps.contains_key(map)
             {
@@ -279,23 +479,29 @@ impl MappingFile {
                 )));
             }
             if rule.join.is_some() && rule.kind != ValueKind::StringList {
+                return Err(invalid(format!("field '{target}': join needs type = \"string_list\"")));
+            }
+            if rule.split.is_some() && rule.kind != ValueKind::StringList {
+                return Err(invalid(format!("field '{target}': split needs type = \"string_list\"")));
+            }
+            if rule.decimal.is_some() && rule.kind != ValueKind::Number {
+                return Err(invalid(format!("field '{target}': decimal needs type = \"number\"")));
+            }
+            if let Some(pattern) = &rule.date
+                && super::rules::DatePattern::parse(pattern).is_none()
+            {
                 return Err(invalid(format!(
-                    "field '{target}': join needs type = \"string_list\""
+                    "field '{target}': date pattern '{pattern}' must be built from TT, MM and JJJJ with separators, e.g. TT.MM.JJJJ"
                 )));
             }
         }
-        for p in pointers {
-            if pointer_tokens(p).is_none() {
-                return Err(invalid(format!(
-                    "'{p}' is not a JSON pointer (it must start with '/')"
-                )));
+        for p in paths {
+            if path_tokens(self.syntax, p).is_none() {
+                return Err(invalid(match self.syntax {
+                    Syntax::Csv => format!("'{p}' is not a column name"),
+                    _ => format!("'{p}' is not a path (it must start with '/')"),
+                }));
             }
-        }
-        if pointer_tokens(&self.delivery.records).is_some_and(|t| t.len() != 1) {
-            return Err(invalid(
-                "delivery.records must name a member of the top-level object, e.g. \"/faelle\""
-                    .into(),
-            ));
         }
         Ok(())
     }
@@ -323,10 +529,10 @@ pub struct KnownTree {
 }
 
 impl KnownTree {
-    /// Marks a pointer as known; returns the node.
-    pub fn insert(&mut self, pointer: &str) -> &mut KnownTree {
+    /// Marks a path as known; returns the node.
+    pub fn insert(&mut self, syntax: Syntax, path: &str) -> &mut KnownTree {
         let mut node = self;
-        for token in pointer_tokens(pointer).unwrap_or_default() {
+        for token in path_tokens(syntax, path).unwrap_or_default() {
             node = node.children.entry(token).or_default();
         }
         node

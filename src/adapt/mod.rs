@@ -6,9 +6,13 @@
 //! record to an [`AdaptSink`] as soon as it is read, and report delivery-level problems as
 //! [`AdaptError::Rejected`] with the spec's code.
 
+mod csv;
+mod decode;
 mod draft;
 mod json;
 pub mod mapping;
+mod rules;
+mod xml;
 
 pub use draft::{Draft, Issue, set_path};
 pub use mapping::{MappingError, MappingFile, Mode, Syntax};
@@ -49,14 +53,14 @@ impl AdaptError {
         }
     }
 
-    fn too_long() -> Self {
+    pub(crate) fn too_long() -> Self {
         Self::rejected(
             Code::L004,
             format!("a value is longer than {MAX_VALUE_BYTES} bytes"),
         )
     }
 
-    fn too_deep(max: usize) -> Self {
+    pub(crate) fn too_deep(max: usize) -> Self {
         Self::rejected(Code::L003, format!("nesting deeper than {max} levels"))
     }
 
@@ -143,6 +147,8 @@ pub fn normalize(s: &str) -> String {
 #[derive(Debug)]
 enum Plan {
     Json(json::JsonPlan),
+    Csv(csv::CsvPlan),
+    Xml(xml::XmlPlan),
 }
 
 /// One loaded mapping.
@@ -163,6 +169,8 @@ impl Mapping {
         let file = MappingFile::parse(origin, text)?;
         let plan = match file.syntax {
             Syntax::Json => Plan::Json(json::JsonPlan::compile(&file)),
+            Syntax::Csv => Plan::Csv(csv::CsvPlan::compile(&file)),
+            Syntax::Xml => Plan::Xml(xml::XmlPlan::compile(&file)),
         };
         Ok(Mapping {
             hash: hex::encode(Sha256::digest(text.as_bytes())),
@@ -177,19 +185,37 @@ impl Mapping {
         &self.file.id
     }
 
-    /// Reads a body and hands its header and records to the sink.
-    pub fn run(&self, reader: &mut dyn Read, sink: &mut dyn AdaptSink) -> Result<(), AdaptError> {
+    /// Reads a body and hands its header and records to the sink. `charset` is the request's
+    /// `Content-Type` charset, if any.
+    pub fn run(
+        &self,
+        reader: &mut dyn Read,
+        charset: Option<&str>,
+        sink: &mut dyn AdaptSink,
+    ) -> Result<(), AdaptError> {
         match &self.plan {
             Plan::Json(plan) => json::run(&self.file, plan, reader, sink),
+            Plan::Csv(plan) => csv::run(&self.file, plan, reader, charset, sink),
+            Plan::Xml(plan) => xml::run(&self.file, plan, reader, sink),
         }
     }
 }
 
 /// The mapping files shipped in `mappings/`, compiled into the binary.
-pub const EMBEDDED_MAPPINGS: &[(&str, &str)] = &[(
-    "klidas-json.toml",
-    include_str!("../../mappings/klidas-json.toml"),
-)];
+pub const EMBEDDED_MAPPINGS: &[(&str, &str)] = &[
+    (
+        "fallwerk-csv.toml",
+        include_str!("../../mappings/fallwerk-csv.toml"),
+    ),
+    (
+        "klidas-json.toml",
+        include_str!("../../mappings/klidas-json.toml"),
+    ),
+    (
+        "xsozial-lieferung.toml",
+        include_str!("../../mappings/xsozial-lieferung.toml"),
+    ),
+];
 
 /// Every mapping of one source, by format id, and the files that failed to load.
 #[derive(Debug, Default)]

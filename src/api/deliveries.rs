@@ -55,11 +55,22 @@ pub(super) async fn post(
         );
         return Ok(HttpResponse::PayloadTooLarge().json(receipt));
     }
+    let charset = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| {
+            ct.split(';').skip(1).find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim().eq_ignore_ascii_case("charset")).then(|| v.trim().trim_matches('"').to_string())
+            })
+        });
     let request = DeliveryRequest {
         vendor: vendor.id,
         format: q.format,
         mode: q.mode,
         idempotency_key,
+        charset,
     };
     match ingest::receive(gw.into_inner(), request, payload).await {
         Answer::Receipt { http, receipt } => Ok(HttpResponse::build(

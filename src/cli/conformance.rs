@@ -112,6 +112,7 @@ pub fn run_case(case: &Case, mappings: &MappingSet, validator: &Validator) -> Ve
         mapping: &mapping,
         mode_param: case.mode.as_deref().and_then(Mode::parse),
         max_records: u64::MAX,
+        charset: None,
         validator,
         router: None,
         emit_test_records: true,

@@ -31,6 +31,9 @@ pub struct ConvertArgs {
     /// Directory of the schema and code lists (default: env WEICHE_SCHEMAS_DIR, ./schemas, else built in).
     #[arg(long)]
     pub schemas_dir: Option<PathBuf>,
+    /// Character set of the file, as a request's `Content-Type` would name it (CSV).
+    #[arg(long)]
+    pub charset: Option<String>,
     /// The export to convert.
     pub file: PathBuf,
 }
@@ -125,6 +128,7 @@ pub fn run(args: ConvertArgs) -> ExitCode {
         mapping: &mapping,
         mode_param: mode,
         max_records: u64::MAX,
+        charset: args.charset.as_deref(),
         validator: &validator,
         router: None,
         emit_test_records: true,

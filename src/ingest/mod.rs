@@ -40,6 +40,8 @@ pub struct DeliveryRequest {
     pub mode: Option<String>,
     /// `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// The `charset` of the request's `Content-Type`.
+    pub charset: Option<String>,
 }
 
 /// What the API answers.
@@ -115,6 +117,7 @@ where
         let mapping = mapping.clone();
         let delivery_id = delivery_id.clone();
         let vendor_id = req.vendor.clone();
+        let charset = req.charset.clone();
         tokio::task::spawn_blocking(move || {
             let job = pipeline::Job {
                 delivery_id: &delivery_id,
@@ -122,6 +125,7 @@ where
                 mapping: &mapping,
                 mode_param,
                 max_records: gw.limits.max_records,
+                charset: charset.as_deref(),
                 validator: &gw.validator,
                 router: Some(&gw.router),
                 emit_test_records: false,

@@ -25,6 +25,8 @@ pub struct Job<'a> {
     pub mode_param: Option<Mode>,
     /// `L002` above this many records.
     pub max_records: u64,
+    /// The request's `Content-Type` charset, if any.
+    pub charset: Option<&'a str>,
     /// Canonical schema and code lists.
     pub validator: &'a Validator,
     /// Recipients; `None` routes nothing (conversion without a server).
@@ -74,7 +76,7 @@ pub fn run(
         routed: BTreeMap::new(),
         seen: HashSet::new(),
     };
-    let result = job.mapping.run(reader, &mut c);
+    let result = job.mapping.run(reader, job.charset, &mut c);
     let mode = c
         .header
         .mode

@@ -27,7 +27,7 @@ use std::time::Duration;
 const MAX_PARAMS: usize = 65_535;
 /// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
-const MAX_ROWS_PER_INSERT: usize = 100;
+const MAX_ROWS_PER_INSERT: usize = 1_000;
 /// Columns bound per record row.
 const RECORD_COLUMNS: usize = 7;
 /// Columns bound per item row.
@@ -72,7 +72,8 @@ impl PostgresStore {
             .map_err(map_err)?;
         sqlx::migrate!("src/store/migrations/postgres")
             .run(&pool)
-            .await?;
+            .await
+            .map_err(map_migrate_err)?;
         Ok(PostgresStore { pool })
     }
 }
@@ -112,6 +113,19 @@ fn map_err(e: sqlx::Error) -> StoreError {
             }
         }
         _ => StoreError::Database(e),
+    }
+}
+
+/// Maps a migration error, reporting a lost connection as [`StoreError::Unavailable`].
+fn map_migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => match map_err(inner) {
+            StoreError::Database(inner) => {
+                StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner))
+            }
+            other => other,
+        },
+        other => StoreError::Migrate(other),
     }
 }
 

@@ -28,13 +28,19 @@ use std::time::Duration;
 const MAX_PARAMS: usize = 32_766;
 /// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
-const MAX_ROWS_PER_INSERT: usize = 100;
+const MAX_ROWS_PER_INSERT: usize = 1_000;
 /// Columns bound per record row.
 const RECORD_COLUMNS: usize = 7;
 /// Columns bound per item row.
 const ITEM_COLUMNS: usize = 8;
 /// How long a connection waits for a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page cache of the writer connection (`PRAGMA cache_size`; negative = KiB): 32 MiB.
+const WRITER_CACHE_SIZE: &str = "-32768";
+/// WAL pages between automatic checkpoints (default 1,000). Checkpointing less often copies the
+/// pages every commit touches (B-tree interior and index pages) into the database file once
+/// instead of again and again; ingest measured about a third faster with 1 KB bodies.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
 /// Connections in the reader pool.
 const READERS: u32 = 4;
 /// How long a caller waits for the writer connection (a long delivery holds it throughout).
@@ -61,23 +67,24 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let in_memory = is_in_memory(url, &base);
-        if !in_memory {
-            if let Some(parent) = base.get_filename().parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        StoreError::Unavailable(format!(
-                            "cannot create directory {}: {e}",
-                            parent.display()
-                        ))
-                    })?;
-                }
-            }
+        if !in_memory
+            && let Some(parent) = base.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
         }
 
         let mut writer_options = base
             .clone()
             .create_if_missing(true)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            .pragma("cache_size", WRITER_CACHE_SIZE)
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
         if !in_memory {
             writer_options = writer_options.journal_mode(SqliteJournalMode::Wal);
         }
@@ -92,7 +99,8 @@ impl SqliteStore {
             .map_err(map_err)?;
         sqlx::migrate!("src/store/migrations/sqlite")
             .run(&writer)
-            .await?;
+            .await
+            .map_err(map_migrate_err)?;
 
         let reader = if in_memory {
             // Every connection to a private in-memory database would see its own database.
@@ -151,6 +159,19 @@ fn map_err(e: sqlx::Error) -> StoreError {
             }
         }
         _ => StoreError::Database(e),
+    }
+}
+
+/// Maps a migration error, reporting a lost connection as [`StoreError::Unavailable`].
+fn map_migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => match map_err(inner) {
+            StoreError::Database(inner) => {
+                StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner))
+            }
+            other => other,
+        },
+        other => StoreError::Migrate(other),
     }
 }
 

@@ -106,6 +106,14 @@ pub enum ValidateError {
     },
 }
 
+/// At most `max` characters of an administrator's file content for an error message.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 fn at(line: &Option<usize>) -> String {
     line.map(|l| format!(":{l}")).unwrap_or_default()
 }
@@ -214,31 +222,33 @@ impl Validator {
             line,
             message,
         };
-        let doc: Value = serde_json::from_str(schema_text).map_err(|e| ValidateError::Json {
-            file: schema_file.to_string(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
+        let doc: Value = serde_json::from_str(schema_text).map_err(|e| {
+            let (line, column) = (e.line(), e.column());
+            let full = e.to_string();
+            let suffix = format!(" at line {line} column {column}");
+            ValidateError::Json {
+                file: schema_file.to_string(),
+                line,
+                column,
+                message: full.strip_suffix(&suffix).unwrap_or(&full).to_string(),
+            }
         })?;
         let compiled = jsonschema::draft202012::options()
             .should_validate_formats(false)
             .build(&doc)
             .map_err(|e| {
                 let pointer = e.instance_path().as_str().to_string();
-                let line = pointer
-                    .rsplit('/')
-                    .next()
-                    .filter(|k| !k.is_empty())
-                    .and_then(|k| line_of(schema_text, &format!("\"{k}\"")));
                 schema_err(
-                    line,
+                    schema::line_of_pointer(schema_text, &pointer),
                     format!(
                         "not a valid JSON Schema at '{pointer}': {}",
-                        echo(&e.to_string())
+                        shorten(&e.to_string(), 300)
                     ),
                 )
             })?;
-        let annotations = schema::collect_annotations(&doc).map_err(|m| schema_err(None, m))?;
+        let annotations = schema::collect_annotations(&doc).map_err(|(pointer, m)| {
+            schema_err(schema::line_of_pointer(schema_text, &pointer), m)
+        })?;
 
         let mut lists = Vec::with_capacity(codelists.len());
         for (file, text) in codelists {
@@ -258,7 +268,7 @@ impl Validator {
         for a in annotations.codelists {
             let Ok(list) = lists.binary_search_by(|l| l.name.as_str().cmp(&a.list)) else {
                 return Err(schema_err(
-                    line_of(schema_text, &format!("\"{}\"", a.list)),
+                    schema::line_of_pointer(schema_text, &a.pointer),
                     format!(
                         "{}: x-codelist '{}' has no code list file {}.gc",
                         a.path.pattern(),
@@ -651,12 +661,6 @@ impl Report {
             });
         }
     }
-}
-
-/// The 1-based line of the first occurrence of `needle` in `text`.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.find(needle)
-        .map(|i| 1 + text[..i].bytes().filter(|&b| b == b'\n').count())
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub(crate) struct CodeListAnnotation {
     pub(crate) path: FieldPath,
     /// The list's name (`x-codelist`).
     pub(crate) list: String,
+    /// JSON pointer of the annotation in the schema document (for error messages).
+    pub(crate) pointer: String,
 }
 
 /// What the schema's annotations ask Weiche to check in code.
@@ -116,11 +118,14 @@ pub(crate) struct Annotations {
 const MAX_DEPTH: usize = 64;
 
 /// Walks the schema (`properties`, `items`, `allOf`/`anyOf`/`oneOf` and local `$ref`s) and
-/// collects the annotations. An error message names the JSON pointer of the bad place.
-pub(crate) fn collect_annotations(doc: &Value) -> Result<Annotations, String> {
+/// collects the annotations. An error is `(JSON pointer of the bad place, message naming it)`.
+pub(crate) fn collect_annotations(doc: &Value) -> Result<Annotations, (String, String)> {
     let mut out = Annotations::default();
     let mut path = Vec::new();
-    walk(doc, doc, "", &mut path, &mut out, 0)?;
+    walk(doc, doc, "", &mut path, &mut out, 0).map_err(|m| {
+        let pointer = m.split(':').next().unwrap_or_default().to_string();
+        (pointer, m)
+    })?;
     Ok(out)
 }
 
@@ -160,6 +165,7 @@ fn walk(
             out.codelists.push(CodeListAnnotation {
                 path: fp,
                 list: list.to_string(),
+                pointer: format!("{pointer}/x-codelist"),
             });
         }
     }
@@ -204,6 +210,24 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Best-effort 1-based line of a JSON pointer in the schema text: each member name of the pointer
+/// is searched for as `"name"` after the previous one (array indices are skipped). Good enough to
+/// point an administrator at the place; `None` when a name is not found.
+pub(crate) fn line_of_pointer(text: &str, pointer: &str) -> Option<usize> {
+    let mut pos = 0usize;
+    let mut found = false;
+    for seg in pointer.split('/').skip(1) {
+        if seg.is_empty() || seg.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let name = seg.replace("~1", "/").replace("~0", "~");
+        let needle = serde_json::to_string(&name).ok()?;
+        pos += text[pos..].find(&needle)?;
+        found = true;
+    }
+    found.then(|| 1 + text[..pos].bytes().filter(|&b| b == b'\n').count())
 }
 
 fn escape_pointer(s: &str) -> String {
@@ -487,8 +511,9 @@ mod tests {
     #[test]
     fn bad_annotations_name_the_pointer() {
         let doc = json!({"properties": {"a": {"x-codelist": 5}}});
-        let e = collect_annotations(&doc).unwrap_err();
-        assert!(e.starts_with("/properties/a/x-codelist"), "{e}");
+        let (pointer, e) = collect_annotations(&doc).unwrap_err();
+        assert_eq!(pointer, "/properties/a/x-codelist");
+        assert!(e.starts_with("/properties/a/x-codelist: "), "{e}");
         let doc = json!({"properties": {"a": {"$ref": "other.json#/x"}}});
         assert!(collect_annotations(&doc).is_err());
         let doc = json!({"$defs": {"l": {"items": {"$ref": "#/$defs/l"}}}, "$ref": "#/$defs/l"});
@@ -513,6 +538,15 @@ mod tests {
                 ("s[2].k".to_string(), json!("c"))
             ]
         );
+    }
+
+    #[test]
+    fn pointer_lines() {
+        let text = "{\n \"a\": {\"type\": 1},\n \"b\": {\n  \"type\": 2}}";
+        assert_eq!(line_of_pointer(text, "/b/type"), Some(4));
+        assert_eq!(line_of_pointer(text, "/a/type"), Some(2));
+        assert_eq!(line_of_pointer(text, "/c"), None);
+        assert_eq!(line_of_pointer(text, ""), None);
     }
 
     #[test]

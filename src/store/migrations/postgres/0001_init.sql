@@ -49,7 +49,8 @@ CREATE TABLE batches (
     UNIQUE (recipient, seal_no)
 );
 
--- Output items, one per recipient and record event, in one increasing sequence. `batch_id` is
+-- Output items, one per recipient and record event, in one increasing sequence. `created_at`
+-- (for the seal rule's maximum age) is the writing process's clock when the item was put. `batch_id` is
 -- NULL while the item is open. (No foreign key to batches: purging old batches would otherwise
 -- check items for every deleted batch; the store's seal code is the only writer of `batch_id`.)
 CREATE TABLE items (

@@ -48,7 +48,8 @@ CREATE TABLE batches (
     UNIQUE (recipient, seal_no)
 );
 
--- Output items, one per recipient and record event, in one increasing sequence. AUTOINCREMENT so
+-- Output items, one per recipient and record event, in one increasing sequence. `created_at`
+-- (for the seal rule's maximum age) is the writing process's clock when the item was put. AUTOINCREMENT so
 -- that a sequence number is never reused, even after old items are purged. `batch_id` is NULL
 -- while the item is open. (No foreign key to batches: purging old batches would otherwise scan
 -- items for every deleted batch; the store's seal code is the only writer of `batch_id`.)

@@ -1,0 +1,375 @@
+//! The CSV engine: decodes the body (byte-order mark, the request's `charset`, else the mapping's
+//! encoding), checks quoting strictly, reads the header row, and groups consecutive rows with the
+//! same key column into one record tree: the first row's cells, plus for each list the rows it
+//! selects. It knows no column names; the mapping file does.
+
+use super::decode::{DecodingReader, Peeked};
+use super::mapping::{CsvSpec, MappingFile};
+use super::rules::{RecordPlan, csv_list_key, unknown_issue};
+use super::{AdaptError, AdaptSink, DeliveryHeader, Issue, MAX_VALUE_BYTES, normalize};
+use crate::catalogue::{Code, echo};
+use serde_json::{Map, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read};
+
+/// A mapping compiled for the CSV engine.
+#[derive(Debug)]
+pub(crate) struct CsvPlan {
+    spec: CsvSpec,
+    record: RecordPlan,
+    /// Every column a rule reads.
+    mapped: BTreeSet<String>,
+    /// Columns compared across the rows of a record (record-level fields), with the canonical
+    /// path each fills.
+    compared: Vec<(String, String)>,
+}
+
+impl CsvPlan {
+    /// Compiles a checked mapping file.
+    pub(crate) fn compile(file: &MappingFile) -> CsvPlan {
+        let spec = file.csv.clone().expect("checked: csv section present");
+        let record = RecordPlan::compile(file);
+        let mut mapped = BTreeSet::new();
+        let mut compared = Vec::new();
+        for r in record.fields() {
+            mapped.insert(r.from().to_string());
+            if !compared.iter().any(|(c, _)| c == r.from()) {
+                compared.push((r.from().to_string(), r.target().to_string()));
+            }
+        }
+        for list in &record.lists {
+            mapped.extend(list.sources().map(str::to_string));
+            if let Some(rows) = &list.rows {
+                mapped.extend(rows.when_any.iter().cloned());
+                mapped.extend(rows.first_with.iter().cloned());
+            }
+        }
+        // Columns read by lists are not compared, even if a record field reads them too.
+        let list_columns: BTreeSet<String> = record
+            .lists
+            .iter()
+            .flat_map(|l| {
+                l.sources()
+                    .map(str::to_string)
+                    .chain(l.rows.iter().flat_map(|r| r.when_any.iter().chain(r.first_with.iter()).cloned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        compared.retain(|(c, _)| !list_columns.contains(c));
+        mapped.insert(spec.group_by.clone());
+        CsvPlan {
+            spec,
+            record,
+            mapped,
+            compared,
+        }
+    }
+}
+
+/// Runs the CSV engine over a body.
+pub(crate) fn run(
+    file: &MappingFile,
+    plan: &CsvPlan,
+    reader: &mut dyn Read,
+    charset: Option<&str>,
+    sink: &mut dyn AdaptSink,
+) -> Result<(), AdaptError> {
+    let peeked = Peeked::new(reader, 3).map_err(AdaptError::from_io)?;
+    let encoding = if peeked.head().starts_with(&[0xEF, 0xBB, 0xBF]) {
+        encoding_rs::UTF_8
+    } else if let Some(label) = charset {
+        encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+            AdaptError::rejected(
+                Code::S001,
+                format!("charset '{}' is not an encoding Weiche knows", echo(label)),
+            )
+        })?
+    } else {
+        encoding_rs::Encoding::for_label(plan.spec.encoding.as_bytes()).unwrap_or(encoding_rs::WINDOWS_1252)
+    };
+    let decoded = DecodingReader::new(peeked, encoding);
+    let checked = QuoteCheck::new(decoded, plan.spec.separator as u8, plan.spec.quote as u8);
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(plan.spec.separator as u8)
+        .quote(plan.spec.quote as u8)
+        .has_headers(false)
+        .flexible(false)
+        .buffer_capacity(256 * 1024)
+        .from_reader(checked);
+    let mut records = csv.records();
+    let header: Vec<String> = match records.next() {
+        None => Vec::new(),
+        Some(row) => {
+            let row = row.map_err(classify)?;
+            row.iter().map(|c| check_len(c).map(|()| normalize(c))).collect::<Result<_, _>>()?
+        }
+    };
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, name) in header.iter().enumerate() {
+        if index.insert(name.clone(), i).is_some() {
+            return Err(AdaptError::rejected(
+                Code::X001,
+                format!("column '{}' appears twice in the header row", echo(name)),
+            ));
+        }
+    }
+    if header.is_empty() {
+        return Err(AdaptError::rejected(Code::X001, "the header row is missing"));
+    }
+    for required in plan.spec.required_columns.iter().chain(std::iter::once(&plan.spec.group_by)) {
+        if !index.contains_key(required) {
+            return Err(AdaptError::rejected(
+                Code::X001,
+                format!("required column '{required}' is missing"),
+            ));
+        }
+    }
+    let unknown: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !plan.mapped.contains(*n))
+        .map(|(i, n)| (i, n.clone()))
+        .collect();
+    let mut unknown_used: BTreeSet<usize> = BTreeSet::new();
+    let key_col = index[&plan.spec.group_by];
+    sink.header(&DeliveryHeader::default())?;
+
+    let mut group: Vec<Vec<String>> = Vec::new();
+    let mut position = 0usize;
+    let mut emit = |group: &mut Vec<Vec<String>>, unknown_used: &mut BTreeSet<usize>| -> Result<(), AdaptError> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        position += 1;
+        let rows = std::mem::take(group);
+        let draft = build(file, plan, &header, &index, &unknown, unknown_used, position, &rows);
+        sink.record(draft)
+    };
+    for row in records {
+        let row = row.map_err(classify)?;
+        let cells: Vec<String> = row
+            .iter()
+            .map(|c| check_len(c).map(|()| c.to_string()))
+            .collect::<Result<_, _>>()?;
+        if cells.iter().all(|c| normalize(c).is_empty()) {
+            continue;
+        }
+        let key = normalize(&cells[key_col]);
+        let same = !key.is_empty()
+            && group
+                .first()
+                .is_some_and(|first| normalize(&first[key_col]) == key);
+        if !same {
+            emit(&mut group, &mut unknown_used)?;
+        }
+        group.push(cells);
+    }
+    emit(&mut group, &mut unknown_used)?;
+    for (i, name) in &unknown {
+        if !unknown_used.contains(i) {
+            sink.warning(Issue::new(
+                Code::W002,
+                name.clone(),
+                format!("unknown column '{}' ignored", echo(name)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_len(cell: &str) -> Result<(), AdaptError> {
+    if cell.len() > MAX_VALUE_BYTES {
+        Err(AdaptError::too_long())
+    } else {
+        Ok(())
+    }
+}
+
+/// Builds one record's draft from its rows.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    file: &MappingFile,
+    plan: &CsvPlan,
+    header: &[String],
+    index: &HashMap<String, usize>,
+    unknown: &[(usize, String)],
+    unknown_used: &mut BTreeSet<usize>,
+    position: usize,
+    rows: &[Vec<String>],
+) -> super::Draft {
+    let row_object = |row: &Vec<String>| -> Value {
+        let mut m = Map::new();
+        for (i, name) in header.iter().enumerate() {
+            if plan.mapped.contains(name) {
+                m.insert(name.clone(), Value::String(row[i].clone()));
+            }
+        }
+        Value::Object(m)
+    };
+    let mut tree = match row_object(&rows[0]) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let filled = |row: &Vec<String>, col: &str| {
+        index
+            .get(col)
+            .is_some_and(|i| !normalize(&row[*i]).is_empty())
+    };
+    for list in &plan.record.lists {
+        let Some(rows_rule) = &list.rows else { continue };
+        let selected: Vec<Value> = if let Some(col) = &rows_rule.first_with {
+            rows.iter().find(|r| filled(r, col)).map(row_object).into_iter().collect()
+        } else {
+            rows.iter()
+                .filter(|r| rows_rule.when_any.iter().any(|c| filled(r, c)))
+                .map(row_object)
+                .collect()
+        };
+        tree.insert(csv_list_key(&list.target), Value::Array(selected));
+    }
+    let mut draft = plan.record.map(file, position, &Value::Object(tree), false);
+    let mut extra: Vec<Issue> = Vec::new();
+    for (i, name) in unknown {
+        if rows.iter().any(|r| !normalize(&r[*i]).is_empty()) {
+            unknown_used.insert(*i);
+            let mut w = unknown_issue(name.clone(), name);
+            w.message = format!("unknown column '{}' ignored", echo(name));
+            extra.push(w);
+        }
+    }
+    for (col, target) in &plan.compared {
+        let Some(i) = index.get(col) else { continue };
+        let first = normalize(&rows[0][*i]);
+        if rows[1..].iter().any(|r| normalize(&r[*i]) != first) {
+            extra.push(Issue::new(
+                Code::F004,
+                target.clone(),
+                format!("column '{col}' differs between the rows of the case"),
+            ));
+        }
+    }
+    extra.append(&mut draft.issues);
+    draft.issues = extra;
+    draft
+}
+
+/// Maps a csv error to the delivery-level code it stands for.
+fn classify(e: csv::Error) -> AdaptError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => AdaptError::from_csv_io(io),
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => AdaptError::rejected(
+            Code::X000,
+            format!(
+                "row {} has {len} fields, the header has {expected_len}",
+                pos.map(|p| p.line()).unwrap_or(0)
+            ),
+        ),
+        csv::ErrorKind::Utf8 { .. } => AdaptError::rejected(Code::S001, "bytes are not valid UTF-8"),
+        other => AdaptError::rejected(Code::X000, format!("not well-formed CSV: {other:?}")),
+    }
+}
+
+/// Checks quoting as the text streams by: a quoted field must end with a quote followed by the
+/// separator, a line end or the end of input (`X000` otherwise), and may not be left open.
+struct QuoteCheck<R> {
+    inner: R,
+    sep: u8,
+    quote: u8,
+    state: QState,
+    line: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum QState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl<R: Read> QuoteCheck<R> {
+    fn new(inner: R, sep: u8, quote: u8) -> Self {
+        QuoteCheck {
+            inner,
+            sep,
+            quote,
+            state: QState::FieldStart,
+            line: 1,
+        }
+    }
+
+    fn bad(&self, what: &str) -> io::Error {
+        io::Error::other(QuoteFault(format!("line {}: {what}", self.line)))
+    }
+}
+
+/// A quoting error found by [`QuoteCheck`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct QuoteFault(String);
+
+impl<R: Read> Read for QuoteCheck<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            if matches!(self.state, QState::Quoted) {
+                return Err(self.bad("a quoted field is not closed"));
+            }
+            return Ok(0);
+        }
+        for &b in &buf[..n] {
+            self.state = match self.state {
+                QState::FieldStart if b == self.quote => QState::Quoted,
+                QState::FieldStart | QState::Unquoted => {
+                    if b == b'\n' {
+                        self.line += 1;
+                        QState::FieldStart
+                    } else if b == self.sep {
+                        QState::FieldStart
+                    } else {
+                        QState::Unquoted
+                    }
+                }
+                QState::Quoted => {
+                    if b == self.quote {
+                        QState::QuoteInQuoted
+                    } else {
+                        if b == b'\n' {
+                            self.line += 1;
+                        }
+                        QState::Quoted
+                    }
+                }
+                QState::QuoteInQuoted => {
+                    if b == self.quote {
+                        QState::Quoted
+                    } else if b == self.sep {
+                        QState::FieldStart
+                    } else if b == b'\n' {
+                        self.line += 1;
+                        QState::FieldStart
+                    } else if b == b'\r' {
+                        QState::Unquoted
+                    } else {
+                        return Err(self.bad("a character after a closing quote"));
+                    }
+                }
+            };
+        }
+        Ok(n)
+    }
+}
+
+impl AdaptError {
+    /// Classifies read errors of the CSV engine, including quoting faults.
+    fn from_csv_io(e: io::Error) -> Self {
+        match e.get_ref().and_then(|i| i.downcast_ref::<QuoteFault>()) {
+            Some(q) => AdaptError::rejected(Code::X000, format!("not well-formed CSV: {q}")),
+            None => AdaptError::from_io(e),
+        }
+    }
+}

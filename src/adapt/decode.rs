@@ -1,0 +1,157 @@
+//! Streaming decoding of a body into UTF-8 with `encoding_rs`, strictly: bytes that are not valid
+//! in the encoding are an [`super::InputFault::InvalidEncoding`] (`S001`), never replaced.
+
+use encoding_rs::{Decoder, DecoderResult, Encoding};
+use std::io::{self, Read};
+
+/// A reader that decodes another reader's bytes from an encoding into UTF-8.
+pub(crate) struct DecodingReader<R> {
+    inner: R,
+    decoder: Decoder,
+    encoding: &'static Encoding,
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    done: bool,
+}
+
+impl<R: Read> DecodingReader<R> {
+    /// Decodes from `encoding`; a byte-order mark of that encoding is removed.
+    pub(crate) fn new(inner: R, encoding: &'static Encoding) -> Self {
+        DecodingReader {
+            inner,
+            decoder: encoding.new_decoder_with_bom_removal(),
+            encoding,
+            input: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            eof: false,
+            out: Vec::with_capacity(64 * 1024 * 3),
+            out_pos: 0,
+            done: false,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        self.out.clear();
+        self.out_pos = 0;
+        while self.out.is_empty() && !self.done {
+            if self.start == self.end && !self.eof {
+                let n = self.inner.read(&mut self.input)?;
+                self.start = 0;
+                self.end = n;
+                if n == 0 {
+                    self.eof = true;
+                }
+            }
+            let needed = self
+                .decoder
+                .max_utf8_buffer_length_without_replacement(self.end - self.start)
+                .unwrap_or(usize::MAX / 2)
+                .max(16);
+            self.out.resize(needed, 0);
+            let (result, read, written) = self.decoder.decode_to_utf8_without_replacement(
+                &self.input[self.start..self.end],
+                &mut self.out,
+                self.eof,
+            );
+            self.start += read;
+            self.out.truncate(written);
+            match result {
+                DecoderResult::InputEmpty => {
+                    if self.eof {
+                        self.done = true;
+                    }
+                }
+                DecoderResult::OutputFull => {}
+                DecoderResult::Malformed(_, _) => {
+                    return Err(super::invalid_encoding(self.encoding.name()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for DecodingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.out_pos >= self.out.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.fill()?;
+            if self.out.is_empty() {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.out_pos);
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads up to `n` bytes ahead without consuming them.
+pub(crate) struct Peeked<R> {
+    head: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R: Read> Peeked<R> {
+    /// Reads the first `n` bytes (fewer at end of input).
+    pub(crate) fn new(mut inner: R, n: usize) -> io::Result<Self> {
+        let mut head = vec![0; n];
+        let mut filled = 0;
+        while filled < n {
+            let k = inner.read(&mut head[filled..])?;
+            if k == 0 {
+                break;
+            }
+            filled += k;
+        }
+        head.truncate(filled);
+        Ok(Peeked { head, pos: 0, inner })
+    }
+
+    /// The bytes read ahead.
+    pub(crate) fn head(&self) -> &[u8] {
+        &self.head
+    }
+}
+
+impl<R: Read> Read for Peeked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.pos);
+            buf[..n].copy_from_slice(&self.head[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8], enc: &'static Encoding) -> io::Result<String> {
+        let mut out = String::new();
+        DecodingReader::new(bytes, enc).read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn windows_1252_and_strict_utf8() {
+        assert_eq!(decode(b"Gr\xfc\xdfe", encoding_rs::WINDOWS_1252).unwrap(), "Grüße");
+        assert_eq!(decode("Grüße".as_bytes(), encoding_rs::UTF_8).unwrap(), "Grüße");
+        assert_eq!(decode(b"\xef\xbb\xbfA", encoding_rs::UTF_8).unwrap(), "A");
+        assert!(decode(b"Gr\xfc", encoding_rs::UTF_8).is_err());
+        let big = "ä".repeat(100_000);
+        assert_eq!(decode(big.as_bytes(), encoding_rs::UTF_8).unwrap(), big);
+    }
+}

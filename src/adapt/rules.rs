@@ -1,0 +1,741 @@
+//! The engine-independent half of a mapping: rules applied to a record's source tree.
+//!
+//! Each syntax engine turns its input into `serde_json::Value` trees — the JSON engine directly,
+//! the XML engine element by element (attributes as `@name`, repeated elements as arrays), the CSV
+//! engine row group by row group — and this module applies the mapping's rules to them: look-up,
+//! trimming and NFC, the closed set of transforms, value maps, lists, unknown fields (`W002`),
+//! and the header checks (`X001`, `V000`). No rule can loop; applying a mapping always ends.
+
+use super::mapping::{
+    Decimal, FieldRule, KnownTree, MappingFile, RowSelect, Syntax, ValueKind, path_tokens,
+};
+use super::{AdaptError, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
+use crate::catalogue::{Code, echo};
+use serde_json::{Map, Value};
+
+/// Nesting deeper than this is `L003`.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// A date pattern such as `TT.MM.JJJJ` or `MM/JJJJ`.
+#[derive(Debug, Clone)]
+pub(crate) struct DatePattern {
+    parts: Vec<Part>,
+    has_day: bool,
+    has_month: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Day,
+    Month,
+    Year,
+    Lit(char),
+}
+
+impl DatePattern {
+    /// Parses a pattern of `TT`, `MM`, `JJJJ` (also `DD`, `YYYY`) and literal separators.
+    pub(crate) fn parse(p: &str) -> Option<DatePattern> {
+        let mut parts = Vec::new();
+        let mut rest = p;
+        while !rest.is_empty() {
+            let (part, len) = if rest.starts_with("JJJJ") || rest.starts_with("YYYY") {
+                (Part::Year, 4)
+            } else if rest.starts_with("TT") || rest.starts_with("DD") {
+                (Part::Day, 2)
+            } else if rest.starts_with("MM") {
+                (Part::Month, 2)
+            } else {
+                let c = rest.chars().next()?;
+                if c.is_alphanumeric() {
+                    return None;
+                }
+                (Part::Lit(c), c.len_utf8())
+            };
+            parts.push(part);
+            rest = &rest[len..];
+        }
+        let count = |f: fn(&Part) -> bool| parts.iter().filter(|p| f(p)).count();
+        let years = count(|p| matches!(p, Part::Year));
+        let months = count(|p| matches!(p, Part::Month));
+        let days = count(|p| matches!(p, Part::Day));
+        if years != 1 || months > 1 || days > 1 || (days == 1 && months == 0) {
+            return None;
+        }
+        Some(DatePattern {
+            parts,
+            has_day: days == 1,
+            has_month: months == 1,
+        })
+    }
+
+    /// Applies the pattern: `YYYY-MM-DD` (or `YYYY-MM`, `YYYY`), `None` if the text does not fit
+    /// or is no calendar date. With `partial`, a day (and month) of `00` drops that part.
+    pub(crate) fn apply(&self, text: &str, partial: bool) -> Option<String> {
+        let (mut d, mut m, mut y) = (None, None, None);
+        let mut rest = text;
+        for part in &self.parts {
+            let take = |rest: &mut &str, n: usize| -> Option<u32> {
+                let digits = rest.get(..n)?;
+                if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                *rest = &rest[n..];
+                digits.parse().ok()
+            };
+            match part {
+                Part::Day => d = Some(take(&mut rest, 2)?),
+                Part::Month => m = Some(take(&mut rest, 2)?),
+                Part::Year => y = Some(take(&mut rest, 4)?),
+                Part::Lit(c) => rest = rest.strip_prefix(*c)?,
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let y = y? as i32;
+        match (self.has_month, self.has_day, m, d) {
+            (true, true, Some(0), Some(0)) if partial => Some(format!("{y:04}")),
+            (true, true, Some(m), Some(0)) if partial && (1..=12).contains(&m) => {
+                Some(format!("{y:04}-{m:02}"))
+            }
+            (true, true, Some(m), Some(d)) => {
+                chrono::NaiveDate::from_ymd_opt(y, m, d)?;
+                Some(format!("{y:04}-{m:02}-{d:02}"))
+            }
+            (true, false, Some(m), _) if (1..=12).contains(&m) => Some(format!("{y:04}-{m:02}")),
+            (false, false, _, _) => Some(format!("{y:04}")),
+            _ => None,
+        }
+    }
+}
+
+/// A field rule with its path pre-split.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    target: String,
+    tokens: Vec<String>,
+    source: String,
+    date: Option<DatePattern>,
+    rule: FieldRule,
+}
+
+impl Rule {
+    fn compile(syntax: Syntax, target: &str, r: &FieldRule) -> Rule {
+        let from = r.from.clone().unwrap_or_default();
+        Rule {
+            target: target.to_string(),
+            tokens: path_tokens(syntax, &from).unwrap_or_default(),
+            source: MappingFile::source_name(&from).to_string(),
+            date: r.date.as_deref().and_then(DatePattern::parse),
+            rule: r.clone(),
+        }
+    }
+
+    /// The canonical target path.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The source path as written in the mapping.
+    pub(crate) fn from(&self) -> &str {
+        self.rule.from.as_deref().unwrap_or("")
+    }
+}
+
+/// A list rule with its path pre-split.
+#[derive(Debug)]
+pub(crate) struct ListRule {
+    /// `services` or `consents`.
+    pub(crate) target: String,
+    tokens: Vec<String>,
+    /// CSV row selection.
+    pub(crate) rows: Option<RowSelect>,
+    fields: Vec<Rule>,
+}
+
+impl ListRule {
+    /// Columns or paths the list's fields read.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(Rule::from)
+    }
+}
+
+/// Where a CSV engine puts the rows of a list in the record tree.
+pub(crate) fn csv_list_key(target: &str) -> String {
+    format!("#{target}")
+}
+
+/// How records are built.
+#[derive(Debug)]
+pub(crate) struct RecordPlan {
+    fields: Vec<Rule>,
+    /// The lists.
+    pub(crate) lists: Vec<ListRule>,
+    /// Known source paths of a record.
+    pub(crate) known: KnownTree,
+}
+
+impl RecordPlan {
+    /// Compiles the record part of a checked mapping.
+    pub(crate) fn compile(file: &MappingFile) -> RecordPlan {
+        let syntax = file.syntax;
+        let mut known = KnownTree::default();
+        for r in file.record.fields.values() {
+            if let Some(from) = &r.from {
+                known.insert(syntax, from).leaf = true;
+            }
+        }
+        for p in &file.record.informational {
+            known.insert(syntax, p).leaf = true;
+        }
+        let mut lists = Vec::new();
+        for (name, list) in &file.record.lists {
+            let mut element = KnownTree::default();
+            for r in list.fields.values() {
+                if let Some(from) = &r.from {
+                    element.insert(syntax, from).leaf = true;
+                }
+            }
+            let from = match &list.from {
+                Some(f) => f.clone(),
+                None => csv_list_key(name),
+            };
+            known.insert(syntax, &from).element = Some(Box::new(element));
+            lists.push(ListRule {
+                target: name.clone(),
+                tokens: path_tokens(syntax, &from).unwrap_or_default(),
+                rows: list.rows.clone(),
+                fields: list
+                    .fields
+                    .iter()
+                    .map(|(t, r)| Rule::compile(syntax, t, r))
+                    .collect(),
+            });
+        }
+        RecordPlan {
+            fields: file
+                .record
+                .fields
+                .iter()
+                .map(|(t, r)| Rule::compile(syntax, t, r))
+                .collect(),
+            lists,
+            known,
+        }
+    }
+
+    /// The record-level rules.
+    pub(crate) fn fields(&self) -> &[Rule] {
+        &self.fields
+    }
+
+    /// Builds the draft of one record from its source tree.
+    pub(crate) fn map(
+        &self,
+        file: &MappingFile,
+        position: usize,
+        root: &Value,
+        check_unknown: bool,
+    ) -> Draft {
+        let mut draft = Draft::new(position);
+        apply_rules(file, &self.fields, root, "", &mut draft, None);
+        for list in &self.lists {
+            let entries: Vec<&Value> = match get(root, &list.tokens) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a.iter().filter(|e| !e.is_null()).collect(),
+                Some(v @ Value::Object(_)) => vec![v],
+                Some(_) => {
+                    draft.issues.push(Issue::new(
+                        Code::F002,
+                        list.target.clone(),
+                        format!("{} must be a list", list.target),
+                    ));
+                    Vec::new()
+                }
+            };
+            let mut out = Vec::new();
+            for entry in entries {
+                let index = out.len();
+                let prefix = format!("{}[{index}].", list.target);
+                if !entry.is_object() {
+                    draft.issues.push(Issue::new(
+                        Code::F002,
+                        format!("{}[{index}]", list.target),
+                        format!("entries of {} must be objects", list.target),
+                    ));
+                    out.push(Value::Object(Map::new()));
+                    continue;
+                }
+                let mut element = Map::new();
+                apply_rules(file, &list.fields, entry, &prefix, &mut draft, Some(&mut element));
+                out.push(Value::Object(element));
+            }
+            if !out.is_empty() {
+                draft.fields.insert(list.target.clone(), Value::Array(out));
+            }
+        }
+        draft.record_id = draft
+            .fields
+            .get("source")
+            .and_then(|s| s.get("record_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if check_unknown && let Value::Object(obj) = root {
+            let mut unknown = Vec::new();
+            unknown_fields(obj, &self.known, "", &mut unknown);
+            for (path, key) in unknown {
+                draft.issues.push(unknown_issue(path, &key));
+            }
+        }
+        draft
+    }
+}
+
+/// `W002` for an unknown source field.
+pub(crate) fn unknown_issue(path: String, key: &str) -> Issue {
+    Issue::new(
+        Code::W002,
+        path,
+        format!("unknown field '{}' ignored", echo(key)),
+    )
+}
+
+/// How the delivery header is checked and read.
+#[derive(Debug)]
+pub(crate) struct HeaderPlan {
+    fields: Vec<Rule>,
+    /// Known source paths of the header (and the records member).
+    pub(crate) known: KnownTree,
+    /// Top-level members / elements the header needs.
+    pub(crate) members: Vec<String>,
+}
+
+impl HeaderPlan {
+    /// Compiles the delivery part of a checked mapping.
+    pub(crate) fn compile(file: &MappingFile) -> HeaderPlan {
+        let syntax = file.syntax;
+        let d = &file.delivery;
+        let mut known = KnownTree::default();
+        if let Some(records) = &d.records {
+            known.insert(syntax, records).leaf = true;
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        paths.extend(d.version.iter().map(|v| v.from.as_str()));
+        paths.extend(d.idempotency_key.iter().map(String::as_str));
+        paths.extend(d.mode.iter().map(|m| m.from.as_str()));
+        paths.extend(d.test.iter().map(|m| m.from.as_str()));
+        paths.extend(d.objects.iter().map(String::as_str));
+        paths.extend(d.once.iter().map(String::as_str));
+        paths.extend(d.fields.values().filter_map(|r| r.from.as_deref()));
+        let mut members: Vec<String> = Vec::new();
+        for p in &paths {
+            known.insert(syntax, p).leaf = true;
+            if let Some(first) = path_tokens(syntax, p).and_then(|t| t.into_iter().next())
+                && !members.contains(&first)
+            {
+                members.push(first);
+            }
+        }
+        for p in d.objects.iter().chain(d.once.iter()) {
+            known.insert(syntax, p).leaf = false;
+        }
+        for p in &paths {
+            // Paths read by rules stay leaves even under an object or once path.
+            if !d.objects.iter().chain(d.once.iter()).any(|o| o == p) {
+                known.insert(syntax, p).leaf = true;
+            }
+        }
+        for p in &d.informational {
+            known.insert(syntax, p).leaf = true;
+        }
+        HeaderPlan {
+            fields: d
+                .fields
+                .iter()
+                .map(|(t, r)| Rule::compile(syntax, t, r))
+                .collect(),
+            known,
+            members,
+        }
+    }
+
+    /// Checks the header document and reads what it declares: the header, and the values copied
+    /// into every record.
+    pub(crate) fn finish(
+        &self,
+        file: &MappingFile,
+        doc: &Value,
+    ) -> Result<(DeliveryHeader, Vec<(String, Value)>), AdaptError> {
+        let syntax = file.syntax;
+        let d = &file.delivery;
+        let at = |p: &str| get(doc, &path_tokens(syntax, p).unwrap_or_default()).cloned();
+        let x001 = |m: String| AdaptError::rejected(Code::X001, m);
+        for p in &d.once {
+            match at(p) {
+                None | Some(Value::Null) => return Err(x001(format!("'{p}' is missing"))),
+                Some(Value::Array(_)) => {
+                    return Err(x001(format!("'{p}' must occur exactly once")));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(v) = &d.version {
+            match at(&v.from) {
+                Some(Value::String(s)) => {
+                    let s = normalize(&s);
+                    if !v.accept.contains(&s) {
+                        return Err(AdaptError::rejected(
+                            Code::V000,
+                            format!(
+                                "format version '{}' is not supported (supported: {})",
+                                echo(&s),
+                                v.accept.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(x001(format!(
+                        "'{}' must be a string with the format version",
+                        v.from
+                    )));
+                }
+            }
+        }
+        for p in &d.objects {
+            if !at(p).is_some_and(|v| v.is_object()) {
+                return Err(x001(format!("'{p}' must be an object")));
+            }
+        }
+        let mut header = DeliveryHeader::default();
+        if let Some(p) = &d.idempotency_key {
+            match at(p).as_ref().and_then(Value::as_str).map(normalize) {
+                Some(id) if !id.is_empty() => {
+                    if d.idempotency_key_uuid && uuid::Uuid::parse_str(&id).is_err() {
+                        return Err(x001(format!("'{p}' must be a UUID")));
+                    }
+                    header.idempotency_key = Some(id);
+                }
+                _ => {
+                    return Err(x001(format!(
+                        "'{p}' (the message id) must be a non-empty string"
+                    )));
+                }
+            }
+        }
+        if let Some(m) = &d.mode {
+            let raw = at(&m.from).as_ref().and_then(Value::as_str).map(normalize);
+            match raw.as_deref().and_then(|r| m.map.get(r)) {
+                Some(mode) => header.mode = Some(*mode),
+                None => {
+                    return Err(x001(format!(
+                        "'{}' must be one of: {}",
+                        m.from,
+                        m.map.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+        if let Some(t) = &d.test {
+            match at(&t.from) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) => match t.map.get(&normalize(&s)) {
+                    Some(flag) => header.test = *flag,
+                    None => {
+                        return Err(x001(format!(
+                            "'{}' must be one of: {}",
+                            t.from,
+                            t.map.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                },
+                Some(_) => return Err(x001(format!("'{}' must be a string", t.from))),
+            }
+        }
+        let mut values = Vec::new();
+        for r in &self.fields {
+            match extract(file, r, get(doc, &r.tokens)) {
+                Ok(Some(v)) => values.push((r.target.clone(), v)),
+                Ok(None) if r.rule.required => {
+                    return Err(x001(format!("'{}' is required", r.from())));
+                }
+                Ok(None) => {}
+                Err(issue) if issue.code == Code::F002 && get(doc, &r.tokens).is_some_and(Value::is_array) => {
+                    return Err(x001(format!("'{}' must occur exactly once", r.from())));
+                }
+                Err(_) => {
+                    // Copied raw into every record, where validation names the problem.
+                    if let Some(Value::String(s)) = get(doc, &r.tokens) {
+                        values.push((r.target.clone(), Value::String(normalize(s))));
+                    }
+                }
+            }
+        }
+        Ok((header, values))
+    }
+}
+
+/// Looks a pre-split path up.
+pub(crate) fn get<'v>(mut v: &'v Value, tokens: &[String]) -> Option<&'v Value> {
+    for t in tokens {
+        v = match v {
+            Value::Object(m) => m.get(t)?,
+            Value::Array(a) => a.get(t.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+fn number(text: &str, decimal: Decimal) -> Option<Value> {
+    let (sep, other) = match decimal {
+        Decimal::Dot => ('.', ','),
+        Decimal::Comma => (',', '.'),
+    };
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if unsigned.contains(other) || unsigned.is_empty() {
+        return None;
+    }
+    let mut parts = unsigned.split(sep);
+    let int = parts.next()?;
+    let frac = parts.next();
+    if parts.next().is_some()
+        || int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let normal = text.replace(sep, ".");
+    let f: f64 = normal.parse().ok()?;
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        Some(Value::from(f as i64))
+    } else {
+        serde_json::Number::from_f64(f).map(Value::Number)
+    }
+}
+
+/// Applies one rule to a source value: `Ok(None)` when absent.
+pub(crate) fn extract(
+    file: &MappingFile,
+    r: &Rule,
+    value: Option<&Value>,
+) -> Result<Option<Value>, Issue> {
+    let rule = &r.rule;
+    let source = r.source.as_str();
+    let issue = |code: Code, message: String| Issue {
+        code,
+        field: None,
+        message,
+    };
+    let bad_type = |what: &str| issue(Code::F002, format!("{source} must be {what}"));
+    let convert = |s: String| -> Result<Value, Issue> {
+        let s = match &r.date {
+            Some(p) => p.apply(&s, rule.partial).ok_or_else(|| {
+                issue(
+                    Code::F002,
+                    format!(
+                        "{source} '{}' is not a valid date {}",
+                        echo(&s),
+                        rule.date.as_deref().unwrap_or("")
+                    ),
+                )
+            })?,
+            None => s,
+        };
+        match &rule.map {
+            None => Ok(Value::String(s)),
+            Some(name) => match file.value_map(name).and_then(|m| m.get(&s)) {
+                Some(code) => Ok(Value::String(code.clone())),
+                None => Err(issue(
+                    Code::F003,
+                    format!("{source} value '{}' is not in the mapping's value map", echo(&s)),
+                )),
+            },
+        }
+    };
+    let constant = rule.value.as_ref().map(|v| Value::String(v.clone()));
+    let value = constant.as_ref().or(value);
+    let result = match value {
+        None | Some(Value::Null) => None,
+        Some(value) => match rule.kind {
+            ValueKind::String => match value {
+                Value::String(s) => {
+                    let t = normalize(s);
+                    if t.is_empty() { None } else { Some(convert(t)?) }
+                }
+                _ => return Err(bad_type("a single text value")),
+            },
+            ValueKind::Number => match (value, rule.decimal) {
+                (Value::Number(_), _) => Some(value.clone()),
+                (Value::String(s), Some(decimal)) => {
+                    let t = normalize(s);
+                    if t.is_empty() {
+                        None
+                    } else {
+                        Some(number(&t, decimal).ok_or_else(|| {
+                            issue(Code::F002, format!("{source} '{}' is not a number", echo(&t)))
+                        })?)
+                    }
+                }
+                _ => return Err(bad_type("a number")),
+            },
+            ValueKind::StringList => {
+                let items: Vec<String> = match value {
+                    Value::Array(a) => {
+                        let mut out = Vec::new();
+                        for item in a {
+                            match item {
+                                Value::Null => {}
+                                Value::String(s) => out.push(s.clone()),
+                                _ => return Err(bad_type("a list of strings")),
+                            }
+                        }
+                        out
+                    }
+                    Value::String(s) => match &rule.split {
+                        Some(sep) => s.split(sep.as_str()).map(str::to_string).collect(),
+                        None => vec![s.clone()],
+                    },
+                    _ => return Err(bad_type("a list of strings")),
+                };
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|s| normalize(s))
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if items.is_empty() {
+                    None
+                } else if let Some(sep) = &rule.join {
+                    Some(convert(items.join(sep))?)
+                } else {
+                    Some(Value::Array(
+                        items.into_iter().map(convert).collect::<Result<Vec<_>, _>>()?,
+                    ))
+                }
+            }
+        },
+    };
+    Ok(result.or_else(|| rule.default.clone().map(Value::String)))
+}
+
+/// Applies rules to a source object; values go into `element` when given, else into the draft.
+fn apply_rules(
+    file: &MappingFile,
+    rules: &[Rule],
+    source: &Value,
+    prefix: &str,
+    draft: &mut Draft,
+    mut element: Option<&mut Map<String, Value>>,
+) {
+    for r in rules {
+        let target = format!("{prefix}{}", r.target);
+        match extract(file, r, get(source, &r.tokens)) {
+            Ok(Some(v)) => {
+                match element.as_deref_mut() {
+                    Some(el) => super::set_path(el, &r.target, v),
+                    None => draft.set(&r.target, v),
+                }
+                draft.sources.push((target, r.from().to_string()));
+            }
+            Ok(None) => {}
+            Err(mut issue) => {
+                issue.field = Some(target);
+                draft.issues.push(issue);
+            }
+        }
+    }
+}
+
+/// Collects (dotted source path, key) of members the known tree does not cover.
+pub(crate) fn unknown_fields(
+    obj: &Map<String, Value>,
+    known: &KnownTree,
+    prefix: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    for (key, value) in obj {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.children.get(key) {
+            None => out.push((path, key.clone())),
+            Some(node) if node.leaf => {}
+            Some(node) => match value {
+                Value::Object(m) => {
+                    unknown_fields(m, node.element.as_deref().unwrap_or(node), &path, out)
+                }
+                Value::Array(a) => {
+                    for item in a {
+                        if let Value::Object(m) = item {
+                            unknown_fields(m, node.element.as_deref().unwrap_or(node), &path, out);
+                        }
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+}
+
+/// `L003` for nesting deeper than [`MAX_DEPTH`] (counting the value as level `depth`), `L004` for
+/// any string or key longer than 4 KiB.
+pub(crate) fn check_limits(value: &Value, depth: usize) -> Result<(), AdaptError> {
+    match value {
+        Value::String(s) if s.len() > MAX_VALUE_BYTES => Err(AdaptError::too_long()),
+        Value::Array(a) => {
+            if depth > MAX_DEPTH {
+                return Err(AdaptError::too_deep(MAX_DEPTH));
+            }
+            a.iter().try_for_each(|v| check_limits(v, depth + 1))
+        }
+        Value::Object(m) => {
+            if depth > MAX_DEPTH {
+                return Err(AdaptError::too_deep(MAX_DEPTH));
+            }
+            for (k, v) in m {
+                if k.len() > MAX_VALUE_BYTES {
+                    return Err(AdaptError::too_long());
+                }
+                check_limits(v, depth + 1)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_patterns() {
+        let p = DatePattern::parse("TT.MM.JJJJ").unwrap();
+        assert_eq!(p.apply("17.02.1991", true).as_deref(), Some("1991-02-17"));
+        assert_eq!(p.apply("00.02.1991", true).as_deref(), Some("1991-02"));
+        assert_eq!(p.apply("00.00.1991", true).as_deref(), Some("1991"));
+        assert_eq!(p.apply("00.02.1991", false), None);
+        assert_eq!(p.apply("31.04.1990", true), None);
+        assert_eq!(p.apply("1.2.1991", true), None);
+        assert_eq!(p.apply("17.02.1991x", true), None);
+        let m = DatePattern::parse("MM/JJJJ").unwrap();
+        assert_eq!(m.apply("10/2026", false).as_deref(), Some("2026-10"));
+        assert_eq!(m.apply("13/2026", false), None);
+        assert!(DatePattern::parse("TT.JJJJ").is_none());
+        assert!(DatePattern::parse("QQ").is_none());
+    }
+
+    #[test]
+    fn decimal_numbers() {
+        assert_eq!(number("19,5", Decimal::Comma), Some(Value::from(19.5)));
+        assert_eq!(number("39", Decimal::Comma), Some(Value::from(39)));
+        assert_eq!(number("19.5", Decimal::Comma), None);
+        assert_eq!(number("1.000,5", Decimal::Comma), None);
+        assert_eq!(number("19.5", Decimal::Dot), Some(Value::from(19.5)));
+        assert_eq!(number("19,", Decimal::Comma), None);
+        assert_eq!(number("abc", Decimal::Dot), None);
+    }
+}

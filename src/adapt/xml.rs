@@ -1,0 +1,459 @@
+//! The XML engine: reads one message with quick-xml's streaming `NsReader`, one record element at
+//! a time. Each record element becomes a small tree (child elements by local name, repeated ones
+//! as arrays, attributes as `@name`, text as strings) to which the mapping's rules apply; the
+//! other children of the root form the header. DTDs and entity declarations are refused (`X000`);
+//! the encoding comes from the byte-order mark, else the XML declaration, else UTF-8, and is
+//! decoded strictly (`S001`). It knows no element names; the mapping file does.
+
+use super::decode::{DecodingReader, Peeked};
+use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
+use super::rules::{HeaderPlan, MAX_DEPTH, RecordPlan, unknown_fields, unknown_issue};
+use super::{AdaptError, AdaptSink, Draft, Issue, MAX_VALUE_BYTES};
+use crate::catalogue::{Code, echo};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+use serde_json::{Map, Value};
+use std::io::{BufReader, Read};
+
+/// A mapping compiled for the XML engine.
+#[derive(Debug)]
+pub(crate) struct XmlPlan {
+    spec: XmlSpec,
+    record_element: String,
+    header: HeaderPlan,
+    record: RecordPlan,
+}
+
+impl XmlPlan {
+    /// Compiles a checked mapping file.
+    pub(crate) fn compile(file: &MappingFile) -> XmlPlan {
+        XmlPlan {
+            spec: file.xml.clone().expect("checked: xml section present"),
+            record_element: file
+                .delivery
+                .records
+                .as_deref()
+                .and_then(pointer_tokens)
+                .and_then(|t| t.into_iter().next())
+                .unwrap_or_default(),
+            header: HeaderPlan::compile(file),
+            record: RecordPlan::compile(file),
+        }
+    }
+}
+
+/// The encoding of an XML body: byte-order mark, else the declaration, else UTF-8.
+fn detect_encoding(head: &[u8]) -> Result<&'static encoding_rs::Encoding, AdaptError> {
+    if let Some((enc, _)) = encoding_rs::Encoding::for_bom(head) {
+        return Ok(enc);
+    }
+    let text = String::from_utf8_lossy(head);
+    if let Some(rest) = text.strip_prefix("<?xml")
+        && let Some(end) = rest.find("?>")
+    {
+        let decl = &rest[..end];
+        if let Some(pos) = decl.find("encoding") {
+            let after = decl[pos + "encoding".len()..].trim_start();
+            if let Some(after) = after.strip_prefix('=') {
+                let after = after.trim_start();
+                let quote = after.chars().next().unwrap_or('"');
+                let label: String = after
+                    .chars()
+                    .skip(1)
+                    .take_while(|c| *c != quote)
+                    .collect();
+                return encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
+                    AdaptError::rejected(
+                        Code::S001,
+                        format!("encoding '{}' is not one Weiche knows", echo(&label)),
+                    )
+                });
+            }
+        }
+    }
+    Ok(encoding_rs::UTF_8)
+}
+
+/// One open element.
+struct Frame {
+    name: String,
+    map: Map<String, Value>,
+    text: String,
+    has_children: bool,
+    /// Inside another namespace (skipped) or a code parent's XÖV `name`.
+    skip: bool,
+    /// A code-list parent: its `name` child is dropped.
+    code_parent: bool,
+}
+
+struct State<'a> {
+    file: &'a MappingFile,
+    plan: &'a XmlPlan,
+    sink: &'a mut dyn AdaptSink,
+    header: Map<String, Value>,
+    header_done: bool,
+    header_values: Vec<(String, Value)>,
+    pending: Vec<Draft>,
+    position: usize,
+    /// W002 issues of the record being read.
+    record_issues: Vec<Issue>,
+}
+
+impl State<'_> {
+    fn header_member(&mut self, key: String, value: Value) -> Result<(), AdaptError> {
+        let mut one = Map::new();
+        one.insert(key.clone(), value);
+        let mut unknown = Vec::new();
+        unknown_fields(&one, &self.plan.header.known, "", &mut unknown);
+        for (path, name) in unknown {
+            self.sink.warning(unknown_issue(path, &name));
+        }
+        if self.header_done {
+            return Ok(());
+        }
+        let value = one.remove(&key).unwrap_or(Value::Null);
+        insert(&mut self.header, key, value);
+        Ok(())
+    }
+
+    fn try_finish_header(&mut self) -> Result<(), AdaptError> {
+        if !self.header_done
+            && self
+                .plan
+                .header
+                .members
+                .iter()
+                .all(|m| self.header.contains_key(m))
+        {
+            self.finish_header()?;
+        }
+        Ok(())
+    }
+
+    fn finish_header(&mut self) -> Result<(), AdaptError> {
+        if self.header_done {
+            return Ok(());
+        }
+        self.header_done = true;
+        let doc = Value::Object(std::mem::take(&mut self.header));
+        let (header, values) = self.plan.header.finish(self.file, &doc)?;
+        self.header_values = values;
+        self.sink.header(&header)?;
+        for draft in std::mem::take(&mut self.pending) {
+            self.emit(draft)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, tree: Value) -> Result<(), AdaptError> {
+        self.position += 1;
+        let mut draft = self.plan.record.map(self.file, self.position, &tree, true);
+        let mut issues = std::mem::take(&mut self.record_issues);
+        issues.append(&mut draft.issues);
+        draft.issues = issues;
+        if self.header_done {
+            self.emit(draft)
+        } else {
+            self.pending.push(draft);
+            Ok(())
+        }
+    }
+
+    fn emit(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
+        for (target, value) in &self.header_values {
+            draft.set(target, value.clone());
+        }
+        self.sink.record(draft)
+    }
+}
+
+/// Adds a child value; a repeated name becomes an array (XML values are never arrays otherwise).
+fn insert(map: &mut Map<String, Value>, key: String, value: Value) {
+    match map.get_mut(&key) {
+        None => {
+            map.insert(key, value);
+        }
+        Some(Value::Array(a)) => a.push(value),
+        Some(existing) => {
+            let prev = existing.take();
+            *existing = Value::Array(vec![prev, value]);
+        }
+    }
+}
+
+fn x000(message: impl Into<String>) -> AdaptError {
+    AdaptError::rejected(Code::X000, message)
+}
+
+fn xml_error(e: quick_xml::Error) -> AdaptError {
+    match e {
+        quick_xml::Error::Io(io) => {
+            let io = std::sync::Arc::try_unwrap(io).unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string()));
+            AdaptError::from_io(io)
+        }
+        other => x000(format!("not well-formed XML: {other}")),
+    }
+}
+
+/// Runs the XML engine over a body.
+pub(crate) fn run(
+    file: &MappingFile,
+    plan: &XmlPlan,
+    reader: &mut dyn Read,
+    sink: &mut dyn AdaptSink,
+) -> Result<(), AdaptError> {
+    let peeked = Peeked::new(reader, 1024).map_err(AdaptError::from_io)?;
+    let encoding = detect_encoding(peeked.head())?;
+    let decoded = DecodingReader::new(peeked, encoding);
+    let mut xml = NsReader::from_reader(BufReader::with_capacity(64 * 1024, decoded));
+    {
+        let c = xml.config_mut();
+        c.expand_empty_elements = true;
+        c.check_end_names = true;
+        c.trim_text(false);
+    }
+    let ns = plan.spec.namespace.as_bytes().to_vec();
+    let mut state = State {
+        file,
+        plan,
+        sink,
+        header: Map::new(),
+        header_done: false,
+        header_values: Vec::new(),
+        pending: Vec::new(),
+        position: 0,
+        record_issues: Vec::new(),
+    };
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root_seen = false;
+    let mut root_closed = false;
+    let mut in_record = false;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let (resolved, event) = xml.read_resolved_event_into(&mut buf).map_err(xml_error)?;
+        let in_ns = matches!(&resolved, ResolveResult::Bound(n) if n.as_ref() == ns.as_slice());
+        match event {
+            Event::DocType(_) => return Err(x000("DTDs and entity declarations are refused")),
+            Event::Start(e) => {
+                if root_closed {
+                    return Err(x000("content after the root element"));
+                }
+                let local = String::from_utf8_lossy(e.local_name().as_ref()).to_string();
+                if !root_seen {
+                    if !in_ns || local != plan.spec.root {
+                        return Err(AdaptError::rejected(
+                            Code::X001,
+                            format!(
+                                "the root element must be '{}' in namespace {}",
+                                plan.spec.root, plan.spec.namespace
+                            ),
+                        ));
+                    }
+                    root_seen = true;
+                    let mut frame = Frame {
+                        name: local,
+                        map: Map::new(),
+                        text: String::new(),
+                        has_children: false,
+                        skip: false,
+                        code_parent: false,
+                    };
+                    attributes(&xml, &e, plan, &mut frame)?;
+                    for (k, v) in std::mem::take(&mut frame.map) {
+                        state.header_member(k, v)?;
+                    }
+                    stack.push(frame);
+                    continue;
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(AdaptError::too_deep(MAX_DEPTH));
+                }
+                let parent_skip = stack.last().is_some_and(|f| f.skip);
+                let parent_code = stack.last().is_some_and(|f| f.code_parent);
+                if let Some(parent) = stack.last_mut() {
+                    parent.has_children = true;
+                }
+                let foreign = !in_ns;
+                let xoev_name = parent_code && local == "name";
+                if foreign && !parent_skip {
+                    let path = dotted(&stack, &local, in_record);
+                    let issue = Issue::new(
+                        Code::W002,
+                        path,
+                        format!("element '{}' of another namespace ignored", echo(&local)),
+                    );
+                    if in_record {
+                        state.record_issues.push(issue);
+                    } else {
+                        state.sink.warning(issue);
+                    }
+                }
+                let mut frame = Frame {
+                    code_parent: in_ns && plan.spec.codelists.contains_key(&local),
+                    name: local,
+                    map: Map::new(),
+                    text: String::new(),
+                    has_children: false,
+                    skip: parent_skip || foreign || xoev_name,
+                };
+                if !frame.skip {
+                    attributes(&xml, &e, plan, &mut frame)?;
+                }
+                if stack.len() == 1 && !frame.skip && frame.name == plan.record_element {
+                    in_record = true;
+                }
+                stack.push(frame);
+            }
+            Event::End(_) => {
+                let Some(frame) = stack.pop() else {
+                    return Err(x000("unexpected end tag"));
+                };
+                if stack.is_empty() {
+                    root_closed = true;
+                    continue;
+                }
+                if frame.skip {
+                    continue;
+                }
+                let value = if frame.has_children || !frame.map.is_empty() {
+                    let mut map = frame.map;
+                    if !frame.has_children && !frame.text.trim().is_empty() {
+                        map.insert("#text".into(), Value::String(frame.text));
+                    }
+                    Value::Object(map)
+                } else {
+                    Value::String(frame.text)
+                };
+                if stack.len() == 1 {
+                    if in_record && frame.name == plan.record_element {
+                        in_record = false;
+                        state.record(value)?;
+                    } else {
+                        state.header_member(frame.name, value)?;
+                        state.try_finish_header()?;
+                    }
+                } else if let Some(parent) = stack.last_mut() {
+                    insert(&mut parent.map, frame.name, value);
+                }
+            }
+            Event::Text(t) => {
+                let text = t
+                    .xml_content()
+                    .map_err(|e| x000(format!("text is not valid: {e}")))?;
+                push_text(&mut stack, &text, root_seen, root_closed)?;
+            }
+            Event::CData(t) => {
+                let text = t
+                    .decode()
+                    .map_err(|e| x000(format!("CDATA is not valid: {e}")))?;
+                push_text(&mut stack, &text, root_seen, root_closed)?;
+            }
+            Event::GeneralRef(r) => {
+                let c = if r.is_char_ref() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        _ => return Err(x000("invalid character reference")),
+                    }
+                } else {
+                    match r.decode().map_err(|e| x000(e.to_string()))?.as_ref() {
+                        "amp" => "&".into(),
+                        "lt" => "<".into(),
+                        "gt" => ">".into(),
+                        "apos" => "'".into(),
+                        "quot" => "\"".into(),
+                        other => return Err(x000(format!("undeclared entity '&{};'", echo(other)))),
+                    }
+                };
+                push_text(&mut stack, &c, root_seen, root_closed)?;
+            }
+            Event::Empty(_) => return Err(x000("unexpected empty element")),
+            Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if !root_seen {
+        return Err(x000("the document has no root element"));
+    }
+    if !stack.is_empty() {
+        return Err(x000("the document ends before the root element is closed"));
+    }
+    state.finish_header()
+}
+
+/// The dotted source path of a child about to open (for `W002` messages).
+fn dotted(stack: &[Frame], local: &str, in_record: bool) -> String {
+    let skip = if in_record { 2 } else { 1 };
+    let mut parts: Vec<&str> = stack.iter().skip(skip).map(|f| f.name.as_str()).collect();
+    parts.push(local);
+    parts.join(".")
+}
+
+fn push_text(stack: &mut [Frame], text: &str, root_seen: bool, root_closed: bool) -> Result<(), AdaptError> {
+    match stack.last_mut() {
+        Some(frame) => {
+            if !frame.skip {
+                frame.text.push_str(text);
+                if frame.text.len() > MAX_VALUE_BYTES {
+                    return Err(AdaptError::too_long());
+                }
+            }
+            Ok(())
+        }
+        None if text.trim().is_empty() => Ok(()),
+        None if !root_seen || root_closed => Err(x000("text outside the root element")),
+        None => Ok(()),
+    }
+}
+
+/// Reads an element's attributes into its frame (`@name`), checking code-list ids (`S010`).
+fn attributes<R>(
+    xml: &NsReader<R>,
+    e: &BytesStart,
+    plan: &XmlPlan,
+    frame: &mut Frame,
+) -> Result<(), AdaptError> {
+    let list = plan.spec.codelists.get(&frame.name);
+    for attr in e.attributes() {
+        let attr = attr.map_err(|e| x000(format!("attribute is not well-formed: {e}")))?;
+        let key = attr.key;
+        if key.as_ref().starts_with(b"xmlns") {
+            continue;
+        }
+        let (resolved, local) = xml.resolve_attribute(key);
+        if !matches!(resolved, ResolveResult::Unbound) {
+            continue;
+        }
+        let local = String::from_utf8_lossy(local.as_ref()).to_string();
+        let value = attr
+            .unescape_value()
+            .map_err(|e| x000(format!("attribute value is not valid: {e}")))?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(AdaptError::too_long());
+        }
+        if let Some(list) = list {
+            let expected = match local.as_str() {
+                "listURI" => Some(format!("urn:weiche:codeliste:{list}")),
+                "listVersionID" => Some("1".to_string()),
+                _ => None,
+            };
+            if let Some(expected) = expected {
+                if value.trim() != expected {
+                    return Err(AdaptError::rejected(
+                        Code::S010,
+                        format!(
+                            "{} of '{}' is '{}', expected '{expected}'",
+                            local,
+                            frame.name,
+                            echo(&value)
+                        ),
+                    ));
+                }
+                continue;
+            }
+        }
+        frame.map.insert(format!("@{local}"), Value::String(value.into_owned()));
+    }
+    Ok(())
+}
