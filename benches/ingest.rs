@@ -841,7 +841,7 @@ fn measure_stages(
         for body in bodies {
             let mut sink = CountSink::default();
             mapping
-                .run(&mut body.as_ref(), &mut sink)
+                .run(&mut body.as_ref(), None, &mut sink)
                 .expect("mapping run");
             assert_eq!((sink.records, sink.issues, sink.warnings), (RECORDS, 0, 0));
         }
@@ -854,7 +854,7 @@ fn measure_stages(
     for body in bodies {
         let mut sink = CollectSink::default();
         mapping
-            .run(&mut body.as_ref(), &mut sink)
+            .run(&mut body.as_ref(), None, &mut sink)
             .expect("mapping run");
         drafts.extend(sink.drafts);
     }

@@ -83,8 +83,18 @@ fn the_golden_copies_equal_the_shared_examples() {
     };
     for case in conformance::discover(&shared) {
         let local = repo().join("conformance-tests/cases").join(&case.name);
-        let input = case.input.file_name().unwrap().to_string_lossy().to_string();
-        for file in ["expected.ndjson", "expected-receipt.json", "README", input.as_str()] {
+        let input = case
+            .input
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        for file in [
+            "expected.ndjson",
+            "expected-receipt.json",
+            "README",
+            input.as_str(),
+        ] {
             let a = std::fs::read(case.dir.join(file)).unwrap();
             let b = std::fs::read(local.join(file)).unwrap_or_default();
             assert_eq!(a, b, "{}/{file} differs from the shared example", case.name);

@@ -960,6 +960,32 @@ async fn sqlite_creates_directory_and_file_in_wal_mode() {
 }
 
 #[tokio::test]
+async fn sqlite_in_memory_works() {
+    let store = weiche::store::connect("sqlite::memory:").await.unwrap();
+    let d = delivery("v1", Some("k"), 1);
+    assert_eq!(
+        deliver(
+            &store,
+            &[rec("v1", "A", "2026-10", "a")],
+            &items("r1", "m", 3),
+            &d
+        )
+        .await,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        store.record("v1", "A", "2026-10").await.unwrap().as_deref(),
+        Some("a")
+    );
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: 0,
+    };
+    assert_eq!(store.seal("r1", rule, now_ms()).await.unwrap(), 2);
+    assert_eq!(store.open_items("r1").await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn unsupported_url_and_unreachable_database() {
     assert!(matches!(
         weiche::store::connect("mysql://localhost/x").await.err(),

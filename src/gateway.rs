@@ -1,11 +1,12 @@
 //! The assembled gateway: the loaded configuration's stages plus the store and a clock, shared by
 //! every request. Built once at start-up (or per test) from [`crate::config::Loaded`].
 
-use crate::adapt::MappingSet;
+use crate::adapt::watch::SharedMappings;
 use crate::config::{Limits, Loaded, Principals, VendorSettings};
 use crate::route::Router;
 use crate::store::{self, Store, StoreError};
 use crate::validate::Validator;
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,8 +35,8 @@ pub struct Gateway {
     pub vendors: BTreeMap<String, VendorSettings>,
     /// Who may call.
     pub principals: Principals,
-    /// Loaded mappings.
-    pub mappings: Arc<MappingSet>,
+    /// Loaded mappings (swapped by hot reload).
+    pub mappings: SharedMappings,
     /// Where mappings are loaded from (`None`: built in).
     pub mappings_dir: Option<PathBuf>,
     /// Canonical schema and code lists.
@@ -55,7 +56,7 @@ impl Gateway {
             limits: loaded.limits,
             vendors: loaded.vendors,
             principals: loaded.principals,
-            mappings: Arc::new(loaded.mappings),
+            mappings: Arc::new(ArcSwap::from_pointee(loaded.mappings)),
             mappings_dir: loaded.mappings_dir,
             validator: Arc::new(loaded.validator),
             router: Arc::new(loaded.router),

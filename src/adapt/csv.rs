@@ -51,7 +51,11 @@ impl CsvPlan {
             .flat_map(|l| {
                 l.sources()
                     .map(str::to_string)
-                    .chain(l.rows.iter().flat_map(|r| r.when_any.iter().chain(r.first_with.iter()).cloned()))
+                    .chain(
+                        l.rows
+                            .iter()
+                            .flat_map(|r| r.when_any.iter().chain(r.first_with.iter()).cloned()),
+                    )
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -85,7 +89,8 @@ pub(crate) fn run(
             )
         })?
     } else {
-        encoding_rs::Encoding::for_label(plan.spec.encoding.as_bytes()).unwrap_or(encoding_rs::WINDOWS_1252)
+        encoding_rs::Encoding::for_label(plan.spec.encoding.as_bytes())
+            .unwrap_or(encoding_rs::WINDOWS_1252)
     };
     let decoded = DecodingReader::new(peeked, encoding);
     let checked = QuoteCheck::new(decoded, plan.spec.separator as u8, plan.spec.quote as u8);
@@ -101,7 +106,9 @@ pub(crate) fn run(
         None => Vec::new(),
         Some(row) => {
             let row = row.map_err(classify)?;
-            row.iter().map(|c| check_len(c).map(|()| normalize(c))).collect::<Result<_, _>>()?
+            row.iter()
+                .map(|c| check_len(c).map(|()| normalize(c)))
+                .collect::<Result<_, _>>()?
         }
     };
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -114,9 +121,17 @@ pub(crate) fn run(
         }
     }
     if header.is_empty() {
-        return Err(AdaptError::rejected(Code::X001, "the header row is missing"));
+        return Err(AdaptError::rejected(
+            Code::X001,
+            "the header row is missing",
+        ));
     }
-    for required in plan.spec.required_columns.iter().chain(std::iter::once(&plan.spec.group_by)) {
+    for required in plan
+        .spec
+        .required_columns
+        .iter()
+        .chain(std::iter::once(&plan.spec.group_by))
+    {
         if !index.contains_key(required) {
             return Err(AdaptError::rejected(
                 Code::X001,
@@ -136,13 +151,24 @@ pub(crate) fn run(
 
     let mut group: Vec<Vec<String>> = Vec::new();
     let mut position = 0usize;
-    let mut emit = |group: &mut Vec<Vec<String>>, unknown_used: &mut BTreeSet<usize>| -> Result<(), AdaptError> {
+    let mut emit = |group: &mut Vec<Vec<String>>,
+                    unknown_used: &mut BTreeSet<usize>|
+     -> Result<(), AdaptError> {
         if group.is_empty() {
             return Ok(());
         }
         position += 1;
         let rows = std::mem::take(group);
-        let draft = build(file, plan, &header, &index, &unknown, unknown_used, position, &rows);
+        let draft = build(
+            file,
+            plan,
+            &header,
+            &index,
+            &unknown,
+            unknown_used,
+            position,
+            &rows,
+        );
         sink.record(draft)
     };
     for row in records {
@@ -216,9 +242,15 @@ fn build(
             .is_some_and(|i| !normalize(&row[*i]).is_empty())
     };
     for list in &plan.record.lists {
-        let Some(rows_rule) = &list.rows else { continue };
+        let Some(rows_rule) = &list.rows else {
+            continue;
+        };
         let selected: Vec<Value> = if let Some(col) = &rows_rule.first_with {
-            rows.iter().find(|r| filled(r, col)).map(row_object).into_iter().collect()
+            rows.iter()
+                .find(|r| filled(r, col))
+                .map(row_object)
+                .into_iter()
+                .collect()
         } else {
             rows.iter()
                 .filter(|r| rows_rule.when_any.iter().any(|c| filled(r, c)))
@@ -268,7 +300,9 @@ fn classify(e: csv::Error) -> AdaptError {
                 pos.map(|p| p.line()).unwrap_or(0)
             ),
         ),
-        csv::ErrorKind::Utf8 { .. } => AdaptError::rejected(Code::S001, "bytes are not valid UTF-8"),
+        csv::ErrorKind::Utf8 { .. } => {
+            AdaptError::rejected(Code::S001, "bytes are not valid UTF-8")
+        }
         other => AdaptError::rejected(Code::X000, format!("not well-formed CSV: {other:?}")),
     }
 }

@@ -114,7 +114,11 @@ impl<R: Read> Peeked<R> {
             filled += k;
         }
         head.truncate(filled);
-        Ok(Peeked { head, pos: 0, inner })
+        Ok(Peeked {
+            head,
+            pos: 0,
+            inner,
+        })
     }
 
     /// The bytes read ahead.
@@ -147,8 +151,14 @@ mod tests {
 
     #[test]
     fn windows_1252_and_strict_utf8() {
-        assert_eq!(decode(b"Gr\xfc\xdfe", encoding_rs::WINDOWS_1252).unwrap(), "Grüße");
-        assert_eq!(decode("Grüße".as_bytes(), encoding_rs::UTF_8).unwrap(), "Grüße");
+        assert_eq!(
+            decode(b"Gr\xfc\xdfe", encoding_rs::WINDOWS_1252).unwrap(),
+            "Grüße"
+        );
+        assert_eq!(
+            decode("Grüße".as_bytes(), encoding_rs::UTF_8).unwrap(),
+            "Grüße"
+        );
         assert_eq!(decode(b"\xef\xbb\xbfA", encoding_rs::UTF_8).unwrap(), "A");
         assert!(decode(b"Gr\xfc", encoding_rs::UTF_8).is_err());
         let big = "ä".repeat(100_000);

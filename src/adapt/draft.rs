@@ -53,8 +53,6 @@ pub struct Draft {
     /// What the mapping already found: value-map misses (`F003`), wrong source types (`F002`),
     /// unknown source fields (`W002`), …
     pub issues: Vec<Issue>,
-    /// For each canonical path the mapping filled, the source field it came from (for messages).
-    pub sources: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Draft {
@@ -75,21 +73,12 @@ impl Draft {
             record_id: None,
             fields: Map::new(),
             issues: Vec::new(),
-            sources: Vec::new(),
         }
     }
 
     /// Sets a value at a dotted canonical path (`client.address.street`), creating objects.
     pub fn set(&mut self, path: &str, value: Value) {
         set_path(&mut self.fields, path, value);
-    }
-
-    /// The source field a canonical path came from, if recorded.
-    pub fn source_of(&self, path: &str) -> Option<&str> {
-        self.sources
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, s)| s.as_str())
     }
 }
 

@@ -7,7 +7,9 @@
 //! before the header members they need, the drafts wait until the header is complete.
 
 use super::mapping::{MappingFile, pointer_tokens};
-use super::rules::{HeaderPlan, MAX_DEPTH, RecordPlan, check_limits, unknown_fields, unknown_issue};
+use super::rules::{
+    HeaderPlan, MAX_DEPTH, RecordPlan, check_limits, unknown_fields, unknown_issue,
+};
 use super::{AdaptError, AdaptSink, Draft, MAX_VALUE_BYTES};
 use crate::catalogue::Code;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};

@@ -39,6 +39,17 @@ pub enum MappingError {
     },
 }
 
+impl MappingError {
+    /// The file the error is about.
+    pub fn file(&self) -> &str {
+        match self {
+            MappingError::Syntax { file, .. }
+            | MappingError::Invalid { file, .. }
+            | MappingError::Io { file, .. } => file,
+        }
+    }
+}
+
 /// The closed set of source syntaxes a mapping can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +105,10 @@ pub struct MappingFile {
     /// Vendor `weiche convert` assumes when `--vendor` is not given.
     #[serde(default)]
     pub default_vendor: Option<String>,
+    /// Vendors allowed to post this format, in addition to the formats each vendor's
+    /// configuration lists (so a new vendor format needs only its mapping file).
+    #[serde(default)]
+    pub vendors: Vec<String>,
     /// XML settings (`syntax = "xml"` only).
     #[serde(default)]
     pub xml: Option<XmlSpec>,
@@ -162,7 +177,7 @@ fn default_encoding() -> String {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySpec {
-    /// Source path of the records: a member of the top-level JSON object (`/faelle`) or the
+    /// Source path of the records: a member of the top-level JSON object (`/cases`) or the
     /// record element under the XML root (`/fall`). Not used for CSV.
     #[serde(default)]
     pub records: Option<String>,
@@ -274,8 +289,8 @@ pub struct RowSelect {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRule {
-    /// Source path: a JSON pointer (`/klient/name/familienname`), an XML element path
-    /// (`/person/bedarfsgemeinschaft/@nummer`) or a CSV column name (`Nachname`).
+    /// Source path: a JSON pointer (`/person/name/last`), an XML element path
+    /// (`/person/household/@id`) or a CSV column name (`Surname`).
     #[serde(default)]
     pub from: Option<String>,
     /// A constant instead of a source value.
@@ -392,11 +407,13 @@ impl MappingFile {
         match self.syntax {
             Syntax::Json | Syntax::Xml => {
                 let Some(records) = &self.delivery.records else {
-                    return Err(invalid("delivery.records is required for JSON and XML".into()));
+                    return Err(invalid(
+                        "delivery.records is required for JSON and XML".into(),
+                    ));
                 };
                 if pointer_tokens(records).is_none_or(|t| t.len() != 1) {
                     return Err(invalid(format!(
-                        "delivery.records '{records}' must name one member or element below the top, e.g. \"/faelle\""
+                        "delivery.records '{records}' must name one member or element below the top, e.g. \"/cases\""
                     )));
                 }
             }
@@ -417,10 +434,15 @@ impl MappingFile {
         }
         if let Some(csv) = &self.csv {
             if encoding_rs::Encoding::for_label(csv.encoding.as_bytes()).is_none() {
-                return Err(invalid(format!("csv.encoding '{}' is not an encoding label", csv.encoding)));
+                return Err(invalid(format!(
+                    "csv.encoding '{}' is not an encoding label",
+                    csv.encoding
+                )));
             }
             if !csv.separator.is_ascii() || !csv.quote.is_ascii() {
-                return Err(invalid("csv.separator and csv.quote must be ASCII characters".into()));
+                return Err(invalid(
+                    "csv.separator and csv.quote must be ASCII characters".into(),
+                ));
             }
         }
         let mut paths: Vec<&str> = Vec::new();
@@ -452,14 +474,22 @@ impl MappingFile {
                     paths.extend(rows.first_with.iter().map(String::as_str));
                 }
                 (Syntax::Csv, _, _) => {
-                    return Err(invalid(format!("list '{name}': CSV lists take rows = {{…}}, not from")));
+                    return Err(invalid(format!(
+                        "list '{name}': CSV lists take rows = {{…}}, not from"
+                    )));
                 }
                 (_, Some(from), None) => paths.push(from),
                 _ => {
-                    return Err(invalid(format!("list '{name}' needs from = \"…\" (and no rows)")));
+                    return Err(invalid(format!(
+                        "list '{name}' needs from = \"…\" (and no rows)"
+                    )));
                 }
             }
-            rules.extend(list.fields.iter().map(|(k, v)| (format!("{name}[].{k}"), v)));
+            rules.extend(
+                list.fields
+                    .iter()
+                    .map(|(k, v)| (format!("{name}[].{k}"), v)),
+            );
         }
         for (target, rule) in &rules {
             match (&rule.from, &rule.value) {
@@ -479,13 +509,19 @@ impl MappingFile {
                 )));
             }
             if rule.join.is_some() && rule.kind != ValueKind::StringList {
-                return Err(invalid(format!("field '{target}': join needs type = \"string_list\"")));
+                return Err(invalid(format!(
+                    "field '{target}': join needs type = \"string_list\""
+                )));
             }
             if rule.split.is_some() && rule.kind != ValueKind::StringList {
-                return Err(invalid(format!("field '{target}': split needs type = \"string_list\"")));
+                return Err(invalid(format!(
+                    "field '{target}': split needs type = \"string_list\""
+                )));
             }
             if rule.decimal.is_some() && rule.kind != ValueKind::Number {
-                return Err(invalid(format!("field '{target}': decimal needs type = \"number\"")));
+                return Err(invalid(format!(
+                    "field '{target}': decimal needs type = \"number\""
+                )));
             }
             if let Some(pattern) = &rule.date
                 && super::rules::DatePattern::parse(pattern).is_none()
@@ -506,9 +542,13 @@ impl MappingFile {
         Ok(())
     }
 
-    /// The source field name of a pointer, for messages (`/klient/name/familienname` → `familienname`).
+    /// The source field name of a pointer, for messages (`/person/name/last` → `last`).
     pub fn source_name(pointer: &str) -> &str {
-        pointer.rsplit('/').next().unwrap_or(pointer)
+        pointer
+            .rsplit('/')
+            .next()
+            .unwrap_or(pointer)
+            .trim_start_matches('@')
     }
 
     /// A value map by name.

@@ -12,6 +12,7 @@ mod draft;
 mod json;
 pub mod mapping;
 mod rules;
+pub mod watch;
 mod xml;
 
 pub use draft::{Draft, Issue, set_path};
@@ -185,6 +186,38 @@ impl Mapping {
         &self.file.id
     }
 
+    /// The source path a canonical field comes from in this mapping (`services[1].end` →
+    /// the list entry's path), for messages that name both.
+    pub fn source_of(&self, field: &str) -> Option<&str> {
+        let mut plain = String::with_capacity(field.len());
+        let mut in_index = false;
+        for c in field.chars() {
+            match c {
+                '[' => {
+                    in_index = true;
+                    plain.push('[');
+                }
+                ']' => {
+                    in_index = false;
+                    plain.push(']');
+                }
+                _ if in_index => {}
+                c => plain.push(c),
+            }
+        }
+        if let Some((list, inner)) = plain.split_once("[].") {
+            let spec = self.file.record.lists.get(list)?;
+            return spec.fields.get(inner)?.from.as_deref();
+        }
+        self.file
+            .record
+            .fields
+            .get(&plain)
+            .or_else(|| self.file.delivery.fields.get(&plain))?
+            .from
+            .as_deref()
+    }
+
     /// Reads a body and hands its header and records to the sink. `charset` is the request's
     /// `Content-Type` charset, if any.
     pub fn run(
@@ -286,5 +319,24 @@ impl MappingSet {
     /// A mapping by format id.
     pub fn get(&self, id: &str) -> Option<Arc<Mapping>> {
         self.mappings.get(id).cloned()
+    }
+
+    /// Loads a directory again. A file that fails to load keeps the mapping it gave before (from
+    /// `previous`), so a broken edit never replaces a working mapping; the failure is reported.
+    pub fn reload_dir(dir: &Path, previous: &MappingSet) -> MappingSet {
+        let mut set = match Self::load_dir(dir) {
+            Ok(set) => set,
+            Err(e) => MappingSet {
+                mappings: BTreeMap::new(),
+                failures: vec![e],
+            },
+        };
+        let failed: Vec<String> = set.failures.iter().map(|f| f.file().to_string()).collect();
+        for old in previous.mappings.values() {
+            if failed.contains(&old.origin) && !set.mappings.contains_key(old.id()) {
+                set.mappings.insert(old.id().to_string(), old.clone());
+            }
+        }
+        set
     }
 }

@@ -267,7 +267,14 @@ impl RecordPlan {
                     continue;
                 }
                 let mut element = Map::new();
-                apply_rules(file, &list.fields, entry, &prefix, &mut draft, Some(&mut element));
+                apply_rules(
+                    file,
+                    &list.fields,
+                    entry,
+                    &prefix,
+                    &mut draft,
+                    Some(&mut element),
+                );
                 out.push(Value::Object(element));
             }
             if !out.is_empty() {
@@ -460,7 +467,10 @@ impl HeaderPlan {
                     return Err(x001(format!("'{}' is required", r.from())));
                 }
                 Ok(None) => {}
-                Err(issue) if issue.code == Code::F002 && get(doc, &r.tokens).is_some_and(Value::is_array) => {
+                Err(issue)
+                    if issue.code == Code::F002
+                        && get(doc, &r.tokens).is_some_and(Value::is_array) =>
+                {
                     return Err(x001(format!("'{}' must occur exactly once", r.from())));
                 }
                 Err(_) => {
@@ -549,7 +559,10 @@ pub(crate) fn extract(
                 Some(code) => Ok(Value::String(code.clone())),
                 None => Err(issue(
                     Code::F003,
-                    format!("{source} value '{}' is not in the mapping's value map", echo(&s)),
+                    format!(
+                        "{source} value '{}' is not in the mapping's value map",
+                        echo(&s)
+                    ),
                 )),
             },
         }
@@ -562,7 +575,11 @@ pub(crate) fn extract(
             ValueKind::String => match value {
                 Value::String(s) => {
                     let t = normalize(s);
-                    if t.is_empty() { None } else { Some(convert(t)?) }
+                    if t.is_empty() {
+                        None
+                    } else {
+                        Some(convert(t)?)
+                    }
                 }
                 _ => return Err(bad_type("a single text value")),
             },
@@ -574,7 +591,10 @@ pub(crate) fn extract(
                         None
                     } else {
                         Some(number(&t, decimal).ok_or_else(|| {
-                            issue(Code::F002, format!("{source} '{}' is not a number", echo(&t)))
+                            issue(
+                                Code::F002,
+                                format!("{source} '{}' is not a number", echo(&t)),
+                            )
                         })?)
                     }
                 }
@@ -610,7 +630,10 @@ pub(crate) fn extract(
                     Some(convert(items.join(sep))?)
                 } else {
                     Some(Value::Array(
-                        items.into_iter().map(convert).collect::<Result<Vec<_>, _>>()?,
+                        items
+                            .into_iter()
+                            .map(convert)
+                            .collect::<Result<Vec<_>, _>>()?,
                     ))
                 }
             }
@@ -631,13 +654,10 @@ fn apply_rules(
     for r in rules {
         let target = format!("{prefix}{}", r.target);
         match extract(file, r, get(source, &r.tokens)) {
-            Ok(Some(v)) => {
-                match element.as_deref_mut() {
-                    Some(el) => super::set_path(el, &r.target, v),
-                    None => draft.set(&r.target, v),
-                }
-                draft.sources.push((target, r.from().to_string()));
-            }
+            Ok(Some(v)) => match element.as_deref_mut() {
+                Some(el) => super::set_path(el, &r.target, v),
+                None => draft.set(&r.target, v),
+            },
             Ok(None) => {}
             Err(mut issue) => {
                 issue.field = Some(target);

@@ -10,9 +10,9 @@ use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
 use super::rules::{HeaderPlan, MAX_DEPTH, RecordPlan, unknown_fields, unknown_issue};
 use super::{AdaptError, AdaptSink, Draft, Issue, MAX_VALUE_BYTES};
 use crate::catalogue::{Code, echo};
+use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
 use serde_json::{Map, Value};
 use std::io::{BufReader, Read};
 
@@ -58,11 +58,7 @@ fn detect_encoding(head: &[u8]) -> Result<&'static encoding_rs::Encoding, AdaptE
             if let Some(after) = after.strip_prefix('=') {
                 let after = after.trim_start();
                 let quote = after.chars().next().unwrap_or('"');
-                let label: String = after
-                    .chars()
-                    .skip(1)
-                    .take_while(|c| *c != quote)
-                    .collect();
+                let label: String = after.chars().skip(1).take_while(|c| *c != quote).collect();
                 return encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
                     AdaptError::rejected(
                         Code::S001,
@@ -189,7 +185,8 @@ fn x000(message: impl Into<String>) -> AdaptError {
 fn xml_error(e: quick_xml::Error) -> AdaptError {
     match e {
         quick_xml::Error::Io(io) => {
-            let io = std::sync::Arc::try_unwrap(io).unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string()));
+            let io = std::sync::Arc::try_unwrap(io)
+                .unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string()));
             AdaptError::from_io(io)
         }
         other => x000(format!("not well-formed XML: {other}")),
@@ -363,7 +360,9 @@ pub(crate) fn run(
                         "gt" => ">".into(),
                         "apos" => "'".into(),
                         "quot" => "\"".into(),
-                        other => return Err(x000(format!("undeclared entity '&{};'", echo(other)))),
+                        other => {
+                            return Err(x000(format!("undeclared entity '&{};'", echo(other))));
+                        }
                     }
                 };
                 push_text(&mut stack, &c, root_seen, root_closed)?;
@@ -390,7 +389,12 @@ fn dotted(stack: &[Frame], local: &str, in_record: bool) -> String {
     parts.join(".")
 }
 
-fn push_text(stack: &mut [Frame], text: &str, root_seen: bool, root_closed: bool) -> Result<(), AdaptError> {
+fn push_text(
+    stack: &mut [Frame],
+    text: &str,
+    root_seen: bool,
+    root_closed: bool,
+) -> Result<(), AdaptError> {
     match stack.last_mut() {
         Some(frame) => {
             if !frame.skip {
@@ -453,7 +457,9 @@ fn attributes<R>(
                 continue;
             }
         }
-        frame.map.insert(format!("@{local}"), Value::String(value.into_owned()));
+        frame
+            .map
+            .insert(format!("@{local}"), Value::String(value.into_owned()));
     }
     Ok(())
 }

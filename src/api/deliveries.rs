@@ -55,16 +55,7 @@ pub(super) async fn post(
         );
         return Ok(HttpResponse::PayloadTooLarge().json(receipt));
     }
-    let charset = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| {
-            ct.split(';').skip(1).find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                (k.trim().eq_ignore_ascii_case("charset")).then(|| v.trim().trim_matches('"').to_string())
-            })
-        });
+    let charset = charset_of(&req);
     let request = DeliveryRequest {
         vendor: vendor.id,
         format: q.format,
@@ -154,4 +145,19 @@ pub(super) async fn one(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(found.receipt))
+}
+
+/// The `charset` parameter of the request's `Content-Type`.
+pub(super) fn charset_of(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| {
+            ct.split(';').skip(1).find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("charset")
+                    .then(|| v.trim().trim_matches('"').to_string())
+            })
+        })
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface (http-api.md): routes, authentication, error bodies, and the server's start
 //! on any listener with a shutdown future, so tests run the real server on port 0.
 
+mod admin;
 mod batches;
 mod deliveries;
 
@@ -90,12 +91,13 @@ async fn live() -> HttpResponse {
 
 async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
     let db = gw.store.ping().await.is_ok();
-    let mappings = !gw.mappings.mappings.is_empty();
+    let loaded = gw.mappings.load();
+    let mappings = !loaded.mappings.is_empty();
     let body = serde_json::json!({
         "status": if db && mappings { "ok" } else { "unavailable" },
         "database": if db { "ok" } else { "unreachable" },
         "backend": gw.store.backend(),
-        "mappings": gw.mappings.mappings.len(),
+        "mappings": loaded.mappings.len(),
     });
     if db && mappings {
         HttpResponse::Ok().json(body)
@@ -124,7 +126,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(web::resource("/deliveries/{id}").route(web::get().to(deliveries::one)))
                 .service(web::resource("/batches").route(web::get().to(batches::list)))
                 .service(web::resource("/batches/{id}").route(web::get().to(batches::one)))
-                .service(web::resource("/batches/{id}/ack").route(web::post().to(batches::ack))),
+                .service(web::resource("/batches/{id}/ack").route(web::post().to(batches::ack)))
+                .service(web::resource("/admin/mappings").route(web::get().to(admin::mappings)))
+                .service(
+                    web::resource("/admin/mappings/{format}/preview")
+                        .app_data(web::PayloadConfig::new(admin::PREVIEW_LIMIT))
+                        .route(web::post().to(admin::preview)),
+                ),
         )
         .default_service(web::to(not_found));
 }
@@ -156,6 +164,17 @@ pub async fn serve(
     .listen(listener)?
     .run();
     let handle = server.handle();
+    // Hot reload of the mappings directory, for as long as the server runs.
+    let _watcher = match &gw.mappings_dir {
+        Some(dir) => match crate::adapt::watch::watch(dir.clone(), gw.mappings.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot watch {} for mapping changes: {e}", dir.display());
+                None
+            }
+        },
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sealer = tokio::spawn(crate::deliver::run_sealer(gw, async move {
         let _ = stop_rx.await;

@@ -87,6 +87,16 @@ fn print_problems(problems: &[config::Problem]) {
 
 fn check(config_path: Option<PathBuf>) -> ExitCode {
     match config::load(config_path.as_deref()) {
+        Ok(loaded) if !loaded.mappings.failures.is_empty() => {
+            let problems: Vec<config::Problem> = loaded
+                .mappings
+                .failures
+                .iter()
+                .map(|f| config::Problem::from_text(&f.to_string()))
+                .collect();
+            print_problems(&problems);
+            ExitCode::from(1)
+        }
         Ok(loaded) => {
             for n in &loaded.notices {
                 println!("note: {n}");

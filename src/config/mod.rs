@@ -310,9 +310,8 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         },
         None => MappingSet::embedded(),
     };
-    for failure in &mappings.failures {
-        problems.push(problem_from(&failure.to_string()));
-    }
+    // Mapping files that fail to load do not stop the server (they are reported by the admin
+    // endpoint and the log, and hot reload picks up the fix); `weiche check` reports them.
 
     // Schema and code lists.
     let validator = match &schemas_dir {
@@ -355,7 +354,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     for v in &file.vendors {
         token(&v.id, Role::Vendor, &v.token, &mut problems);
         for f in v.formats.iter().chain(v.default_format.iter()) {
-            if !mappings.mappings.contains_key(f) {
+            if f != "*" && !mappings.mappings.contains_key(f) {
                 problems.push(Problem {
                     file: origin.clone(),
                     line: 0,
@@ -365,6 +364,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         }
         if let Some(d) = &v.default_format
             && !v.formats.contains(d)
+            && !v.formats.iter().any(|f| f == "*")
         {
             problems.push(Problem {
                 file: origin.clone(),
@@ -531,6 +531,13 @@ fn check_policy_codes(p: &Policy, validator: &Validator, problems: &mut Vec<Prob
                 "route.programs: '{prog}' is not in code list program"
             ));
         }
+    }
+}
+
+impl Problem {
+    /// A problem from a `file:line: message` (or `file: message`) text.
+    pub fn from_text(text: &str) -> Problem {
+        problem_from(text)
     }
 }
 

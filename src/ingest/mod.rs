@@ -84,7 +84,18 @@ where
             "no format given (?format=…) and the vendor has no default format".into(),
         );
     };
-    if !vendor.formats.contains(&format) {
+    let Some(mapping) = gw.mappings.load().get(&format) else {
+        return error(
+            Code::V000,
+            format!(
+                "no mapping loaded for format '{}'",
+                crate::catalogue::echo(&format)
+            ),
+        );
+    };
+    let allowed = vendor.formats.iter().any(|f| *f == format || f == "*")
+        || mapping.file.vendors.contains(&req.vendor);
+    if !allowed {
         return error(
             Code::V000,
             format!(
@@ -93,12 +104,6 @@ where
             ),
         );
     }
-    let Some(mapping) = gw.mappings.get(&format) else {
-        return error(
-            Code::V000,
-            format!("no mapping loaded for format '{format}'"),
-        );
-    };
     let mode_param = match req.mode.as_deref() {
         None => None,
         Some(m) => match Mode::parse(m) {

@@ -202,18 +202,26 @@ impl AdaptSink for Collector<'_, '_> {
             s.insert("format".into(), self.job.mapping.id().into());
             s.insert("delivery_id".into(), self.job.delivery_id.into());
         }
+        let mapping = self.job.mapping;
+        let entry = |issue: Issue| {
+            let source = (issue.code != Code::W002)
+                .then(|| issue.field.as_deref().and_then(|f| mapping.source_of(f)))
+                .flatten()
+                .map(str::to_string);
+            let mut entry = Entry::from_issue(Some(position), record_id.as_deref(), issue);
+            entry.source = source;
+            entry
+        };
         let checked = self.job.validator.check(draft);
-        let rid = record_id.as_deref();
         for w in checked.warnings {
-            self.warnings
-                .push(Entry::from_issue(Some(position), rid, w));
+            self.warnings.push(entry(w));
         }
         let record = match checked.record {
             Some(r) if checked.errors.is_empty() => r,
             _ => {
                 self.rejected += 1;
                 for e in checked.errors {
-                    self.errors.push(Entry::from_issue(Some(position), rid, e));
+                    self.errors.push(entry(e));
                 }
                 return Ok(());
             }

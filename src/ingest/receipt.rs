@@ -52,6 +52,9 @@ pub struct Entry {
     pub code: Code,
     /// Text for a person.
     pub message: String,
+    /// The source field or column the value came from, as the mapping names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Entry {
@@ -63,6 +66,7 @@ impl Entry {
             field: None,
             code,
             message: message.into(),
+            source: None,
         }
     }
 
@@ -74,6 +78,7 @@ impl Entry {
             field: issue.field,
             code: issue.code,
             message: issue.message,
+            source: None,
         }
     }
 }

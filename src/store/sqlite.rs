@@ -103,7 +103,8 @@ impl SqliteStore {
             .map_err(map_migrate_err)?;
 
         let reader = if in_memory {
-            // Every connection to a private in-memory database would see its own database.
+            // An in-memory database has no WAL: readers beside the writer would meet table
+            // locks (SQLITE_LOCKED) instead of a snapshot, so one connection does everything.
             writer.clone()
         } else {
             let reader_options = base.pragma("query_only", "ON");

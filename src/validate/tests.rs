@@ -551,19 +551,19 @@ fn mapping_issues_are_carried_over_and_not_repeated() {
     d.issues.push(Issue::new(
         Code::F003,
         "program",
-        "fachbereich value 'SGB XII' is not in the mapping's value map",
+        "division value 'SGB XII' is not in the mapping's value map",
     ));
     d.issues.push(Issue::new(
         Code::W002,
-        "klient.geburtsort",
-        "unknown field 'geburtsort' ignored",
+        "person.birthplace",
+        "unknown field 'birthplace' ignored",
     ));
     let c = validator().check(d);
     only_error(
         &c,
         Code::F003,
         "program",
-        Some("fachbereich value 'SGB XII' is not in the mapping's value map"),
+        Some("division value 'SGB XII' is not in the mapping's value map"),
     );
     assert_eq!(c.warnings.len(), 1);
     assert_eq!(c.warnings[0].code, Code::W002);
