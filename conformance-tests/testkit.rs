@@ -33,6 +33,11 @@ fn sha(token: &str) -> String {
 /// Writes a configuration for the test principals into `dir` and returns its path. The
 /// policies are the shipped ones with batches sealed at once, plus a second statistics office.
 pub fn write_config(dir: &Path, database_url: &str, extra: &str) -> PathBuf {
+    write_config_with(dir, database_url, extra, &repo().join("mappings"))
+}
+
+/// Like [`write_config`], with another mappings directory.
+pub fn write_config_with(dir: &Path, database_url: &str, extra: &str, mappings: &Path) -> PathBuf {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     let shipped = std::fs::read_to_string(repo().join("policies/statistik-nrw.toml")).unwrap();
@@ -85,7 +90,7 @@ id = "admin"
 token = {{ sha256 = "{a}" }}
 "#,
         data = dir.join("data").display(),
-        mappings = repo().join("mappings").display(),
+        mappings = mappings.display(),
         policies = policies.display(),
         schemas = repo().join("schemas").display(),
         v = sha(VENDOR_TOKEN),
@@ -117,12 +122,36 @@ impl TestServer {
 
     /// Starts with extra top-level configuration lines (e.g. `[limits]`).
     pub async fn start_with(backend: Backend, extra: &str) -> Option<TestServer> {
+        Self::start_full(backend, extra, false).await
+    }
+
+    /// Starts with a private copy of the three reference mappings in `<dir>/mappings`, for tests
+    /// that change mapping files while the server runs.
+    pub async fn start_with_own_mappings(backend: Backend) -> Option<TestServer> {
+        Self::start_full(backend, "", true).await
+    }
+
+    async fn start_full(backend: Backend, extra: &str, own_mappings: bool) -> Option<TestServer> {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => crate::support::fresh_sqlite_url(dir.path()),
             Backend::Postgres => crate::support::fresh_postgres_url().await?,
         };
-        let config = write_config(dir.path(), &database_url, extra);
+        let mappings = if own_mappings {
+            let m = dir.path().join("mappings");
+            std::fs::create_dir_all(&m).unwrap();
+            for f in [
+                "klidas-json.toml",
+                "xsozial-lieferung.toml",
+                "fallwerk-csv.toml",
+            ] {
+                std::fs::copy(repo().join("mappings").join(f), m.join(f)).unwrap();
+            }
+            m
+        } else {
+            repo().join("mappings")
+        };
+        let config = write_config_with(dir.path(), &database_url, extra, &mappings);
         let loaded = weiche::config::load(Some(&config)).unwrap_or_else(|p| {
             panic!("test configuration: {p:?}");
         });
