@@ -27,6 +27,8 @@ fn free_port() -> u16 {
         .port()
 }
 
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 async fn start(config: &std::path::Path, base: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weiche"))
         .args(["serve", "--config"])

@@ -61,6 +61,8 @@ pub enum Code {
     A001,
     /// Resource not found (no spec code of its own; answered as `404`).
     N404,
+    /// Method not allowed on this endpoint (answered as `405`).
+    M405,
     /// Request malformed in a way no other code covers (bad query parameter, bad JSON body).
     R400,
     /// An internal failure; never caused by input.
@@ -98,6 +100,7 @@ impl Code {
             Code::C002 => "C002",
             Code::A001 => "A001",
             Code::N404 => "N404",
+            Code::M405 => "M405",
             Code::R400 => "R400",
             Code::I500 => "I500",
         }
@@ -114,6 +117,7 @@ impl Code {
             Code::T071 => 403,
             Code::U001 => 503,
             Code::N404 => 404,
+            Code::M405 => 405,
             Code::I500 => 500,
             _ => 422,
         }

@@ -355,6 +355,12 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Whether a mapping may fill a canonical path (list fields as `services[].kind`).
+fn is_canonical_target(target: &str) -> bool {
+    matches!(target, "source.record_id" | "reporting_period" | "program")
+        || (crate::consent::policy::LEAF_PATHS.contains(&target) && target != "client.linkage_key")
+}
+
 /// A source path split into tokens: a pointer for JSON and XML (`/a/@b`), a column for CSV.
 pub fn path_tokens(syntax: Syntax, path: &str) -> Option<Vec<String>> {
     match syntax {
@@ -491,7 +497,31 @@ impl MappingFile {
                     .map(|(k, v)| (format!("{name}[].{k}"), v)),
             );
         }
+        for (target, _) in &rules {
+            if !is_canonical_target(target) {
+                return Err(invalid(format!(
+                    "'{target}' is not a canonical field a mapping can fill (see canonical-model.md)"
+                )));
+            }
+        }
+        for (target, rule) in self
+            .record
+            .fields
+            .iter()
+            .chain(self.record.lists.values().flat_map(|l| l.fields.iter()))
+        {
+            if rule.required {
+                return Err(invalid(format!(
+                    "field '{target}': required applies to [delivery.fields] only (a missing record value is F001 anyway)"
+                )));
+            }
+        }
         for (target, rule) in &rules {
+            if rule.map.is_some() && rule.kind == ValueKind::Number {
+                return Err(invalid(format!(
+                    "field '{target}': map does not apply to numbers"
+                )));
+            }
             match (&rule.from, &rule.value) {
                 (Some(from), None) => paths.push(from),
                 (None, Some(_)) => {}

@@ -61,10 +61,10 @@ pub(super) async fn preview(
     req: HttpRequest,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    query: web::Query<PreviewQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &gw, Role::Admin)?;
+    let query: PreviewQuery = super::query(&req)?;
     let format = path.into_inner();
     let mapping = gw.mappings.load().get(&format).ok_or_else(|| {
         ApiError::new(

@@ -38,9 +38,9 @@ pub struct ListQuery {
 pub(super) async fn list(
     req: HttpRequest,
     gw: web::Data<Gateway>,
-    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let me = authenticate(&req, &gw, Role::Recipient)?;
+    let query: ListQuery = super::query(&req)?;
     let state = match query.state.as_deref() {
         None => None,
         Some(s) => Some(
@@ -197,10 +197,22 @@ pub(super) async fn ack(
     req: HttpRequest,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    body: Option<web::Json<Ack>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let me = authenticate(&req, &gw, Role::Recipient)?;
-    let findings = body.map(|b| b.into_inner().findings).unwrap_or_default();
+    // An empty body acknowledges without findings; anything else must be a valid Ack.
+    let findings = if body.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<Ack>(&body)
+            .map_err(|e| {
+                ApiError::new(
+                    Code::R400,
+                    format!("acknowledgement body is not valid: {e}"),
+                )
+            })?
+            .findings
+    };
     let findings =
         serde_json::to_string(&findings).map_err(|e| ApiError::new(Code::R400, e.to_string()))?;
     let batch = gw

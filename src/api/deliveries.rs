@@ -19,7 +19,6 @@ pub struct PostQuery {
 pub(super) async fn post(
     req: HttpRequest,
     gw: web::Data<Gateway>,
-    query: web::Query<PostQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let vendor = authenticate(&req, &gw, Role::Vendor)?;
@@ -36,7 +35,7 @@ pub(super) async fn post(
             "Idempotency-Key longer than 200 characters",
         ));
     }
-    let q = query.into_inner();
+    let q: PostQuery = super::query(&req)?;
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -93,9 +92,9 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
 pub(super) async fn list(
     req: HttpRequest,
     gw: web::Data<Gateway>,
-    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let vendor = authenticate(&req, &gw, Role::Vendor)?;
+    let query: ListQuery = super::query(&req)?;
     let since = match &query.since {
         None => None,
         Some(s) => Some(

@@ -65,6 +65,13 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Parses the query string (after authentication, so a stranger learns nothing from a 400).
+pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::new(Code::R400, format!("query is not valid: {e}")))
+}
+
 /// The caller, authenticated by bearer token, with the role the endpoint needs.
 pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Principal, ApiError> {
     let token = req
@@ -112,24 +119,36 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(Code::N404, "no such endpoint"))
 }
 
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        Code::M405,
+        "method not allowed on this endpoint",
+    ))
+}
+
+/// A resource whose unsupported methods answer a JSON `405`.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 /// Registers every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health/live").route(web::get().to(live)))
-        .service(web::resource("/health/ready").route(web::get().to(ready)))
+    cfg.service(resource("/health/live").route(web::get().to(live)))
+        .service(resource("/health/ready").route(web::get().to(ready)))
         .service(
             web::scope("/api/v1")
                 .service(
-                    web::resource("/deliveries")
+                    resource("/deliveries")
                         .route(web::post().to(deliveries::post))
                         .route(web::get().to(deliveries::list)),
                 )
-                .service(web::resource("/deliveries/{id}").route(web::get().to(deliveries::one)))
-                .service(web::resource("/batches").route(web::get().to(batches::list)))
-                .service(web::resource("/batches/{id}").route(web::get().to(batches::one)))
-                .service(web::resource("/batches/{id}/ack").route(web::post().to(batches::ack)))
-                .service(web::resource("/admin/mappings").route(web::get().to(admin::mappings)))
+                .service(resource("/deliveries/{id}").route(web::get().to(deliveries::one)))
+                .service(resource("/batches").route(web::get().to(batches::list)))
+                .service(resource("/batches/{id}").route(web::get().to(batches::one)))
+                .service(resource("/batches/{id}/ack").route(web::post().to(batches::ack)))
+                .service(resource("/admin/mappings").route(web::get().to(admin::mappings)))
                 .service(
-                    web::resource("/admin/mappings/{format}/preview")
+                    resource("/admin/mappings/{format}/preview")
                         .app_data(web::PayloadConfig::new(admin::PREVIEW_LIMIT))
                         .route(web::post().to(admin::preview)),
                 ),

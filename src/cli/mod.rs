@@ -165,7 +165,19 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             eprintln!("demo token of {id}: {}", path.display());
         }
         let shutdown = async {
+            #[cfg(unix)]
+            {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("install SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
             let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: finishing requests in flight");
         };
         match crate::api::serve(listener, gw, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

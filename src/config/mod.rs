@@ -431,7 +431,19 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                     if let Some(validator) = &validator {
                         check_policy_codes(&p, validator, &mut problems);
                     }
-                    policies.insert(p.id().to_string(), p);
+                    if let Some(prev) = policies.get(p.id()) {
+                        problems.push(Problem {
+                            file: name.clone(),
+                            line: 0,
+                            message: format!(
+                                "policy id '{}' is already defined by {}",
+                                p.id(),
+                                prev.origin
+                            ),
+                        });
+                    } else {
+                        policies.insert(p.id().to_string(), p);
+                    }
                 }
                 Err(e) => problems.push(problem_from(&e.to_string())),
             },
