@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weiche::store::{
-    BatchState, CommitOutcome, ItemKind, NewDelivery, NewItem, NewRecord, SealRule, Store,
-    StoreError,
+    AuditRow, BatchState, CommitOutcome, Holder, ItemKind, NewAuditEvent, NewDelivery, NewItem,
+    NewRecord, SealRule, Store, StoreError, Withdrawal,
 };
 
 /// One backend under test: a store on a fresh database, and what is needed to open a second
@@ -77,6 +77,48 @@ impl Backend {
         }
     }
 
+    /// Runs a test-written SQL statement (literals only, no parameters) returning one text
+    /// column, with plain SQL on a separate connection.
+    async fn texts(&self, sql: &str) -> Vec<Option<String>> {
+        use sqlx::Connection;
+        if self.postgres {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+    }
+
+    /// Runs a test-written `SELECT COUNT(*) …` (literals only).
+    async fn count(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        if self.postgres {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+
+    /// The stored state of a record (`None` when absent).
+    async fn state(&self, vendor: &str, record_id: &str, period: &str) -> Option<String> {
+        self.texts(&format!(
+            "SELECT state FROM records WHERE vendor = '{vendor}' AND record_id = '{record_id}' \
+             AND reporting_period = '{period}'"
+        ))
+        .await
+        .pop()
+        .flatten()
+    }
+
+    /// The database file of a SQLite backend.
+    fn sqlite_path(&self) -> std::path::PathBuf {
+        assert!(!self.postgres);
+        std::path::PathBuf::from(self.url.trim_start_matches("sqlite://"))
+    }
+
     async fn finish(self) {
         if self.postgres {
             support::drop_postgres_database(&self.url).await;
@@ -130,6 +172,16 @@ contract_tests!(
     batches_filter_by_state,
     chunked_put_of_5000_records_in_one_transaction,
     concurrent_sealing_from_two_stores_seals_each_item_once,
+    put_stores_delivery_id_state_and_consent,
+    cancel_missing_respects_scope_keep_and_delivery,
+    cancel_missing_with_thousands_of_scopes_and_kept_ids,
+    holders_follow_the_latest_item_within_the_transaction,
+    client_holders_with_and_without_consent_filter,
+    erase_client_deletes_open_and_stubs_sealed_items,
+    withdrawals_keep_the_earliest_date,
+    audit_chain_links_and_pages,
+    concurrent_audit_from_two_stores_is_gap_free,
+    current_records_are_active_and_held,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -149,6 +201,23 @@ fn rec(vendor: &str, record_id: &str, period: &str, body: &str) -> NewRecord {
         reporting_period: period.into(),
         program: "P1".into(),
         client_id: format!("client-{record_id}"),
+        delivery_id: "d-test".into(),
+        body: body.into(),
+    }
+}
+
+/// A record with every field chosen: `(vendor, record_id, period, program, client, delivery)`.
+fn rec_of(
+    (vendor, record_id, period, program, client, delivery): (&str, &str, &str, &str, &str, &str),
+    body: &str,
+) -> NewRecord {
+    NewRecord {
+        vendor: vendor.into(),
+        record_id: record_id.into(),
+        reporting_period: period.into(),
+        program: program.into(),
+        client_id: client.into(),
+        delivery_id: delivery.into(),
         body: body.into(),
     }
 }
@@ -162,6 +231,80 @@ fn item(recipient: &str, record_id: &str, period: &str, body: &str) -> NewItem {
         reporting_period: period.into(),
         record_ref: format!("p1.{record_id}"),
         body: body.into(),
+        consent_id: None,
+    }
+}
+
+/// An item of vendor `v1` of any kind, with its consent; ref `{recipient}.{record_id}`.
+fn item_of(
+    recipient: &str,
+    kind: ItemKind,
+    record_id: &str,
+    period: &str,
+    consent: Option<&str>,
+) -> NewItem {
+    NewItem {
+        recipient: recipient.into(),
+        kind,
+        vendor: "v1".into(),
+        record_id: record_id.into(),
+        reporting_period: period.into(),
+        record_ref: format!("{recipient}.{record_id}"),
+        body: format!(r#"{{"type":"{}","record":"{record_id}"}}"#, kind.as_str()),
+        consent_id: consent.map(str::to_string),
+    }
+}
+
+/// The expected holder of a record of vendor `v1` made with [`item_of`].
+fn holder(recipient: &str, record_id: &str, period: &str, consent: Option<&str>) -> Holder {
+    Holder {
+        recipient: recipient.into(),
+        vendor: "v1".into(),
+        record_id: record_id.into(),
+        reporting_period: period.into(),
+        record_ref: format!("{recipient}.{record_id}"),
+        consent_id: consent.map(str::to_string),
+    }
+}
+
+fn key(record_id: &str, period: &str) -> (String, String) {
+    (record_id.to_string(), period.to_string())
+}
+
+fn event(kind: &str, subject: Option<&str>, body: &str) -> NewAuditEvent {
+    NewAuditEvent {
+        at_ms: 1_700_000_000_000,
+        kind: kind.into(),
+        subject: subject.map(str::to_string),
+        body: body.into(),
+    }
+}
+
+/// Asserts the rows are the chain 1, 2, … from the genesis, each linked to its predecessor.
+fn assert_chain(rows: &[AuditRow]) {
+    let mut prev = weiche::audit::GENESIS.to_string();
+    for (n, row) in rows.iter().enumerate() {
+        assert_eq!(row.seq, n as i64 + 1, "gap-free sequence");
+        assert_eq!(
+            row.prev_hash, prev,
+            "event {} links to its predecessor",
+            row.seq
+        );
+        assert_eq!(row.hash, weiche::audit::link_hash(&prev, &row.body));
+        prev = row.hash.clone();
+    }
+}
+
+/// Every audit event, paged.
+async fn all_audit(store: &Arc<dyn Store>) -> Vec<AuditRow> {
+    let mut out: Vec<AuditRow> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |r| r.seq);
+        let page = store.audit_events(after, 1_000).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
     }
 }
 
@@ -936,6 +1079,815 @@ async fn concurrent_sealing_from_two_stores_seals_each_item_once(b: &Backend) {
         }
     }
     assert_eq!(seqs.len() as i64, total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record lifecycle, holders, erasure, withdrawals, audit
+
+async fn put_stores_delivery_id_state_and_consent(b: &Backend) {
+    let s = &b.store;
+    let r = rec_of(("v1", "R1", "2026-10", "P1", "C1", "d-1"), "a");
+    deliver(
+        s,
+        &[r],
+        &[item_of("r1", ItemKind::Record, "R1", "2026-10", Some("K1"))],
+        &delivery("v1", None, 1),
+    )
+    .await;
+    let rows = b
+        .texts("SELECT delivery_id || '/' || state FROM records WHERE record_id = 'R1'")
+        .await;
+    assert_eq!(rows, vec![Some("d-1/active".to_string())]);
+    assert_eq!(
+        b.texts("SELECT consent_id FROM items").await,
+        vec![Some("K1".to_string())]
+    );
+
+    // A new version (from another delivery) takes over the delivery id.
+    let r = rec_of(("v1", "R1", "2026-10", "P1", "C1", "d-2"), "b");
+    deliver(s, &[r], &[], &delivery("v1", None, 2)).await;
+    assert_eq!(
+        b.texts("SELECT delivery_id FROM records").await,
+        vec![Some("d-2".to_string())]
+    );
+}
+
+async fn cancel_missing_respects_scope_keep_and_delivery(b: &Backend) {
+    let s = &b.store;
+    let first = [
+        ("v1", "R1", "2026-10", "P1", "C1", "dA"),
+        ("v1", "R2", "2026-10", "P1", "C1", "dA"),
+        ("v1", "R3", "2026-10", "P1", "C1", "dA"),
+        ("v1", "R4", "2026-10", "P1", "C2", "dA"),
+        ("v1", "R5", "2026-10", "P2", "C2", "dA"),
+        ("v1", "R6", "2026-11", "P1", "C2", "dA"),
+        ("v2", "R3", "2026-10", "P1", "C1", "dA"),
+    ];
+    let records: Vec<NewRecord> = first.iter().map(|k| rec_of(*k, "x")).collect();
+    deliver(s, &records, &[], &delivery("v1", None, 1)).await;
+
+    // A full delivery dB of (P1, 2026-10) writes R1, rejects R2 (kept) and omits R3 and R4.
+    let scope = vec![key("P1", "2026-10")];
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(
+        &[rec_of(("v1", "R1", "2026-10", "P1", "C1", "dB"), "y")],
+        &[],
+    )
+    .await
+    .unwrap();
+    let cancelled = tx
+        .cancel_missing("dB", "v1", &scope, &["R2".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(cancelled, vec![key("R3", "2026-10"), key("R4", "2026-10")]);
+    // Already cancelled: not again.
+    assert!(
+        tx.cancel_missing("dB", "v1", &scope, &[])
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.0 == "R2")
+    );
+    // No scopes: nothing.
+    assert!(
+        tx.cancel_missing("dB", "v1", &[], &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit(&delivery("v1", None, 2)).await.unwrap();
+
+    assert_eq!(
+        b.state("v1", "R1", "2026-10").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(
+        b.state("v1", "R2", "2026-10").await.as_deref(),
+        Some("cancelled"),
+        "the second call above (keep empty) cancelled R2"
+    );
+    assert_eq!(
+        b.state("v1", "R3", "2026-10").await.as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(
+        b.state("v1", "R4", "2026-10").await.as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(
+        b.state("v1", "R5", "2026-10").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(
+        b.state("v1", "R6", "2026-11").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(
+        b.state("v2", "R3", "2026-10").await.as_deref(),
+        Some("active")
+    );
+    // A cancelled record keeps its last body.
+    assert_eq!(
+        s.record("v1", "R3", "2026-10").await.unwrap().as_deref(),
+        Some("x")
+    );
+
+    // Delivered again, a cancelled record is active again.
+    deliver(
+        s,
+        &[rec_of(("v1", "R3", "2026-10", "P1", "C1", "dC"), "z")],
+        &[],
+        &delivery("v1", None, 3),
+    )
+    .await;
+    assert_eq!(
+        b.state("v1", "R3", "2026-10").await.as_deref(),
+        Some("active")
+    );
+
+    // Rolled back, a cancellation leaves nothing; several scopes at once.
+    let mut tx = s.begin_delivery().await.unwrap();
+    let got = tx
+        .cancel_missing(
+            "dD",
+            "v1",
+            &[
+                key("P1", "2026-10"),
+                key("P2", "2026-10"),
+                key("P1", "2026-11"),
+            ],
+            &["R1".to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            key("R3", "2026-10"),
+            key("R5", "2026-10"),
+            key("R6", "2026-11")
+        ]
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        b.state("v1", "R5", "2026-10").await.as_deref(),
+        Some("active")
+    );
+
+    // The delivery's own records are never cancelled by it.
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(
+        tx.cancel_missing("dC", "v1", &scope, &[]).await.unwrap(),
+        vec![key("R1", "2026-10")]
+    );
+    tx.commit_plain().await.unwrap();
+    assert_eq!(
+        b.state("v1", "R3", "2026-10").await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(
+        b.state("v1", "R1", "2026-10").await.as_deref(),
+        Some("cancelled")
+    );
+}
+
+async fn cancel_missing_with_thousands_of_scopes_and_kept_ids(b: &Backend) {
+    let s = &b.store;
+    // 6,000 records over 3 periods, then a full delivery over 40,000 scopes (far beyond any
+    // parameter limit) that keeps 35,000 ids (most of them unknown) and writes none.
+    let records: Vec<NewRecord> = (0..6_000)
+        .map(|i| {
+            let id = format!("R{i:05}");
+            let period = format!("2026-0{}", 1 + i % 3);
+            rec_of(("v1", &id, &period, "P1", "C", "old"), "x")
+        })
+        .collect();
+    deliver(s, &records, &[], &delivery("v1", None, 1)).await;
+    let mut scopes: Vec<(String, String)> = (0..40_000)
+        .map(|i| key(&format!("Q{i}"), "2026-01"))
+        .collect();
+    scopes.push(key("P1", "2026-01"));
+    scopes.push(key("P1", "2026-02"));
+    let keep: Vec<String> = (0..35_000).map(|i| format!("R{:05}", i * 2)).collect();
+    let mut tx = s.begin_delivery().await.unwrap();
+    let cancelled = tx
+        .cancel_missing("new", "v1", &scopes, &keep)
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+    // Periods 01 and 02 (i % 3 in {0, 1}), odd i only.
+    let mut want: Vec<(String, String)> = (0..6_000)
+        .filter(|i| i % 3 != 2 && i % 2 == 1)
+        .map(|i| key(&format!("R{i:05}"), &format!("2026-0{}", 1 + i % 3)))
+        .collect();
+    want.sort();
+    assert_eq!(cancelled.len(), want.len());
+    assert_eq!(cancelled, want);
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM records WHERE state = 'cancelled'")
+            .await,
+        want.len() as i64
+    );
+}
+
+async fn holders_follow_the_latest_item_within_the_transaction(b: &Backend) {
+    let s = &b.store;
+    let p = "2026-10";
+    deliver(
+        s,
+        &[rec("v1", "R1", p, "a"), rec("v1", "R2", p, "b")],
+        &[
+            item_of("r1", ItemKind::Record, "R1", p, Some("K1")),
+            item_of("r2", ItemKind::Record, "R1", p, None),
+            item_of("r3", ItemKind::Record, "R1", p, Some("K3")),
+            item_of("r4", ItemKind::Record, "R1", p, None),
+            item_of("r1", ItemKind::Record, "R2", p, None),
+        ],
+        &delivery("v1", None, 1),
+    )
+    .await;
+    // The same record id at another vendor and in another period are other records.
+    let mut other = item_of("r9", ItemKind::Record, "R1", p, None);
+    other.vendor = "v2".into();
+    deliver(
+        s,
+        &[],
+        &[
+            other,
+            item_of("r8", ItemKind::Record, "R1", "2026-11", None),
+        ],
+        &delivery("v1", None, 2),
+    )
+    .await;
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    let keys = vec![key("R1", p), key("R2", p), key("R1", p), key("NOPE", p)];
+    assert_eq!(
+        tx.holders("v1", &keys).await.unwrap(),
+        vec![
+            holder("r1", "R1", p, Some("K1")),
+            holder("r2", "R1", p, None),
+            holder("r3", "R1", p, Some("K3")),
+            holder("r4", "R1", p, None),
+            holder("r1", "R2", p, None),
+        ]
+    );
+    assert!(tx.holders("v1", &[]).await.unwrap().is_empty());
+    assert!(tx.holders("v3", &keys).await.unwrap().is_empty());
+
+    // Written in this transaction: a cancellation, a revocation and an erasure end holding; a
+    // new record item after a revocation starts it again (under its own consent).
+    tx.put(
+        &[],
+        &[
+            item_of("r2", ItemKind::Cancellation, "R1", p, None),
+            item_of("r3", ItemKind::Revocation, "R1", p, Some("K3")),
+            item_of("r4", ItemKind::Erasure, "R1", p, None),
+            item_of("r1", ItemKind::Revocation, "R2", p, None),
+            item_of("r1", ItemKind::Record, "R2", p, Some("K9")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tx.holders("v1", &keys).await.unwrap(),
+        vec![
+            holder("r1", "R1", p, Some("K1")),
+            holder("r1", "R2", p, Some("K9")),
+        ]
+    );
+    tx.rollback().await.unwrap();
+
+    // Many keys in one call.
+    let many: Vec<(String, String)> = (0..40_000)
+        .map(|i| key(&format!("X{i}"), p))
+        .chain([key("R2", p)])
+        .collect();
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(
+        tx.holders("v1", &many).await.unwrap(),
+        vec![holder("r1", "R2", p, None)]
+    );
+    tx.rollback().await.unwrap();
+}
+
+async fn client_holders_with_and_without_consent_filter(b: &Backend) {
+    let s = &b.store;
+    let records = [
+        rec_of(("v1", "R1", "2026-10", "P1", "C1", "d"), "a"),
+        rec_of(("v1", "R2", "2026-11", "P1", "C1", "d"), "b"),
+        rec_of(("v1", "R3", "2026-10", "P1", "C2", "d"), "c"),
+        rec_of(("v2", "R4", "2026-10", "P1", "C1", "d"), "d"),
+    ];
+    let mut v2_item = item_of("r1", ItemKind::Record, "R4", "2026-10", Some("K1"));
+    v2_item.vendor = "v2".into();
+    deliver(
+        s,
+        &records,
+        &[
+            item_of("r1", ItemKind::Record, "R1", "2026-10", Some("K1")),
+            item_of("r2", ItemKind::Record, "R1", "2026-10", Some("K2")),
+            item_of("r1", ItemKind::Record, "R2", "2026-11", Some("K2")),
+            item_of("r3", ItemKind::Record, "R2", "2026-11", None),
+            item_of("r1", ItemKind::Record, "R3", "2026-10", Some("K1")),
+            // An item of C1's record id in a period without a record row: not C1's.
+            item_of("r1", ItemKind::Record, "R1", "2026-12", Some("K1")),
+            v2_item,
+        ],
+        &delivery("v1", None, 1),
+    )
+    .await;
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(
+        tx.client_holders("v1", "C1", None).await.unwrap(),
+        vec![
+            holder("r1", "R1", "2026-10", Some("K1")),
+            holder("r2", "R1", "2026-10", Some("K2")),
+            holder("r1", "R2", "2026-11", Some("K2")),
+            holder("r3", "R2", "2026-11", None),
+        ]
+    );
+    assert_eq!(
+        tx.client_holders("v1", "C1", Some("K2")).await.unwrap(),
+        vec![
+            holder("r2", "R1", "2026-10", Some("K2")),
+            holder("r1", "R2", "2026-11", Some("K2")),
+        ]
+    );
+    assert_eq!(
+        tx.client_holders("v1", "C1", Some("K1")).await.unwrap(),
+        vec![holder("r1", "R1", "2026-10", Some("K1"))]
+    );
+    assert!(
+        tx.client_holders("v1", "C1", Some("K7"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        tx.client_holders("v1", "C9", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // In the same transaction: r2's item is revoked; r1's R1 is re-sent under K2, so the filter
+    // follows the latest item's consent.
+    tx.put(
+        &[],
+        &[
+            item_of("r2", ItemKind::Revocation, "R1", "2026-10", Some("K2")),
+            item_of("r1", ItemKind::Record, "R1", "2026-10", Some("K2")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tx.client_holders("v1", "C1", Some("K2")).await.unwrap(),
+        vec![
+            holder("r1", "R1", "2026-10", Some("K2")),
+            holder("r1", "R2", "2026-11", Some("K2")),
+        ]
+    );
+    assert!(
+        tx.client_holders("v1", "C1", Some("K1"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.rollback().await.unwrap();
+}
+
+/// A family name that occurs nowhere else in the database.
+const ERASED_NAME: &str = "Zzyzxbrandtová";
+
+async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
+    let s = &b.store;
+    let p = "2026-10";
+    // R1 has a body larger than a page (overflow pages), R2 a small one; R3 is another client's.
+    let big = format!(
+        r#"{{"client":{{"family_name":"{ERASED_NAME}"}},"notes":"{}"}}"#,
+        "n".repeat(20_000)
+    );
+    let small = format!(r#"{{"client":{{"family_name":"{ERASED_NAME}"}}}}"#);
+    let records = [
+        rec_of(("v1", "R1", p, "P1", "C-erase", "d"), &big),
+        rec_of(("v1", "R2", p, "P1", "C-erase", "d"), &small),
+        rec_of(("v1", "R3", p, "P1", "C-keep", "d"), r#"{"keep":true}"#),
+        rec_of(
+            ("v2", "R1", p, "P1", "C-erase", "d"),
+            r#"{"other":"vendor"}"#,
+        ),
+    ];
+    let named = |recipient: &str, record_id: &str| {
+        let mut i = item_of(recipient, ItemKind::Record, record_id, p, Some("K1"));
+        i.body = format!(r#"{{"type":"record","family_name":"{ERASED_NAME}"}}"#);
+        i
+    };
+    deliver(
+        s,
+        &records,
+        &[named("r1", "R1"), named("r1", "R2"), named("r1", "R3")],
+        &delivery("v1", None, 1),
+    )
+    .await;
+    let rule = SealRule {
+        max_items: 100,
+        max_age_ms: 0,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    let batch = s.batches("r1", None).await.unwrap().remove(0);
+    // Later items, still open: a new version for r1, a first one for r2, one of C-keep.
+    deliver(
+        s,
+        &[],
+        &[
+            named("r1", "R1"),
+            named("r2", "R2"),
+            named("r2", "R3"),
+            item_of("r2", ItemKind::Cancellation, "R1", p, None),
+        ],
+        &delivery("v1", None, 2),
+    )
+    .await;
+    assert_eq!(s.open_items("r1").await.unwrap(), 1);
+    assert_eq!(s.open_items("r2").await.unwrap(), 3);
+
+    if !b.postgres {
+        s.compact().await.unwrap();
+        assert!(
+            sqlite_files_contain(b, ERASED_NAME),
+            "the name is in the file before the erasure (else the check below proves nothing)"
+        );
+    }
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(tx.erase_client("v1", "C-erase").await.unwrap(), 2);
+    assert!(
+        tx.client_holders("v1", "C-erase", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit_plain().await.unwrap();
+
+    assert_eq!(s.record("v1", "R1", p).await.unwrap(), None);
+    assert_eq!(s.record("v1", "R2", p).await.unwrap(), None);
+    assert!(s.record("v1", "R3", p).await.unwrap().is_some());
+    assert!(
+        s.record("v2", "R1", p).await.unwrap().is_some(),
+        "other vendor"
+    );
+    // Open items of the client are gone, others stay.
+    assert_eq!(s.open_items("r1").await.unwrap(), 0);
+    assert_eq!(s.open_items("r2").await.unwrap(), 1);
+    // Sealed items are stubs, in order; C-keep's item is untouched.
+    let bodies: Vec<String> = all_batch_items(s, &batch.batch_id, 10)
+        .await
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            r#"{"type":"record","record_ref":"r1.R1","erased":true}"#.to_string(),
+            r#"{"type":"record","record_ref":"r1.R2","erased":true}"#.to_string(),
+            format!(r#"{{"type":"record","family_name":"{ERASED_NAME}"}}"#),
+        ]
+    );
+    // A second erasure finds nothing.
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(tx.erase_client("v1", "C-erase").await.unwrap(), 0);
+    tx.commit_plain().await.unwrap();
+
+    // Only C-keep's sealed and open items still carry the name; erase C-keep too, then nothing
+    // in the files may.
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(tx.erase_client("v1", "C-keep").await.unwrap(), 1);
+    tx.commit_plain().await.unwrap();
+    assert_eq!(
+        b.count(&format!(
+            "SELECT COUNT(*) FROM items WHERE body LIKE '%{ERASED_NAME}%'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        b.count(&format!(
+            "SELECT COUNT(*) FROM records WHERE body LIKE '%{ERASED_NAME}%'"
+        ))
+        .await,
+        0
+    );
+    s.compact().await.unwrap();
+    if !b.postgres {
+        assert!(
+            !sqlite_files_contain(b, ERASED_NAME),
+            "the erased name is still in the database file or its WAL after compact"
+        );
+        let wal = b.sqlite_path().with_extension("db-wal");
+        assert!(
+            std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+            "compact truncates the WAL"
+        );
+    }
+    // The store is still fine.
+    s.ping().await.unwrap();
+    assert_eq!(s.open_items("r2").await.unwrap(), 0);
+}
+
+/// Whether the SQLite database file or its WAL contains `needle` (UTF-8 bytes).
+fn sqlite_files_contain(b: &Backend, needle: &str) -> bool {
+    let db = b.sqlite_path();
+    let mut files = vec![db.clone()];
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    files.push(wal.into());
+    let needle = needle.as_bytes();
+    files.iter().any(|f| {
+        std::fs::read(f).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+async fn withdrawals_keep_the_earliest_date(b: &Backend) {
+    let s = &b.store;
+    let w = |client: &str, consent: &str, on: &str| Withdrawal {
+        client_id: client.into(),
+        consent_id: consent.into(),
+        withdrawn_on: on.into(),
+    };
+    assert!(s.withdrawals("v1").await.unwrap().is_empty());
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put_withdrawal("v1", &w("C1", "K1", "2026-05-10"))
+        .await
+        .unwrap();
+    tx.put_withdrawal("v1", &w("C1", "K1", "2026-06-01"))
+        .await
+        .unwrap();
+    tx.put_withdrawal("v1", &w("C2", "K1", "2026-07-01"))
+        .await
+        .unwrap();
+    tx.put_withdrawal("v2", &w("C1", "K1", "2026-08-01"))
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+    assert_eq!(
+        s.withdrawals("v1").await.unwrap(),
+        vec![w("C1", "K1", "2026-05-10"), w("C2", "K1", "2026-07-01")]
+    );
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put_withdrawal("v1", &w("C1", "K1", "2026-04-30"))
+        .await
+        .unwrap();
+    tx.put_withdrawal("v1", &w("C1", "K0", "2026-09-09"))
+        .await
+        .unwrap();
+    tx.put_withdrawal("v1", &w("C1", "K1", "2026-05-01"))
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+    assert_eq!(
+        s.withdrawals("v1").await.unwrap(),
+        vec![
+            w("C1", "K0", "2026-09-09"),
+            w("C1", "K1", "2026-04-30"),
+            w("C2", "K1", "2026-07-01"),
+        ]
+    );
+    // Rolled back: nothing changes.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put_withdrawal("v1", &w("C1", "K1", "2020-01-01"))
+        .await
+        .unwrap();
+    tx.put_withdrawal("v1", &w("C3", "K3", "2020-01-01"))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(s.withdrawals("v1").await.unwrap().len(), 3);
+    assert_eq!(
+        s.withdrawals("v2").await.unwrap(),
+        vec![w("C1", "K1", "2026-08-01")]
+    );
+}
+
+async fn audit_chain_links_and_pages(b: &Backend) {
+    let s = &b.store;
+    assert!(s.audit_events(0, 10).await.unwrap().is_empty());
+
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.audit(&[]).await.unwrap();
+    tx.audit(&[
+        event("routing", Some("S1"), r#"{"n":1}"#),
+        event("routing", None, r#"{"n":2}"#),
+    ])
+    .await
+    .unwrap();
+    tx.audit(&[event("erasure", Some("S2"), r#"{"n":3}"#)])
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+
+    // Rolled back: no trace, no gap.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.audit(&[event("routing", Some("S1"), r#"{"lost":true}"#)])
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    // With a delivery commit, and with many events at once (several INSERT chunks).
+    let mut tx = s.begin_delivery().await.unwrap();
+    let many: Vec<NewAuditEvent> = (4..2_504)
+        .map(|n| {
+            let subject = (n % 100 == 0).then_some("S1");
+            event("routing", subject, &format!(r#"{{"n":{n}}}"#))
+        })
+        .collect();
+    tx.audit(&many).await.unwrap();
+    assert_eq!(
+        tx.commit(&delivery("v1", None, 1)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+
+    let all = all_audit(s).await;
+    assert_eq!(all.len(), 2_503);
+    assert_chain(&all);
+    assert_eq!(all[0].prev_hash, weiche::audit::GENESIS);
+    assert_eq!(
+        (
+            all[0].at_ms,
+            all[0].kind.as_str(),
+            all[0].subject.as_deref()
+        ),
+        (1_700_000_000_000, "routing", Some("S1"))
+    );
+    assert_eq!(all[1].subject, None);
+    assert_eq!(all[2].kind, "erasure");
+    for (n, row) in all.iter().enumerate() {
+        assert_eq!(row.body, format!(r#"{{"n":{}}}"#, n + 1));
+    }
+
+    // Pages.
+    let page = s.audit_events(2, 3).await.unwrap();
+    assert_eq!(page, all[2..5].to_vec());
+    assert!(s.audit_events(2_503, 10).await.unwrap().is_empty());
+    assert!(s.audit_events(0, 0).await.unwrap().is_empty());
+
+    // By subject, in order.
+    let s1 = s.audit_by_subject("S1").await.unwrap();
+    let want: Vec<AuditRow> = all
+        .iter()
+        .filter(|r| r.subject.as_deref() == Some("S1"))
+        .cloned()
+        .collect();
+    assert_eq!(want.len(), 1 + 25);
+    assert_eq!(s1, want);
+    assert_eq!(
+        s.audit_by_subject("S2").await.unwrap(),
+        vec![all[2].clone()]
+    );
+    assert!(s.audit_by_subject("S9").await.unwrap().is_empty());
+
+    // A second store continues the same chain.
+    let other = b.reopen().await;
+    let mut tx = other.begin_delivery().await.unwrap();
+    tx.audit(&[event("withdrawal", Some("S3"), r#"{"n":2504}"#)])
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+    let all = all_audit(s).await;
+    assert_eq!(all.len(), 2_504);
+    assert_chain(&all);
+}
+
+async fn concurrent_audit_from_two_stores_is_gap_free(b: &Backend) {
+    let stores = [b.store.clone(), b.reopen().await];
+    let mut tasks = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        for t in 0..3 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut committed = 0usize;
+                for round in 0..12 {
+                    let mut tx = store.begin_delivery().await.unwrap();
+                    // Some work before the append, as a delivery would do.
+                    tx.put(
+                        &[],
+                        &[item_of(
+                            "r1",
+                            ItemKind::Record,
+                            &format!("{n}-{t}-{round}"),
+                            "2026-10",
+                            None,
+                        )],
+                    )
+                    .await
+                    .unwrap();
+                    let events: Vec<NewAuditEvent> = (0..3)
+                        .map(|e| {
+                            event(
+                                "routing",
+                                Some(&format!("S{n}")),
+                                &format!(r#"{{"store":{n},"task":{t},"round":{round},"e":{e}}}"#),
+                            )
+                        })
+                        .collect();
+                    tx.audit(&events).await.unwrap();
+                    if round % 4 == 3 {
+                        tx.rollback().await.unwrap();
+                    } else if round % 2 == 0 {
+                        tx.commit_plain().await.unwrap();
+                        committed += 3;
+                    } else {
+                        tx.commit(&delivery("v1", None, round)).await.unwrap();
+                        committed += 3;
+                    }
+                }
+                committed
+            }));
+        }
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let all = all_audit(&b.store).await;
+    assert_eq!(all.len(), total);
+    assert_chain(&all);
+    // Each transaction's events are consecutive.
+    for chunk in all.chunks(3) {
+        let tx_of = |r: &AuditRow| r.body.split(r#","e":"#).next().unwrap().to_string();
+        assert!(chunk.iter().all(|r| tx_of(r) == tx_of(&chunk[0])));
+    }
+}
+
+async fn current_records_are_active_and_held(b: &Backend) {
+    let s = &b.store;
+    let p = "2026-10";
+    let records = [
+        rec_of(("v1", "R1", p, "P1", "C1", "d1"), "body-R1"),
+        rec_of(("v1", "R2", p, "P1", "C1", "d1"), "body-R2"),
+        rec_of(("v1", "R3", p, "P2", "C1", "d1"), "body-R3"),
+        rec_of(("v1", "R4", "2026-11", "P1", "C1", "d1"), "body-R4"),
+        rec_of(("v2", "R1", p, "P1", "C1", "d1"), "body-v2-R1"),
+    ];
+    let mut v2_item = item_of("r1", ItemKind::Record, "R1", p, None);
+    v2_item.vendor = "v2".into();
+    deliver(
+        s,
+        &records,
+        &[
+            item_of("r1", ItemKind::Record, "R1", p, None),
+            item_of("r1", ItemKind::Record, "R2", p, None),
+            item_of("r1", ItemKind::Record, "R3", p, None),
+            item_of("r1", ItemKind::Record, "R4", "2026-11", None),
+            item_of("r2", ItemKind::Record, "R1", p, None),
+            v2_item,
+        ],
+        &delivery("v1", None, 1),
+    )
+    .await;
+    assert_eq!(
+        s.current_records("r1", p).await.unwrap(),
+        vec!["body-R1", "body-R2", "body-R3", "body-v2-R1"]
+    );
+    assert_eq!(s.current_records("r2", p).await.unwrap(), vec!["body-R1"]);
+    assert!(s.current_records("r3", p).await.unwrap().is_empty());
+    assert_eq!(
+        s.current_records("r1", "2026-11").await.unwrap(),
+        vec!["body-R4"]
+    );
+
+    // r1's R2 is revoked; R3 is cancelled (its latest item for r1 is still a record item, but the
+    // record is no longer active); R1 gets a new version.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(
+        &[rec_of(("v1", "R1", p, "P1", "C1", "d2"), "body-R1-v2")],
+        &[
+            item_of("r1", ItemKind::Revocation, "R2", p, None),
+            item_of("r1", ItemKind::Record, "R1", p, None),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tx.cancel_missing("d2", "v1", &[key("P2", p)], &[])
+            .await
+            .unwrap(),
+        vec![key("R3", p)]
+    );
+    // Nothing of this is visible before the commit.
+    assert_eq!(s.current_records("r1", p).await.unwrap().len(), 4);
+    tx.commit(&delivery("v1", None, 2)).await.unwrap();
+    assert_eq!(
+        s.current_records("r1", p).await.unwrap(),
+        vec!["body-R1-v2", "body-v2-R1"]
+    );
+    assert_eq!(
+        s.current_records("r2", p).await.unwrap(),
+        vec!["body-R1-v2"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -152,24 +152,39 @@ impl TestServer {
             repo().join("mappings")
         };
         let config = write_config_with(dir.path(), &database_url, extra, &mappings);
-        let loaded = weiche::config::load(Some(&config)).unwrap_or_else(|p| {
+        Some(Self::from_config(dir, &config, database_url, None).await)
+    }
+
+    /// Starts on a configuration file already written into `dir`, optionally with a pinned clock
+    /// (unix milliseconds).
+    pub async fn from_config(
+        dir: tempfile::TempDir,
+        config: &Path,
+        database_url: String,
+        now_ms: Option<i64>,
+    ) -> TestServer {
+        let loaded = weiche::config::load(Some(config)).unwrap_or_else(|p| {
             panic!("test configuration: {p:?}");
         });
-        let gateway = Arc::new(Gateway::open(loaded).await.expect("open store"));
+        let mut gateway = Gateway::open(loaded).await.expect("open store");
+        if let Some(ms) = now_ms {
+            gateway.clock = Arc::new(weiche::gateway::FixedClock(ms));
+        }
+        let gateway = Arc::new(gateway);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(weiche::api::serve(listener, gateway.clone(), async move {
             let _ = stopped.await;
         }));
-        Some(TestServer {
+        TestServer {
             base,
             gateway,
             dir,
             database_url,
             stop: Some(stop),
             handle: Some(handle),
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

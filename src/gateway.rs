@@ -27,6 +27,41 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock pinned to one instant (tests).
+#[derive(Debug)]
+pub struct FixedClock(pub i64);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        self.0
+    }
+}
+
+/// The calendar day in Europe/Berlin at a unix-millisecond instant: CET (UTC+1), or CEST
+/// (UTC+2) from the last Sunday of March 01:00 UTC to the last Sunday of October 01:00 UTC.
+pub fn berlin_date(now_ms: i64) -> chrono::NaiveDate {
+    use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
+    let utc = Utc
+        .timestamp_millis_opt(now_ms)
+        .single()
+        .unwrap_or_else(Utc::now);
+    let year = utc.year();
+    let last_sunday = |month: u32| {
+        let mut d =
+            NaiveDate::from_ymd_opt(year, month, 31).expect("March and October have 31 days");
+        while d.weekday() != Weekday::Sun {
+            d = d.pred_opt().expect("in range");
+        }
+        Utc.from_utc_datetime(&d.and_hms_opt(1, 0, 0).expect("valid time"))
+    };
+    let offset = if utc >= last_sunday(3) && utc < last_sunday(10) {
+        2
+    } else {
+        1
+    };
+    (utc + chrono::Duration::hours(offset)).date_naive()
+}
+
 /// Everything a request needs.
 pub struct Gateway {
     /// Input limits.
@@ -47,6 +82,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     /// Clock.
     pub clock: Arc<dyn Clock>,
+    /// Subject key of the audit trail.
+    pub audit_key: crate::audit::AuditKey,
 }
 
 impl Gateway {
@@ -62,6 +99,7 @@ impl Gateway {
             router: Arc::new(loaded.router),
             store,
             clock: Arc::new(SystemClock),
+            audit_key: loaded.audit_key,
         }
     }
 
@@ -69,5 +107,49 @@ impl Gateway {
     pub async fn open(loaded: Loaded) -> Result<Gateway, StoreError> {
         let store = store::connect(&loaded.database_url).await?;
         Ok(Gateway::new(loaded, store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn berlin_days_around_midnight_and_dst() {
+        assert_eq!(
+            berlin_date(ms("2026-01-15T22:59:59Z")).to_string(),
+            "2026-01-15"
+        );
+        assert_eq!(
+            berlin_date(ms("2026-01-15T23:00:00Z")).to_string(),
+            "2026-01-16"
+        );
+        assert_eq!(
+            berlin_date(ms("2026-07-15T21:59:59Z")).to_string(),
+            "2026-07-15"
+        );
+        assert_eq!(
+            berlin_date(ms("2026-07-15T22:00:00Z")).to_string(),
+            "2026-07-16"
+        );
+        // 2026: CEST from 29 March 01:00 UTC to 25 October 01:00 UTC.
+        assert_eq!(
+            berlin_date(ms("2026-03-28T23:30:00Z")).to_string(),
+            "2026-03-29"
+        );
+        assert_eq!(
+            berlin_date(ms("2026-10-25T22:30:00Z")).to_string(),
+            "2026-10-25"
+        );
+        assert_eq!(
+            berlin_date(ms("2026-10-24T22:30:00Z")).to_string(),
+            "2026-10-25"
+        );
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod adapt;
 pub mod api;
+pub mod audit;
 pub mod catalogue;
 pub mod cli;
 pub mod config;

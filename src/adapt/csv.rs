@@ -61,6 +61,8 @@ impl CsvPlan {
             .collect();
         compared.retain(|(c, _)| !list_columns.contains(c));
         mapped.insert(spec.group_by.clone());
+        // Known but unused columns: no W002.
+        mapped.extend(file.record.informational.iter().cloned());
         CsvPlan {
             spec,
             record,

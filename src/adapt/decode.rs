@@ -165,3 +165,81 @@ mod tests {
         assert_eq!(decode(big.as_bytes(), encoding_rs::UTF_8).unwrap(), big);
     }
 }
+
+/// Single-byte charsets decoded exactly, where encoding_rs follows the web and reads them as
+/// Windows-1252: ISO-8859-1 (every byte is the code point of the same number) and US-ASCII
+/// (bytes above 0x7F are invalid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ByteCharset {
+    /// ISO-8859-1 / Latin-1.
+    Latin1,
+    /// US-ASCII.
+    Ascii,
+}
+
+impl ByteCharset {
+    /// The exact single-byte charset a label names, if it is one of these.
+    pub(crate) fn for_label(label: &str) -> Option<ByteCharset> {
+        match label.trim().to_ascii_lowercase().as_str() {
+            "iso-8859-1" | "iso8859-1" | "iso_8859-1" | "iso_8859-1:1987" | "latin1" | "l1"
+            | "cp819" | "ibm819" | "iso-ir-100" | "csisolatin1" => Some(ByteCharset::Latin1),
+            "us-ascii" | "ascii" | "iso646-us" | "ansi_x3.4-1968" | "ansi_x3.4-1986" | "us"
+            | "csascii" | "iso-ir-6" | "cp367" | "ibm367" => Some(ByteCharset::Ascii),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a [`ByteCharset`] into UTF-8.
+pub(crate) struct ByteReader<R> {
+    inner: R,
+    charset: ByteCharset,
+    pending: Option<u8>,
+}
+
+impl<R: Read> ByteReader<R> {
+    /// Wraps a reader.
+    pub(crate) fn new(inner: R, charset: ByteCharset) -> Self {
+        ByteReader {
+            inner,
+            charset,
+            pending: None,
+        }
+    }
+}
+
+impl<R: Read> Read for ByteReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(b) = self.pending.take() {
+            buf[0] = b;
+            return Ok(1);
+        }
+        let mut raw = vec![0u8; (buf.len() / 2).max(1)];
+        let n = self.inner.read(&mut raw)?;
+        let mut w = 0;
+        for &b in &raw[..n] {
+            if b < 0x80 {
+                buf[w] = b;
+                w += 1;
+            } else if self.charset == ByteCharset::Ascii {
+                return Err(super::invalid_encoding("US-ASCII"));
+            } else {
+                let c = char::from(b);
+                let mut tmp = [0u8; 2];
+                let enc = c.encode_utf8(&mut tmp).as_bytes();
+                if w + 2 <= buf.len() {
+                    buf[w..w + 2].copy_from_slice(enc);
+                    w += 2;
+                } else {
+                    buf[w] = enc[0];
+                    self.pending = Some(enc[1]);
+                    w += 1;
+                }
+            }
+        }
+        Ok(w)
+    }
+}

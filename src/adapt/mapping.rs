@@ -130,6 +130,7 @@ pub struct MappingFile {
 #[serde(deny_unknown_fields)]
 pub struct XmlSpec {
     /// Namespace of the format's elements; elements of other namespaces are ignored with `W002`.
+    /// Empty: the format uses no namespace.
     pub namespace: String,
     /// Local name of the root element (another root, or the root in another namespace, is `X001`).
     pub root: String,
@@ -138,6 +139,10 @@ pub struct XmlSpec {
     /// and `1`, else the delivery is rejected with `S010`.
     #[serde(default)]
     pub codelists: BTreeMap<String, String>,
+    /// Further parents of a `code` whose code list is not Weiche's (no `S010` check); like the
+    /// `codelists` elements they may hold an XÖV `name` next to the `code`.
+    #[serde(default)]
+    pub code_parents: Vec<String>,
 }
 
 /// CSV settings.
@@ -284,8 +289,9 @@ pub struct RowSelect {
 }
 
 /// Where one canonical value comes from and how it is transformed. Transforms run in this order:
-/// read (`from`, or the constant `value`), trim and NFC, `split`, `date` / `decimal`, `join`,
-/// `map`, `default`.
+/// read (`from`, or the constant `value`); for lists `split`, then trim and NFC of each entry,
+/// then `join`; for strings trim and NFC; then `date` (or `decimal` for numbers), then `map`;
+/// `default` (as written, untransformed) when nothing is left.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRule {
@@ -426,6 +432,21 @@ impl MappingFile {
             Syntax::Csv => {
                 if self.csv.is_none() {
                     return Err(invalid("syntax = \"csv\" needs a [csv] section".into()));
+                }
+                let d = &self.delivery;
+                if d.records.is_some()
+                    || d.version.is_some()
+                    || d.idempotency_key.is_some()
+                    || d.mode.is_some()
+                    || d.test.is_some()
+                    || !d.objects.is_empty()
+                    || !d.once.is_empty()
+                    || !d.informational.is_empty()
+                    || !d.fields.is_empty()
+                {
+                    return Err(invalid(
+                        "a CSV mapping has no [delivery] section: every value comes from the rows, the mode from ?mode= and the idempotency key from the Idempotency-Key header".into(),
+                    ));
                 }
             }
         }

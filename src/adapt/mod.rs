@@ -262,6 +262,16 @@ pub struct MappingSet {
 impl MappingSet {
     /// Loads every `*.toml` file of a directory.
     pub fn load_dir(dir: &Path) -> Result<MappingSet, MappingError> {
+        let (sources, unreadable) = Self::read_dir(dir)?;
+        let mut set = Self::from_sources(sources.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        set.failures.extend(unreadable);
+        Ok(set)
+    }
+
+    /// Reads every `*.toml` file of a directory, sorted by name: (name, text) pairs and the
+    /// files that could not be read.
+    #[allow(clippy::type_complexity)]
+    fn read_dir(dir: &Path) -> Result<(Vec<(String, String)>, Vec<MappingError>), MappingError> {
         let entries = std::fs::read_dir(dir).map_err(|source| MappingError::Io {
             file: dir.display().to_string(),
             source,
@@ -281,9 +291,7 @@ impl MappingSet {
                 Err(source) => unreadable.push(MappingError::Io { file: name, source }),
             }
         }
-        let mut set = Self::from_sources(sources.iter().map(|(n, t)| (n.as_str(), t.as_str())));
-        set.failures.extend(unreadable);
-        Ok(set)
+        Ok((sources, unreadable))
     }
 
     /// The mappings built into the binary.
@@ -293,24 +301,42 @@ impl MappingSet {
 
     /// Loads mappings from (origin, text) pairs.
     pub fn from_sources<'a>(sources: impl Iterator<Item = (&'a str, &'a str)>) -> MappingSet {
+        Self::from_sources_after(sources, &MappingSet::default())
+    }
+
+    /// Loads mappings; when two files claim one format id, the file that defined it in
+    /// `previous` keeps it (a newcomer never takes over a working format), else the first.
+    fn from_sources_after<'a>(
+        sources: impl Iterator<Item = (&'a str, &'a str)>,
+        previous: &MappingSet,
+    ) -> MappingSet {
         let mut set = MappingSet::default();
+        let mut loaded: Vec<Mapping> = Vec::new();
         for (origin, text) in sources {
             match Mapping::from_text(origin, text) {
-                Ok(m) => {
-                    if let Some(prev) = set.mappings.get(m.id()) {
-                        set.failures.push(MappingError::Invalid {
-                            file: origin.to_string(),
-                            message: format!(
-                                "format id '{}' is already defined by {}",
-                                m.id(),
-                                prev.origin
-                            ),
-                        });
-                    } else {
-                        set.mappings.insert(m.id().to_string(), Arc::new(m));
-                    }
-                }
+                Ok(m) => loaded.push(m),
                 Err(e) => set.failures.push(e),
+            }
+        }
+        // The incumbent of each id goes first.
+        loaded.sort_by_key(|m| {
+            previous
+                .mappings
+                .get(m.id())
+                .is_none_or(|p| p.origin != m.origin)
+        });
+        for m in loaded {
+            if let Some(prev) = set.mappings.get(m.id()) {
+                set.failures.push(MappingError::Invalid {
+                    file: m.origin.clone(),
+                    message: format!(
+                        "format id '{}' is already defined by {}",
+                        m.id(),
+                        prev.origin
+                    ),
+                });
+            } else {
+                set.mappings.insert(m.id().to_string(), Arc::new(m));
             }
         }
         set
@@ -324,8 +350,15 @@ impl MappingSet {
     /// Loads a directory again. A file that fails to load keeps the mapping it gave before (from
     /// `previous`), so a broken edit never replaces a working mapping; the failure is reported.
     pub fn reload_dir(dir: &Path, previous: &MappingSet) -> MappingSet {
-        let mut set = match Self::load_dir(dir) {
-            Ok(set) => set,
+        let mut set = match Self::read_dir(dir) {
+            Ok((sources, unreadable)) => {
+                let mut set = Self::from_sources_after(
+                    sources.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+                    previous,
+                );
+                set.failures.extend(unreadable);
+                set
+            }
             Err(e) => MappingSet {
                 mappings: BTreeMap::new(),
                 failures: vec![e],

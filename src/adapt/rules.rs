@@ -509,14 +509,29 @@ fn number(text: &str, decimal: Decimal) -> Option<Value> {
     let mut parts = unsigned.split(sep);
     let int = parts.next()?;
     let frac = parts.next();
-    if parts.next().is_some()
-        || int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
-    {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    // xs:decimal (dot) allows `.5` and `19.`; the decimal comma of CSV exports needs digits on
+    // both sides.
+    let loose = decimal == Decimal::Dot;
+    let ok = match frac {
+        None => !int.is_empty() && digits(int),
+        Some(f) => {
+            digits(int)
+                && digits(f)
+                && if loose {
+                    !(int.is_empty() && f.is_empty())
+                } else {
+                    !int.is_empty() && !f.is_empty()
+                }
+        }
+    };
+    if parts.next().is_some() || !ok {
         return None;
     }
-    let normal = text.replace(sep, ".");
+    let mut normal = text.replace(sep, ".");
+    if normal.ends_with('.') {
+        normal.push('0');
+    }
     let f: f64 = normal.parse().ok()?;
     if f.fract() == 0.0 && f.abs() < 1e15 {
         Some(Value::from(f as i64))
@@ -757,5 +772,9 @@ mod tests {
         assert_eq!(number("19.5", Decimal::Dot), Some(Value::from(19.5)));
         assert_eq!(number("19,", Decimal::Comma), None);
         assert_eq!(number("abc", Decimal::Dot), None);
+        assert_eq!(number(".5", Decimal::Dot), Some(Value::from(0.5)));
+        assert_eq!(number("19.", Decimal::Dot), Some(Value::from(19)));
+        assert_eq!(number(".", Decimal::Dot), None);
+        assert_eq!(number(",5", Decimal::Comma), None);
     }
 }

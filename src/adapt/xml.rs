@@ -5,7 +5,7 @@
 //! the encoding comes from the byte-order mark, else the XML declaration, else UTF-8, and is
 //! decoded strictly (`S001`). It knows no element names; the mapping file does.
 
-use super::decode::{DecodingReader, Peeked};
+use super::decode::{ByteCharset, ByteReader, DecodingReader, Peeked};
 use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
 use super::rules::{HeaderPlan, MAX_DEPTH, RecordPlan, unknown_fields, unknown_issue};
 use super::{AdaptError, AdaptSink, Draft, Issue, MAX_VALUE_BYTES};
@@ -43,10 +43,18 @@ impl XmlPlan {
     }
 }
 
+/// How an XML body is decoded.
+enum Charset {
+    /// Through encoding_rs.
+    Rs(&'static encoding_rs::Encoding),
+    /// Exactly, byte by byte.
+    Byte(ByteCharset),
+}
+
 /// The encoding of an XML body: byte-order mark, else the declaration, else UTF-8.
-fn detect_encoding(head: &[u8]) -> Result<&'static encoding_rs::Encoding, AdaptError> {
+fn detect_encoding(head: &[u8]) -> Result<Charset, AdaptError> {
     if let Some((enc, _)) = encoding_rs::Encoding::for_bom(head) {
-        return Ok(enc);
+        return Ok(Charset::Rs(enc));
     }
     let text = String::from_utf8_lossy(head);
     if let Some(rest) = text.strip_prefix("<?xml")
@@ -59,16 +67,21 @@ fn detect_encoding(head: &[u8]) -> Result<&'static encoding_rs::Encoding, AdaptE
                 let after = after.trim_start();
                 let quote = after.chars().next().unwrap_or('"');
                 let label: String = after.chars().skip(1).take_while(|c| *c != quote).collect();
-                return encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
-                    AdaptError::rejected(
-                        Code::S001,
-                        format!("encoding '{}' is not one Weiche knows", echo(&label)),
-                    )
-                });
+                if let Some(byte) = ByteCharset::for_label(&label) {
+                    return Ok(Charset::Byte(byte));
+                }
+                return encoding_rs::Encoding::for_label(label.as_bytes())
+                    .map(Charset::Rs)
+                    .ok_or_else(|| {
+                        AdaptError::rejected(
+                            Code::S001,
+                            format!("encoding '{}' is not one Weiche knows", echo(&label)),
+                        )
+                    });
             }
         }
     }
-    Ok(encoding_rs::UTF_8)
+    Ok(Charset::Rs(encoding_rs::UTF_8))
 }
 
 /// One open element.
@@ -201,8 +214,10 @@ pub(crate) fn run(
     sink: &mut dyn AdaptSink,
 ) -> Result<(), AdaptError> {
     let peeked = Peeked::new(reader, 1024).map_err(AdaptError::from_io)?;
-    let encoding = detect_encoding(peeked.head())?;
-    let decoded = DecodingReader::new(peeked, encoding);
+    let decoded: Box<dyn Read + '_> = match detect_encoding(peeked.head())? {
+        Charset::Rs(encoding) => Box::new(DecodingReader::new(peeked, encoding)),
+        Charset::Byte(charset) => Box::new(ByteReader::new(peeked, charset)),
+    };
     let mut xml = NsReader::from_reader(BufReader::with_capacity(64 * 1024, decoded));
     {
         let c = xml.config_mut();
@@ -230,7 +245,11 @@ pub(crate) fn run(
     loop {
         buf.clear();
         let (resolved, event) = xml.read_resolved_event_into(&mut buf).map_err(xml_error)?;
-        let in_ns = matches!(&resolved, ResolveResult::Bound(n) if n.as_ref() == ns.as_slice());
+        let in_ns = if ns.is_empty() {
+            matches!(&resolved, ResolveResult::Unbound)
+        } else {
+            matches!(&resolved, ResolveResult::Bound(n) if n.as_ref() == ns.as_slice())
+        };
         match event {
             Event::DocType(_) => return Err(x000("DTDs and entity declarations are refused")),
             Event::Start(e) => {
@@ -288,7 +307,9 @@ pub(crate) fn run(
                     }
                 }
                 let mut frame = Frame {
-                    code_parent: in_ns && plan.spec.codelists.contains_key(&local),
+                    code_parent: in_ns
+                        && (plan.spec.codelists.contains_key(&local)
+                            || plan.spec.code_parents.contains(&local)),
                     name: local,
                     map: Map::new(),
                     text: String::new(),
@@ -435,6 +456,13 @@ fn attributes<R>(
             .map_err(|e| x000(format!("attribute value is not valid: {e}")))?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(AdaptError::too_long());
+        }
+        if list.is_none()
+            && plan.spec.code_parents.contains(&frame.name)
+            && (local == "listURI" || local == "listVersionID")
+        {
+            // Another body's code list: named, not checked.
+            continue;
         }
         if let Some(list) = list {
             let expected = match local.as_str() {

@@ -100,6 +100,10 @@ pub(super) async fn preview(
             validator: &gw.validator,
             router: Some(&gw.router),
             emit_test_records: true,
+            today: crate::gateway::berlin_date(gw.clock.now_ms()),
+            at: "",
+            withdrawals: Job::no_withdrawals(),
+            audit_key: None,
         };
         let mut records = Vec::new();
         let mut views: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -119,4 +123,55 @@ pub(super) async fn preview(
     .await
     .map_err(|e| ApiError::new(Code::I500, format!("preview failed: {e}")))?;
     Ok(HttpResponse::Ok().json(result))
+}
+
+/// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: erasure (GDPR Art. 17). Deletes the
+/// client's records and outputs, tells every recipient holding one (`erasure` items, Art. 19),
+/// writes pseudonymous audit events, and compacts the database so the data is gone from its files.
+pub(super) async fn erase(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authenticate(&req, &gw, Role::Admin)?;
+    let (vendor, client_id) = path.into_inner();
+    let now = gw.clock.now_ms();
+    let cause = uuid::Uuid::now_v7().to_string();
+    let subject = gw.audit_key.subject(&vendor, &client_id);
+    let mut tx = gw
+        .store
+        .begin_delivery()
+        .await
+        .map_err(ApiError::unavailable)?;
+    let result = async {
+        let holders = tx.client_holders(&vendor, &client_id, None).await?;
+        let erased = tx.erase_client(&vendor, &client_id).await?;
+        crate::ingest::lifecycle::notify(
+            &gw,
+            &mut tx,
+            crate::store::ItemKind::Erasure,
+            &holders,
+            &cause,
+            now,
+            Some(&subject),
+        )
+        .await?;
+        Ok::<_, crate::store::StoreError>((erased, holders.len()))
+    }
+    .await;
+    let (erased, notified) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            return Err(ApiError::unavailable(e));
+        }
+    };
+    tx.commit_plain().await.map_err(ApiError::unavailable)?;
+    gw.store.compact().await.map_err(ApiError::unavailable)?;
+    tracing::info!(admin = %admin.id, erased, notified, "client erased");
+    Ok(HttpResponse::Ok().json(json!({
+        "erasure_id": cause,
+        "erased_records": erased,
+        "notified": notified,
+    })))
 }

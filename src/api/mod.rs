@@ -2,7 +2,10 @@
 //! on any listener with a shutdown future, so tests run the real server on port 0.
 
 mod admin;
+mod aggregates;
+mod audit;
 mod batches;
+mod consents;
 mod deliveries;
 
 use crate::catalogue::{Code, ErrorBody};
@@ -146,7 +149,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/batches").route(web::get().to(batches::list)))
                 .service(resource("/batches/{id}").route(web::get().to(batches::one)))
                 .service(resource("/batches/{id}/ack").route(web::post().to(batches::ack)))
+                .service(resource("/aggregates").route(web::get().to(aggregates::get)))
                 .service(resource("/admin/mappings").route(web::get().to(admin::mappings)))
+                .service(resource("/admin/audit/verify").route(web::get().to(audit::verify)))
+                .service(resource("/admin/disclosures").route(web::get().to(audit::disclosures)))
+                .service(
+                    resource("/admin/clients/{vendor}/{client_id}")
+                        .route(web::delete().to(admin::erase)),
+                )
+                .service(
+                    resource("/consents/withdrawals").route(web::post().to(consents::withdraw)),
+                )
                 .service(
                     resource("/admin/mappings/{format}/preview")
                         .app_data(web::PayloadConfig::new(admin::PREVIEW_LIMIT))

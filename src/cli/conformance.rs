@@ -116,6 +116,10 @@ pub fn run_case(case: &Case, mappings: &MappingSet, validator: &Validator) -> Ve
         validator,
         router: None,
         emit_test_records: true,
+        today: crate::gateway::berlin_date(chrono::Utc::now().timestamp_millis()),
+        at: "",
+        withdrawals: Job::no_withdrawals(),
+        audit_key: None,
     };
     let file = match std::fs::File::open(&case.input) {
         Ok(f) => f,

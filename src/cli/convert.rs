@@ -132,6 +132,10 @@ pub fn run(args: ConvertArgs) -> ExitCode {
         validator: &validator,
         router: None,
         emit_test_records: true,
+        today: crate::gateway::berlin_date(chrono::Utc::now().timestamp_millis()),
+        at: "",
+        withdrawals: Job::no_withdrawals(),
+        audit_key: None,
     };
     // Records are spooled to a temporary file and copied to stdout only if the delivery is not
     // rejected whole, so an E4 prints no records without holding them in memory.

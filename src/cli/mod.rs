@@ -1,4 +1,4 @@
-//! The `weiche` command line: `serve`, `check`, `convert`, `conformance`, `pseudonym`.
+//! The `weiche` command line: `serve`, `check`, `convert`, `conformance`, `pseudonym`, `audit`.
 
 pub mod conformance;
 mod convert;
@@ -42,6 +42,24 @@ pub enum Command {
     },
     /// Print the pseudonym of one value, or a linkage key.
     Pseudonym(PseudonymArgs),
+    /// Work with the audit trail.
+    Audit {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Subcommands of `weiche audit`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit hash chain of the configured store and report the first broken link;
+    /// exit 0 when intact, 1 when broken, 2 when it could not be checked.
+    Verify {
+        /// Configuration file (TOML); env WEICHE_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `weiche pseudonym`.
@@ -75,7 +93,58 @@ pub fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args),
         Command::Conformance { dir } => conformance::main(dir),
         Command::Pseudonym(args) => pseudonym(args),
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit_verify(config),
     }
+}
+
+fn audit_verify(config_path: Option<PathBuf>) -> ExitCode {
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(l) => l,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let store = match crate::store::connect(&loaded.database_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot open the store: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match crate::audit::verify(store.as_ref()).await {
+            Ok(v) => match &v.first_broken {
+                None => {
+                    println!(
+                        "audit chain intact: {} event(s), last hash {}",
+                        v.events, v.last_hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Some(b) => {
+                    println!(
+                        "audit chain broken at event {}: {} ({} event(s) read, last hash {})",
+                        b.seq, b.reason, v.events, v.last_hash
+                    );
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => {
+                eprintln!("cannot read the audit trail: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn print_problems(problems: &[config::Problem]) {

@@ -66,6 +66,10 @@ pub struct ConfigFile {
     /// Administrators.
     #[serde(default)]
     pub admins: Vec<AdminConfig>,
+    /// Key (hex, ≥ 32 bytes) that pseudonymises data subjects in the audit trail; default: the
+    /// file `audit.key` in data_dir, generated on first start.
+    #[serde(default)]
+    pub audit_key: Option<SecretSource>,
 }
 
 fn default_listen() -> String {
@@ -227,6 +231,8 @@ pub struct Loaded {
     pub demo_tokens: Vec<(String, PathBuf)>,
     /// Non-fatal remarks (e.g. which built-in sources are used).
     pub notices: Vec<String>,
+    /// The audit trail's subject key.
+    pub audit_key: crate::audit::AuditKey,
 }
 
 /// Reads an environment override.
@@ -355,11 +361,11 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         token(&v.id, Role::Vendor, &v.token, &mut problems);
         for f in v.formats.iter().chain(v.default_format.iter()) {
             if f != "*" && !mappings.mappings.contains_key(f) {
-                problems.push(Problem {
-                    file: origin.clone(),
-                    line: 0,
-                    message: format!("vendor {}: format '{f}' has no mapping", v.id),
-                });
+                // Not fatal: the mapping may be broken now and fixed by hot reload.
+                notices.push(format!(
+                    "vendor {}: format '{f}' has no loaded mapping (deliveries in it answer V000)",
+                    v.id
+                ));
             }
         }
         if let Some(d) = &v.default_format
@@ -499,12 +505,38 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         ));
     }
 
+    let audit_source = file.audit_key.clone().unwrap_or(SecretSource {
+        file: Some(file.data_dir.join("audit.key")),
+        env: None,
+        sha256: None,
+        generate: true,
+    });
+    let audit_key = match principals::secret_bytes(&audit_source, &secret_base) {
+        Ok(bytes) if bytes.len() >= 32 => Some(crate::audit::AuditKey::new(bytes)),
+        Ok(_) => {
+            problems.push(Problem {
+                file: origin.clone(),
+                line: 0,
+                message: "audit_key is shorter than 32 bytes".into(),
+            });
+            None
+        }
+        Err(m) => {
+            problems.push(Problem {
+                file: origin.clone(),
+                line: 0,
+                message: format!("audit_key: {m}"),
+            });
+            None
+        }
+    };
     let database_url = file
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", file.data_dir.join("weiche.db").display()));
-    match (problems.is_empty(), validator) {
-        (true, Some(validator)) => Ok(Loaded {
+    match (problems.is_empty(), validator, audit_key) {
+        (true, Some(validator), Some(audit_key)) => Ok(Loaded {
+            audit_key,
             listen: file.listen,
             data_dir: file.data_dir,
             database_url,

@@ -4,18 +4,27 @@
 //! recipient's view (every field the policy does not name is dropped); [`pseudonym`] holds the
 //! exact pseudonym and linkage-key algorithms.
 
+pub mod aggregates;
 pub mod policy;
 pub mod pseudonym;
 
 pub use policy::{Action, Policy, PolicyError};
 pub use pseudonym::PseudonymKey;
 
-use crate::model::CanonicalRecord;
+use crate::model::{CanonicalRecord, Consent};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{Map, Value};
 
 /// A recipient's view of one record: the envelope plus the fields its policy lets through.
-pub fn apply(policy: &Policy, key: &PseudonymKey, record: &CanonicalRecord) -> Map<String, Value> {
+///
+/// Under a consent only the fields whose field group the consent lists go out (`consent`
+/// `Some`); the envelope then names the consent.
+pub fn apply(
+    policy: &Policy,
+    key: &PseudonymKey,
+    record: &CanonicalRecord,
+    consent: Option<&Consent>,
+) -> Map<String, Value> {
     let vendor = record.source.vendor.as_str();
     let mut out = Map::new();
     out.insert("type".into(), "record".into());
@@ -43,11 +52,15 @@ pub fn apply(policy: &Policy, key: &PseudonymKey, record: &CanonicalRecord) -> M
     );
     out.insert("source".into(), Value::Object(source));
 
+    if let Some(c) = consent {
+        out.insert("consent_id".into(), c.consent_id.clone().into());
+    }
     let full = match serde_json::to_value(record) {
         Ok(Value::Object(m)) => m,
         _ => return out,
     };
     let ctx = Ctx {
+        consent,
         policy,
         key,
         vendor,
@@ -60,7 +73,7 @@ pub fn apply(policy: &Policy, key: &PseudonymKey, record: &CanonicalRecord) -> M
             out.insert(section.into(), filtered);
         }
     }
-    if policy.action("client.linkage_key") == Action::Pseudonymise {
+    if effective_action(policy, consent, "client.linkage_key") == Action::Pseudonymise {
         let c = &record.client;
         let lk = key.linkage_key(
             c.family_name.expose(),
@@ -78,6 +91,7 @@ pub fn apply(policy: &Policy, key: &PseudonymKey, record: &CanonicalRecord) -> M
 }
 
 struct Ctx<'a> {
+    consent: Option<&'a Consent>,
     policy: &'a Policy,
     key: &'a PseudonymKey,
     vendor: &'a str,
@@ -114,7 +128,7 @@ impl Ctx<'_> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        match self.policy.action(path) {
+        match effective_action(self.policy, self.consent, path) {
             Action::Drop => None,
             Action::Keep => Some(value.clone()),
             Action::Pseudonymise => Some(self.key.field(path, self.vendor, &text()).into()),
@@ -127,6 +141,93 @@ impl Ctx<'_> {
                 .map(Value::from),
         }
     }
+}
+
+/// The field group a path counts in for consent (the linkage key is derived from identity).
+fn consent_group(path: &str) -> Option<&'static str> {
+    if path == "client.linkage_key" {
+        Some("client.identity")
+    } else {
+        crate::model::field_group(path)
+    }
+}
+
+/// The policy's action on a path, narrowed by a consent: under a consent a field goes out only
+/// if its field group is among the consent's `fields`.
+pub fn effective_action(policy: &Policy, consent: Option<&Consent>, path: &str) -> Action {
+    let action = policy.action(path);
+    match consent {
+        None => action,
+        Some(c) => match consent_group(path) {
+            Some(g) if c.fields.iter().any(|f| f == g) => action,
+            _ => Action::Drop,
+        },
+    }
+}
+
+/// Each field the recipient gets with its action (for the audit trail).
+pub fn delivered_fields(policy: &Policy, consent: Option<&Consent>) -> Vec<(&'static str, Action)> {
+    policy
+        .actions
+        .keys()
+        .filter_map(|p| {
+            let a = effective_action(policy, consent, p);
+            (a != Action::Drop).then_some((*p, a))
+        })
+        .collect()
+}
+
+/// Field groups the policy would let through but the consent does not cover, among those the
+/// record has data in (`C002`).
+pub fn uncovered_groups(
+    policy: &Policy,
+    consent: &Consent,
+    record: &CanonicalRecord,
+) -> Vec<&'static str> {
+    let c = &record.client;
+    let present = |g: &str| match g {
+        "client.identity" | "case" => true,
+        "client.address" => c.address.is_some(),
+        "client.contact" => c.contact.is_some(),
+        "client.education" => c.school_qualification.is_some() || c.employment_status.is_some(),
+        "services" => !record.services.is_empty(),
+        "sensitive" => record.sensitive.is_some(),
+        _ => false,
+    };
+    let mut groups: Vec<&'static str> = policy
+        .actions
+        .keys()
+        .filter_map(|p| consent_group(p))
+        .filter(|g| present(g) && !consent.fields.iter().any(|f| f == g))
+        .collect();
+    groups.dedup();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// Whether a consent holds for a recipient on day `today` (consent-and-pseudonyms.md): purpose
+/// and recipient (or `*`) match, granted on or before the day, not expired, not withdrawn on or
+/// before the day — neither in the record nor by a recorded withdrawal (`withdrawn`).
+pub fn consent_holds(
+    consent: &Consent,
+    policy: &Policy,
+    today: NaiveDate,
+    withdrawn: Option<&str>,
+) -> bool {
+    let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    let granted = day(&consent.granted_on).is_some_and(|g| g <= today);
+    let valid = consent
+        .valid_until
+        .as_deref()
+        .is_none_or(|v| day(v).is_some_and(|v| v >= today));
+    let not_withdrawn = |w: Option<&str>| w.is_none_or(|w| day(w).is_some_and(|w| w > today));
+    consent.purpose == policy.file.purpose
+        && (consent.recipient == policy.file.id || consent.recipient == "*")
+        && granted
+        && valid
+        && not_withdrawn(consent.withdrawn_on.as_deref())
+        && not_withdrawn(withdrawn)
 }
 
 /// Last day of a `YYYY-MM` month.

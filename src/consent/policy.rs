@@ -42,8 +42,8 @@ pub enum PolicyError {
 pub enum LegalBasis {
     /// A statute (cited in `citation`): routed without consent.
     Statute,
-    /// The client's consent: routed only under a valid consent (not yet supported by this
-    /// version's router; refused at load).
+    /// The client's consent: routed only under a valid consent, and only the consented field
+    /// groups.
     Consent,
 }
 
@@ -255,12 +255,9 @@ impl Policy {
             file: origin.to_string(),
             message,
         };
-        if file.legal_basis == LegalBasis::Consent {
-            return Err(invalid(
-                "legal_basis = \"consent\" is not supported by this version yet; use \"statute\" with a citation".into(),
-            ));
-        }
-        if file.citation.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        if file.legal_basis == LegalBasis::Statute
+            && file.citation.as_deref().is_none_or(|c| c.trim().is_empty())
+        {
             return Err(invalid(
                 "legal_basis = \"statute\" needs a citation (e.g. citation = \"§ 51b SGB II\")"
                     .into(),
@@ -305,9 +302,12 @@ impl Policy {
         actions.extend(exact);
         actions.retain(|_, a| *a != Action::Drop);
         let sensitive = actions.keys().any(|p| p.starts_with("sensitive."));
-        if sensitive && !file.special_categories {
+        if sensitive
+            && (!file.special_categories
+                || file.citation.as_deref().is_none_or(|c| c.trim().is_empty()))
+        {
             return Err(invalid(
-                "the policy lets sensitive.* through but special_categories is not true: special categories need special_categories = true and a citation".into(),
+                "the policy lets sensitive.* through, which needs special_categories = true and a citation of the law that allows processing special categories (Art. 9 GDPR)".into(),
             ));
         }
         Ok(Policy {

@@ -23,7 +23,13 @@ pub fn seal_rule(gw: &Gateway, recipient: &str) -> Option<SealRule> {
 /// Seals what is due for one recipient; returns the number of batches sealed.
 pub async fn seal(gw: &Gateway, recipient: &str) -> Result<u64, StoreError> {
     match seal_rule(gw, recipient) {
-        Some(rule) => gw.store.seal(recipient, rule, gw.clock.now_ms()).await,
+        // Items are stamped by the store with the system time, so sealing compares with it too
+        // (the injectable clock fixes the processing day of consent checks).
+        Some(rule) => {
+            gw.store
+                .seal(recipient, rule, chrono::Utc::now().timestamp_millis())
+                .await
+        }
         None => Ok(0),
     }
 }

@@ -8,6 +8,7 @@
 //! repeat with the same content answers the first receipt (`S100`), with other content `409`
 //! (`S101`).
 
+pub mod lifecycle;
 pub mod pipeline;
 pub mod receipt;
 
@@ -17,7 +18,7 @@ use crate::adapt::{InputFault, Mode};
 use crate::catalogue::Code;
 use crate::gateway::Gateway;
 use crate::store::{
-    CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
+    CommitOutcome, DeliveryTx, Holder, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -63,9 +64,14 @@ pub enum Answer {
     },
 }
 
+#[derive(Default)]
 struct Chunk {
     records: Vec<NewRecord>,
     items: Vec<NewItem>,
+    audit: Vec<crate::store::NewAuditEvent>,
+    /// (record id, period, withdrawn consent ids, subject) of records whose holders under those
+    /// consents get revocations.
+    revocations: Vec<(String, String, Vec<String>, Option<String>)>,
 }
 
 /// Receives one delivery.
@@ -116,6 +122,22 @@ where
     let received_at = gw.clock.now_ms();
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(2);
+    let withdrawals: std::collections::HashMap<(String, String), String> =
+        match gw.store.withdrawals(&req.vendor).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|w| ((w.client_id, w.consent_id), w.withdrawn_on))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
+                return error(
+                    Code::U001,
+                    "storage unavailable; nothing was stored, retry later".into(),
+                );
+            }
+        };
+    let today = crate::gateway::berlin_date(received_at);
+    let at = lifecycle::rfc3339(received_at);
 
     let worker = {
         let gw = gw.clone();
@@ -134,12 +156,13 @@ where
                 validator: &gw.validator,
                 router: Some(&gw.router),
                 emit_test_records: false,
+                today,
+                at: &at,
+                withdrawals: &withdrawals,
+                audit_key: Some(&gw.audit_key),
             };
             let mut reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
-            let mut chunk = Chunk {
-                records: Vec::with_capacity(CHUNK),
-                items: Vec::new(),
-            };
+            let mut chunk = Chunk::default();
             let mut outcome = pipeline::run(&job, &mut reader, &mut |acc| {
                 let period = acc.record.reporting_period.clone();
                 let record_id = acc.record.source.record_id.clone();
@@ -152,7 +175,20 @@ where
                         reporting_period: period.clone(),
                         record_ref: item.record_ref,
                         body: item.body,
+                        consent_id: item.consent_id,
                     });
+                }
+                chunk.audit.extend(acc.audit);
+                if !acc.withdrawn.is_empty() {
+                    let subject = gw
+                        .audit_key
+                        .subject(&vendor_id, acc.record.client.client_id.expose());
+                    chunk.revocations.push((
+                        record_id.clone(),
+                        period.clone(),
+                        acc.withdrawn,
+                        Some(subject),
+                    ));
                 }
                 chunk.records.push(NewRecord {
                     vendor: vendor_id.clone(),
@@ -161,15 +197,10 @@ where
                     program: acc.record.program.clone(),
                     client_id: acc.record.client.client_id.expose().clone(),
                     body: acc.json,
+                    delivery_id: delivery_id.clone(),
                 });
                 if chunk.records.len() >= CHUNK {
-                    let full = std::mem::replace(
-                        &mut chunk,
-                        Chunk {
-                            records: Vec::with_capacity(CHUNK),
-                            items: Vec::new(),
-                        },
-                    );
+                    let full = std::mem::take(&mut chunk);
                     chunk_tx.blocking_send(full).map_err(|_| {
                         crate::adapt::AdaptError::Aborted("the store stopped".into())
                     })?;
@@ -187,16 +218,36 @@ where
     };
 
     let writer = {
-        let store = gw.store.clone();
+        let gw = gw.clone();
+        let vendor_id = req.vendor.clone();
+        let delivery_id = delivery_id.clone();
         tokio::spawn(async move {
             let mut tx: Option<Box<dyn DeliveryTx>> = None;
             while let Some(chunk) = chunk_rx.recv().await {
                 if tx.is_none() {
-                    tx = Some(store.begin_delivery().await?);
+                    tx = Some(gw.store.begin_delivery().await?);
                 }
-                if let Some(tx) = tx.as_mut() {
-                    tx.put(&chunk.records, &chunk.items).await?;
+                let Some(tx) = tx.as_mut() else { continue };
+                for (record_id, period, consents, subject) in &chunk.revocations {
+                    let holders: Vec<Holder> = tx
+                        .holders(&vendor_id, &[(record_id.clone(), period.clone())])
+                        .await?
+                        .into_iter()
+                        .filter(|h| h.consent_id.as_ref().is_some_and(|c| consents.contains(c)))
+                        .collect();
+                    lifecycle::notify(
+                        &gw,
+                        tx,
+                        ItemKind::Revocation,
+                        &holders,
+                        &delivery_id,
+                        received_at,
+                        subject.as_deref(),
+                    )
+                    .await?;
                 }
+                tx.put(&chunk.records, &chunk.items).await?;
+                tx.audit(&chunk.audit).await?;
             }
             Ok::<_, StoreError>(tx)
         })
@@ -245,8 +296,49 @@ where
         tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
         return error(Code::X000, "the body could not be read to its end".into());
     }
-    let receipt = outcome.receipt;
+    let mut receipt = outcome.receipt;
     let rejected_whole = receipt.status == Status::E4;
+    let mut tx = tx;
+    if receipt.mode == Mode::Full.as_str() && !rejected_whole && !receipt.test {
+        // A full delivery cancels the vendor's records it omits in the (program, month) pairs
+        // it covers; every recipient holding one is told.
+        let result = async {
+            let mut t = match tx.take() {
+                Some(t) => t,
+                None => gw.store.begin_delivery().await?,
+            };
+            let scopes: Vec<(String, String)> = outcome.scopes.iter().cloned().collect();
+            let cancelled = t
+                .cancel_missing(&delivery_id, &req.vendor, &scopes, &outcome.rejected_ids)
+                .await?;
+            let holders = t.holders(&req.vendor, &cancelled).await?;
+            lifecycle::notify(
+                &gw,
+                &mut t,
+                ItemKind::Cancellation,
+                &holders,
+                &delivery_id,
+                received_at,
+                None,
+            )
+            .await?;
+            Ok::<_, StoreError>((t, cancelled.len() as u64))
+        }
+        .await;
+        match result {
+            Ok((t, n)) => {
+                receipt.cancelled = n;
+                tx = Some(t);
+            }
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery_id, "store failed during cancellation: {e}");
+                return error(
+                    Code::U001,
+                    "storage unavailable; nothing was stored, retry later".into(),
+                );
+            }
+        }
+    }
     let key = if rejected_whole || receipt.test {
         None
     } else {

@@ -7,10 +7,10 @@ use super::receipt::{Entry, Receipt, Status};
 use crate::adapt::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, Mapping, Mode};
 use crate::catalogue::Code;
 use crate::model::{CanonicalRecord, SCHEMA_VERSION};
-use crate::route::{RoutedItem, Router};
+use crate::route::{RouteContext, Routed, RoutedItem, Router};
 use crate::validate::Validator;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 
 /// What one delivery is processed with.
@@ -33,6 +33,23 @@ pub struct Job<'a> {
     pub router: Option<&'a Router>,
     /// Hand records of test deliveries to the callback too (conversion shows them).
     pub emit_test_records: bool,
+    /// The processing day D (Europe/Berlin) for consent checks.
+    pub today: chrono::NaiveDate,
+    /// RFC 3339 time of processing (audit events).
+    pub at: &'a str,
+    /// Recorded withdrawals of the vendor: (client id, consent id) → withdrawn on.
+    pub withdrawals: &'a HashMap<(String, String), String>,
+    /// Subject key of the audit trail (`None`: no audit events, e.g. conversion).
+    pub audit_key: Option<&'a crate::audit::AuditKey>,
+}
+
+impl Job<'_> {
+    /// No recorded withdrawals.
+    pub fn no_withdrawals() -> &'static HashMap<(String, String), String> {
+        static EMPTY: std::sync::OnceLock<HashMap<(String, String), String>> =
+            std::sync::OnceLock::new();
+        EMPTY.get_or_init(HashMap::new)
+    }
 }
 
 /// One accepted record, ready to store.
@@ -43,6 +60,10 @@ pub struct Accepted {
     pub json: String,
     /// Its output items, one per recipient that gets it.
     pub items: Vec<RoutedItem>,
+    /// Audit events of its routing decisions.
+    pub audit: Vec<crate::store::NewAuditEvent>,
+    /// Consent ids of the record withdrawn as of today (their holders get revocations).
+    pub withdrawn: Vec<String>,
 }
 
 /// The result of processing one delivery.
@@ -55,6 +76,10 @@ pub struct Outcome {
     /// Set when the delivery could not be read to its end (client gone, store failed): no receipt
     /// is due, nothing may be stored.
     pub aborted: Option<String>,
+    /// The (program, reporting period) pairs of the accepted records (the scope of a full delivery).
+    pub scopes: BTreeSet<(String, String)>,
+    /// Record ids present in the delivery but rejected (a full delivery does not cancel them).
+    pub rejected_ids: Vec<String>,
 }
 
 /// Processes one delivery.
@@ -75,6 +100,9 @@ pub fn run(
         periods: BTreeSet::new(),
         routed: BTreeMap::new(),
         seen: HashSet::new(),
+        notes: Vec::new(),
+        scopes: BTreeSet::new(),
+        rejected_ids: Vec::new(),
     };
     let result = job.mapping.run(reader, job.charset, &mut c);
     let mode = c
@@ -90,6 +118,8 @@ pub fn run(
                 receipt: Receipt::rejected(job.delivery_id, format, mode, Code::U001, &why),
                 payload_key: None,
                 aborted: Some(why),
+                scopes: BTreeSet::new(),
+                rejected_ids: Vec::new(),
             };
         }
         Err(AdaptError::Rejected { code, message }) => {
@@ -130,7 +160,11 @@ pub fn run(
                 },
                 errors,
                 warnings: c.warnings,
-                notes: Vec::new(),
+                notes: if status == Status::E4 || c.header.test {
+                    Vec::new()
+                } else {
+                    c.notes
+                },
                 mapping_version: None,
             }
         }
@@ -141,6 +175,8 @@ pub fn run(
         receipt,
         payload_key: c.header.idempotency_key,
         aborted: None,
+        scopes: c.scopes,
+        rejected_ids: c.rejected_ids,
     }
 }
 
@@ -156,6 +192,9 @@ struct Collector<'j, 'o> {
     periods: BTreeSet<String>,
     routed: BTreeMap<String, u64>,
     seen: HashSet<String>,
+    notes: Vec<super::receipt::Note>,
+    scopes: BTreeSet<(String, String)>,
+    rejected_ids: Vec<String>,
 }
 
 impl AdaptSink for Collector<'_, '_> {
@@ -223,27 +262,56 @@ impl AdaptSink for Collector<'_, '_> {
                 for e in checked.errors {
                     self.errors.push(entry(e));
                 }
+                if let Some(id) = record_id {
+                    self.rejected_ids.push(id);
+                }
                 return Ok(());
             }
         };
         self.accepted += 1;
         self.periods.insert(record.reporting_period.clone());
+        self.scopes
+            .insert((record.program.clone(), record.reporting_period.clone()));
         if self.header.test && !self.job.emit_test_records {
             return Ok(());
         }
-        let items = match (self.job.router, self.header.test) {
-            (Some(router), false) => router.route(&record),
-            _ => Vec::new(),
+        let routed = match (self.job.router, self.header.test) {
+            (Some(router), false) => router.route(
+                &record,
+                &RouteContext {
+                    today: self.job.today,
+                    withdrawals: self.job.withdrawals,
+                    delivery_id: self.job.delivery_id,
+                    at: self.job.at,
+                    audit_key: self.job.audit_key,
+                },
+            ),
+            _ => Routed::default(),
         };
-        for item in &items {
+        for item in &routed.items {
             *self.routed.entry(item.recipient.clone()).or_default() += 1;
+        }
+        for n in routed.notes {
+            self.notes.push(super::receipt::Note {
+                record: position,
+                record_id: record.source.record_id.clone(),
+                recipient: n.recipient,
+                code: n.code,
+                message: n.message,
+            });
         }
         let json = serde_json::to_string(&record)
             .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
         (self.out)(Accepted {
             record,
             json,
-            items,
+            items: routed.items,
+            audit: if self.job.audit_key.is_some() {
+                routed.audit
+            } else {
+                Vec::new()
+            },
+            withdrawn: routed.withdrawn,
         })
     }
 }

@@ -4,8 +4,14 @@
 //! program, vendor and municipality-key prefix; a selected record becomes one output item, the
 //! recipient's view of it ([`crate::consent::apply`]).
 
+use crate::audit::{AuditKey, Event, FieldAction};
+use crate::catalogue::Code;
+use crate::consent::policy::LegalBasis;
 use crate::consent::{self, Policy, PseudonymKey};
-use crate::model::CanonicalRecord;
+use crate::model::{CanonicalRecord, Consent};
+use crate::store::NewAuditEvent;
+use chrono::NaiveDate;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A recipient as the router knows it: its policy and its current pseudonym key.
@@ -52,6 +58,20 @@ impl Recipient {
     }
 }
 
+/// What routing needs besides the record: the processing day and recorded withdrawals.
+pub struct RouteContext<'a> {
+    /// The processing day D (Europe/Berlin).
+    pub today: NaiveDate,
+    /// Recorded withdrawals of the vendor: (client id, consent id) → withdrawn on.
+    pub withdrawals: &'a HashMap<(String, String), String>,
+    /// The delivery id (for audit events).
+    pub delivery_id: &'a str,
+    /// RFC 3339 time of the decision (for audit events).
+    pub at: &'a str,
+    /// Subject key of the audit trail.
+    pub audit_key: Option<&'a AuditKey>,
+}
+
 /// One output item for one recipient.
 #[derive(Clone)]
 pub struct RoutedItem {
@@ -61,6 +81,8 @@ pub struct RoutedItem {
     pub record_ref: String,
     /// The item as JSON text.
     pub body: String,
+    /// The consent it goes out under.
+    pub consent_id: Option<String>,
 }
 
 impl std::fmt::Debug for RoutedItem {
@@ -70,6 +92,30 @@ impl std::fmt::Debug for RoutedItem {
             .field("record_ref", &self.record_ref)
             .finish_non_exhaustive()
     }
+}
+
+/// A routing remark for the receipt (`C001`, `C002`).
+#[derive(Debug, Clone)]
+pub struct RouteNote {
+    /// Recipient.
+    pub recipient: String,
+    /// Code.
+    pub code: Code,
+    /// Text for a person.
+    pub message: String,
+}
+
+/// Everything routing decided for one record.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Items to store.
+    pub items: Vec<RoutedItem>,
+    /// Receipt notes.
+    pub notes: Vec<RouteNote>,
+    /// Audit events.
+    pub audit: Vec<NewAuditEvent>,
+    /// Consent ids of the record that are withdrawn as of today: their holders get revocations.
+    pub withdrawn: Vec<String>,
 }
 
 /// The recipients of one configuration.
@@ -94,24 +140,141 @@ impl Router {
         self.recipients.iter().find(|r| r.id() == id)
     }
 
-    /// The items one accepted record produces, one per selecting recipient.
-    pub fn route(&self, record: &CanonicalRecord) -> Vec<RoutedItem> {
-        self.recipients
-            .iter()
-            .filter(|r| r.selects(record))
-            .map(|r| {
-                let view = consent::apply(&r.policy, &r.key, record);
-                let record_ref = view
-                    .get("record_ref")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                RoutedItem {
-                    recipient: r.id().to_string(),
-                    record_ref,
-                    body: serde_json::Value::Object(view).to_string(),
+    /// Routes one accepted record: one item per selecting recipient whose legal basis holds.
+    pub fn route(&self, record: &CanonicalRecord, ctx: &RouteContext) -> Routed {
+        let mut out = Routed::default();
+        let client_id = record.client.client_id.expose().as_str();
+        let withdrawn_on = |c: &Consent| {
+            ctx.withdrawals
+                .get(&(client_id.to_string(), c.consent_id.clone()))
+                .map(String::as_str)
+        };
+        for c in &record.consents {
+            let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+            let gone = [c.withdrawn_on.as_deref(), withdrawn_on(c)]
+                .into_iter()
+                .flatten()
+                .any(|w| day(w).is_some_and(|w| w <= ctx.today));
+            if gone && !out.withdrawn.contains(&c.consent_id) {
+                out.withdrawn.push(c.consent_id.clone());
+            }
+        }
+        let subject = ctx
+            .audit_key
+            .map(|k| k.subject(&record.source.vendor, client_id));
+        for r in self.recipients.iter().filter(|r| r.selects(record)) {
+            let policy = &r.policy;
+            let consent = match policy.file.legal_basis {
+                LegalBasis::Statute => None,
+                LegalBasis::Consent => {
+                    let found = record
+                        .consents
+                        .iter()
+                        .find(|c| consent::consent_holds(c, policy, ctx.today, withdrawn_on(c)));
+                    match found {
+                        Some(c) => Some(c),
+                        None => {
+                            out.notes.push(RouteNote {
+                                recipient: r.id().to_string(),
+                                code: Code::C001,
+                                message: "no valid consent".into(),
+                            });
+                            out.audit.push(self.event(
+                                ctx,
+                                r,
+                                record,
+                                None,
+                                "not_routed",
+                                subject.clone(),
+                                Some("C001: no valid consent"),
+                            ));
+                            continue;
+                        }
+                    }
                 }
-            })
-            .collect()
+            };
+            if let Some(c) = consent {
+                for g in consent::uncovered_groups(policy, c, record) {
+                    out.notes.push(RouteNote {
+                        recipient: r.id().to_string(),
+                        code: Code::C002,
+                        message: format!(
+                            "fields of group {g} dropped: consent {} does not cover them",
+                            crate::catalogue::echo(&c.consent_id)
+                        ),
+                    });
+                }
+            }
+            let view = consent::apply(policy, &r.key, record, consent);
+            let record_ref = view
+                .get("record_ref")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            out.audit
+                .push(self.event(ctx, r, record, consent, "routing", subject.clone(), None));
+            out.items.push(RoutedItem {
+                recipient: r.id().to_string(),
+                record_ref,
+                body: serde_json::Value::Object(view).to_string(),
+                consent_id: consent.map(|c| c.consent_id.clone()),
+            });
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        ctx: &RouteContext,
+        r: &Recipient,
+        record: &CanonicalRecord,
+        consent: Option<&Consent>,
+        kind: &str,
+        subject: Option<String>,
+        note: Option<&str>,
+    ) -> NewAuditEvent {
+        let policy = &r.policy;
+        let fields = if kind == "routing" {
+            consent::delivered_fields(policy, consent)
+                .into_iter()
+                .map(|(path, a)| FieldAction {
+                    path: path.to_string(),
+                    action: a.name(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let event = Event {
+            at: ctx.at.to_string(),
+            kind: kind.to_string(),
+            delivery_id: Some(ctx.delivery_id.to_string()),
+            vendor: record.source.vendor.clone(),
+            record_ref: Some(r.key.field(
+                "source.record_id",
+                &record.source.vendor,
+                &record.source.record_id,
+            )),
+            reporting_period: Some(record.reporting_period.clone()),
+            recipient: Some(r.id().to_string()),
+            legal_basis: Some(match policy.file.legal_basis {
+                LegalBasis::Statute => "statute".into(),
+                LegalBasis::Consent => "consent".into(),
+            }),
+            citation: policy.file.citation.clone(),
+            consent_id: consent.map(|c| c.consent_id.clone()),
+            policy_version: Some(policy.version.clone()),
+            fields,
+            note: note.map(str::to_string),
+        };
+        NewAuditEvent {
+            at_ms: chrono::DateTime::parse_from_rfc3339(ctx.at)
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default(),
+            kind: kind.to_string(),
+            subject,
+            body: event.to_json(),
+        }
     }
 }

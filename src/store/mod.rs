@@ -81,6 +81,8 @@ pub struct NewRecord {
     pub program: String,
     /// Vendor-scoped client id (personal data; used for erasure and disclosure look-ups).
     pub client_id: String,
+    /// The delivery that wrote this version.
+    pub delivery_id: String,
     /// Canonical JSON.
     pub body: String,
 }
@@ -148,6 +150,8 @@ pub struct NewItem {
     pub record_ref: String,
     /// The item as JSON text, exactly as the recipient will receive it.
     pub body: String,
+    /// The consent id the item was sent under (`None` under a statute).
+    pub consent_id: Option<String>,
 }
 
 impl std::fmt::Debug for NewItem {
@@ -158,6 +162,67 @@ impl std::fmt::Debug for NewItem {
             .field("record_ref", &self.record_ref)
             .finish_non_exhaustive()
     }
+}
+
+/// A recipient holding the current version of a record: its latest item for the record is a
+/// `record` item (not a cancellation, revocation or erasure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Recipient id.
+    pub recipient: String,
+    /// Vendor.
+    pub vendor: String,
+    /// The vendor's record id.
+    pub record_id: String,
+    /// Reporting period.
+    pub reporting_period: String,
+    /// The recipient's pseudonym of the record id (from that latest item).
+    pub record_ref: String,
+    /// The consent the latest item was sent under.
+    pub consent_id: Option<String>,
+}
+
+/// An audit event to append to the hash chain.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Event kind (`routing`, `cancellation`, `revocation`, `erasure`, `withdrawal`, …).
+    pub kind: String,
+    /// Keyed pseudonym of the data subject (vendor + client id), for disclosure reports.
+    pub subject: Option<String>,
+    /// Canonical JSON of the event (pseudonymous only: ids, refs, actions).
+    pub body: String,
+}
+
+/// A stored audit event with its chain link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the chain (1, 2, …).
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Event kind.
+    pub kind: String,
+    /// Subject pseudonym.
+    pub subject: Option<String>,
+    /// Canonical JSON of the event.
+    pub body: String,
+    /// Hash of the previous event (64 zeros for the first).
+    pub prev_hash: String,
+    /// `hex(SHA-256(prev_hash ‖ body))`, see [`crate::audit::link_hash`].
+    pub hash: String,
+}
+
+/// A recorded consent withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    /// Vendor-scoped client id.
+    pub client_id: String,
+    /// The vendor's consent id.
+    pub consent_id: String,
+    /// `YYYY-MM-DD`: from this day on the consent no longer holds.
+    pub withdrawn_on: String,
 }
 
 /// What [`DeliveryTx::commit`] did.
@@ -260,6 +325,43 @@ pub trait DeliveryTx: Send {
     async fn commit(self: Box<Self>, delivery: &NewDelivery) -> StoreResult<CommitOutcome>;
     /// Discards everything written through this transaction.
     async fn rollback(self: Box<Self>) -> StoreResult<()>;
+    /// Commits without a delivery row (withdrawals, erasures).
+    async fn commit_plain(self: Box<Self>) -> StoreResult<()>;
+    /// The holders of the given records `(record_id, reporting_period)` of a vendor, as of
+    /// everything written so far in this transaction.
+    async fn holders(
+        &mut self,
+        vendor: &str,
+        keys: &[(String, String)],
+    ) -> StoreResult<Vec<Holder>>;
+    /// Full-delivery cancellation: the vendor's active records in the `(program, period)` scopes
+    /// that this delivery (`delivery_id`) did not write and whose record id is not in `keep` (ids
+    /// present in the delivery but rejected) are marked cancelled. Returns their
+    /// `(record_id, reporting_period)` keys.
+    async fn cancel_missing(
+        &mut self,
+        delivery_id: &str,
+        vendor: &str,
+        scopes: &[(String, String)],
+        keep: &[String],
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// Appends events to the audit hash chain, in order (serialised across processes).
+    async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()>;
+    /// Records a consent withdrawal (idempotent per vendor, client and consent: the earliest
+    /// `withdrawn_on` is kept).
+    async fn put_withdrawal(&mut self, vendor: &str, withdrawal: &Withdrawal) -> StoreResult<()>;
+    /// Holders of a client's current records: all of them, or only those whose latest item was
+    /// sent under `consent_id`.
+    async fn client_holders(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        consent_id: Option<&str>,
+    ) -> StoreResult<Vec<Holder>>;
+    /// Erasure: deletes the client's records, deletes its items not yet sealed into a batch, and
+    /// replaces the body of its sealed items by `{"type":…,"record_ref":…,"erased":true}`.
+    /// Returns the number of records deleted.
+    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64>;
 }
 
 /// The storage interface every backend implements.
@@ -325,6 +427,18 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<BatchInfo>>;
     /// Number of items not yet sealed into a batch for the recipient.
     async fn open_items(&self, recipient: &str) -> StoreResult<i64>;
+    /// The vendor's recorded consent withdrawals.
+    async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>>;
+    /// Canonical JSON of the records of a period the recipient currently holds (active records
+    /// whose latest item for the recipient is a `record` item), for aggregates.
+    async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>>;
+    /// Audit events with `seq` > `after_seq`, in order, at most `limit`.
+    async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>>;
+    /// Audit events about one subject, in order.
+    async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>>;
+    /// Makes deleted data unrecoverable from the database files where the backend allows
+    /// (SQLite: `secure_delete` is on; this checkpoints and truncates the WAL).
+    async fn compact(&self) -> StoreResult<()>;
 }
 
 /// Opens the store a URL names (`sqlite://path` or `postgres://…`), creating the SQLite file and

@@ -8,13 +8,22 @@
 //! (`pg_advisory_xact_lock`), so one recipient's items are sealed by one transaction at a time:
 //! an item lands in exactly one batch and no batch is ever empty.
 //!
+//! Audit appends take a transaction-scoped advisory lock on one fixed key, read the chain's last
+//! hash and insert the new events with `seq` = last + 1, …: the chain stays gap-free and linked
+//! across processes. The lock is held until the transaction ends, so every other transaction that
+//! appends waits meanwhile; callers append once, as late as possible before committing.
+//!
+//! Collections of any size (holder keys, cancellation scopes, kept ids) are bound as arrays and
+//! read with `unnest`, one parameter each, never near the parameter limit.
+//!
 //! Item and record times (`created_at`, `updated_at`) are taken from this process's clock
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
 use super::{
-    BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, NewDelivery, NewItem, NewRecord,
-    SealRule, Store, StoreError, StoreResult, StoredDelivery,
+    AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, Holder, NewAuditEvent,
+    NewDelivery, NewItem, NewRecord, SealRule, Store, StoreError, StoreResult, StoredDelivery,
+    Withdrawal,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -29,18 +38,23 @@ const MAX_PARAMS: usize = 65_535;
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
 const MAX_ROWS_PER_INSERT: usize = 1_000;
 /// Columns bound per record row.
-const RECORD_COLUMNS: usize = 7;
+const RECORD_COLUMNS: usize = 8;
 /// Columns bound per item row.
-const ITEM_COLUMNS: usize = 8;
+const ITEM_COLUMNS: usize = 9;
+/// Columns bound per audit row.
+const AUDIT_COLUMNS: usize = 7;
 /// Connections in the pool (each delivery being written holds one).
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a caller waits for a connection before the store reports itself unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Namespace of the advisory-lock keys of sealing (hashed together with the recipient id).
 const SEAL_LOCK_PREFIX: &str = "weiche.seal:";
+/// Advisory-lock key text of audit appends (one chain, one lock, across all processes).
+const AUDIT_LOCK: &str = "weiche.audit";
 
 const _: () = assert!(MAX_ROWS_PER_INSERT * RECORD_COLUMNS <= MAX_PARAMS);
 const _: () = assert!(MAX_ROWS_PER_INSERT * ITEM_COLUMNS <= MAX_PARAMS);
+const _: () = assert!(MAX_ROWS_PER_INSERT * AUDIT_COLUMNS <= MAX_PARAMS);
 
 /// The PostgreSQL store: one connection pool.
 #[derive(Debug, Clone)]
@@ -206,8 +220,8 @@ async fn insert_records(
     let records = last_versions(records);
     for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
         let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO records \
-             (vendor, record_id, reporting_period, program, client_id, body, updated_at) ",
+            "INSERT INTO records (vendor, record_id, reporting_period, program, client_id, \
+             delivery_id, body, updated_at, state) ",
         );
         qb.push_values(chunk, |mut row, r| {
             row.push_bind(r.vendor.as_str())
@@ -215,13 +229,16 @@ async fn insert_records(
                 .push_bind(r.reporting_period.as_str())
                 .push_bind(r.program.as_str())
                 .push_bind(r.client_id.as_str())
+                .push_bind(r.delivery_id.as_str())
                 .push_bind(r.body.as_str())
-                .push_bind(now);
+                .push_bind(now)
+                .push_unseparated(", 'active'");
         });
         qb.push(
             " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
              program = excluded.program, client_id = excluded.client_id, \
-             body = excluded.body, updated_at = excluded.updated_at",
+             delivery_id = excluded.delivery_id, body = excluded.body, \
+             updated_at = excluded.updated_at, state = 'active'",
         );
         qb.build()
             .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
@@ -241,7 +258,7 @@ async fn insert_items(
     for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
         let mut qb = QueryBuilder::<Postgres>::new(
             "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
-             record_ref, body, created_at) ",
+             record_ref, body, created_at, consent_id) ",
         );
         qb.push_values(chunk, |mut row, i| {
             row.push_bind(i.recipient.as_str())
@@ -251,7 +268,8 @@ async fn insert_items(
                 .push_bind(i.reporting_period.as_str())
                 .push_bind(i.record_ref.as_str())
                 .push_bind(i.body.as_str())
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(i.consent_id.as_deref());
         });
         qb.build()
             .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
@@ -327,6 +345,196 @@ impl DeliveryTx for PgDeliveryTx {
 
     async fn rollback(self: Box<Self>) -> StoreResult<()> {
         self.tx.rollback().await.map_err(map_err)
+    }
+
+    async fn commit_plain(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(map_err)
+    }
+
+    async fn holders(
+        &mut self,
+        vendor: &str,
+        keys: &[(String, String)],
+    ) -> StoreResult<Vec<Holder>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The keys travel as two parallel arrays (two parameters, however many keys); each key
+        // probes the index items_latest.
+        let (ids, periods): (Vec<&str>, Vec<&str>) = keys
+            .iter()
+            .map(|(id, period)| (id.as_str(), period.as_str()))
+            .unzip();
+        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
+            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+             SELECT MAX(j.seq) FROM unnest($2::text[], $3::text[]) AS k(record_id, period) \
+             JOIN items AS j ON j.vendor = $1 AND j.record_id = k.record_id \
+             AND j.reporting_period = k.period \
+             GROUP BY j.record_id, j.reporting_period, j.recipient) \
+             AND kind = 'record' ORDER BY record_id, reporting_period, recipient"
+        ))
+        .bind(vendor)
+        .bind(ids)
+        .bind(periods)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(holder).collect())
+    }
+
+    async fn cancel_missing(
+        &mut self,
+        delivery_id: &str,
+        vendor: &str,
+        scopes: &[(String, String)],
+        keep: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        if scopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Scopes and kept ids travel as arrays (one parameter each, however many); NOT IN over
+        // a subquery is hashed, unlike `<> ALL(array)`.
+        let (programs, periods): (Vec<&str>, Vec<&str>) = scopes
+            .iter()
+            .map(|(program, period)| (program.as_str(), period.as_str()))
+            .unzip();
+        let mut cancelled: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE records SET state = 'cancelled', updated_at = $1 \
+             WHERE vendor = $2 AND state = 'active' AND delivery_id <> $3 \
+             AND (program, reporting_period) IN \
+             (SELECT p, q FROM unnest($4::text[], $5::text[]) AS s(p, q)) \
+             AND record_id NOT IN (SELECT unnest($6::text[])) \
+             RETURNING record_id, reporting_period",
+        )
+        .bind(now_ms())
+        .bind(vendor)
+        .bind(delivery_id)
+        .bind(programs)
+        .bind(periods)
+        .bind(keep)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        cancelled.sort_unstable();
+        Ok(cancelled)
+    }
+
+    async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // One appender at a time across all processes, until this transaction ends: the last
+        // row read below stays the last until these rows are committed (or rolled back). The
+        // next statement (READ COMMITTED) sees what the previous holder committed.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(AUDIT_LOCK)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        let rows = chain(last, events);
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut row, a| {
+                row.push_bind(a.seq)
+                    .push_bind(a.at_ms)
+                    .push_bind(a.kind.as_str())
+                    .push_bind(a.subject.as_deref())
+                    .push_bind(a.body.as_str())
+                    .push_bind(a.prev_hash.as_str())
+                    .push_bind(a.hash.as_str());
+            });
+            qb.build()
+                .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn put_withdrawal(&mut self, vendor: &str, w: &Withdrawal) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO withdrawals (vendor, client_id, consent_id, withdrawn_on) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (vendor, client_id, consent_id) DO UPDATE \
+             SET withdrawn_on = excluded.withdrawn_on \
+             WHERE excluded.withdrawn_on < withdrawals.withdrawn_on",
+        )
+        .bind(vendor)
+        .bind(&w.client_id)
+        .bind(&w.consent_id)
+        .bind(&w.withdrawn_on)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn client_holders(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        consent_id: Option<&str>,
+    ) -> StoreResult<Vec<Holder>> {
+        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
+            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+             SELECT MAX(j.seq) FROM records AS r \
+             JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
+             AND j.reporting_period = r.reporting_period \
+             WHERE r.vendor = $1 AND r.client_id = $2 \
+             GROUP BY j.record_id, j.reporting_period, j.recipient) \
+             AND kind = 'record' AND ($3::text IS NULL OR consent_id = $3) \
+             ORDER BY record_id, reporting_period, recipient"
+        ))
+        .bind(vendor)
+        .bind(client_id)
+        .bind(consent_id)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(holder).collect())
+    }
+
+    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64> {
+        // Items first: they are found through the client's records.
+        sqlx::query(
+            "DELETE FROM items WHERE batch_id IS NULL AND vendor = $1 \
+             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+             FROM records WHERE vendor = $1 AND client_id = $2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        // Built as text (json_build_object would add spaces): to_json escapes like serde_json
+        // and SQLite's json_quote, so both backends store the same bytes.
+        sqlx::query(
+            "UPDATE items SET body = '{\"type\":' || to_json(kind)::text || ',\"record_ref\":' \
+             || to_json(record_ref)::text || ',\"erased\":true}' \
+             WHERE batch_id IS NOT NULL AND vendor = $1 \
+             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+             FROM records WHERE vendor = $1 AND client_id = $2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        let deleted = sqlx::query("DELETE FROM records WHERE vendor = $1 AND client_id = $2")
+            .bind(vendor)
+            .bind(client_id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(deleted)
     }
 }
 
@@ -586,6 +794,72 @@ impl Store for PostgresStore {
             .await
             .map_err(map_err)
     }
+
+    async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT client_id, consent_id, withdrawn_on FROM withdrawals WHERE vendor = $1 \
+             ORDER BY client_id, consent_id",
+        )
+        .bind(vendor)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(client_id, consent_id, withdrawn_on)| Withdrawal {
+                client_id,
+                consent_id,
+                withdrawn_on,
+            })
+            .collect())
+    }
+
+    async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT r.body FROM records AS r \
+             WHERE r.state = 'active' AND r.reporting_period = $1 \
+             AND (SELECT i.kind FROM items AS i WHERE i.vendor = r.vendor \
+             AND i.record_id = r.record_id AND i.reporting_period = r.reporting_period \
+             AND i.recipient = $2 ORDER BY i.seq DESC LIMIT 1) = 'record' \
+             ORDER BY r.vendor, r.record_id",
+        )
+        .bind(period)
+        .bind(recipient)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
+        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_SELECT} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(after_seq)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(audit_row).collect())
+    }
+
+    async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
+        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_SELECT} FROM audit WHERE subject = $1 ORDER BY seq"
+        ))
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(audit_row).collect())
+    }
+
+    /// A no-op: deleted and updated rows become dead tuples that (auto)VACUUM reclaims for
+    /// reuse; until then their bytes may remain in the table files and the WAL, which the
+    /// server's storage must protect (e.g. encryption at rest). `VACUUM FULL` would rewrite the
+    /// tables but takes exclusive locks, so it is left to the operator.
+    async fn compact(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// The number of open items among the recipient's first `max_items` open ones (so at most
@@ -626,4 +900,65 @@ fn periods_json(mut periods: Vec<String>) -> String {
     periods.sort_unstable();
     periods.dedup();
     serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// A holder row: recipient, vendor, record id, period, record ref, consent id.
+type HolderRow = (String, String, String, String, String, Option<String>);
+
+/// Columns of an item read as a [`HolderRow`].
+const HOLDER_COLUMNS: &str =
+    "recipient, vendor, record_id, reporting_period, record_ref, consent_id";
+
+/// Decodes a holder row.
+fn holder(
+    (recipient, vendor, record_id, reporting_period, record_ref, consent_id): HolderRow,
+) -> Holder {
+    Holder {
+        recipient,
+        vendor,
+        record_id,
+        reporting_period,
+        record_ref,
+        consent_id,
+    }
+}
+
+/// An audit row as read: seq, at, kind, subject, body, prev hash, hash.
+type AuditTuple = (i64, i64, String, Option<String>, String, String, String);
+
+/// Columns of an audit row, in [`AuditTuple`]'s order.
+const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
+
+/// Decodes an audit row.
+fn audit_row((seq, at_ms, kind, subject, body, prev_hash, hash): AuditTuple) -> AuditRow {
+    AuditRow {
+        seq,
+        at_ms,
+        kind,
+        subject,
+        body,
+        prev_hash,
+        hash,
+    }
+}
+
+/// Links events to the chain whose last row is `last` (`None`: empty chain).
+fn chain(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
+    let (mut seq, mut prev) = last.unwrap_or_else(|| (0, crate::audit::GENESIS.to_string()));
+    events
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let hash = crate::audit::link_hash(&prev, &e.body);
+            AuditRow {
+                seq,
+                at_ms: e.at_ms,
+                kind: e.kind.clone(),
+                subject: e.subject.clone(),
+                body: e.body.clone(),
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
 }

@@ -8,13 +8,22 @@
 //! even another process on the same file makes them wait (busy timeout) rather than fail on a
 //! lock upgrade.
 //!
+//! Every connection runs with `secure_delete = ON`: deleted content (erasure) is overwritten with
+//! zeros; [`Store::compact`] then checkpoints the WAL into the database file and truncates it, so
+//! no copy of the erased data remains in either file. Audit appends rely on the write lock the
+//! delivery transaction holds from `BEGIN IMMEDIATE` on.
+//!
+//! Collections of any size (holder keys, cancellation scopes, kept ids) are bound as one JSON
+//! array and read with `json_each`, so no statement comes near SQLite's parameter limit.
+//!
 //! Item and record times (`created_at`, `updated_at`) are taken from this process's clock
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
 use super::{
-    BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, NewDelivery, NewItem, NewRecord,
-    SealRule, Store, StoreError, StoreResult, StoredDelivery,
+    AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, Holder, NewAuditEvent,
+    NewDelivery, NewItem, NewRecord, SealRule, Store, StoreError, StoreResult, StoredDelivery,
+    Withdrawal,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -30,9 +39,11 @@ const MAX_PARAMS: usize = 32_766;
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
 const MAX_ROWS_PER_INSERT: usize = 1_000;
 /// Columns bound per record row.
-const RECORD_COLUMNS: usize = 7;
+const RECORD_COLUMNS: usize = 8;
 /// Columns bound per item row.
-const ITEM_COLUMNS: usize = 8;
+const ITEM_COLUMNS: usize = 9;
+/// Columns bound per audit row.
+const AUDIT_COLUMNS: usize = 7;
 /// How long a connection waits for a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the writer connection (`PRAGMA cache_size`; negative = KiB): 32 MiB.
@@ -48,6 +59,7 @@ const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const _: () = assert!(MAX_ROWS_PER_INSERT * RECORD_COLUMNS <= MAX_PARAMS);
 const _: () = assert!(MAX_ROWS_PER_INSERT * ITEM_COLUMNS <= MAX_PARAMS);
+const _: () = assert!(MAX_ROWS_PER_INSERT * AUDIT_COLUMNS <= MAX_PARAMS);
 
 /// The SQLite store: one writer connection, a few read-only readers.
 #[derive(Debug, Clone)]
@@ -65,7 +77,10 @@ impl SqliteStore {
         let base = SqliteConnectOptions::from_str(url)
             .map_err(|_| StoreError::UnsupportedUrl(url.to_string()))?
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content is overwritten with zeros (in the WAL, and in the database file
+            // once checkpointed), so an erasure leaves no readable trace; see `compact`.
+            .pragma("secure_delete", "ON");
         let in_memory = is_in_memory(url, &base);
         if !in_memory
             && let Some(parent) = base.get_filename().parent()
@@ -220,8 +235,8 @@ async fn insert_records(
 ) -> StoreResult<()> {
     for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO records \
-             (vendor, record_id, reporting_period, program, client_id, body, updated_at) ",
+            "INSERT INTO records (vendor, record_id, reporting_period, program, client_id, \
+             delivery_id, body, updated_at, state) ",
         );
         qb.push_values(chunk, |mut row, r| {
             row.push_bind(r.vendor.as_str())
@@ -229,13 +244,16 @@ async fn insert_records(
                 .push_bind(r.reporting_period.as_str())
                 .push_bind(r.program.as_str())
                 .push_bind(r.client_id.as_str())
+                .push_bind(r.delivery_id.as_str())
                 .push_bind(r.body.as_str())
-                .push_bind(now);
+                .push_bind(now)
+                .push_unseparated(", 'active'");
         });
         qb.push(
             " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
              program = excluded.program, client_id = excluded.client_id, \
-             body = excluded.body, updated_at = excluded.updated_at",
+             delivery_id = excluded.delivery_id, body = excluded.body, \
+             updated_at = excluded.updated_at, state = 'active'",
         );
         qb.build()
             .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
@@ -255,7 +273,7 @@ async fn insert_items(
     for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
-             record_ref, body, created_at) ",
+             record_ref, body, created_at, consent_id) ",
         );
         qb.push_values(chunk, |mut row, i| {
             row.push_bind(i.recipient.as_str())
@@ -265,7 +283,8 @@ async fn insert_items(
                 .push_bind(i.reporting_period.as_str())
                 .push_bind(i.record_ref.as_str())
                 .push_bind(i.body.as_str())
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(i.consent_id.as_deref());
         });
         qb.build()
             .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
@@ -338,6 +357,182 @@ impl DeliveryTx for SqliteDeliveryTx {
 
     async fn rollback(self: Box<Self>) -> StoreResult<()> {
         self.tx.rollback().await.map_err(map_err)
+    }
+
+    async fn commit_plain(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(map_err)
+    }
+
+    async fn holders(
+        &mut self,
+        vendor: &str,
+        keys: &[(String, String)],
+    ) -> StoreResult<Vec<Holder>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The keys travel as one JSON array of [record_id, period] pairs (no parameter limit);
+        // CROSS JOIN makes them the outer loop, each probing the index items_latest.
+        let keys = json_array(keys)?;
+        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
+            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+             SELECT MAX(j.seq) FROM (SELECT json_extract(value, '$[0]') AS record_id, \
+             json_extract(value, '$[1]') AS reporting_period FROM json_each(?2)) AS k \
+             CROSS JOIN items AS j ON j.vendor = ?1 AND j.record_id = k.record_id \
+             AND j.reporting_period = k.reporting_period \
+             GROUP BY j.record_id, j.reporting_period, j.recipient) \
+             AND kind = 'record' ORDER BY record_id, reporting_period, recipient"
+        ))
+        .bind(vendor)
+        .bind(keys)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(holder).collect())
+    }
+
+    async fn cancel_missing(
+        &mut self,
+        delivery_id: &str,
+        vendor: &str,
+        scopes: &[(String, String)],
+        keep: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        if scopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Scopes and kept ids travel as JSON arrays (one parameter each, however many).
+        let mut cancelled: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE records SET state = 'cancelled', updated_at = ?1 \
+             WHERE vendor = ?2 AND state = 'active' AND delivery_id <> ?3 \
+             AND (program, reporting_period) IN (SELECT json_extract(value, '$[0]'), \
+             json_extract(value, '$[1]') FROM json_each(?4)) \
+             AND record_id NOT IN (SELECT value FROM json_each(?5)) \
+             RETURNING record_id, reporting_period",
+        )
+        .bind(now_ms())
+        .bind(vendor)
+        .bind(delivery_id)
+        .bind(json_array(scopes)?)
+        .bind(json_array(keep)?)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        cancelled.sort_unstable();
+        Ok(cancelled)
+    }
+
+    async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        // The transaction began with BEGIN IMMEDIATE: it holds SQLite's write lock, so no other
+        // connection or process appends meanwhile.
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        let rows = chain(last, events);
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut row, a| {
+                row.push_bind(a.seq)
+                    .push_bind(a.at_ms)
+                    .push_bind(a.kind.as_str())
+                    .push_bind(a.subject.as_deref())
+                    .push_bind(a.body.as_str())
+                    .push_bind(a.prev_hash.as_str())
+                    .push_bind(a.hash.as_str());
+            });
+            qb.build()
+                .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn put_withdrawal(&mut self, vendor: &str, w: &Withdrawal) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO withdrawals (vendor, client_id, consent_id, withdrawn_on) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (vendor, client_id, consent_id) DO UPDATE \
+             SET withdrawn_on = excluded.withdrawn_on \
+             WHERE excluded.withdrawn_on < withdrawals.withdrawn_on",
+        )
+        .bind(vendor)
+        .bind(&w.client_id)
+        .bind(&w.consent_id)
+        .bind(&w.withdrawn_on)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn client_holders(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        consent_id: Option<&str>,
+    ) -> StoreResult<Vec<Holder>> {
+        // CROSS JOIN: the client's few records (index records_vendor_client) are the outer loop,
+        // each probing items_latest; left to itself the planner would scan the vendor's items.
+        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
+            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+             SELECT MAX(j.seq) FROM records AS r \
+             CROSS JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
+             AND j.reporting_period = r.reporting_period \
+             WHERE r.vendor = ?1 AND r.client_id = ?2 \
+             GROUP BY j.record_id, j.reporting_period, j.recipient) \
+             AND kind = 'record' AND (?3 IS NULL OR consent_id = ?3) \
+             ORDER BY record_id, reporting_period, recipient"
+        ))
+        .bind(vendor)
+        .bind(client_id)
+        .bind(consent_id)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(holder).collect())
+    }
+
+    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64> {
+        // Items first: they are found through the client's records.
+        sqlx::query(
+            "DELETE FROM items WHERE batch_id IS NULL AND vendor = ?1 \
+             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+             FROM records WHERE vendor = ?1 AND client_id = ?2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        // json_quote escapes like serde_json and PostgreSQL's to_json (compact, no spaces).
+        sqlx::query(
+            "UPDATE items SET body = '{\"type\":' || json_quote(kind) || ',\"record_ref\":' \
+             || json_quote(record_ref) || ',\"erased\":true}' \
+             WHERE batch_id IS NOT NULL AND vendor = ?1 \
+             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+             FROM records WHERE vendor = ?1 AND client_id = ?2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        let deleted = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
+            .bind(vendor)
+            .bind(client_id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(deleted)
     }
 }
 
@@ -597,6 +792,86 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)
     }
+
+    async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT client_id, consent_id, withdrawn_on FROM withdrawals WHERE vendor = ? \
+             ORDER BY client_id, consent_id",
+        )
+        .bind(vendor)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(client_id, consent_id, withdrawn_on)| Withdrawal {
+                client_id,
+                consent_id,
+                withdrawn_on,
+            })
+            .collect())
+    }
+
+    async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT r.body FROM records AS r \
+             WHERE r.state = 'active' AND r.reporting_period = ?1 \
+             AND (SELECT i.kind FROM items AS i WHERE i.vendor = r.vendor \
+             AND i.record_id = r.record_id AND i.reporting_period = r.reporting_period \
+             AND i.recipient = ?2 ORDER BY i.seq DESC LIMIT 1) = 'record' \
+             ORDER BY r.vendor, r.record_id",
+        )
+        .bind(period)
+        .bind(recipient)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
+        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_SELECT} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(after_seq)
+        .bind(limit.max(0))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(audit_row).collect())
+    }
+
+    async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
+        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_SELECT} FROM audit WHERE subject = ? ORDER BY seq"
+        ))
+        .bind(subject)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(audit_row).collect())
+    }
+
+    async fn compact(&self) -> StoreResult<()> {
+        // secure_delete (set on every connection) has zeroed deleted content in the pages
+        // written since; copying every WAL frame into the database file and truncating the WAL
+        // leaves no older page image behind. Readers that still hold an old snapshot make the
+        // checkpoint report busy; it is retried briefly.
+        for attempt in 0..50 {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.writer)
+                .await
+                .map_err(map_err)?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if attempt < 49 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Err(StoreError::Unavailable(
+            "WAL checkpoint stayed blocked by readers".into(),
+        ))
+    }
 }
 
 /// The number of open items among the recipient's first `max_items` open ones (so at most
@@ -637,4 +912,70 @@ fn periods_json(mut periods: Vec<String>) -> String {
     periods.sort_unstable();
     periods.dedup();
     serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// A holder row: recipient, vendor, record id, period, record ref, consent id.
+type HolderRow = (String, String, String, String, String, Option<String>);
+
+/// Columns of an item read as a [`HolderRow`].
+const HOLDER_COLUMNS: &str =
+    "recipient, vendor, record_id, reporting_period, record_ref, consent_id";
+
+/// Decodes a holder row.
+fn holder(
+    (recipient, vendor, record_id, reporting_period, record_ref, consent_id): HolderRow,
+) -> Holder {
+    Holder {
+        recipient,
+        vendor,
+        record_id,
+        reporting_period,
+        record_ref,
+        consent_id,
+    }
+}
+
+/// A collection bound as one JSON array parameter (read back with `json_each`).
+fn json_array<T: serde::Serialize + ?Sized>(values: &T) -> StoreResult<String> {
+    serde_json::to_string(values).map_err(|e| StoreError::Corrupt(format!("json parameter: {e}")))
+}
+
+/// An audit row as read: seq, at, kind, subject, body, prev hash, hash.
+type AuditTuple = (i64, i64, String, Option<String>, String, String, String);
+
+/// Columns of an audit row, in [`AuditTuple`]'s order.
+const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
+
+/// Decodes an audit row.
+fn audit_row((seq, at_ms, kind, subject, body, prev_hash, hash): AuditTuple) -> AuditRow {
+    AuditRow {
+        seq,
+        at_ms,
+        kind,
+        subject,
+        body,
+        prev_hash,
+        hash,
+    }
+}
+
+/// Links events to the chain whose last row is `last` (`None`: empty chain).
+fn chain(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
+    let (mut seq, mut prev) = last.unwrap_or_else(|| (0, crate::audit::GENESIS.to_string()));
+    events
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let hash = crate::audit::link_hash(&prev, &e.body);
+            AuditRow {
+                seq,
+                at_ms: e.at_ms,
+                kind: e.kind.clone(),
+                subject: e.subject.clone(),
+                body: e.body.clone(),
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,80 @@
+//! Admin endpoints over the audit trail: the hash-chain check and the disclosure report of one
+//! client (GDPR Art. 15).
+
+use super::{ApiError, authenticate};
+use crate::catalogue::Code;
+use crate::config::Role;
+use crate::gateway::Gateway;
+use crate::store::StoreError;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+/// A store error as an API error: corrupt stored data is `500 I500`, anything else `503 U001`.
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Corrupt(msg) => {
+            tracing::error!("audit trail unreadable: {msg}");
+            ApiError::new(Code::I500, "the audit trail holds an unreadable event")
+        }
+        other => ApiError::unavailable(other),
+    }
+}
+
+/// `GET /api/v1/admin/audit/verify`: checks the audit hash chain. `200` with the
+/// [`crate::audit::Verification`], also when the chain is broken (`"intact": false`).
+pub(super) async fn verify(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authenticate(&req, &gw, Role::Admin)?;
+    let v = crate::audit::verify(gw.store.as_ref())
+        .await
+        .map_err(store_error)?;
+    match &v.first_broken {
+        None => tracing::info!(admin = %admin.id, events = v.events, "audit chain intact"),
+        Some(b) => tracing::warn!(
+            admin = %admin.id,
+            events = v.events,
+            seq = b.seq,
+            reason = %b.reason,
+            "audit chain broken"
+        ),
+    }
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// Query of the disclosure report.
+#[derive(Debug, Deserialize)]
+pub(super) struct DisclosureQuery {
+    vendor: Option<String>,
+    client_id: Option<String>,
+}
+
+/// `GET /api/v1/admin/disclosures?vendor=…&client_id=…`: the disclosure report of one client,
+/// `{"vendor", "client_id", "events": [...]}` (see [`crate::audit::disclosure`]). `400 R400`
+/// when a parameter is missing or empty.
+pub(super) async fn disclosures(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authenticate(&req, &gw, Role::Admin)?;
+    let q: DisclosureQuery = super::query(&req)?;
+    let required = |v: Option<String>, name: &str| {
+        v.filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::new(Code::R400, format!("query parameter '{name}' is required"))
+        })
+    };
+    let vendor = required(q.vendor, "vendor")?;
+    let client_id = required(q.client_id, "client_id")?;
+    let events = crate::audit::disclosure(gw.store.as_ref(), &gw.audit_key, &vendor, &client_id)
+        .await
+        .map_err(store_error)?;
+    // The client id is personal data: it is not logged.
+    tracing::info!(admin = %admin.id, vendor = %vendor, events = events.len(), "disclosure report");
+    Ok(HttpResponse::Ok().json(json!({
+        "vendor": vendor,
+        "client_id": client_id,
+        "events": events,
+    })))
+}

@@ -1,0 +1,680 @@
+//! The audit trail: one event per routing decision (and per cancellation, revocation, erasure and
+//! withdrawal) in a SHA-256 hash chain, `hash = SHA-256(previous_hash ‖ canonical JSON of the
+//! event)`. Events are pseudonymous: record refs, ids of recipients and consents, policy versions
+//! and field actions — never a value of a field.
+
+use sha2::{Digest, Sha256};
+
+/// The `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash of an event linked to its predecessor: `hex(SHA-256(prev_hash ‖ body))`, where
+/// `prev_hash` is the predecessor's hash as lowercase hex text and `body` the event's canonical
+/// JSON.
+pub fn link_hash(prev_hash: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(body.as_bytes());
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_depend_on_predecessor_and_body() {
+        let a = link_hash(GENESIS, r#"{"a":1}"#);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, link_hash(GENESIS, r#"{"a":2}"#));
+        assert_ne!(a, link_hash(&a, r#"{"a":1}"#));
+    }
+}
+
+/// The key that pseudonymises data subjects in the audit trail (so a disclosure report can find
+/// a client's events without the trail holding the client id).
+#[derive(Clone)]
+pub struct AuditKey(secrecy::SecretSlice<u8>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey([redacted])")
+    }
+}
+
+impl AuditKey {
+    /// A key from its secret bytes.
+    pub fn new(secret: Vec<u8>) -> Self {
+        AuditKey(secrecy::SecretSlice::from(secret))
+    }
+
+    /// The subject pseudonym of a client: `hex(HMAC-SHA256(key, "subject" ‖ 0x00 ‖ vendor/client_id))`.
+    pub fn subject(&self, vendor: &str, client_id: &str) -> String {
+        use hmac::{Hmac, Mac};
+        use secrecy::ExposeSecret;
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"subject\0");
+        mac.update(vendor.as_bytes());
+        mac.update(b"/");
+        mac.update(client_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// One field of an output with the action applied to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldAction {
+    /// Canonical path without indices.
+    pub path: String,
+    /// Action (`keep`, `pseudonymise`, `generalise:…`).
+    pub action: String,
+}
+
+/// The canonical JSON body of an audit event. Key order is fixed by this struct; absent values
+/// are omitted. Pseudonymous only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// RFC 3339 time.
+    pub at: String,
+    /// `routing`, `not_routed`, `cancellation`, `revocation`, `erasure`, `withdrawal`.
+    pub kind: String,
+    /// Delivery (or action) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// Vendor.
+    pub vendor: String,
+    /// The recipient's pseudonym of the record id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_ref: Option<String>,
+    /// Reporting period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_period: Option<String>,
+    /// Recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    /// `statute` or `consent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    /// Citation of the statute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<String>,
+    /// Consent id used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_id: Option<String>,
+    /// SHA-256 of the policy as loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Each delivered field with its action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldAction>,
+    /// Why nothing was routed (`C001`) or other remarks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Event {
+    /// The event's canonical JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("audit events serialise")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read side: chain verification and the disclosure report.
+// ---------------------------------------------------------------------------------------------
+
+use crate::store::{AuditRow, Store, StoreError};
+use std::borrow::Borrow;
+
+/// How many events [`verify`] reads from the store per page.
+pub const VERIFY_PAGE: i64 = 5_000;
+
+/// The first place where the hash chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrokenLink {
+    /// `seq` of the stored event at which the break was found (as stored, so for a missing
+    /// event this is the first event after the gap).
+    pub seq: i64,
+    /// What does not hold, for a person.
+    pub reason: String,
+}
+
+/// The result of checking the audit hash chain.
+///
+/// Serialises as `{"events", "intact", "first_broken": {"seq","reason"} | null, "last_hash"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verification {
+    /// Number of events read (the whole trail, also past a break).
+    pub events: u64,
+    /// `true` when every event links to its predecessor.
+    pub intact: bool,
+    /// The first broken link (`None` when intact).
+    pub first_broken: Option<BrokenLink>,
+    /// Hash of the last event read ([`GENESIS`] for an empty trail). Removing events from the end
+    /// of the trail leaves the chain intact; comparing this with a hash noted earlier (e.g. in an
+    /// external log) detects that.
+    pub last_hash: String,
+}
+
+/// Where a check of the chain stands between pages of events; feed pages in order of `seq` to
+/// [`check_chain`], then read the result with [`ChainState::verification`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainState {
+    /// `seq` the next event must have.
+    expected_seq: i64,
+    /// Stored hash of the last event read (the next event's expected `prev_hash`).
+    last_hash: String,
+    /// `seq` of the last event read (0 before the first).
+    last_seq: i64,
+    /// Events read.
+    events: u64,
+    /// First break found.
+    first_broken: Option<BrokenLink>,
+}
+
+impl Default for ChainState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainState {
+    /// The state before the first event: the next event must be `seq` 1 linked to [`GENESIS`].
+    pub fn new() -> Self {
+        ChainState {
+            expected_seq: 1,
+            last_hash: GENESIS.to_string(),
+            last_seq: 0,
+            events: 0,
+            first_broken: None,
+        }
+    }
+
+    /// `seq` of the last event read (0 before the first): where the next page starts.
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    /// Whether no break has been found so far.
+    pub fn intact(&self) -> bool {
+        self.first_broken.is_none()
+    }
+
+    /// The result for everything read so far.
+    pub fn verification(&self) -> Verification {
+        Verification {
+            events: self.events,
+            intact: self.first_broken.is_none(),
+            first_broken: self.first_broken.clone(),
+            last_hash: self.last_hash.clone(),
+        }
+    }
+
+    /// Checks one event against the state and advances it.
+    fn check(&mut self, row: &AuditRow) {
+        if self.first_broken.is_none() {
+            let reason = if row.seq != self.expected_seq {
+                Some(format!(
+                    "expected event {}, found event {}: an event is missing, duplicated or out of \
+                     order",
+                    self.expected_seq, row.seq
+                ))
+            } else if row.prev_hash != self.last_hash {
+                Some(if self.last_seq == 0 {
+                    "prev_hash of the first event is not the genesis hash".to_string()
+                } else {
+                    format!(
+                        "prev_hash does not match the hash of event {}",
+                        self.last_seq
+                    )
+                })
+            } else if row.hash != link_hash(&row.prev_hash, &row.body) {
+                Some(
+                    "hash does not match SHA-256(prev_hash ‖ body): the event or its hash was \
+                     altered"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.first_broken = Some(BrokenLink {
+                    seq: row.seq,
+                    reason,
+                });
+            }
+        }
+        self.events += 1;
+        self.last_seq = row.seq;
+        self.expected_seq = row.seq.saturating_add(1);
+        self.last_hash = row.hash.clone();
+    }
+}
+
+/// Checks events, in the order given, against the chain state: each event's `seq` is the
+/// previous one's plus 1 (the first is 1), its `prev_hash` is the previous event's stored hash
+/// ([`GENESIS`] for the first), and its `hash` is [`link_hash`]`(prev_hash, body)`. The first
+/// break is kept; later events are only counted. Call it once per page, with the same state.
+pub fn check_chain<R: Borrow<AuditRow>>(rows: impl IntoIterator<Item = R>, state: &mut ChainState) {
+    for row in rows {
+        state.check(row.borrow());
+    }
+}
+
+/// Verifies the whole audit hash chain of a store, reading it in pages of [`VERIFY_PAGE`]
+/// events, and reports the first broken link. A broken chain is a result, not an error; errors
+/// are the store's.
+pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
+    verify_paged(store, VERIFY_PAGE).await
+}
+
+/// [`verify`] with a page size.
+async fn verify_paged(store: &dyn Store, page: i64) -> Result<Verification, StoreError> {
+    let page = page.max(1);
+    let mut state = ChainState::new();
+    loop {
+        let after = state.last_seq();
+        let rows = store.audit_events(after, page).await?;
+        let n = rows.len();
+        check_chain(&rows, &mut state);
+        if (n as i64) < page {
+            return Ok(state.verification());
+        }
+        if state.last_seq() <= after {
+            return Err(StoreError::Corrupt(format!(
+                "audit events after seq {after} did not advance (last seq {})",
+                state.last_seq()
+            )));
+        }
+    }
+}
+
+/// The disclosure report of one client (GDPR Art. 15: who got what, when, on which basis): the
+/// client's audit events, found by its subject pseudonym ([`AuditKey::subject`]), in chain order.
+/// Each entry is `{"at", "kind", "delivery_id", "recipient", "legal_basis", "citation",
+/// "consent_id", "policy_version", "fields": [{"path","action"}], "reporting_period",
+/// "record_ref", "note"}`, absent values as `null` (`fields` as `[]`). An event body that is not
+/// an [`Event`] is [`StoreError::Corrupt`].
+pub async fn disclosure(
+    store: &dyn Store,
+    key: &AuditKey,
+    vendor: &str,
+    client_id: &str,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let subject = key.subject(vendor, client_id);
+    let rows = store.audit_by_subject(&subject).await?;
+    rows.iter().map(disclosure_entry).collect()
+}
+
+/// One entry of a disclosure report from a stored event.
+fn disclosure_entry(row: &AuditRow) -> Result<serde_json::Value, StoreError> {
+    let e: Event = serde_json::from_str(&row.body).map_err(|err| {
+        StoreError::Corrupt(format!(
+            "audit event {} is not a valid event: {err}",
+            row.seq
+        ))
+    })?;
+    Ok(serde_json::json!({
+        "at": e.at,
+        "kind": e.kind,
+        "delivery_id": e.delivery_id,
+        "recipient": e.recipient,
+        "legal_basis": e.legal_basis,
+        "citation": e.citation,
+        "consent_id": e.consent_id,
+        "policy_version": e.policy_version,
+        "fields": e.fields,
+        "reporting_period": e.reporting_period,
+        "record_ref": e.record_ref,
+        "note": e.note,
+    }))
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    /// An intact chain of `n` events.
+    fn chain(n: i64) -> Vec<AuditRow> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let body =
+                    format!(r#"{{"at":"2026-01-01T00:00:00.000Z","kind":"routing","n":{seq}}}"#);
+                let hash = link_hash(&prev, &body);
+                let row = AuditRow {
+                    seq,
+                    at_ms: 1_767_225_600_000 + seq,
+                    kind: "routing".into(),
+                    subject: Some(format!("S{}", seq % 3)),
+                    body,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
+                prev = hash;
+                row
+            })
+            .collect()
+    }
+
+    fn check(rows: &[AuditRow]) -> Verification {
+        let mut state = ChainState::new();
+        check_chain(rows, &mut state);
+        state.verification()
+    }
+
+    fn broken_at(v: &Verification) -> (i64, String) {
+        let b = v.first_broken.as_ref().expect("chain is broken");
+        (b.seq, b.reason.clone())
+    }
+
+    #[test]
+    fn intact_chain() {
+        let rows = chain(7);
+        let v = check(&rows);
+        assert_eq!(
+            v,
+            Verification {
+                events: 7,
+                intact: true,
+                first_broken: None,
+                last_hash: rows[6].hash.clone(),
+            }
+        );
+    }
+
+    #[test]
+    fn empty_chain_is_intact_at_genesis() {
+        let v = check(&[]);
+        assert!(v.intact);
+        assert_eq!(v.events, 0);
+        assert_eq!(v.last_hash, GENESIS);
+    }
+
+    #[test]
+    fn edited_body_breaks_its_own_link() {
+        let mut rows = chain(6);
+        rows[2].body = rows[2].body.replace("routing", "not_routed");
+        let v = check(&rows);
+        assert!(!v.intact);
+        let (seq, reason) = broken_at(&v);
+        assert_eq!(seq, 3);
+        assert!(reason.contains("hash does not match"), "{reason}");
+        // Later events are still counted.
+        assert_eq!(v.events, 6);
+        assert_eq!(v.last_hash, rows[5].hash);
+    }
+
+    #[test]
+    fn edited_body_with_recomputed_hash_breaks_the_next_link() {
+        let mut rows = chain(6);
+        rows[2].body = rows[2].body.replace("routing", "not_routed");
+        rows[2].hash = link_hash(&rows[2].prev_hash, &rows[2].body);
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 4);
+        assert!(
+            reason.contains("prev_hash does not match the hash of event 3"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn edited_hash_breaks_its_own_link() {
+        let mut rows = chain(5);
+        rows[1].hash = "f".repeat(64);
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 2);
+        assert!(reason.contains("hash does not match"), "{reason}");
+    }
+
+    #[test]
+    fn deleted_middle_row_is_a_gap() {
+        let mut rows = chain(6);
+        rows.remove(2);
+        let v = check(&rows);
+        let (seq, reason) = broken_at(&v);
+        assert_eq!(seq, 4);
+        assert!(
+            reason.contains("expected event 3, found event 4"),
+            "{reason}"
+        );
+        assert_eq!(v.events, 5);
+    }
+
+    #[test]
+    fn deleted_row_with_renumbered_successors_breaks_the_link() {
+        // Deleting event 3 and renumbering the rest hides the gap but not the link.
+        let mut rows = chain(6);
+        rows.remove(2);
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.seq = i as i64 + 1;
+        }
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 3);
+        assert!(
+            reason.contains("prev_hash does not match the hash of event 2"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn reordered_rows_break() {
+        let mut rows = chain(5);
+        rows.swap(1, 2);
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 3);
+        assert!(
+            reason.contains("expected event 2, found event 3"),
+            "{reason}"
+        );
+
+        // Swapped contents under the original numbering: the links do not fit.
+        let mut rows = chain(5);
+        rows.swap(1, 2);
+        rows[1].seq = 2;
+        rows[2].seq = 3;
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 2);
+        assert!(
+            reason.contains("prev_hash does not match the hash of event 1"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn first_event_must_be_seq_one_at_genesis() {
+        let mut rows = chain(3);
+        rows.remove(0);
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 2);
+        assert!(
+            reason.contains("expected event 1, found event 2"),
+            "{reason}"
+        );
+
+        let mut rows = chain(1);
+        rows[0].prev_hash = "a".repeat(64);
+        rows[0].hash = link_hash(&rows[0].prev_hash, &rows[0].body);
+        let (seq, reason) = broken_at(&check(&rows));
+        assert_eq!(seq, 1);
+        assert!(reason.contains("genesis"), "{reason}");
+    }
+
+    #[test]
+    fn only_the_first_break_is_reported() {
+        let mut rows = chain(8);
+        rows[6].hash = "0".repeat(64);
+        rows[2].body.push(' ');
+        assert_eq!(broken_at(&check(&rows)).0, 3);
+    }
+
+    #[test]
+    fn pages_check_like_one_pass_including_links_across_pages() {
+        let mut rows = chain(10);
+        // Break the link between pages [1..=5] and [6..=10].
+        rows[4].body.push(' ');
+        rows[4].hash = link_hash(&rows[4].prev_hash, &rows[4].body);
+        let whole = check(&rows);
+        let mut state = ChainState::new();
+        for page in rows.chunks(5) {
+            check_chain(page.iter().cloned(), &mut state);
+        }
+        assert_eq!(state.verification(), whole);
+        assert_eq!(broken_at(&whole).0, 6);
+        assert_eq!(state.last_seq(), 10);
+        assert!(!state.intact());
+    }
+
+    #[test]
+    fn verification_serialises() {
+        let v = check(&chain(2));
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"events": 2, "intact": true, "first_broken": null, "last_hash": v.last_hash})
+        );
+        let mut rows = chain(2);
+        rows[1].hash = "1".repeat(64);
+        let json = serde_json::to_value(check(&rows)).unwrap();
+        assert_eq!(json["intact"], false);
+        assert_eq!(json["first_broken"]["seq"], 2);
+        assert!(json["first_broken"]["reason"].is_string());
+    }
+
+    #[test]
+    fn disclosure_entries_carry_who_what_when_and_basis() {
+        let e = Event {
+            at: "2026-02-01T10:00:00.000Z".into(),
+            kind: "routing".into(),
+            delivery_id: Some("d-1".into()),
+            vendor: "acme".into(),
+            record_ref: Some("ref-1".into()),
+            reporting_period: Some("2026-01".into()),
+            recipient: Some("statistik".into()),
+            legal_basis: Some("statute".into()),
+            citation: Some("§ 1 Test".into()),
+            consent_id: None,
+            policy_version: Some("p1".into()),
+            fields: vec![FieldAction {
+                path: "client.sex".into(),
+                action: "keep".into(),
+            }],
+            note: None,
+        };
+        let row = AuditRow {
+            seq: 1,
+            at_ms: 0,
+            kind: "routing".into(),
+            subject: Some("S".into()),
+            body: e.to_json(),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        let entry = disclosure_entry(&row).unwrap();
+        assert_eq!(
+            entry,
+            serde_json::json!({
+                "at": "2026-02-01T10:00:00.000Z",
+                "kind": "routing",
+                "delivery_id": "d-1",
+                "recipient": "statistik",
+                "legal_basis": "statute",
+                "citation": "§ 1 Test",
+                "consent_id": null,
+                "policy_version": "p1",
+                "fields": [{"path": "client.sex", "action": "keep"}],
+                "reporting_period": "2026-01",
+                "record_ref": "ref-1",
+                "note": null,
+            })
+        );
+        let bad = AuditRow {
+            body: "not json".into(),
+            ..row
+        };
+        assert!(matches!(
+            disclosure_entry(&bad),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    /// Appends `n` events (subjects cycling over `S0`, `S1`, `S2`) to a store.
+    async fn append(store: &dyn Store, vendor: &str, n: usize) {
+        let key = AuditKey::new(b"test key".to_vec());
+        let events: Vec<crate::store::NewAuditEvent> = (0..n)
+            .map(|i| {
+                let client = format!("C{}", i % 3);
+                let e = Event {
+                    at: "2026-02-01T10:00:00.000Z".into(),
+                    kind: "routing".into(),
+                    delivery_id: Some(format!("d-{i}")),
+                    vendor: vendor.into(),
+                    record_ref: Some(format!("ref-{i}")),
+                    reporting_period: Some("2026-01".into()),
+                    recipient: Some("statistik".into()),
+                    legal_basis: Some("statute".into()),
+                    citation: None,
+                    consent_id: None,
+                    policy_version: None,
+                    fields: Vec::new(),
+                    note: None,
+                };
+                crate::store::NewAuditEvent {
+                    at_ms: i as i64,
+                    kind: "routing".into(),
+                    subject: Some(key.subject(vendor, &client)),
+                    body: e.to_json(),
+                }
+            })
+            .collect();
+        let mut tx = store.begin_delivery().await.unwrap();
+        tx.audit(&events).await.unwrap();
+        tx.commit_plain().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn verify_pages_through_a_store() {
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        assert_eq!(verify(&store).await.unwrap(), check(&[]));
+        append(&store, "acme", 7).await;
+        append(&store, "acme", 3).await;
+        for page in [1, 3, 5, 10, 11, VERIFY_PAGE] {
+            let v = verify_paged(&store, page).await.unwrap();
+            assert!(v.intact, "page {page}: {v:?}");
+            assert_eq!(v.events, 10, "page {page}");
+        }
+        let all = store.audit_events(0, 100).await.unwrap();
+        assert_eq!(verify(&store).await.unwrap(), check(&all));
+    }
+
+    #[tokio::test]
+    async fn disclosure_finds_the_clients_events_only() {
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        append(&store, "acme", 7).await;
+        let key = AuditKey::new(b"test key".to_vec());
+        let report = disclosure(&store, &key, "acme", "C1").await.unwrap();
+        let refs: Vec<&str> = report
+            .iter()
+            .map(|e| e["record_ref"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs, ["ref-1", "ref-4"]);
+        assert!(
+            disclosure(&store, &key, "other", "C1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let other_key = AuditKey::new(b"other key".to_vec());
+        assert!(
+            disclosure(&store, &other_key, "acme", "C1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
