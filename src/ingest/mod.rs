@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 /// Records per store write.
 const CHUNK: usize = 500;
 
+/// Audit events held back before they are appended early.
+const AUDIT_BUFFER: usize = 50_000;
+
 /// A delivery request after authentication.
 #[derive(Debug, Clone)]
 pub struct DeliveryRequest {
@@ -223,6 +226,10 @@ where
         let delivery_id = delivery_id.clone();
         tokio::spawn(async move {
             let mut tx: Option<Box<dyn DeliveryTx>> = None;
+            // Audit events are appended as late as possible: appending takes the chain's lock
+            // until commit (serialising deliveries on PostgreSQL), so only very large deliveries
+            // append early, to bound memory.
+            let mut audit: Vec<crate::store::NewAuditEvent> = Vec::new();
             while let Some(chunk) = chunk_rx.recv().await {
                 if tx.is_none() {
                     tx = Some(gw.store.begin_delivery().await?);
@@ -247,9 +254,13 @@ where
                     .await?;
                 }
                 tx.put(&chunk.records, &chunk.items).await?;
-                tx.audit(&chunk.audit).await?;
+                audit.extend(chunk.audit);
+                if audit.len() >= AUDIT_BUFFER {
+                    tx.audit(&audit).await?;
+                    audit.clear();
+                }
             }
-            Ok::<_, StoreError>(tx)
+            Ok::<_, StoreError>((tx, audit))
         })
     };
 
@@ -272,8 +283,8 @@ where
             );
         }
     };
-    let tx = match writer.await {
-        Ok(Ok(tx)) => tx,
+    let (tx, audit) = match writer.await {
+        Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
             return error(
@@ -299,6 +310,18 @@ where
     let mut receipt = outcome.receipt;
     let rejected_whole = receipt.status == Status::E4;
     let mut tx = tx;
+    if !rejected_whole
+        && !receipt.test
+        && !audit.is_empty()
+        && let Some(t) = tx.as_mut()
+        && let Err(e) = t.audit(&audit).await
+    {
+        tracing::warn!(delivery_id = %delivery_id, "store failed writing audit events: {e}");
+        return error(
+            Code::U001,
+            "storage unavailable; nothing was stored, retry later".into(),
+        );
+    }
     if receipt.mode == Mode::Full.as_str() && !rejected_whole && !receipt.test {
         // A full delivery cancels the vendor's records it omits in the (program, month) pairs
         // it covers; every recipient holding one is told.
