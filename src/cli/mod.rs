@@ -65,12 +65,19 @@ pub enum AuditCommand {
 /// Arguments of `weiche pseudonym`.
 #[derive(Debug, clap::Args)]
 pub struct PseudonymArgs {
-    /// Key id.
+    /// Use this recipient's pseudonym key from the configuration (current key, or the one named
+    /// by --kid).
+    #[arg(long, conflicts_with = "key_hex")]
+    recipient: Option<String>,
+    /// Configuration file for --recipient (env WEICHE_CONFIG; default: embedded defaults).
+    #[arg(long, requires = "recipient")]
+    config: Option<PathBuf>,
+    /// Key id (with --key-hex; with --recipient: pick an older key).
     #[arg(long)]
-    kid: String,
+    kid: Option<String>,
     /// Key as hex.
-    #[arg(long)]
-    key_hex: String,
+    #[arg(long, requires = "kid")]
+    key_hex: Option<String>,
     /// Canonical path without indices, e.g. client.client_id.
     #[arg(long, default_value = "client.linkage_key")]
     path: String,
@@ -259,11 +266,48 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
 }
 
 fn pseudonym(args: PseudonymArgs) -> ExitCode {
-    let Ok(secret) = hex::decode(args.key_hex.trim()) else {
-        eprintln!("--key-hex must be hex");
-        return ExitCode::from(2);
+    let key = match (&args.recipient, &args.key_hex, &args.kid) {
+        (Some(recipient), _, kid) => {
+            let loaded = match config::load(args.config.as_deref()) {
+                Ok(l) => l,
+                Err(problems) => {
+                    print_problems(&problems);
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(r) = loaded.router.recipient(recipient) else {
+                eprintln!("no recipient '{recipient}' in the configuration");
+                return ExitCode::from(2);
+            };
+            let older = loaded
+                .older_keys
+                .get(recipient)
+                .cloned()
+                .unwrap_or_default();
+            match kid {
+                None => r.key.clone(),
+                Some(kid) if *kid == r.key.kid => r.key.clone(),
+                Some(kid) => match older.into_iter().find(|k| k.kid == *kid) {
+                    Some(k) => k,
+                    None => {
+                        eprintln!("recipient '{recipient}' has no key '{kid}'");
+                        return ExitCode::from(2);
+                    }
+                },
+            }
+        }
+        (None, Some(hex_key), Some(kid)) => {
+            let Ok(secret) = hex::decode(hex_key.trim()) else {
+                eprintln!("--key-hex must be hex");
+                return ExitCode::from(2);
+            };
+            crate::consent::PseudonymKey::new(kid.clone(), secret)
+        }
+        _ => {
+            eprintln!("give --recipient ID, or --kid KID --key-hex HEX");
+            return ExitCode::from(2);
+        }
     };
-    let key = crate::consent::PseudonymKey::new(args.kid, secret);
     if args.linkage {
         let [family, given, birth] = args.values.as_slice() else {
             eprintln!("--linkage needs FAMILY_NAME GIVEN_NAMES BIRTH_DATE");

@@ -233,6 +233,8 @@ pub struct Loaded {
     pub notices: Vec<String>,
     /// The audit trail's subject key.
     pub audit_key: crate::audit::AuditKey,
+    /// Recipients' older pseudonym keys (kept for look-ups of earlier pseudonyms).
+    pub older_keys: BTreeMap<String, Vec<PseudonymKey>>,
 }
 
 /// Reads an environment override.
@@ -457,6 +459,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         }
     }
     let mut recipients = Vec::new();
+    let mut older_keys: BTreeMap<String, Vec<PseudonymKey>> = BTreeMap::new();
     for r in &file.recipients {
         token(&r.id, Role::Recipient, &r.token, &mut problems);
         let Some(policy) = policies.remove(&r.id) else {
@@ -486,11 +489,15 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                 }),
             }
         }
-        match keys.into_iter().next() {
-            Some(key) => recipients.push(Recipient {
-                policy: Arc::new(policy),
-                key,
-            }),
+        let mut keys = keys.into_iter();
+        match keys.next() {
+            Some(key) => {
+                older_keys.insert(r.id.clone(), keys.collect());
+                recipients.push(Recipient {
+                    policy: Arc::new(policy),
+                    key,
+                })
+            }
             None => problems.push(Problem {
                 file: origin.clone(),
                 line: 0,
@@ -506,7 +513,12 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     }
 
     let audit_source = file.audit_key.clone().unwrap_or(SecretSource {
-        file: Some(file.data_dir.join("audit.key")),
+        // Absolute, so it lands in data_dir (which is relative to the working directory)
+        // whatever base relative secret paths use.
+        file: Some(
+            std::path::absolute(file.data_dir.join("audit.key"))
+                .unwrap_or_else(|_| file.data_dir.join("audit.key")),
+        ),
         env: None,
         sha256: None,
         generate: true,
@@ -537,6 +549,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     match (problems.is_empty(), validator, audit_key) {
         (true, Some(validator), Some(audit_key)) => Ok(Loaded {
             audit_key,
+            older_keys,
             listen: file.listen,
             data_dir: file.data_dir,
             database_url,
