@@ -149,12 +149,24 @@ pub fn run(args: ConvertArgs) -> ExitCode {
         }
     };
     let mut out = BufWriter::with_capacity(256 * 1024, spool);
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let total = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
+    let progress = Progress::new(total);
+    let mut reader = BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: file,
+            progress: &progress,
+        },
+    );
+    let mut records = 0u64;
     let outcome = pipeline::run(&job, &mut reader, &mut |acc| {
+        records += 1;
+        progress.tick(records);
         out.write_all(acc.json.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| crate::adapt::AdaptError::Aborted(format!("spool file: {e}")))
     });
+    progress.finish();
     let copied = out.into_inner().map_err(|e| e.into_error()).and_then(|f| {
         drop(f);
         if outcome.receipt.status == crate::ingest::Status::E4 {
@@ -176,4 +188,68 @@ pub fn run(args: ConvertArgs) -> ExitCode {
         Err(e) => eprintln!("receipt: {e}"),
     }
     ExitCode::from(outcome.receipt.status.exit_code() as u8)
+}
+
+/// Progress of a long conversion on stderr — only when stderr is a terminal, so the receipt on
+/// stderr stays machine-readable otherwise.
+struct Progress {
+    enabled: bool,
+    total: u64,
+    read: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
+    last: std::cell::Cell<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let now = std::time::Instant::now();
+        Progress {
+            enabled: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            total,
+            read: std::sync::atomic::AtomicU64::new(0),
+            started: now,
+            last: std::cell::Cell::new(now),
+        }
+    }
+
+    fn tick(&self, records: u64) {
+        if !self.enabled || self.last.get().elapsed() < std::time::Duration::from_millis(500) {
+            return;
+        }
+        self.last.set(std::time::Instant::now());
+        let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
+        let pct = if self.total > 0 {
+            read * 100 / self.total
+        } else {
+            0
+        };
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r{pct:>3}%  {:.0} MB  {records} records  {:.0} records/s\x1b[K",
+            read as f64 / 1e6,
+            records as f64 / secs
+        );
+    }
+
+    fn finish(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// Counts the bytes read for [`Progress`].
+struct Counting<'p, R> {
+    inner: R,
+    progress: &'p Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress
+            .read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
 }
