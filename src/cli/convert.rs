@@ -218,11 +218,7 @@ impl Progress {
         }
         self.last.set(std::time::Instant::now());
         let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
-        let pct = if self.total > 0 {
-            read * 100 / self.total
-        } else {
-            0
-        };
+        let pct = (read * 100).checked_div(self.total).unwrap_or(0);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         eprint!(
             "\r{pct:>3}%  {:.0} MB  {records} records  {:.0} records/s\x1b[K",
