@@ -7,13 +7,11 @@
 //! before the header members they need, the drafts wait until the header is complete.
 
 use super::mapping::{MappingFile, pointer_tokens};
-use super::rules::{
-    HeaderPlan, MAX_DEPTH, RecordPlan, check_limits, unknown_fields, unknown_issue,
-};
-use super::{AdaptError, AdaptSink, Draft, MAX_VALUE_BYTES};
+use super::rules::{Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat, check_limits};
+use super::{AdaptError, AdaptSink, MAX_VALUE_BYTES};
 use crate::catalogue::Code;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::{self, Read};
 
 /// A mapping compiled for the JSON engine.
@@ -52,14 +50,8 @@ pub(crate) fn run(
     let reader = io::BufReader::with_capacity(64 * 1024, Utf8Reader::new(reader));
     let mut de = serde_json::Deserializer::from_reader(reader);
     let mut state = State {
-        file,
         plan,
-        sink,
-        header: Map::new(),
-        header_done: false,
-        header_values: Vec::new(),
-        pending: Vec::new(),
-        position: 0,
+        asm: Assembler::new(file, &plan.header, &plan.record, sink),
         records_seen: false,
         failure: None,
     };
@@ -77,12 +69,7 @@ pub(crate) fn run(
             format!("member '{}' (the records) is missing", plan.records_member),
         ));
     }
-    state.finish_header()?;
-    let pending = std::mem::take(&mut state.pending);
-    for draft in pending {
-        state.emit(draft)?;
-    }
-    Ok(())
+    state.asm.finish()
 }
 
 /// Maps a serde_json error to the delivery-level code it stands for.
@@ -108,14 +95,8 @@ fn classify(e: serde_json::Error) -> AdaptError {
 }
 
 struct State<'a> {
-    file: &'a MappingFile,
     plan: &'a JsonPlan,
-    sink: &'a mut dyn AdaptSink,
-    header: Map<String, Value>,
-    header_done: bool,
-    header_values: Vec<(String, Value)>,
-    pending: Vec<Draft>,
-    position: usize,
+    asm: Assembler<'a>,
     records_seen: bool,
     failure: Option<AdaptError>,
 }
@@ -129,40 +110,8 @@ impl State<'_> {
 
     fn header_member(&mut self, key: String, value: Value) -> Result<(), AdaptError> {
         check_limits(&value, 2)?;
-        let mut unknown = Vec::new();
-        let mut one = Map::new();
-        one.insert(key.clone(), value);
-        unknown_fields(&one, &self.plan.header.known, "", &mut unknown);
-        for (path, name) in unknown {
-            self.sink.warning(unknown_issue(path, &name));
-        }
-        if self.header_done {
-            return Ok(());
-        }
-        let value = one.remove(&key).unwrap_or(Value::Null);
-        self.header.insert(key, value);
-        if self
-            .plan
-            .header
-            .members
-            .iter()
-            .all(|m| self.header.contains_key(m))
-        {
-            self.finish_header()?;
-        }
-        Ok(())
-    }
-
-    /// Checks the header, tells the sink, and releases waiting drafts.
-    fn finish_header(&mut self) -> Result<(), AdaptError> {
-        if self.header_done {
-            return Ok(());
-        }
-        self.header_done = true;
-        let doc = Value::Object(std::mem::take(&mut self.header));
-        let (header, values) = self.plan.header.finish(self.file, &doc)?;
-        self.header_values = values;
-        self.sink.header(&header)
+        // Duplicate keys: the last wins.
+        self.asm.header_member(key, value, Repeat::Replace)
     }
 
     fn record(&mut self, value: Value) -> Result<(), AdaptError> {
@@ -176,21 +125,7 @@ impl State<'_> {
                 ),
             ));
         }
-        self.position += 1;
-        let draft = self.plan.record.map(self.file, self.position, &value, true);
-        if self.header_done {
-            self.emit(draft)
-        } else {
-            self.pending.push(draft);
-            Ok(())
-        }
-    }
-
-    fn emit(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
-        for (target, value) in &self.header_values {
-            draft.set(target, value.clone());
-        }
-        self.sink.record(draft)
+        self.asm.record(&value, Vec::new())
     }
 }
 

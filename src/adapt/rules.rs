@@ -9,7 +9,7 @@
 use super::mapping::{
     Decimal, FieldRule, KnownTree, MappingFile, RowSelect, Syntax, ValueKind, path_tokens,
 };
-use super::{AdaptError, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
+use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
 use crate::catalogue::{Code, echo};
 use serde_json::{Map, Value};
 
@@ -482,6 +482,128 @@ impl HeaderPlan {
             }
         }
         Ok((header, values))
+    }
+}
+
+/// Assembles a delivery from what an engine reads: header members (until the header is complete,
+/// then checked once) and record trees (mapped into drafts, held back until the header is known,
+/// then completed with the header's values and handed to the sink). Shared by the JSON and XML
+/// engines.
+pub(crate) struct Assembler<'a> {
+    file: &'a MappingFile,
+    header: &'a HeaderPlan,
+    record: &'a RecordPlan,
+    /// Where drafts, the header and warnings go.
+    pub(crate) sink: &'a mut dyn AdaptSink,
+    doc: Map<String, Value>,
+    done: bool,
+    values: Vec<(String, Value)>,
+    pending: Vec<Draft>,
+    position: usize,
+}
+
+/// What a repeated header member does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// The last one wins (JSON object members).
+    Replace,
+    /// They form an array (repeated XML elements).
+    Collect,
+}
+
+impl<'a> Assembler<'a> {
+    /// An assembler for a mapping's plans.
+    pub(crate) fn new(
+        file: &'a MappingFile,
+        header: &'a HeaderPlan,
+        record: &'a RecordPlan,
+        sink: &'a mut dyn AdaptSink,
+    ) -> Self {
+        Assembler {
+            file,
+            header,
+            record,
+            sink,
+            doc: Map::new(),
+            done: false,
+            values: Vec::new(),
+            pending: Vec::new(),
+            position: 0,
+        }
+    }
+
+    /// One member of the header: unknown fields are warned about (`W002`); once every member the
+    /// header needs is there, the header is checked and released.
+    pub(crate) fn header_member(
+        &mut self,
+        key: String,
+        value: Value,
+        repeat: Repeat,
+    ) -> Result<(), AdaptError> {
+        let mut one = Map::new();
+        one.insert(key.clone(), value);
+        let mut unknown = Vec::new();
+        unknown_fields(&one, &self.header.known, "", &mut unknown);
+        for (path, name) in unknown {
+            self.sink.warning(unknown_issue(path, &name));
+        }
+        if self.done {
+            return Ok(());
+        }
+        let value = one.remove(&key).unwrap_or(Value::Null);
+        match (repeat, self.doc.get_mut(&key)) {
+            (Repeat::Collect, Some(Value::Array(a))) => a.push(value),
+            (Repeat::Collect, Some(existing)) => {
+                let prev = existing.take();
+                *existing = Value::Array(vec![prev, value]);
+            }
+            _ => {
+                self.doc.insert(key, value);
+            }
+        }
+        if self.header.members.iter().all(|m| self.doc.contains_key(m)) {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    /// One record's source tree; `issues` found while reading it go first.
+    pub(crate) fn record(&mut self, tree: &Value, issues: Vec<Issue>) -> Result<(), AdaptError> {
+        self.position += 1;
+        let mut draft = self.record.map(self.file, self.position, tree, true);
+        if !issues.is_empty() {
+            let mut all = issues;
+            all.append(&mut draft.issues);
+            draft.issues = all;
+        }
+        if self.done {
+            self.emit(draft)
+        } else {
+            self.pending.push(draft);
+            Ok(())
+        }
+    }
+
+    /// Checks the header (once), tells the sink, and releases the drafts that waited for it.
+    pub(crate) fn finish(&mut self) -> Result<(), AdaptError> {
+        if !self.done {
+            self.done = true;
+            let doc = Value::Object(std::mem::take(&mut self.doc));
+            let (header, values) = self.header.finish(self.file, &doc)?;
+            self.values = values;
+            self.sink.header(&header)?;
+        }
+        for draft in std::mem::take(&mut self.pending) {
+            self.emit(draft)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
+        for (target, value) in &self.values {
+            draft.set(target, value.clone());
+        }
+        self.sink.record(draft)
     }
 }
 

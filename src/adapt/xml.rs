@@ -7,8 +7,8 @@
 
 use super::decode::{ByteCharset, ByteReader, DecodingReader, Peeked};
 use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
-use super::rules::{HeaderPlan, MAX_DEPTH, RecordPlan, unknown_fields, unknown_issue};
-use super::{AdaptError, AdaptSink, Draft, Issue, MAX_VALUE_BYTES};
+use super::rules::{Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat};
+use super::{AdaptError, AdaptSink, Issue, MAX_VALUE_BYTES};
 use crate::catalogue::{Code, echo};
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
@@ -96,87 +96,6 @@ struct Frame {
     code_parent: bool,
 }
 
-struct State<'a> {
-    file: &'a MappingFile,
-    plan: &'a XmlPlan,
-    sink: &'a mut dyn AdaptSink,
-    header: Map<String, Value>,
-    header_done: bool,
-    header_values: Vec<(String, Value)>,
-    pending: Vec<Draft>,
-    position: usize,
-    /// W002 issues of the record being read.
-    record_issues: Vec<Issue>,
-}
-
-impl State<'_> {
-    fn header_member(&mut self, key: String, value: Value) -> Result<(), AdaptError> {
-        let mut one = Map::new();
-        one.insert(key.clone(), value);
-        let mut unknown = Vec::new();
-        unknown_fields(&one, &self.plan.header.known, "", &mut unknown);
-        for (path, name) in unknown {
-            self.sink.warning(unknown_issue(path, &name));
-        }
-        if self.header_done {
-            return Ok(());
-        }
-        let value = one.remove(&key).unwrap_or(Value::Null);
-        insert(&mut self.header, key, value);
-        Ok(())
-    }
-
-    fn try_finish_header(&mut self) -> Result<(), AdaptError> {
-        if !self.header_done
-            && self
-                .plan
-                .header
-                .members
-                .iter()
-                .all(|m| self.header.contains_key(m))
-        {
-            self.finish_header()?;
-        }
-        Ok(())
-    }
-
-    fn finish_header(&mut self) -> Result<(), AdaptError> {
-        if self.header_done {
-            return Ok(());
-        }
-        self.header_done = true;
-        let doc = Value::Object(std::mem::take(&mut self.header));
-        let (header, values) = self.plan.header.finish(self.file, &doc)?;
-        self.header_values = values;
-        self.sink.header(&header)?;
-        for draft in std::mem::take(&mut self.pending) {
-            self.emit(draft)?;
-        }
-        Ok(())
-    }
-
-    fn record(&mut self, tree: Value) -> Result<(), AdaptError> {
-        self.position += 1;
-        let mut draft = self.plan.record.map(self.file, self.position, &tree, true);
-        let mut issues = std::mem::take(&mut self.record_issues);
-        issues.append(&mut draft.issues);
-        draft.issues = issues;
-        if self.header_done {
-            self.emit(draft)
-        } else {
-            self.pending.push(draft);
-            Ok(())
-        }
-    }
-
-    fn emit(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
-        for (target, value) in &self.header_values {
-            draft.set(target, value.clone());
-        }
-        self.sink.record(draft)
-    }
-}
-
 /// Adds a child value; a repeated name becomes an array (XML values are never arrays otherwise).
 fn insert(map: &mut Map<String, Value>, key: String, value: Value) {
     match map.get_mut(&key) {
@@ -226,17 +145,9 @@ pub(crate) fn run(
         c.trim_text(false);
     }
     let ns = plan.spec.namespace.as_bytes().to_vec();
-    let mut state = State {
-        file,
-        plan,
-        sink,
-        header: Map::new(),
-        header_done: false,
-        header_values: Vec::new(),
-        pending: Vec::new(),
-        position: 0,
-        record_issues: Vec::new(),
-    };
+    let mut asm = Assembler::new(file, &plan.header, &plan.record, sink);
+    // W002 issues of the record being read.
+    let mut record_issues: Vec<Issue> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut root_seen = false;
     let mut root_closed = false;
@@ -278,7 +189,7 @@ pub(crate) fn run(
                     };
                     attributes(&xml, &e, plan, &mut frame)?;
                     for (k, v) in std::mem::take(&mut frame.map) {
-                        state.header_member(k, v)?;
+                        asm.header_member(k, v, Repeat::Collect)?;
                     }
                     stack.push(frame);
                     continue;
@@ -301,9 +212,9 @@ pub(crate) fn run(
                         format!("element '{}' of another namespace ignored", echo(&local)),
                     );
                     if in_record {
-                        state.record_issues.push(issue);
+                        record_issues.push(issue);
                     } else {
-                        state.sink.warning(issue);
+                        asm.sink.warning(issue);
                     }
                 }
                 let mut frame = Frame {
@@ -347,10 +258,9 @@ pub(crate) fn run(
                 if stack.len() == 1 {
                     if in_record && frame.name == plan.record_element {
                         in_record = false;
-                        state.record(value)?;
+                        asm.record(&value, std::mem::take(&mut record_issues))?;
                     } else {
-                        state.header_member(frame.name, value)?;
-                        state.try_finish_header()?;
+                        asm.header_member(frame.name, value, Repeat::Collect)?;
                     }
                 } else if let Some(parent) = stack.last_mut() {
                     insert(&mut parent.map, frame.name, value);
@@ -399,7 +309,7 @@ pub(crate) fn run(
     if !stack.is_empty() {
         return Err(x000("the document ends before the root element is closed"));
     }
-    state.finish_header()
+    asm.finish()
 }
 
 /// The dotted source path of a child about to open (for `W002` messages).
