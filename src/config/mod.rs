@@ -512,6 +512,15 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         ));
     }
 
+    let on_postgres = file
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"));
+    if on_postgres && file.audit_key.is_none() {
+        notices.push(
+            "no audit_key configured: this instance generates its own in data_dir; instances sharing one PostgreSQL need one shared audit_key, or disclosure reports miss events".into(),
+        );
+    }
     let audit_source = file.audit_key.clone().unwrap_or(SecretSource {
         // Absolute, so it lands in data_dir (which is relative to the working directory)
         // whatever base relative secret paths use.
