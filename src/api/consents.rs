@@ -28,8 +28,11 @@ pub(super) async fn withdraw(
     let vendor = authenticate(&req, &gw, Role::Vendor)?;
     let w: WithdrawalBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(Code::R400, format!("withdrawal body is not valid: {e}")))?;
+    // Strictly YYYY-MM-DD: dates are compared as text in the store.
     let day = chrono::NaiveDate::parse_from_str(&w.withdrawn_on, "%Y-%m-%d")
-        .map_err(|_| ApiError::new(Code::R400, "withdrawn_on must be a date YYYY-MM-DD"))?;
+        .ok()
+        .filter(|d| d.format("%Y-%m-%d").to_string() == w.withdrawn_on)
+        .ok_or_else(|| ApiError::new(Code::R400, "withdrawn_on must be a date YYYY-MM-DD"))?;
     if w.client_id.trim().is_empty() || w.consent_id.trim().is_empty() {
         return Err(ApiError::new(
             Code::R400,
