@@ -1187,8 +1187,8 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Posts one delivery and returns its receipt; panics on anything but HTTP 200.
-async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> Value {
+/// Posts one delivery and returns its receipt; anything but HTTP 200 is an error.
+async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> Result<Value, String> {
     let resp = client
         .post(url)
         .bearer_auth(token(VENDOR))
@@ -1196,19 +1196,20 @@ async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> Value {
         .body(body)
         .send()
         .await
-        .expect("POST /api/v1/deliveries");
+        .map_err(|e| format!("POST /api/v1/deliveries failed: {e:?}"))?;
     let status = resp.status();
-    let text = resp.text().await.expect("receipt body");
-    assert!(
-        status.is_success(),
-        "HTTP {status}: {}",
-        &text[..text.len().min(2000)]
-    );
-    serde_json::from_str(&text).expect("receipt is JSON")
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading the receipt failed: {e:?}"))?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", &text[..text.len().min(2000)]));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("receipt is not JSON ({e}): {text}"))
 }
 
 /// Every receipt must be E1 with all records accepted and routed to each recipient.
-fn check_receipt(r: &Value, recipients: &[&str]) {
+fn check_receipt(r: &Value, recipients: &[&str]) -> Result<(), String> {
     let n = RECORDS as u64;
     let ok = r["status"] == "E1"
         && r["duplicate"] == false
@@ -1218,13 +1219,23 @@ fn check_receipt(r: &Value, recipients: &[&str]) {
         && r["errors"].as_array().is_some_and(Vec::is_empty)
         && r["warnings"].as_array().is_some_and(Vec::is_empty)
         && recipients.iter().all(|id| r["routed"][*id] == n);
-    if !ok {
-        let mut text = r.to_string();
-        text.truncate(3000);
-        panic!(
-            "unexpected receipt (want E1, {n} accepted, {n} routed to each of {recipients:?}): {text}"
-        );
+    if ok {
+        return Ok(());
     }
+    let mut text = r.to_string();
+    text.truncate(3000);
+    Err(format!(
+        "unexpected receipt (want E1, {n} accepted, {n} routed to each of {recipients:?}): {text}"
+    ))
+}
+
+/// Posts one delivery and checks its receipt; returns the receipt latency.
+async fn deliver(client: &reqwest::Client, url: &str, body: Bytes) -> Result<Duration, String> {
+    let s = Instant::now();
+    let receipt = post(client, url, body).await?;
+    let latency = s.elapsed();
+    check_receipt(&receipt, RECIPIENTS)?;
+    Ok(latency)
 }
 
 /// Closed loop: `clients` tasks post the bodies back to back. Returns wall time and latencies.
@@ -1233,8 +1244,7 @@ async fn closed_loop(
     url: &str,
     bodies: Arc<Vec<Bytes>>,
     clients: usize,
-    recipients: &'static [&'static str],
-) -> (Duration, Vec<Duration>) {
+) -> Result<(Duration, Vec<Duration>), String> {
     let next = Arc::new(AtomicUsize::new(0));
     let t = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -1250,20 +1260,33 @@ async fn closed_loop(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { break };
-                    let s = Instant::now();
-                    let receipt = post(&client, &url, body.clone()).await;
-                    lat.push(s.elapsed());
-                    check_receipt(&receipt, recipients);
+                    match deliver(&client, &url, body.clone()).await {
+                        Ok(l) => lat.push(l),
+                        Err(e) => {
+                            // Stop the other clients too.
+                            next.store(usize::MAX / 2, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
                 }
-                lat
+                Ok(lat)
             })
         })
         .collect();
     let mut all = Vec::new();
+    let mut first_error = None;
     for task in tasks {
-        all.extend(task.await.expect("client task"));
+        match task.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(lat) => all.extend(lat),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    (t.elapsed(), all)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((t.elapsed(), all)),
+    }
 }
 
 /// Open loop: one delivery every `interval`, whatever the answers do. Returns wall time and
@@ -1273,27 +1296,22 @@ async fn paced(
     url: &str,
     bodies: Vec<Bytes>,
     interval: Duration,
-    recipients: &'static [&'static str],
-) -> (Duration, Vec<Duration>) {
+) -> Result<(Duration, Vec<Duration>), String> {
     let start = tokio::time::Instant::now() + Duration::from_millis(10);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for (i, body) in bodies.into_iter().enumerate() {
         tokio::time::sleep_until(start + interval * i as u32).await;
         let (client, url) = (client.clone(), url.to_string());
-        tasks.push(tokio::spawn(async move {
-            let s = Instant::now();
-            let receipt = post(&client, &url, body).await;
-            let l = s.elapsed();
-            check_receipt(&receipt, recipients);
-            l
-        }));
+        tasks.push(tokio::spawn(
+            async move { deliver(&client, &url, body).await },
+        ));
     }
     let mut all = Vec::new();
     for task in tasks {
-        all.push(task.await.expect("client task"));
+        all.push(task.await.map_err(|e| e.to_string())??);
     }
-    (t.elapsed(), all)
+    Ok((t.elapsed(), all))
 }
 
 /// Nearest-rank percentile in milliseconds.
@@ -1348,19 +1366,19 @@ async fn peak_run(
     warmup: Vec<Bytes>,
     bodies: Arc<Vec<Bytes>>,
     clients: usize,
-) -> Run {
+) -> Result<Run, String> {
     let url = format!("{}/api/v1/deliveries?format={FORMAT}", server.base);
-    closed_loop(client, &url, Arc::new(warmup), clients, RECIPIENTS).await;
+    closed_loop(client, &url, Arc::new(warmup), clients).await?;
     let (cpu0, machine0) = (server.cpu_secs(), machine_busy_secs());
-    let (wall, lat) = closed_loop(client, &url, bodies.clone(), clients, RECIPIENTS).await;
-    Run {
+    let (wall, lat) = closed_loop(client, &url, bodies.clone(), clients).await?;
+    Ok(Run {
         deliveries: bodies.len(),
         wall,
         bytes: bodies.iter().map(Bytes::len).sum(),
         lat,
         cpu: server.cpu_secs() - cpu0,
         machine: machine_busy_secs() - machine0,
-    }
+    })
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -1514,12 +1532,17 @@ fn main() {
     // ---- SQLite end to end -----------------------------------------------------------------
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
-        .timeout(Duration::from_secs(300))
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("http client");
-    let (sqlite_peak, sqlite_paced, paced_rate, hwm_kb, rss_kb, startup) = rt.block_on(async {
+    println!(
+        "\nend to end over HTTP (real `weiche serve`, {clients} concurrent clients, 1,000-record deliveries, 3 pull recipients):"
+    );
+    let (sqlite_peak, sqlite_paced) = rt.block_on(async {
         let server = Server::start(&config, dir.path(), port).await;
-        let startup = server.startup;
+        let fail = |e: String| -> ! {
+            panic!("{e}\n--- server log (tail) ---\n{}", server.log_tail())
+        };
         let peak = peak_run(
             &server,
             &client,
@@ -1527,7 +1550,9 @@ fn main() {
             peak_bodies.clone(),
             clients,
         )
-        .await;
+        .await
+        .unwrap_or_else(|e| fail(e));
+        println!("{}", peak.line("SQLite peak"));
         // Paced at half the peak rate.
         let half = peak.records_per_s() / 2.0;
         let interval = Duration::from_secs_f64(RECORDS as f64 / half);
@@ -1537,7 +1562,9 @@ fn main() {
         let bytes = paced_bodies.iter().map(Bytes::len).sum();
         let url = format!("{}/api/v1/deliveries?format={FORMAT}", server.base);
         let (cpu0, machine0) = (server.cpu_secs(), machine_busy_secs());
-        let (wall, lat) = paced(&client, &url, paced_bodies, interval, RECIPIENTS).await;
+        let (wall, lat) = paced(&client, &url, paced_bodies, interval)
+            .await
+            .unwrap_or_else(|e| fail(e));
         let paced_run = Run {
             deliveries: n_paced,
             wall,
@@ -1546,80 +1573,29 @@ fn main() {
             cpu: server.cpu_secs() - cpu0,
             machine: machine_busy_secs() - machine0,
         };
+        println!(
+            "{}",
+            paced_run.line(&format!("SQLite paced @ {half:.0} rec/s"))
+        );
         let hwm = server.status_kb("VmHWM");
         let rss = server.status_kb("VmRSS");
-        server.stop();
-        (peak, paced_run, half, hwm, rss, startup)
-    });
-
-    // ---- PostgreSQL end to end (optional) --------------------------------------------------
-    let pg = pg_url.as_deref().map(|admin_url| {
-        let db = format!("weiche_bench_{}_{}", std::process::id(), now_ms());
-        rt.block_on(async {
-            let mut admin = sqlx::PgConnection::connect(admin_url)
-                .await
-                .expect("connect to PostgreSQL");
-            sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
-                .execute(&mut admin)
-                .await
-                .expect("create database");
-            let pg_dir = dir.path().join("pg");
-            std::fs::create_dir_all(&pg_dir).unwrap();
-            let pg_port = free_port();
-            let url = with_database(admin_url, &db);
-            let pg_config = write_config(&pg_dir, &format!("127.0.0.1:{pg_port}"), Some(&url));
-            let server = Server::start(&pg_config, &pg_dir, pg_port).await;
-            let startup = server.startup;
-            let bodies = Arc::new(deliveries(30_000, n_deliveries));
-            let run = peak_run(
-                &server,
-                &client,
-                deliveries(40_000, WARMUP),
-                bodies,
-                clients,
-            )
-            .await;
-            let hwm = server.status_kb("VmHWM");
-            server.stop();
-            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await;
-            (run, hwm, startup)
-        })
-    });
-
-    // ---- report ----------------------------------------------------------------------------
-    let e2e = sqlite_peak.records_per_s();
-    println!(
-        "\nend to end over HTTP (real `weiche serve`, {clients} concurrent clients, 1,000-record deliveries, 3 pull recipients):"
-    );
-    println!("{}", sqlite_peak.line("SQLite peak"));
-    println!(
-        "{}",
-        sqlite_paced.line(&format!("SQLite paced @ {:.0} rec/s", paced_rate))
-    );
-    println!(
-        "  SQLite server: start-up {:.0} ms, peak RSS (VmHWM) {:.1} MB, RSS at end {:.1} MB",
-        startup.as_secs_f64() * 1e3,
-        hwm_kb as f64 / 1024.0,
-        rss_kb as f64 / 1024.0
-    );
-    if let Some((run, hwm, startup)) = &pg {
-        println!("{}", run.line("PostgreSQL peak"));
         println!(
-            "  PostgreSQL server: start-up {:.0} ms, peak RSS (VmHWM) {:.1} MB",
-            startup.as_secs_f64() * 1e3,
-            *hwm as f64 / 1024.0
+            "  SQLite server: start-up {:.0} ms, peak RSS (VmHWM) {:.1} MB, RSS at the end {:.1} MB",
+            server.startup.as_secs_f64() * 1e3,
+            hwm as f64 / 1024.0,
+            rss as f64 / 1024.0
         );
-    } else {
-        println!("  PostgreSQL: not run (set WEICHE_BENCH_POSTGRES_URL)");
-    }
+        server.stop();
+        (peak, paced_run)
+    });
+    drop(peak_bodies);
 
+    let e2e = sqlite_peak.records_per_s();
     let mut paced_sorted = sqlite_paced.lat.clone();
     paced_sorted.sort();
     let p99 = pct(&paced_sorted, 0.99);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    println!("\nsummary against quality.md:");
+    println!("\nsummary against quality.md (SQLite):");
     println!(
         "  pipeline ceiling (1 core)          {:>10.0} records/s",
         st.ceiling()
@@ -1628,12 +1604,9 @@ fn main() {
         "  store ceiling (faster of a/b)      {:>10.0} records/s",
         1.0 / st.store()
     );
+    println!("  end to end, SQLite                 {e2e:>10.0} records/s");
     println!(
-        "  end to end, SQLite                 {:>10.0} records/s",
-        e2e
-    );
-    println!(
-        "  end to end ÷ pipeline ceiling      {:>10.3}   (target ≥ 0.5: {})",
+        "  end to end ÷ pipeline ceiling      {:>10.3}   target ≥ 0.5: {}",
         e2e / st.ceiling(),
         verdict(e2e / st.ceiling() >= 0.5)
     );
@@ -1642,28 +1615,70 @@ fn main() {
         e2e * st.store()
     );
     println!(
-        "  end to end ≥ 100,000 records/s                  {}",
+        "  end to end ≥ 100,000 records/s                 {}",
         verdict(e2e >= 100_000.0)
     );
     println!(
-        "  p99 at half peak {:>7.1} ms ≤ 50 ms             {}",
-        p99,
+        "  p99 at half peak {p99:>9.1} ms ≤ 50 ms          {}",
         verdict(p99 <= 50.0)
     );
-    if let Some((run, _, _)) = &pg {
-        println!(
-            "  PostgreSQL {:>8.0} rec/s ≥ 60,000               {}",
-            run.records_per_s(),
-            verdict(run.records_per_s() >= 60_000.0)
-        );
+
+    // ---- PostgreSQL end to end (optional) --------------------------------------------------
+    match pg_url.as_deref() {
+        None => println!("\nPostgreSQL: not run (set WEICHE_BENCH_POSTGRES_URL)"),
+        Some(admin_url) => {
+            let db = format!("weiche_bench_{}_{}", std::process::id(), now_ms());
+            let outcome = rt.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(admin_url)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create database");
+                let pg_dir = dir.path().join("pg");
+                std::fs::create_dir_all(&pg_dir).unwrap();
+                let pg_port = free_port();
+                let url = with_database(admin_url, &db);
+                let pg_config = write_config(&pg_dir, &format!("127.0.0.1:{pg_port}"), Some(&url));
+                let server = Server::start(&pg_config, &pg_dir, pg_port).await;
+                let bodies = Arc::new(deliveries(30_000, n_deliveries));
+                let run = peak_run(
+                    &server,
+                    &client,
+                    deliveries(40_000, WARMUP),
+                    bodies,
+                    clients,
+                )
+                .await
+                .map_err(|e| format!("{e}\n--- server log (tail) ---\n{}", server.log_tail()));
+                let hwm = server.status_kb("VmHWM");
+                let startup = server.startup;
+                server.stop();
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+                run.map(|r| (r, hwm, startup))
+            });
+            let (run, hwm, startup) = outcome.unwrap_or_else(|e| panic!("PostgreSQL run: {e}"));
+            println!("\nend to end over HTTP, PostgreSQL 15 (same set-up, fresh database):");
+            println!("{}", run.line("PostgreSQL peak"));
+            println!(
+                "  PostgreSQL server: start-up {:.0} ms, peak RSS (VmHWM) {:.1} MB",
+                startup.as_secs_f64() * 1e3,
+                hwm as f64 / 1024.0
+            );
+            println!(
+                "  PostgreSQL {:>8.0} records/s ≥ 60,000         {}",
+                run.records_per_s(),
+                verdict(run.records_per_s() >= 60_000.0)
+            );
+        }
     }
+
+    println!("\nload average at the end: {}", loadavg());
     println!(
-        "  peak RSS (SQLite server)           {:>10.1} MB",
-        hwm_kb as f64 / 1024.0
-    );
-    println!("  load average at the end: {}", loadavg());
-    println!(
-        "\nall receipts E1 with {RECORDS} accepted and {RECORDS} routed to each recipient; total bench time {:.1} s",
+        "all receipts E1 with {RECORDS} accepted and {RECORDS} routed to each recipient; total bench time {:.1} s",
         began.elapsed().as_secs_f64()
     );
 }

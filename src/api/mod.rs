@@ -7,6 +7,7 @@ mod audit;
 mod batches;
 mod consents;
 mod deliveries;
+pub mod tls;
 
 use crate::catalogue::{Code, ErrorBody};
 use crate::config::{Principal, Role};
@@ -75,7 +76,8 @@ pub fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Api
         .map_err(|e| ApiError::new(Code::R400, format!("query is not valid: {e}")))
 }
 
-/// The caller, authenticated by bearer token, with the role the endpoint needs.
+/// The caller, authenticated by bearer token and/or TLS client certificate (as the principal's
+/// `auth` setting asks), with the role the endpoint needs.
 pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Principal, ApiError> {
     let token = req
         .headers()
@@ -83,8 +85,14 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(principal) = token.and_then(|t| gw.principals.authenticate(t)) else {
-        return Err(ApiError::new(Code::T070, "missing or invalid bearer token"));
+    let cert = req.conn_data::<tls::ClientCertificate>().map(|c| &c.sha256);
+    let Some(principal) = gw.principals.resolve(token, cert) else {
+        let message = if cert.is_some() {
+            "missing or invalid credentials (bearer token or client certificate)"
+        } else {
+            "missing or invalid bearer token"
+        };
+        return Err(ApiError::new(Code::T070, message));
     };
     if principal.role != role {
         return Err(ApiError::new(
@@ -100,7 +108,11 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
-    let db = gw.store.ping().await.is_ok();
+    // Answer within a probe's usual timeout even while the database is down.
+    let db = matches!(
+        tokio::time::timeout(std::time::Duration::from_millis(900), gw.store.ping()).await,
+        Ok(Ok(()))
+    );
     let loaded = gw.mappings.load();
     let mappings = !loaded.mappings.is_empty();
     let body = serde_json::json!({
@@ -116,6 +128,13 @@ async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
             .insert_header(("Retry-After", "5"))
             .json(body)
     }
+}
+
+/// Prometheus text exposition (ids, codes and counts only; no authentication, like `/health`).
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::telemetry::metrics::CONTENT_TYPE)
+        .body(crate::telemetry::metrics::render())
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -138,6 +157,7 @@ fn resource(path: &str) -> actix_web::Resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health/live").route(web::get().to(live)))
         .service(resource("/health/ready").route(web::get().to(ready)))
+        .service(resource("/metrics").route(web::get().to(metrics)))
         .service(
             web::scope("/api/v1")
                 .service(
@@ -169,11 +189,33 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// Runs the server on a bound listener until `shutdown` resolves. Also runs the batch sealer.
+/// Runs the server (plain HTTP) on a bound listener until `shutdown` resolves. Also runs the
+/// batch sealer.
 pub async fn serve(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, gw, shutdown, None).await
+}
+
+/// Like [`serve`], over HTTPS with `tls` (see [`tls::server_config`]). A client certificate's
+/// fingerprint is kept per connection for [`authenticate`].
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    serve_with(listener, gw, shutdown, Some(tls)).await
+}
+
+/// [`serve`] or [`serve_tls`], by whether `tls` is given.
+pub async fn serve_with(
+    listener: std::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let data = web::Data::from(gw.clone());
     let json_config = web::JsonConfig::default()
@@ -191,9 +233,13 @@ pub async fn serve(
             .app_data(query_config.clone())
             .configure(routes)
     })
+    .on_connect(tls::on_connect)
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
+    .shutdown_timeout(10);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, (*config).clone())?,
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     // Hot reload of the mappings directory, for as long as the server runs.

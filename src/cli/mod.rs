@@ -194,7 +194,9 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
-    crate::telemetry::init();
+    // Logging, and OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set; flushed and stopped when
+    // `serve` returns (after the runtime, declared later, has been dropped).
+    let _telemetry = crate::telemetry::init_from_env();
     let loaded = match config::load(config_path.as_deref()) {
         Ok(l) => l,
         Err(problems) => {
@@ -215,6 +217,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
         let listen = loaded.listen.clone();
         let demo = loaded.demo_tokens.clone();
+        let tls = match &loaded.tls {
+            Some(settings) => match crate::api::tls::server_config(settings) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("cannot set up TLS: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
         let gw = match crate::gateway::Gateway::open(loaded).await {
             Ok(gw) => std::sync::Arc::new(gw),
             Err(e) => {
@@ -234,7 +246,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or(listen);
         eprintln!(
-            "weiche listening on http://{addr} (store: {})",
+            "weiche listening on {}://{addr} (store: {})",
+            if tls.is_some() { "https" } else { "http" },
             gw.store.backend()
         );
         for (id, path) in &demo {
@@ -255,7 +268,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down: finishing requests in flight");
         };
-        match crate::api::serve(listener, gw, shutdown).await {
+        match crate::api::serve_with(listener, gw, shutdown, tls).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("server failed: {e}");

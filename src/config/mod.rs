@@ -8,7 +8,7 @@
 
 mod principals;
 
-pub use principals::{Principal, Principals, Role};
+pub use principals::{AuthMode, Principal, Principals, Role, parse_fingerprint};
 
 use crate::adapt::MappingSet;
 use crate::consent::{Policy, PseudonymKey};
@@ -35,6 +35,14 @@ pub struct ConfigFile {
     /// Socket address to listen on (env `WEICHE_LISTEN`).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// HTTPS (and, with `client_ca`, client certificates). Without it the server speaks plain
+    /// HTTP, which is allowed only on a loopback `listen` address unless `allow_plain_http`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Allow plain HTTP on a non-loopback `listen` address without `[tls]` — only for running
+    /// behind a TLS-terminating proxy (env `WEICHE_ALLOW_PLAIN_HTTP=true`).
+    #[serde(default)]
+    pub allow_plain_http: bool,
     /// Directory for the SQLite database and generated demo secrets (env `WEICHE_DATA_DIR`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -76,6 +84,32 @@ fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
 
+/// The `[tls]` section: PEM files, relative paths against the configuration file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM, leaf first). Re-read when the file changes.
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Re-read when it changes.
+    pub key: PathBuf,
+    /// CA certificates (PEM) that sign vendors' client certificates. When set, the server asks
+    /// for a client certificate and verifies it against these; callers without one still
+    /// connect and authenticate by token.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS settings after loading: absolute (or working-directory relative) paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// Client CA certificates (PEM).
+    pub client_ca: Option<PathBuf>,
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
@@ -90,6 +124,14 @@ pub struct Limits {
     /// Most records in one delivery (`L002`; env `WEICHE_MAX_RECORDS`).
     #[serde(default = "default_max_records")]
     pub max_records: u64,
+    /// A delivery body that sends nothing for this many seconds is given up (slow clients must
+    /// not hold a delivery open).
+    #[serde(default = "default_body_idle")]
+    pub body_idle_timeout_secs: u64,
+}
+
+fn default_body_idle() -> u64 {
+    30
 }
 
 impl Default for Limits {
@@ -97,6 +139,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: default_max_body(),
             max_records: default_max_records(),
+            body_idle_timeout_secs: default_body_idle(),
         }
     }
 }
@@ -133,8 +176,16 @@ pub struct SecretSource {
 pub struct VendorConfig {
     /// Vendor id (lands in `source.vendor`).
     pub id: String,
-    /// Bearer token.
-    pub token: SecretSource,
+    /// Bearer token; may be omitted only with `auth = "certificate"`.
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+    /// SHA-256 (hex, colons allowed) of the DER of the vendor's TLS client certificate.
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
+    /// Which credentials the vendor presents: `"token"` (default), `"certificate"` (client
+    /// certificate instead of a token) or `"token+certificate"` (both, naming this vendor).
+    #[serde(default)]
+    pub auth: AuthMode,
     /// Formats (mapping ids) the vendor may post.
     pub formats: Vec<String>,
     /// Format assumed when the request names none.
@@ -202,6 +253,8 @@ pub struct VendorSettings {
     pub formats: Vec<String>,
     /// Default format.
     pub default_format: Option<String>,
+    /// Which credentials the vendor presents.
+    pub auth: AuthMode,
 }
 
 /// Everything start-up needs, loaded and checked.
@@ -209,6 +262,8 @@ pub struct VendorSettings {
 pub struct Loaded {
     /// Listen address.
     pub listen: String,
+    /// HTTPS settings; `None` means plain HTTP (loopback, or explicitly allowed).
+    pub tls: Option<TlsSettings>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Database URL.
@@ -337,30 +392,100 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     // Principals and their secrets.
     let mut principals = Principals::default();
     let mut demo_tokens = Vec::new();
-    let mut token = |id: &str, role: Role, src: &SecretSource, problems: &mut Vec<Problem>| {
-        match principals::token_hash(src, &secret_base) {
-            Ok((hash, generated)) => {
+    // A principal with an optional token, an optional certificate fingerprint and its mode.
+    let mut credentials = |id: &str,
+                           role: Role,
+                           src: Option<&SecretSource>,
+                           cert: Option<[u8; 32]>,
+                           auth: AuthMode,
+                           problems: &mut Vec<Problem>| {
+        let hash = match src.map(|src| principals::token_hash(src, &secret_base)) {
+            Some(Ok((hash, generated))) => {
                 if let Some(p) = generated {
                     demo_tokens.push((id.to_string(), p));
                 }
-                if let Err(m) = principals.add(id, role, hash) {
-                    problems.push(Problem {
-                        file: origin.clone(),
-                        line: 0,
-                        message: m,
-                    });
-                }
+                Some(hash)
             }
-            Err(m) => problems.push(Problem {
+            Some(Err(m)) => {
+                problems.push(Problem {
+                    file: origin.clone(),
+                    line: 0,
+                    message: format!("token of {id}: {m}"),
+                });
+                return;
+            }
+            None => None,
+        };
+        if let Err(m) = principals.add_credentials(id, role, hash, cert, auth) {
+            problems.push(Problem {
                 file: origin.clone(),
                 line: 0,
-                message: format!("token of {id}: {m}"),
-            }),
+                message: m,
+            });
         }
     };
     let mut vendors = BTreeMap::new();
     for v in &file.vendors {
-        token(&v.id, Role::Vendor, &v.token, &mut problems);
+        let mut vendor_problem = |message: String| {
+            problems.push(Problem {
+                file: origin.clone(),
+                line: 0,
+                message: format!("vendor {}: {message}", v.id),
+            })
+        };
+        if v.token.is_none() && v.auth.needs_token() {
+            vendor_problem(format!(
+                "token is missing (it may be omitted only with auth = \"certificate\"; auth is \"{}\")",
+                v.auth.as_str()
+            ));
+        }
+        let cert = match (&v.cert_sha256, v.auth.needs_certificate()) {
+            (Some(text), true) => match principals::parse_fingerprint(text) {
+                Ok(fp) => Some(fp),
+                Err(m) => {
+                    vendor_problem(m);
+                    None
+                }
+            },
+            (None, true) => {
+                vendor_problem(format!(
+                    "auth = \"{}\" needs cert_sha256 (SHA-256 of the client certificate's DER)",
+                    v.auth.as_str()
+                ));
+                None
+            }
+            (Some(_), false) => {
+                vendor_problem(
+                    "cert_sha256 is set but auth = \"token\" does not use it: set auth = \"certificate\" or \"token+certificate\"".into(),
+                );
+                None
+            }
+            (None, false) => None,
+        };
+        if v.auth.needs_certificate() && file.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            vendor_problem(format!(
+                "auth = \"{}\" needs [tls] with client_ca (client certificates are only asked for then)",
+                v.auth.as_str()
+            ));
+        }
+        if v.auth == AuthMode::Certificate && v.token.is_some() {
+            notices.push(format!(
+                "vendor {}: auth = \"certificate\": its token alone does not authenticate it",
+                v.id
+            ));
+        }
+        let complete = (v.token.is_some() || !v.auth.needs_token())
+            && (cert.is_some() || !v.auth.needs_certificate());
+        if complete {
+            credentials(
+                &v.id,
+                Role::Vendor,
+                v.token.as_ref(),
+                cert,
+                v.auth,
+                &mut problems,
+            );
+        }
         for f in v.formats.iter().chain(v.default_format.iter()) {
             if f != "*" && !mappings.mappings.contains_key(f) {
                 // Not fatal: the mapping may be broken now and fixed by hot reload.
@@ -388,11 +513,19 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             VendorSettings {
                 formats: v.formats.clone(),
                 default_format: v.default_format.clone(),
+                auth: v.auth,
             },
         );
     }
     for a in &file.admins {
-        token(&a.id, Role::Admin, &a.token, &mut problems);
+        credentials(
+            &a.id,
+            Role::Admin,
+            Some(&a.token),
+            None,
+            AuthMode::Token,
+            &mut problems,
+        );
     }
 
     // Policies and recipients.
@@ -461,7 +594,14 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     let mut recipients = Vec::new();
     let mut older_keys: BTreeMap<String, Vec<PseudonymKey>> = BTreeMap::new();
     for r in &file.recipients {
-        token(&r.id, Role::Recipient, &r.token, &mut problems);
+        credentials(
+            &r.id,
+            Role::Recipient,
+            Some(&r.token),
+            None,
+            AuthMode::Token,
+            &mut problems,
+        );
         let Some(policy) = policies.remove(&r.id) else {
             problems.push(Problem {
                 file: origin.clone(),
@@ -551,6 +691,47 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             None
         }
     };
+    let tls = file.tls.as_ref().map(|t| {
+        let resolve = |p: &PathBuf| {
+            if p.is_relative() && path.is_some() {
+                base.join(p)
+            } else {
+                p.clone()
+            }
+        };
+        TlsSettings {
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+            client_ca: t.client_ca.as_ref().map(resolve),
+        }
+    });
+    match &tls {
+        Some(settings) => {
+            if let Err(m) = crate::api::tls::server_config(settings) {
+                problems.push(Problem {
+                    file: origin.clone(),
+                    line: 0,
+                    message: format!("[tls]: {m}"),
+                });
+            }
+            if file.allow_plain_http {
+                notices.push("allow_plain_http has no effect: [tls] is configured".into());
+            }
+        }
+        None if file.allow_plain_http => {}
+        None => {
+            if !is_loopback(&file.listen) {
+                problems.push(Problem {
+                    file: origin.clone(),
+                    line: 0,
+                    message: format!(
+                        "listen = \"{}\": plain HTTP only on loopback; configure [tls] (or set allow_plain_http = true behind a TLS-terminating proxy)",
+                        file.listen
+                    ),
+                });
+            }
+        }
+    }
     let database_url = file
         .database_url
         .clone()
@@ -560,6 +741,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             audit_key,
             older_keys,
             listen: file.listen,
+            tls,
             data_dir: file.data_dir,
             database_url,
             limits: file.limits,
@@ -573,6 +755,19 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             notices,
         }),
         _ => Err(problems),
+    }
+}
+
+/// Whether every address `listen` stands for is a loopback address (127.0.0.0/8 or ::1).
+/// A name like `localhost:8080` is resolved; what does not resolve counts as not loopback.
+pub fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -635,6 +830,17 @@ fn apply_env(file: &mut ConfigFile, problems: &mut Vec<Problem>) {
     if let Some(v) = env("WEICHE_LISTEN") {
         file.listen = v;
     }
+    if let Some(v) = env("WEICHE_ALLOW_PLAIN_HTTP") {
+        match v.as_str() {
+            "true" | "1" => file.allow_plain_http = true,
+            "false" | "0" => file.allow_plain_http = false,
+            _ => problems.push(Problem {
+                file: "environment".into(),
+                line: 0,
+                message: format!("WEICHE_ALLOW_PLAIN_HTTP='{v}' is not true or false"),
+            }),
+        }
+    }
     if let Some(v) = env("WEICHE_DATA_DIR") {
         file.data_dir = v.into();
     }
@@ -664,5 +870,21 @@ fn apply_env(file: &mut ConfigFile, problems: &mut Vec<Problem>) {
                 }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(is_loopback("127.0.0.1:8080"));
+        assert!(is_loopback("127.1.2.3:0"));
+        assert!(is_loopback("[::1]:8080"));
+        assert!(!is_loopback("0.0.0.0:8080"));
+        assert!(!is_loopback("[::]:8080"));
+        assert!(!is_loopback("192.0.2.1:8080"));
+        assert!(!is_loopback("not an address"));
     }
 }

@@ -5,7 +5,7 @@
 use crate::consent::policy::DeliveryKind;
 use crate::gateway::Gateway;
 use crate::store::{SealRule, StoreError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 /// The sealing rule of a recipient's policy.
 pub fn seal_rule(gw: &Gateway, recipient: &str) -> Option<SealRule> {
@@ -43,6 +43,46 @@ pub async fn seal_all(gw: &Gateway) -> Result<u64, StoreError> {
     Ok(sealed)
 }
 
+/// Sets the outbox-depth gauge (`weiche_outbox_depth`) of every recipient from its open items;
+/// returns the total. A recipient whose count cannot be read keeps its last value.
+pub async fn observe_outbox(gw: &Gateway) -> i64 {
+    let mut total = 0;
+    for r in gw.router.recipients() {
+        match gw.store.open_items(r.id()).await {
+            Ok(n) => {
+                crate::telemetry::metrics::outbox_depth(r.id(), n);
+                total += n;
+            }
+            Err(e) => tracing::debug!("cannot count open items of {}: {e}", r.id()),
+        }
+    }
+    total
+}
+
+/// One round of the sealer: [`seal_all`], with the outbox depth observed before and after. A
+/// round that sealed batches is recorded as a `deliver` span and in the `deliver` stage time
+/// (rounds that sealed nothing are not, or a waiting item would make one every second).
+async fn seal_round(gw: &Gateway) -> Result<u64, StoreError> {
+    let open = observe_outbox(gw).await;
+    let (at, started) = (SystemTime::now(), Instant::now());
+    let sealed = seal_all(gw).await;
+    if let Ok(n) = sealed
+        && n > 0
+    {
+        crate::telemetry::metrics::stage("deliver", started.elapsed());
+        crate::telemetry::finished_span(
+            "deliver",
+            at,
+            &[
+                ("weiche.batches", i64::try_from(n).unwrap_or(i64::MAX)),
+                ("weiche.open_items", open),
+            ],
+        );
+        observe_outbox(gw).await;
+    }
+    sealed
+}
+
 /// Seals every second until `stop` resolves.
 pub async fn run_sealer(gw: std::sync::Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -52,7 +92,7 @@ pub async fn run_sealer(gw: std::sync::Arc<Gateway>, stop: impl std::future::Fut
         tokio::select! {
             _ = &mut stop => return,
             _ = tick.tick() => {
-                if let Err(e) = seal_all(&gw).await {
+                if let Err(e) = seal_round(&gw).await {
                     tracing::warn!("sealing batches failed: {e}");
                 }
             }

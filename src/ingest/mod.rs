@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Records per store write.
 const CHUNK: usize = 500;
@@ -77,8 +78,30 @@ struct Chunk {
     revocations: Vec<(String, String, Vec<String>, Option<String>)>,
 }
 
-/// Receives one delivery.
-pub async fn receive<S, E>(gw: Arc<Gateway>, req: DeliveryRequest, mut body: S) -> Answer
+/// Receives one delivery, in an `ingest` span, and counts it in the metrics.
+pub async fn receive<S, E>(gw: Arc<Gateway>, req: DeliveryRequest, body: S) -> Answer
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let span = tracing::info_span!(
+        "ingest",
+        weiche.delivery_id = tracing::field::Empty,
+        weiche.vendor = %req.vendor,
+        weiche.format = tracing::field::Empty,
+    );
+    let answer = crate::telemetry::StageClock::new("ingest")
+        .time(receive_in_span(gw, req, body))
+        .instrument(span)
+        .await;
+    match &answer {
+        Answer::Receipt { receipt, .. } => crate::telemetry::metrics::delivery(receipt),
+        Answer::Error { code, .. } => crate::telemetry::metrics::delivery_failed(*code),
+    }
+    answer
+}
+
+async fn receive_in_span<S, E>(gw: Arc<Gateway>, req: DeliveryRequest, mut body: S) -> Answer
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -122,6 +145,11 @@ where
     };
 
     let delivery_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::Span::current();
+    span.record("weiche.delivery_id", delivery_id.as_str());
+    span.record("weiche.format", format.as_str());
+    let store_span = tracing::info_span!("store", weiche.delivery_id = %delivery_id);
+    let store_clock = crate::telemetry::StageClock::new("store");
     let received_at = gw.clock.now_ms();
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(2);
@@ -149,6 +177,8 @@ where
         let vendor_id = req.vendor.clone();
         let charset = req.charset.clone();
         tokio::task::spawn_blocking(move || {
+            // The pipeline's spans are children of the delivery's.
+            let _ingest = span.enter();
             let job = pipeline::Job {
                 delivery_id: &delivery_id,
                 vendor: &vendor_id,
@@ -224,13 +254,15 @@ where
         let gw = gw.clone();
         let vendor_id = req.vendor.clone();
         let delivery_id = delivery_id.clone();
-        tokio::spawn(async move {
+        let store_clock = store_clock.clone();
+        let store = async move {
             let mut tx: Option<Box<dyn DeliveryTx>> = None;
             // Audit events are appended as late as possible: appending takes the chain's lock
             // until commit (serialising deliveries on PostgreSQL), so only very large deliveries
             // append early, to bound memory.
             let mut audit: Vec<crate::store::NewAuditEvent> = Vec::new();
             while let Some(chunk) = chunk_rx.recv().await {
+                let _timed = store_clock.start();
                 if tx.is_none() {
                     tx = Some(gw.store.begin_delivery().await?);
                 }
@@ -261,13 +293,23 @@ where
                 }
             }
             Ok::<_, StoreError>((tx, audit))
-        })
+        };
+        tokio::spawn(store.instrument(store_span.clone()))
     };
 
-    while let Some(next) = body.next().await {
-        let msg = next.map_err(|e| e.to_string());
-        let failed = msg.is_err();
-        if body_tx.send(msg).await.is_err() || failed {
+    let idle = std::time::Duration::from_secs(gw.limits.body_idle_timeout_secs.max(1));
+    let mut stalled = false;
+    loop {
+        let next = match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(next)) => next.map_err(|e| e.to_string()),
+            Ok(None) => break,
+            Err(_) => {
+                stalled = true;
+                Err(format!("no data for {} s", idle.as_secs()))
+            }
+        };
+        let failed = next.is_err();
+        if body_tx.send(next).await.is_err() || failed {
             break;
         }
     }
@@ -305,7 +347,15 @@ where
             let _ = tx.rollback().await;
         }
         tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
-        return error(Code::X000, "the body could not be read to its end".into());
+        let message = if stalled {
+            format!(
+                "the body stalled: no data for {} s; nothing was stored",
+                idle.as_secs()
+            )
+        } else {
+            "the body could not be read to its end; nothing was stored".to_string()
+        };
+        return error(Code::X000, message);
     }
     let mut receipt = outcome.receipt;
     let rejected_whole = receipt.status == Status::E4;
@@ -326,6 +376,7 @@ where
         // A full delivery cancels the vendor's records it omits in the (program, month) pairs
         // it covers; every recipient holding one is told.
         let result = async {
+            let _timed = store_clock.start();
             let mut t = match tx.take() {
                 Some(t) => t,
                 None => gw.store.begin_delivery().await?,
@@ -347,6 +398,7 @@ where
             .await?;
             Ok::<_, StoreError>((t, cancelled.len() as u64))
         }
+        .instrument(store_span.clone())
         .await;
         match result {
             Ok((t, n)) => {
@@ -405,7 +457,12 @@ where
             }
         },
     };
-    match tx.commit(&row).await {
+    let committed = store_clock
+        .time(tx.commit(&row))
+        .instrument(store_span)
+        .await;
+    drop(store_clock);
+    match committed {
         Ok(CommitOutcome::Committed) => {
             tracing::info!(
                 delivery_id = %delivery_id,

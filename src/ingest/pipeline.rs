@@ -12,6 +12,7 @@ use crate::validate::Validator;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// What one delivery is processed with.
 pub struct Job<'a> {
@@ -88,7 +89,29 @@ pub fn run(
     reader: &mut dyn Read,
     out: &mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
 ) -> Outcome {
+    // Per-delivery aggregate spans: `validate` and `route` are entered around each record's
+    // stage; each gets the stage's cumulative time (`adapt`: without the other stages and the
+    // hand-over to the store) as `weiche.stage_seconds`.
+    let adapt_span = tracing::info_span!(
+        "adapt",
+        weiche.delivery_id = job.delivery_id,
+        weiche.format = job.mapping.id(),
+        weiche.stage_seconds = tracing::field::Empty,
+    );
     let mut c = Collector {
+        validate_span: tracing::info_span!(
+            "validate",
+            weiche.delivery_id = job.delivery_id,
+            weiche.records = tracing::field::Empty,
+            weiche.stage_seconds = tracing::field::Empty,
+        ),
+        route_span: tracing::info_span!(
+            "route",
+            weiche.delivery_id = job.delivery_id,
+            weiche.records = tracing::field::Empty,
+            weiche.stage_seconds = tracing::field::Empty,
+        ),
+        times: StageTimes::default(),
         job,
         out,
         header: DeliveryHeader::default(),
@@ -104,7 +127,27 @@ pub fn run(
         scopes: BTreeSet::new(),
         rejected_ids: Vec::new(),
     };
-    let result = job.mapping.run(reader, job.charset, &mut c);
+    let started = Instant::now();
+    let result = adapt_span.in_scope(|| job.mapping.run(reader, job.charset, &mut c));
+    let adapt = started
+        .elapsed()
+        .saturating_sub(c.times.validate + c.times.route + c.times.handover);
+    for (span, stage, took, records) in [
+        (&adapt_span, "adapt", adapt, None),
+        (
+            &c.validate_span,
+            "validate",
+            c.times.validate,
+            Some(c.times.validated),
+        ),
+        (&c.route_span, "route", c.times.route, Some(c.times.routed)),
+    ] {
+        span.record("weiche.stage_seconds", took.as_secs_f64());
+        if let Some(n) = records {
+            span.record("weiche.records", n);
+        }
+        crate::telemetry::metrics::stage(stage, took);
+    }
     let mode = c
         .header
         .mode
@@ -180,7 +223,21 @@ pub fn run(
     }
 }
 
+/// Cumulative stage times of one delivery.
+#[derive(Default)]
+struct StageTimes {
+    validate: Duration,
+    validated: u64,
+    route: Duration,
+    routed: u64,
+    /// Handing accepted records to the callback (the store), not part of `adapt`.
+    handover: Duration,
+}
+
 struct Collector<'j, 'o> {
+    validate_span: tracing::Span,
+    route_span: tracing::Span,
+    times: StageTimes,
     job: &'j Job<'j>,
     out: &'o mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
     header: DeliveryHeader,
@@ -251,7 +308,12 @@ impl AdaptSink for Collector<'_, '_> {
             entry.source = source;
             entry
         };
-        let checked = self.job.validator.check(draft);
+        let started = Instant::now();
+        let checked = self
+            .validate_span
+            .in_scope(|| self.job.validator.check(draft));
+        self.times.validate += started.elapsed();
+        self.times.validated += 1;
         for w in checked.warnings {
             self.warnings.push(entry(w));
         }
@@ -275,19 +337,26 @@ impl AdaptSink for Collector<'_, '_> {
         if self.header.test && !self.job.emit_test_records {
             return Ok(());
         }
+        let started = Instant::now();
         let routed = match (self.job.router, self.header.test) {
-            (Some(router), false) => router.route(
-                &record,
-                &RouteContext {
-                    today: self.job.today,
-                    withdrawals: self.job.withdrawals,
-                    delivery_id: self.job.delivery_id,
-                    at: self.job.at,
-                    audit_key: self.job.audit_key,
-                },
-            ),
+            (Some(router), false) => self.route_span.in_scope(|| {
+                router.route(
+                    &record,
+                    &RouteContext {
+                        today: self.job.today,
+                        withdrawals: self.job.withdrawals,
+                        delivery_id: self.job.delivery_id,
+                        at: self.job.at,
+                        audit_key: self.job.audit_key,
+                    },
+                )
+            }),
             _ => Routed::default(),
         };
+        if self.job.router.is_some() && !self.header.test {
+            self.times.route += started.elapsed();
+            self.times.routed += 1;
+        }
         for item in &routed.items {
             *self.routed.entry(item.recipient.clone()).or_default() += 1;
         }
@@ -302,7 +371,8 @@ impl AdaptSink for Collector<'_, '_> {
         }
         let json = serde_json::to_string(&record)
             .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
-        (self.out)(Accepted {
+        let started = Instant::now();
+        let handed = (self.out)(Accepted {
             record,
             json,
             items: routed.items,
@@ -312,6 +382,8 @@ impl AdaptSink for Collector<'_, '_> {
                 Vec::new()
             },
             withdrawn: routed.withdrawn,
-        })
+        });
+        self.times.handover += started.elapsed();
+        handed
     }
 }
