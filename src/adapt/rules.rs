@@ -497,6 +497,8 @@ pub(crate) struct Assembler<'a> {
     pub(crate) sink: &'a mut dyn AdaptSink,
     doc: Map<String, Value>,
     done: bool,
+    /// Members the header still waits for.
+    waiting: Vec<String>,
     values: Vec<(String, Value)>,
     pending: Vec<Draft>,
     position: usize,
@@ -526,6 +528,7 @@ impl<'a> Assembler<'a> {
             sink,
             doc: Map::new(),
             done: false,
+            waiting: header.members.clone(),
             values: Vec::new(),
             pending: Vec::new(),
             position: 0,
@@ -561,7 +564,20 @@ impl<'a> Assembler<'a> {
                 self.doc.insert(key, value);
             }
         }
-        if self.header.members.iter().all(|m| self.doc.contains_key(m)) {
+        let doc = &self.doc;
+        self.waiting.retain(|m| !doc.contains_key(m));
+        self.try_finish()
+    }
+
+    /// Members starting with `@` (the root element's attributes) will not come any more: they
+    /// all arrive with the root's start tag, so the header does not wait for absent ones.
+    pub(crate) fn root_attributes_done(&mut self) -> Result<(), AdaptError> {
+        self.waiting.retain(|m| !m.starts_with('@'));
+        self.try_finish()
+    }
+
+    fn try_finish(&mut self) -> Result<(), AdaptError> {
+        if !self.done && self.waiting.is_empty() {
             self.finish()?;
         }
         Ok(())

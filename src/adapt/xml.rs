@@ -191,6 +191,7 @@ pub(crate) fn run(
                     for (k, v) in std::mem::take(&mut frame.map) {
                         asm.header_member(k, v, Repeat::Collect)?;
                     }
+                    asm.root_attributes_done()?;
                     stack.push(frame);
                     continue;
                 }
