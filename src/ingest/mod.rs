@@ -32,7 +32,7 @@ use tracing::Instrument;
 const CHUNK: usize = 500;
 
 /// Audit events held back before they are appended early.
-const AUDIT_BUFFER: usize = 50_000;
+const AUDIT_BUFFER: usize = 2_000;
 
 /// A delivery request after authentication.
 #[derive(Debug, Clone)]
