@@ -267,23 +267,36 @@ where
                     tx = Some(gw.store.begin_delivery().await?);
                 }
                 let Some(tx) = tx.as_mut() else { continue };
-                for (record_id, period, consents, subject) in &chunk.revocations {
-                    let holders: Vec<Holder> = tx
-                        .holders(&vendor_id, &[(record_id.clone(), period.clone())])
-                        .await?
-                        .into_iter()
-                        .filter(|h| h.consent_id.as_ref().is_some_and(|c| consents.contains(c)))
+                if !chunk.revocations.is_empty() {
+                    // One look-up for the whole chunk: holders of every record with a withdrawn
+                    // consent, then per record those that hold it under one of those consents.
+                    let keys: Vec<(String, String)> = chunk
+                        .revocations
+                        .iter()
+                        .map(|(id, period, _, _)| (id.clone(), period.clone()))
                         .collect();
-                    lifecycle::notify(
-                        &gw,
-                        tx,
-                        ItemKind::Revocation,
-                        &holders,
-                        &delivery_id,
-                        received_at,
-                        subject.as_deref(),
-                    )
-                    .await?;
+                    let all = tx.holders(&vendor_id, &keys).await?;
+                    for (record_id, period, consents, subject) in &chunk.revocations {
+                        let holders: Vec<Holder> = all
+                            .iter()
+                            .filter(|h| {
+                                h.record_id == *record_id
+                                    && h.reporting_period == *period
+                                    && h.consent_id.as_ref().is_some_and(|c| consents.contains(c))
+                            })
+                            .cloned()
+                            .collect();
+                        lifecycle::notify(
+                            &gw,
+                            tx,
+                            ItemKind::Revocation,
+                            &holders,
+                            &delivery_id,
+                            received_at,
+                            subject.as_deref(),
+                        )
+                        .await?;
+                    }
                 }
                 tx.put(&chunk.records, &chunk.items).await?;
                 audit.extend(chunk.audit);
