@@ -14,13 +14,15 @@
 //! | [`ingest`] | one delivery from body stream to receipt: limits, idempotency, the pipeline driver |
 //! | [`adapt`] | mapping files and the format engines that turn vendor bytes into [`adapt::Draft`]s |
 //! | [`validate`] | the canonical JSON Schema and code lists; parses drafts into [`model::CanonicalRecord`] |
-//! | [`consent`] | recipient policies, field actions, pseudonyms |
+//! | [`consent`] | recipient policies, consent checks, field actions, pseudonyms, aggregates |
 //! | [`route`] | which accepted record goes to which recipient, and in what shape |
-//! | [`deliver`] | getting items out: sealing pull batches |
+//! | [`deliver`] | getting items out: sealing pull batches (push delivery comes here) |
 //! | [`store`] | the storage trait and its SQLite and PostgreSQL implementations |
-//! | [`api`] | the HTTP surface (actix-web), authentication, the server's start and shutdown |
+//! | [`audit`] | the hash-chained audit trail, its verification and the disclosure report |
+//! | [`api`] | the HTTP surface (actix-web, rustls), authentication, the server's start and shutdown |
+//! | [`gateway`] | the assembled stages, store and clock shared by every request |
 //! | [`config`] | the configuration file, environment overrides, embedded defaults, principals |
-//! | [`telemetry`] | logging set-up (no personal data: see [`model::Personal`]) |
+//! | [`telemetry`] | logs, metrics and OTLP traces (no personal data: see [`model::Personal`]) |
 //! | [`cli`] | the `weiche` command line |
 //!
 //! Shared vocabulary: [`model`] (canonical types) and [`catalogue`] (the spec's error codes).
