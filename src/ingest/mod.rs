@@ -136,7 +136,9 @@ where
             ),
         );
     }
+    // Formats that declare their mode in the payload ignore the parameter (conformance-rules.md).
     let mode_param = match req.mode.as_deref() {
+        _ if mapping.file.delivery.mode.is_some() => None,
         None => None,
         Some(m) => match Mode::parse(m) {
             Some(m) => Some(m),
