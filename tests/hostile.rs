@@ -214,3 +214,24 @@ async fn a_stalled_body_is_given_up_and_stores_nothing() {
     assert_eq!(r.status(), 200);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_of_the_http_layer_are_json_too() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    // A withdrawal body far over the extractor's limit: 413 with the API's error body.
+    let huge = vec![b'x'; 2 << 20];
+    let r = c
+        .post(s.url("/api/v1/consents/withdrawals"))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let e: Value = r.json().await.expect("a JSON error body");
+    assert_eq!(e["code"], "L001", "{e}");
+    assert!(e["details"].is_array());
+    s.stop().await;
+}

@@ -148,6 +148,45 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// Turns error answers that actix-web produced itself (e.g. `413` for a body over an extractor's
+/// limit) into the API's JSON error body; answers that already are JSON pass unchanged.
+fn json_error_body<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::middleware::ErrorHandlerResponse;
+    let is_json = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status.as_u16() {
+        413 => Code::L001,
+        404 => Code::N404,
+        405 => Code::M405,
+        401 => Code::T070,
+        403 => Code::T071,
+        503 => Code::U001,
+        s if s >= 500 => Code::I500,
+        _ => Code::R400,
+    };
+    let body = ErrorBody {
+        code,
+        message: status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+        details: Vec::new(),
+    };
+    let (req, _) = res.into_parts();
+    let answer = HttpResponse::build(status).json(body);
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, answer).map_into_right_body(),
+    ))
+}
+
 /// A resource whose unsupported methods answer a JSON `405`.
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
@@ -228,6 +267,7 @@ pub async fn serve_with(
     });
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(json_error_body))
             .app_data(data.clone())
             .app_data(json_config.clone())
             .app_data(query_config.clone())
