@@ -20,6 +20,8 @@
 //! - `WEICHE_LARGE_BYTES` (default 1,000,000,000): target size of each generated file,
 //! - `WEICHE_LARGE_ONLY` (`csv` or `xml`): run one format only,
 //! - `WEICHE_LARGE_SKIP` (`convert`, `server`, or both): skip paths (both: generate only),
+//! - `WEICHE_LARGE_CSV_ROWS` (1–3, default 3): most rows (services) of a CSV case; 1 gives about
+//!   twice as many records per gigabyte,
 //! - `WEICHE_LARGE_XML_TEST_ATTR` (e.g. `false`): write `test="…"` on the XML root element (by
 //!   default the attribute is omitted, as in the reference example; it defaults to false),
 //! - `WEICHE_LARGE_XML_PRETTY=1`: put a line break and indentation between the `<fall>` elements
@@ -282,13 +284,18 @@ struct Case {
 }
 
 impl Case {
-    fn new(rng: &mut Rng, no: u64, xml: bool) -> Case {
+    fn new(rng: &mut Rng, no: u64, xml: bool, max_services: usize) -> Case {
         let opened = Day::between(rng, Day(2024, 1, 1), Day(2026, 10, 28));
         let closed = rng
             .chance(25)
             .then(|| Day::between(rng, opened, PERIOD_END));
-        // 1–3 services (so 1–3 CSV rows); one case in twenty has none (one row, empty columns).
-        let n_services = if rng.chance(5) { 0 } else { 1 + rng.below(3) };
+        // 1–max services (so as many CSV rows); one case in twenty has none (one row, empty
+        // columns).
+        let n_services = if rng.chance(5) {
+            0
+        } else {
+            1 + rng.below(max_services)
+        };
         let services = (0..n_services)
             .map(|_| {
                 let &(code, kind, legal_basis) = rng.pick(SERVICES);
@@ -542,7 +549,7 @@ struct Generated {
 }
 
 /// Writes a fallwerk-csv export of about `target` bytes (Windows-1252, CRLF), case by case.
-fn generate_csv(path: &Path, target: u64) -> Generated {
+fn generate_csv(path: &Path, target: u64, max_rows: usize) -> Generated {
     let t = Instant::now();
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     let mut rng = Rng(0x5EED_C5F0);
@@ -560,7 +567,7 @@ fn generate_csv(path: &Path, target: u64) -> Generated {
     bytes += write(&mut out, &format!("{FALLWERK_HEADER}\r\n"));
     let (mut cases, mut rows) = (0u64, 0u64);
     while bytes < target {
-        let case = Case::new(&mut rng, cases + 1, false);
+        let case = Case::new(&mut rng, cases + 1, false, max_rows);
         line.clear();
         case.csv_rows(&mut line);
         bytes += write(&mut out, &line);
@@ -617,7 +624,7 @@ fn generate_xml(path: &Path, target: u64, test_attr: Option<&str>, pretty: bool)
     let mut cases = 0u64;
     let mut fall = String::with_capacity(8192);
     while bytes < target {
-        let case = Case::new(&mut rng, cases + 1, true);
+        let case = Case::new(&mut rng, cases + 1, true, 3);
         fall.clear();
         case.xml(&mut fall);
         // Each <fall> is indented inside; between them, pretty mode only puts white space.
@@ -1150,6 +1157,7 @@ fn main() {
     let only = env_str("WEICHE_LARGE_ONLY");
     let skip = env_str("WEICHE_LARGE_SKIP");
     let test_attr = env_str("WEICHE_LARGE_XML_TEST_ATTR");
+    let csv_rows = env_u64("WEICHE_LARGE_CSV_ROWS", 3).clamp(1, 3) as usize;
     let pretty = env_str("WEICHE_LARGE_XML_PRETTY").is_some_and(|v| v != "0");
     let settle = Duration::from_secs(env_u64("WEICHE_LARGE_SETTLE_SECS", 5));
     let keep = env_str("WEICHE_LARGE_KEEP").is_some_and(|v| v != "0");
@@ -1172,7 +1180,7 @@ fn main() {
     // ---- 1. data --------------------------------------------------------------------------
     let mut files: Vec<(&'static str, Generated)> = Vec::new();
     if want("csv") {
-        let g = generate_csv(&dir.path().join("fallwerk.csv"), target);
+        let g = generate_csv(&dir.path().join("fallwerk.csv"), target, csv_rows);
         println!(
             "generated fallwerk-csv: {:.1} MB, {} cases in {} rows ({} B/case) in {:.1} s",
             g.bytes as f64 / 1e6,
