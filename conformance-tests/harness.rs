@@ -221,3 +221,33 @@ fn conformance_reports_a_difference() {
         report.failures
     );
 }
+
+#[test]
+fn white_space_between_many_records_is_not_a_value() {
+    // A pretty-printed message with thousands of records: the white space between the <fall>
+    // elements belongs to no value and must not add up to the 4 KiB value limit (L004).
+    let src = std::fs::read_to_string(
+        repo().join("conformance-tests/cases/xsozial-lieferung/basic/input.xml"),
+    )
+    .unwrap();
+    let start = src.find("<fall>").unwrap();
+    let end = src.find("</fall>").unwrap() + "</fall>".len();
+    let mut xml = src[..start].to_string();
+    for i in 0..2000 {
+        xml.push_str(&src[start..end].replace("F-2026-0101", &format!("F-WS-{i}")));
+        xml.push_str("\n  ");
+    }
+    xml.push_str("</lieferung>\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pretty.xml");
+    std::fs::write(&file, xml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weiche"))
+        .args(["convert", "--format", "xsozial-lieferung"])
+        .arg(&file)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let receipt: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(receipt["status"], "E1", "{receipt}");
+    assert_eq!(receipt["accepted"], 2000);
+}

@@ -202,6 +202,7 @@ pub(crate) fn run(
                 let parent_code = stack.last().is_some_and(|f| f.code_parent);
                 if let Some(parent) = stack.last_mut() {
                     parent.has_children = true;
+                    parent.text.clear();
                 }
                 let foreign = !in_ns;
                 let xoev_name = parent_code && local == "name";
@@ -329,7 +330,9 @@ fn push_text(
 ) -> Result<(), AdaptError> {
     match stack.last_mut() {
         Some(frame) => {
-            if !frame.skip {
+            // Text of an element that holds elements is not a value (white space between
+            // records, mixed content): it is neither kept nor counted against the value limit.
+            if !frame.skip && !frame.has_children {
                 frame.text.push_str(text);
                 if frame.text.len() > MAX_VALUE_BYTES {
                     return Err(AdaptError::too_long());
