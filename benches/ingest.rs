@@ -1,7 +1,7 @@
 //! Ingest benchmark (quality.md, "Speed and memory").
 //!
 //! Drives the real `weiche serve` binary over HTTP with klidas-json deliveries of 1,000 records
-//! (~1 KB each) routed to three pull recipients, and measures, in the same run and on the same
+//! (~1 KB each) routed to three recipients (one pull, two push), and measures, in the same run and on the same
 //! records, what each pipeline stage costs alone:
 //!
 //! 1. parse + map (`Mapping::run` with a sink that only counts drafts),
@@ -13,8 +13,9 @@
 //!    through rusqlite, (b) multi-row `INSERT`s through sqlx; the faster counts. For comparison it
 //!    also stores the server's real write set (record + items + hash-chained audit rows).
 //!
-//! Push delivery does not exist yet, so the three recipients are all pull recipients (the spec
-//! asks for one pull and two push).
+//! The three recipients are one pull recipient (the statistics office) and two push recipients
+//! (job centre, youth office) whose items the server POSTs, while it ingests, to a local HTTPS
+//! sink this process runs (`conformance-tests/pushkit.rs`: checks every signature, answers 200).
 //!
 //! The pipeline ceiling is 1 / (sum of the per-record costs); the headline is end-to-end ÷
 //! pipeline ceiling. Run with `cargo bench --bench ingest`.
@@ -50,6 +51,14 @@ use weiche::route::{Recipient, RouteContext, RoutedItem, Router};
 use weiche::store::NewAuditEvent;
 use weiche::validate::Validator;
 
+#[allow(dead_code)]
+#[path = "../conformance-tests/support/mod.rs"]
+mod support;
+#[path = "../conformance-tests/testkit.rs"]
+mod testkit;
+#[path = "../conformance-tests/pushkit.rs"]
+mod pushkit;
+
 /// Records per delivery.
 const RECORDS: usize = 1_000;
 /// Reporting month of every generated record.
@@ -83,7 +92,7 @@ fn policies() -> Vec<(&'static str, String)> {
     )
     .expect("policies/statistik-nrw.toml");
     let jobcenter =
-        r#"# Bench policy: job centre (pull); identity, address, contact, services kept.
+        r#"# Bench policy: job centre (push); identity, address, contact, services kept.
 id = "jobcenter-koeln"
 description = "Jobcenter Köln (benchmark copy), pulls integration data"
 purpose = "eingliederung"
@@ -117,7 +126,7 @@ municipality_prefixes = ["05"]
 "#
         .to_string();
     let jugendamt =
-        r#"# Bench policy: youth office (pull); child-protection view with special categories.
+        r#"# Bench policy: youth office (push); child-protection view with special categories.
 id = "jugendamt-koeln"
 description = "Jugendamt Köln (benchmark copy), pulls child-protection data"
 purpose = "kinderschutz"
@@ -155,6 +164,15 @@ programs = ["sgb2", "sgb3", "sgb8", "sucht", "fruehe_hilfen", "bildung"]
 "consents[].fields" = "keep"
 "#
         .to_string();
+    let push = |text: String| {
+        let pushed = text.replace(
+            "kind = \"pull\"\nbatch_max_items = 10000\nbatch_max_age_secs = 2",
+            "kind = \"push\"\nbatch_size = 100",
+        );
+        assert_ne!(pushed, text, "bench policy delivery section");
+        pushed
+    };
+    let (jobcenter, jugendamt) = (push(jobcenter), push(jugendamt));
     vec![
         ("statistik-nrw", statistik),
         ("jobcenter-koeln", jobcenter),
@@ -175,7 +193,14 @@ fn token(principal: &str) -> String {
 }
 
 /// Writes policies, keys and a configuration file into `dir`; returns the configuration path.
-fn write_config(dir: &Path, listen: &str, database_url: Option<&str>) -> PathBuf {
+/// The local HTTPS sink of the push recipients: its port and the files that reach it.
+struct Sink {
+    port: u16,
+    ca_file: PathBuf,
+    secret_file: PathBuf,
+}
+
+fn write_config(dir: &Path, listen: &str, database_url: Option<&str>, sink: &Sink) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let policies_dir = dir.join("policies");
     let keys_dir = dir.join("keys");
@@ -238,6 +263,16 @@ fn write_config(dir: &Path, listen: &str, database_url: Option<&str>) -> PathBuf
             key_file.display().to_string()
         )
         .unwrap();
+        if id != "statistik-nrw" {
+            writeln!(
+                cfg,
+                "[recipients.push]\nurl = \"https://127.0.0.1:{}/{id}\"\nca_file = {:?}\nsecret = {{ file = {:?} }}",
+                sink.port,
+                sink.ca_file.display().to_string(),
+                sink.secret_file.display().to_string()
+            )
+            .unwrap();
+        }
     }
     writeln!(cfg, "\n[[admins]]\nid = \"admin\"").unwrap();
     writeln!(cfg, "token = {{ sha256 = \"{}\" }}", sha("admin")).unwrap();
@@ -1508,8 +1543,22 @@ fn main() {
         .prefix("weiche-bench-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("temp dir");
+    // The push recipients' sink, up for the whole run.
+    let (ca_pem, sink_tls) = pushkit::pki();
+    let sink = Sink {
+        port: free_port(),
+        ca_file: dir.path().join("sink-ca.pem"),
+        secret_file: dir.path().join("sink.secret"),
+    };
+    std::fs::write(&sink.ca_file, ca_pem).unwrap();
+    std::fs::write(&sink.secret_file, pushkit::SECRET).unwrap();
+    let mut receiver = pushkit::Receiver::new(sink.port, sink_tls);
+    {
+        let _runtime = rt.enter();
+        receiver.start();
+    }
     let port = free_port();
-    let config = write_config(dir.path(), &format!("127.0.0.1:{port}"), None);
+    let config = write_config(dir.path(), &format!("127.0.0.1:{port}"), None, &sink);
 
     // The stages as the server loads them.
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1624,7 +1673,7 @@ fn main() {
         .build()
         .expect("http client");
     println!(
-        "\nend to end over HTTP (real `weiche serve`, {clients} concurrent clients, 1,000-record deliveries, 3 pull recipients):"
+        "\nend to end over HTTP (real `weiche serve`, {clients} concurrent clients, 1,000-record deliveries, 1 pull + 2 push recipients):"
     );
     let (sqlite_peak, sqlite_paced) = rt.block_on(async {
         let server = Server::start(&config, dir.path(), port).await;
@@ -1733,7 +1782,8 @@ fn main() {
                 std::fs::create_dir_all(&pg_dir).unwrap();
                 let pg_port = free_port();
                 let url = with_database(admin_url, &db);
-                let pg_config = write_config(&pg_dir, &format!("127.0.0.1:{pg_port}"), Some(&url));
+                let pg_config =
+                    write_config(&pg_dir, &format!("127.0.0.1:{pg_port}"), Some(&url), &sink);
                 let server = Server::start(&pg_config, &pg_dir, pg_port).await;
                 let bodies = Arc::new(deliveries(30_000, n_deliveries));
                 let run = peak_run(
@@ -1768,6 +1818,21 @@ fn main() {
             );
         }
     }
+
+    // What the push recipients' sink got while the servers ran (items still in a server's
+    // outbox when it was stopped are not counted).
+    let log = receiver.log();
+    let accepted: usize = log
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.items.len())
+        .sum();
+    println!(
+        "\npush sink: {accepted} items in {} requests during the runs, every signature valid: {}",
+        log.len(),
+        log.iter().all(|r| r.signature_ok)
+    );
+    rt.block_on(receiver.stop());
 
     println!("\nload average at the end: {}", loadavg());
     println!(

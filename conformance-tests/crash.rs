@@ -162,6 +162,7 @@ async fn crash_run(database_url: String) {
         let rule = weiche::store::SealRule {
             max_items: 1_000_000,
             max_age_ms: 0,
+            push: false,
         };
         store.seal(recipient, rule, i64::MAX / 2).await.unwrap();
         let items: i64 = store

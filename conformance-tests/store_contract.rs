@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weiche::store::{
-    AuditRow, BatchState, CommitOutcome, Holder, ItemKind, NewAuditEvent, NewDelivery, NewItem,
-    NewRecord, SealRule, Store, StoreError, Withdrawal,
+    AckOutcome, AuditRow, BatchState, CommitOutcome, Finding, Holder, ItemKind, NewAuditEvent,
+    NewDelivery, NewItem, NewRecord, PushOutcome, PushState, SealRule, Store, StoreError,
+    Withdrawal,
 };
 
 /// One backend under test: a store on a fresh database, and what is needed to open a second
@@ -169,6 +170,9 @@ contract_tests!(
     batch_items_in_seq_order_with_paging,
     batch_of_another_recipient_is_none,
     ack_is_idempotent_and_keeps_first_findings,
+    push_groups_are_sealed_pending_and_in_order,
+    push_lanes_are_leased_and_taken_over,
+    concurrent_lane_claims_have_one_winner,
     batches_filter_by_state,
     chunked_put_of_5000_records_in_one_transaction,
     concurrent_sealing_from_two_stores_seals_each_item_once,
@@ -720,6 +724,7 @@ async fn seal_full_batches_then_remainder_by_age(b: &Backend) {
     let rule = SealRule {
         max_items: 10,
         max_age_ms: 3_600_000,
+        push: false,
     };
     let now = now_ms();
     assert_eq!(s.seal("r1", rule, now).await.unwrap(), 2);
@@ -772,6 +777,7 @@ async fn seal_by_age_only(b: &Backend) {
     let rule = SealRule {
         max_items: 10,
         max_age_ms: 60_000,
+        push: false,
     };
     let before = now_ms();
     deliver(s, &[], &items("r1", "a", 3), &delivery("v1", None, 1)).await;
@@ -815,6 +821,7 @@ async fn batch_items_in_seq_order_with_paging(b: &Backend) {
     let rule = SealRule {
         max_items: 100,
         max_age_ms: 0,
+        push: false,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     let batch = s.batches("r1", None).await.unwrap().remove(0);
@@ -860,6 +867,7 @@ async fn batch_of_another_recipient_is_none(b: &Backend) {
     let rule = SealRule {
         max_items: 2,
         max_age_ms: NEVER,
+        push: false,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     let batch = s.batches("r1", None).await.unwrap().remove(0);
@@ -872,44 +880,348 @@ async fn batch_of_another_recipient_is_none(b: &Backend) {
     assert!(s.batches("r2", None).await.unwrap().is_empty());
 }
 
+fn finding(record_ref: &str, code: &str, message: &str) -> Finding {
+    Finding {
+        record_ref: record_ref.into(),
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn acked(outcome: AckOutcome) -> weiche::store::BatchInfo {
+    match outcome {
+        AckOutcome::Acknowledged(info) => info,
+        other => panic!("not acknowledged: {other:?}"),
+    }
+}
+
 async fn ack_is_idempotent_and_keeps_first_findings(b: &Backend) {
     let s = &b.store;
     deliver(s, &[], &items("r1", "a", 4), &delivery("v1", None, 1)).await;
     let rule = SealRule {
         max_items: 2,
         max_age_ms: NEVER,
+        push: false,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 2);
     let batches = s.batches("r1", None).await.unwrap();
     let id = batches[0].batch_id.clone();
 
-    // Another recipient's ack: None, and nothing changes.
-    assert_eq!(s.ack_batch("r2", &id, "[]", 10).await.unwrap(), None);
+    // Another recipient's ack: not found, and nothing changes.
+    assert_eq!(
+        s.ack_batch("r2", &id, &[], 10).await.unwrap(),
+        AckOutcome::NotFound
+    );
     assert_eq!(
         s.batch("r1", &id).await.unwrap().unwrap().state,
         BatchState::Ready
     );
     assert_eq!(
-        s.ack_batch("r1", "no-such-batch", "[]", 10).await.unwrap(),
-        None
+        s.ack_batch("r1", "no-such-batch", &[], 10).await.unwrap(),
+        AckOutcome::NotFound
+    );
+    // A finding about an item of another batch: refused whole, nothing changes.
+    assert_eq!(
+        s.ack_batch(
+            "r1",
+            &id,
+            &[finding("p1.a-0", "X", ""), finding("p1.a-2", "X", "")],
+            15
+        )
+        .await
+        .unwrap(),
+        AckOutcome::UnknownRef(1)
+    );
+    assert_eq!(
+        s.batch("r1", &id).await.unwrap().unwrap().state,
+        BatchState::Ready
+    );
+    assert!(s.feedback("v1", 0, 10).await.unwrap().is_empty());
+
+    let first = [
+        finding("p1.a-0", "X", "first"),
+        finding("p1.a-1", "Y", "second"),
+    ];
+    let info = acked(s.ack_batch("r1", &id, &first, 20).await.unwrap());
+    assert_eq!(info.state, BatchState::Acknowledged);
+    assert_eq!(info.batch_id, id);
+    assert_eq!(info.items, 2);
+    let again = acked(
+        s.ack_batch("r1", &id, &[finding("p1.a-0", "Z", "later")], 30)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again, info);
+    assert_eq!(
+        b.findings(&id).await.as_deref(),
+        Some(
+            r#"[{"record_ref":"p1.a-0","code":"X","message":"first"},{"record_ref":"p1.a-1","code":"Y","message":"second"}]"#
+        )
+    );
+    // The findings are the vendor's feedback, translated back to its record ids, once.
+    let feedback = s.feedback("v1", 0, 10).await.unwrap();
+    let got: Vec<_> = feedback
+        .iter()
+        .map(|f| {
+            (
+                f.record_id.as_str(),
+                f.reporting_period.as_str(),
+                f.recipient.as_str(),
+                f.code.as_str(),
+                f.message.as_str(),
+                f.received_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a-0", "2026-01", "r1", "X", "first", 20),
+            ("a-1", "2026-02", "r1", "Y", "second", 20),
+        ]
+    );
+    assert!(feedback[0].seq < feedback[1].seq);
+    let rest = s.feedback("v1", feedback[0].seq, 10).await.unwrap();
+    assert_eq!(rest, feedback[1..]);
+    assert_eq!(s.feedback("v1", 0, 1).await.unwrap().len(), 1);
+    assert!(s.feedback("v2", 0, 10).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Push groups and lanes
+
+async fn push_groups_are_sealed_pending_and_in_order(b: &Backend) {
+    let s = &b.store;
+    deliver(s, &[], &items("j1", "a", 5), &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: 0,
+        push: true,
+    };
+    assert_eq!(s.push_backlog("j1").await.unwrap(), 5);
+    assert!(s.push_head("j1").await.unwrap().is_none());
+    let now = now_ms();
+    assert_eq!(s.seal("j1", rule, now).await.unwrap(), 3);
+    assert_eq!(s.push_backlog("j1").await.unwrap(), 5);
+    let head = s.push_head("j1").await.unwrap().expect("a pending group");
+    assert_eq!(head.state, PushState::Pending);
+    assert_eq!((head.items, head.attempts, head.next_at), (2, 0, now));
+    assert_eq!(head.recipient, "j1");
+    let bodies: Vec<String> = all_batch_items(s, &head.batch_id, 10)
+        .await
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(bodies, vec!["a-0", "a-1"]);
+
+    // Results are recorded only by the lane's holder.
+    assert!(s.claim_lane("j1", "p1", now, 10_000).await.unwrap());
+    assert!(
+        !s.push_result("no-such", "p1", &PushOutcome::Delivered, now, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.push_result(&head.batch_id, "p2", &PushOutcome::Delivered, now, &[])
+            .await
+            .unwrap(),
+        "not the lane's holder"
+    );
+    let retry = PushOutcome::Retry {
+        next_at: now + 500,
+        error: "HTTP 503".into(),
+    };
+    assert!(
+        s.push_result(&head.batch_id, "p1", &retry, now, &[])
+            .await
+            .unwrap()
+    );
+    let again = s.push_head("j1").await.unwrap().unwrap();
+    assert_eq!(
+        again.batch_id, head.batch_id,
+        "a retried group stays the head"
+    );
+    assert_eq!((again.attempts, again.next_at), (1, now + 500));
+    assert_eq!(again.last_error.as_deref(), Some("HTTP 503"));
+    assert!(
+        s.push_result(
+            &head.batch_id,
+            "p1",
+            &PushOutcome::Delivered,
+            now + 600,
+            &[]
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.push_result(
+            &head.batch_id,
+            "p1",
+            &PushOutcome::Delivered,
+            now + 700,
+            &[]
+        )
+        .await
+        .unwrap(),
+        "a delivered group is settled"
+    );
+    assert_eq!(
+        s.batch("j1", &head.batch_id).await.unwrap().unwrap().state,
+        BatchState::Acknowledged
+    );
+    assert_eq!(s.push_backlog("j1").await.unwrap(), 3);
+    let next = s.push_head("j1").await.unwrap().unwrap();
+    assert!(next.seal_no > head.seal_no);
+
+    // A dead letter (with its audit event, in the same transaction) leaves the line.
+    let dead = PushOutcome::Dead {
+        error: "HTTP 400".into(),
+    };
+    let ev = event("dead_letter", None, r#"{"kind":"dead_letter"}"#);
+    assert!(
+        s.push_result(&next.batch_id, "p1", &dead, now, &[ev])
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_audit(s).await.len(), 1);
+    let third = s.push_head("j1").await.unwrap().unwrap();
+    assert!(third.seal_no > next.seal_no);
+    let dead_list = s.push_groups(PushState::Dead, None).await.unwrap();
+    assert_eq!(dead_list.len(), 1);
+    assert_eq!(dead_list[0].batch_id, next.batch_id);
+    assert_eq!(dead_list[0].attempts, 1);
+    assert_eq!(
+        s.push_groups(PushState::Dead, Some("j2")).await.unwrap(),
+        vec![]
     );
 
-    let first = r#"[{"record_ref":"p1.a-0","code":"X","message":"first"}]"#;
-    let acked = s
-        .ack_batch("r1", &id, first, 20)
+    // Replay puts it back first in line with its attempts reset; discard ends it.
+    let replayed = s
+        .settle_dead_letter(&next.batch_id, PushState::Pending, now + 5, &[])
         .await
         .unwrap()
-        .expect("acked");
-    assert_eq!(acked.state, BatchState::Acknowledged);
-    assert_eq!(acked.batch_id, id);
-    assert_eq!(acked.items, 2);
-    let again = s
-        .ack_batch("r1", &id, r#"[{"second":true}]"#, 30)
+        .expect("replayed");
+    assert_eq!((replayed.state, replayed.attempts), (PushState::Pending, 0));
+    assert_eq!(
+        s.push_head("j1").await.unwrap().unwrap().batch_id,
+        next.batch_id
+    );
+    assert!(
+        s.settle_dead_letter(&next.batch_id, PushState::Discarded, now, &[])
+            .await
+            .unwrap()
+            .is_none(),
+        "only dead letters are settled"
+    );
+    assert!(
+        s.push_result(&next.batch_id, "p1", &dead, now, &[])
+            .await
+            .unwrap()
+    );
+    let discarded = s
+        .settle_dead_letter(&next.batch_id, PushState::Discarded, now, &[])
         .await
         .unwrap()
-        .expect("second ack answers too");
-    assert_eq!(again, acked);
-    assert_eq!(b.findings(&id).await.as_deref(), Some(first));
+        .expect("discarded");
+    assert_eq!(discarded.state, PushState::Discarded);
+    assert_eq!(
+        s.push_group(&next.batch_id).await.unwrap().unwrap().state,
+        PushState::Discarded
+    );
+    assert_eq!(
+        s.push_head("j1").await.unwrap().unwrap().batch_id,
+        third.batch_id
+    );
+    assert!(
+        s.push_groups(PushState::Dead, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Pull sealing makes no push groups.
+    deliver(s, &[], &items("r1", "p", 2), &delivery("v1", None, 2)).await;
+    let pull = SealRule {
+        max_items: 10,
+        max_age_ms: 0,
+        push: false,
+    };
+    assert_eq!(s.seal("r1", pull, now_ms()).await.unwrap(), 1);
+    assert!(s.push_head("r1").await.unwrap().is_none());
+}
+
+async fn push_lanes_are_leased_and_taken_over(b: &Backend) {
+    let s = &b.store;
+    let other = b.reopen().await;
+    let now = now_ms();
+    assert!(s.claim_lane("j1", "p1", now, 1_000).await.unwrap());
+    assert!(!other.claim_lane("j1", "p2", now + 10, 1_000).await.unwrap());
+    // Renewal by the holder; other lanes are independent.
+    assert!(s.claim_lane("j1", "p1", now + 500, 1_000).await.unwrap());
+    assert!(
+        !other
+            .claim_lane("j1", "p2", now + 1_200, 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(other.claim_lane("j2", "p2", now, 1_000).await.unwrap());
+    // Expired: taken over, and the old holder is fenced off.
+    assert!(
+        other
+            .claim_lane("j1", "p2", now + 1_501, 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(!s.claim_lane("j1", "p1", now + 1_600, 1_000).await.unwrap());
+    deliver(s, &[], &items("j1", "a", 1), &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 10,
+        max_age_ms: 0,
+        push: true,
+    };
+    assert_eq!(s.seal("j1", rule, now_ms()).await.unwrap(), 1);
+    let head = s.push_head("j1").await.unwrap().unwrap();
+    assert!(
+        !s.push_result(&head.batch_id, "p1", &PushOutcome::Delivered, now, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        other
+            .push_result(&head.batch_id, "p2", &PushOutcome::Delivered, now, &[])
+            .await
+            .unwrap()
+    );
+    // Released: free at once.
+    other.release_lane("j1", "p2").await.unwrap();
+    s.release_lane("j2", "p1").await.unwrap(); // not p1's: no effect
+    assert!(s.claim_lane("j1", "p1", now + 1_700, 1_000).await.unwrap());
+    assert!(!s.claim_lane("j2", "p1", now + 10, 1_000).await.unwrap());
+}
+
+async fn concurrent_lane_claims_have_one_winner(b: &Backend) {
+    let now = now_ms();
+    let mut stores = vec![b.store.clone()];
+    for _ in 0..3 {
+        stores.push(b.reopen().await);
+    }
+    for round in 0..10 {
+        let lane = format!("lane-{round}");
+        let claims = stores.iter().enumerate().map(|(i, s)| {
+            let (s, lane) = (s.clone(), lane.clone());
+            tokio::spawn(async move {
+                s.claim_lane(&lane, &format!("p{i}"), now, 60_000)
+                    .await
+                    .unwrap()
+            })
+        });
+        let won: Vec<bool> = futures::future::join_all(claims)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    }
 }
 
 async fn batches_filter_by_state(b: &Backend) {
@@ -918,11 +1230,12 @@ async fn batches_filter_by_state(b: &Backend) {
     let rule = SealRule {
         max_items: 2,
         max_age_ms: NEVER,
+        push: false,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 3);
     let all = s.batches("r1", None).await.unwrap();
     let ids: Vec<String> = all.iter().map(|b| b.batch_id.clone()).collect();
-    s.ack_batch("r1", &ids[1], "[]", 5).await.unwrap().unwrap();
+    acked(s.ack_batch("r1", &ids[1], &[], 5).await.unwrap());
 
     let ids_of = |v: Vec<weiche::store::BatchInfo>| -> Vec<String> {
         v.into_iter().map(|b| b.batch_id).collect()
@@ -996,6 +1309,7 @@ async fn chunked_put_of_5000_records_in_one_transaction(b: &Backend) {
     let rule = SealRule {
         max_items: 6_000,
         max_age_ms: 0,
+        push: false,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 3);
     let batches = s.batches("r1", None).await.unwrap();
@@ -1016,6 +1330,7 @@ async fn concurrent_sealing_from_two_stores_seals_each_item_once(b: &Backend) {
     let rule = SealRule {
         max_items: 10,
         max_age_ms: NEVER,
+        push: false,
     };
     let writing = Arc::new(AtomicBool::new(true));
     let mut sealers = Vec::new();
@@ -1495,6 +1810,7 @@ async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
     let rule = SealRule {
         max_items: 100,
         max_age_ms: 0,
+        push: false,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     let batch = s.batches("r1", None).await.unwrap().remove(0);
@@ -1932,6 +2248,7 @@ async fn sqlite_in_memory_works() {
     let rule = SealRule {
         max_items: 2,
         max_age_ms: 0,
+        push: false,
     };
     assert_eq!(store.seal("r1", rule, now_ms()).await.unwrap(), 2);
     assert_eq!(store.open_items("r1").await.unwrap(), 0);

@@ -67,6 +67,14 @@ pub enum Code {
     R400,
     /// An internal failure; never caused by input.
     I500,
+    /// A `Content-Encoding` the endpoint does not accept (answered as `415`).
+    R415,
+    /// Too many requests from one principal, or failed authentications from one address
+    /// (answered as `429` with `Retry-After`).
+    R429,
+    /// The resource is not in a state that allows the action (e.g. replaying a push group
+    /// that is not a dead letter; answered as `409`).
+    R409,
 }
 
 impl Code {
@@ -103,6 +111,9 @@ impl Code {
             Code::M405 => "M405",
             Code::R400 => "R400",
             Code::I500 => "I500",
+            Code::R415 => "R415",
+            Code::R429 => "R429",
+            Code::R409 => "R409",
         }
     }
 
@@ -119,6 +130,9 @@ impl Code {
             Code::N404 => 404,
             Code::M405 => 405,
             Code::I500 => 500,
+            Code::R415 => 415,
+            Code::R429 => 429,
+            Code::R409 => 409,
             _ => 422,
         }
     }

@@ -84,6 +84,12 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Subject key of the audit trail.
     pub audit_key: crate::audit::AuditKey,
+    /// Push recipients' endpoints, by recipient id.
+    pub push: BTreeMap<String, Arc<crate::deliver::push::Target>>,
+    /// Push worker settings.
+    pub push_worker: crate::config::push::PushWorkerConfig,
+    /// This process's id among several on one database (owner of push lanes).
+    pub instance: String,
 }
 
 impl Gateway {
@@ -100,6 +106,9 @@ impl Gateway {
             store,
             clock: Arc::new(SystemClock),
             audit_key: loaded.audit_key,
+            push: loaded.push_targets,
+            push_worker: loaded.push_worker,
+            instance: uuid::Uuid::new_v4().to_string(),
         }
     }
 

@@ -235,3 +235,231 @@ async fn errors_of_the_http_layer_are_json_too() {
     assert!(e["details"].is_array());
     s.stop().await;
 }
+
+// --- Compressed bodies (docs/security.md, "Compressed bodies") ---------------------------------
+
+/// gzip of `data` (fast level, as a vendor's tool might send it).
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Peak resident memory of this process (`VmHWM`), in KiB; `None` off Linux.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_delivery_is_the_same_delivery_as_the_plain_one() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let body =
+        std::fs::read(repo().join("conformance-tests/cases/klidas-json/basic/input.json")).unwrap();
+    let r = c
+        .post(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("Content-Encoding", "gzip")
+        .body(gzip(&body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["status"], "E1", "{first}");
+    // The same content uncompressed is a duplicate: the content hash is of the decompressed bytes.
+    let r: Value = c
+        .post(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["duplicate"], true, "{r}");
+    assert_eq!(r["delivery_id"], first["delivery_id"]);
+    // A corrupt gzip body is refused whole, not a 500; so is a truncated one.
+    let mut corrupt = gzip(&body);
+    let n = corrupt.len();
+    corrupt[n / 2] ^= 0x55;
+    corrupt[n - 6] ^= 0xff;
+    for bad in [corrupt, gzip(&body)[..n / 2].to_vec(), b"not gzip".to_vec()] {
+        let r = c
+            .post(s.url("/api/v1/deliveries"))
+            .bearer_auth(VENDOR_TOKEN)
+            .header("Content-Encoding", "gzip")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["code"], "X000", "{e}");
+    }
+    // Other codings are refused with 415 before anything is read.
+    for coding in ["deflate", "br", "zstd", "gzip, gzip", "compress"] {
+        let r = c
+            .post(s.url("/api/v1/deliveries"))
+            .bearer_auth(VENDOR_TOKEN)
+            .header("Content-Encoding", coding)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 415, "{coding}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["code"], "R415", "{e}");
+    }
+    // `identity` is no coding at all (the same delivery again: a duplicate).
+    let r = c
+        .post(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("Content-Encoding", "identity")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_l001_with_bounded_memory() {
+    let limit: u64 = 16 << 20;
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        &format!("[limits]\nmax_body_bytes = {limit}\n"),
+    )
+    .await
+    .unwrap();
+    // 1 GiB of white space after the opening of a JSON object compresses to about 1 MiB; the
+    // engine reads white space without end, so only the limit on decompressed bytes stops it.
+    let bomb = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b"{").unwrap();
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&spaces).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let r = Client::new()
+        .post(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("Content-Encoding", "gzip")
+        .body(bomb.clone())
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the server answers a gzip bomb");
+    assert_eq!(r.status(), 413);
+    let receipt: Value = r.json().await.unwrap();
+    assert_eq!(receipt["status"], "E4", "{receipt}");
+    assert_eq!(receipt["errors"][0]["code"], "L001", "{receipt}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    if let (Some(before), Some(after)) = (before, peak_rss_kib()) {
+        assert!(
+            after.saturating_sub(before) < 256 << 10,
+            "peak memory grew by {} MiB",
+            (after - before) >> 10
+        );
+    }
+    // The bomb to an endpoint that takes no encoded body: 415 before anything is inflated
+    // (even before authentication).
+    for (path, token) in [
+        ("/api/v1/consents/withdrawals", Some(VENDOR_TOKEN)),
+        (
+            "/api/v1/admin/mappings/klidas-json/preview",
+            Some(ADMIN_TOKEN),
+        ),
+        ("/api/v1/batches/nope/ack", None),
+    ] {
+        let mut req = Client::new()
+            .post(s.url(path))
+            .header("Content-Encoding", "gzip")
+            .header("Content-Type", "application/json")
+            .body(bomb.clone());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("an answer");
+        assert_eq!(r.status(), 415, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["code"], "R415", "{path}: {e}");
+    }
+    // Nothing was stored, and the server still serves.
+    let list: Value = Client::new()
+        .get(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["deliveries"].as_array().unwrap().is_empty(), "{list}");
+    s.stop().await;
+}
+
+// --- Secret files readable by every user (docs/security.md, "Secrets") ------------------------
+
+#[cfg(unix)]
+#[test]
+fn weiche_check_warns_about_world_readable_secret_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("w.db").display());
+    let config = write_config(dir.path(), &db, "");
+    let key = dir.path().join("key1.hex");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("key2.hex"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("WEICHE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "a warning is not a problem: {stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "only the world-readable file: {stderr}");
+    assert!(
+        warnings[0].contains(&key.display().to_string())
+            && warnings[0].contains("0644")
+            && warnings[0].contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&"11".repeat(32)), "no secret content");
+    // The generated audit key is private from the start.
+    let audit = dir.path().join("data/audit.key");
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", audit.display());
+    // Fixed: no warning.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning:"), "{stderr}");
+}

@@ -3,8 +3,9 @@
 use super::{ApiError, authenticate};
 use crate::catalogue::Code;
 use crate::config::Role;
+use crate::deliver::formats::{self, BatchFormat, BatchHead, CsvColumns, FormatError};
 use crate::gateway::Gateway;
-use crate::store::{BatchInfo, BatchState};
+use crate::store::{BatchInfo, BatchItem, BatchState};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -19,7 +20,7 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn info_json(b: &BatchInfo) -> serde_json::Value {
+pub(super) fn info_json(b: &BatchInfo) -> serde_json::Value {
     serde_json::json!({
         "batch_id": b.batch_id,
         "created_at": rfc3339(b.created_at),
@@ -60,10 +61,36 @@ pub(super) async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "batches": list })))
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Form {
-    Json,
-    Ndjson,
+/// Pass 1 of a CSV rendering: the union of the items' column paths (values are not kept).
+async fn csv_columns(gw: &Gateway, batch_id: &str) -> Result<CsvColumns, ApiError> {
+    let mut columns = CsvColumns::new();
+    let mut after = 0;
+    loop {
+        let page = gw
+            .store
+            .batch_items(batch_id, after, PAGE)
+            .await
+            .map_err(ApiError::unavailable)?;
+        for item in &page {
+            columns
+                .add_item(&item.body)
+                .map_err(|e| unrenderable(batch_id, item.seq, BatchFormat::Csv, &e))?;
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 >= PAGE => after = last.seq,
+            _ => return Ok(columns),
+        }
+    }
+}
+
+/// `500 I500` for a stored item that cannot be rendered (never written so by Weiche). The log
+/// line names the batch and the item's position, never its content.
+fn unrenderable(batch_id: &str, seq: i64, form: BatchFormat, e: &FormatError) -> ApiError {
+    tracing::error!(
+        "batch {batch_id}: item {seq} cannot be rendered as {}: {e}",
+        form.name()
+    );
+    ApiError::new(Code::I500, "a stored item of this batch cannot be rendered")
 }
 
 pub(super) async fn one(
@@ -81,37 +108,52 @@ pub(super) async fn one(
     let accept = req
         .headers()
         .get(actix_web::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let form = if accept.contains("application/x-ndjson") {
-        Form::Ndjson
-    } else if accept.contains("application/json") || accept.contains("*/*") || accept.is_empty() {
-        Form::Json
-    } else {
-        return Err(ApiError::new(
+        .and_then(|v| v.to_str().ok());
+    let form = BatchFormat::negotiate(accept).ok_or_else(|| {
+        ApiError::new(
             Code::R400,
-            "this version serves batches as application/json or application/x-ndjson",
-        ));
+            "this version serves batches as application/json, application/x-ndjson, \
+             application/xml or text/csv",
+        )
+    })?;
+    // What comes before the first item, and for CSV the columns found in pass 1.
+    let mut csv = None;
+    let head = match form {
+        BatchFormat::Json => {
+            let mut info = info_json(&batch);
+            if let Some(m) = info.as_object_mut() {
+                m.remove("items");
+                m.insert("recipient".into(), batch.recipient.clone().into());
+            }
+            let text = info.to_string();
+            // Open the object again to append the items array.
+            format!("{},\"items\":[", &text[..text.len() - 1]).into_bytes()
+        }
+        BatchFormat::Ndjson => Vec::new(),
+        BatchFormat::Xml => formats::xml_head(&BatchHead {
+            batch_id: &batch.batch_id,
+            recipient: &batch.recipient,
+            created_at: &rfc3339(batch.created_at),
+            items: batch.items,
+            periods: &batch.periods,
+        })
+        .into_bytes(),
+        BatchFormat::Csv => {
+            let columns = csv_columns(&gw, &batch.batch_id).await?;
+            let header = columns
+                .header()
+                .map_err(|e| unrenderable(&batch.batch_id, 0, form, &e))?;
+            csv = Some(Arc::new(columns));
+            header
+        }
     };
     let store = gw.store.clone();
-    let head = if form == Form::Json {
-        let mut info = info_json(&batch);
-        if let Some(m) = info.as_object_mut() {
-            m.remove("items");
-            m.insert("recipient".into(), batch.recipient.clone().into());
-        }
-        let text = info.to_string();
-        // Open the object again to append the items array.
-        format!("{},\"items\":[", &text[..text.len() - 1])
-    } else {
-        String::new()
-    };
     let batch_id = Arc::new(batch.batch_id.clone());
     struct Cursor {
         after: i64,
         first: bool,
         done: bool,
-        head: Option<String>,
+        head: Option<Vec<u8>>,
     }
     let start = Cursor {
         after: 0,
@@ -122,6 +164,7 @@ pub(super) async fn one(
     let stream = futures::stream::unfold(start, move |mut cur| {
         let store = store.clone();
         let batch_id = batch_id.clone();
+        let csv = csv.clone();
         async move {
             if let Some(h) = cur.head.take()
                 && !h.is_empty()
@@ -138,88 +181,66 @@ pub(super) async fn one(
                     return Some((Err(ApiError::unavailable(e)), cur));
                 }
             };
-            let mut out = String::new();
-            for item in &page {
-                match form {
-                    Form::Json => {
-                        if !cur.first {
-                            out.push(',');
-                        }
-                        out.push_str(&item.body);
-                    }
-                    Form::Ndjson => {
-                        out.push_str(&item.body);
-                        out.push('\n');
-                    }
+            let rendered = match &csv {
+                Some(columns) => columns
+                    .rows(page.iter().map(|i| i.body.as_str()))
+                    .map_err(|e| unrenderable(&batch_id, cur.after, form, &e)),
+                None => render_page(form, &page, &batch_id, &mut cur.first),
+            };
+            let mut out = match rendered {
+                Ok(out) => out,
+                Err(e) => {
+                    cur.done = true;
+                    return Some((Err(e), cur));
                 }
-                cur.first = false;
-            }
+            };
             if let Some(last) = page.last() {
                 cur.after = last.seq;
             }
             if (page.len() as i64) < PAGE {
                 cur.done = true;
-                if form == Form::Json {
-                    out.push_str("]}");
+                match form {
+                    BatchFormat::Json => out.extend_from_slice(b"]}"),
+                    BatchFormat::Xml => out.extend_from_slice(formats::xml_foot().as_bytes()),
+                    BatchFormat::Ndjson | BatchFormat::Csv => {}
                 }
             }
             Some((Ok(Bytes::from(out)), cur))
         }
     });
-    let content_type = match form {
-        Form::Json => "application/json",
-        Form::Ndjson => "application/x-ndjson",
-    };
     Ok(HttpResponse::Ok()
-        .content_type(content_type)
+        .content_type(form.content_type())
         .streaming(stream))
 }
 
-/// Body of an acknowledgement.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ack {
-    #[serde(default)]
-    findings: Vec<Finding>,
-}
-
-/// One finding about a record of the batch.
-#[derive(Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Finding {
-    record_ref: String,
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-pub(super) async fn ack(
-    req: HttpRequest,
-    gw: web::Data<Gateway>,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let me = authenticate(&req, &gw, Role::Recipient)?;
-    // An empty body acknowledges without findings; anything else must be a valid Ack.
-    let findings = if body.iter().all(u8::is_ascii_whitespace) {
-        Vec::new()
-    } else {
-        serde_json::from_slice::<Ack>(&body)
-            .map_err(|e| {
-                ApiError::new(
-                    Code::R400,
-                    format!("acknowledgement body is not valid: {e}"),
-                )
-            })?
-            .findings
-    };
-    let findings =
-        serde_json::to_string(&findings).map_err(|e| ApiError::new(Code::R400, e.to_string()))?;
-    let batch = gw
-        .store
-        .ack_batch(&me.id, &path.into_inner(), &findings, gw.clock.now_ms())
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(HttpResponse::Ok().json(info_json(&batch)))
+/// One page of items as JSON array members, NDJSON lines or XML `<item>` elements (CSV rows
+/// need the columns of pass 1, see [`CsvColumns::rows`]). `first`: no item was written yet.
+fn render_page(
+    form: BatchFormat,
+    page: &[BatchItem],
+    batch_id: &str,
+    first: &mut bool,
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    for item in page {
+        match form {
+            BatchFormat::Json => {
+                if !*first {
+                    out.push(b',');
+                }
+                out.extend_from_slice(item.body.as_bytes());
+            }
+            BatchFormat::Ndjson => {
+                out.extend_from_slice(item.body.as_bytes());
+                out.push(b'\n');
+            }
+            BatchFormat::Xml | BatchFormat::Csv => {
+                let xml = formats::xml_item(&item.body)
+                    .map_err(|e| unrenderable(batch_id, item.seq, form, &e))?;
+                out.extend_from_slice(xml.as_bytes());
+            }
+        }
+        *first = false;
+    }
+    Ok(out)
 }

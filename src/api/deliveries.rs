@@ -1,4 +1,7 @@
-//! Vendor endpoints: post a delivery, read own receipts.
+//! Vendor endpoints: post a delivery, read own receipts. A delivery body may be sent with
+//! `Content-Encoding: gzip`; it is decompressed as a stream, so the body limit (`L001`) counts
+//! decompressed bytes and memory stays bounded (docs/security.md, "Compressed bodies"). No
+//! other endpoint accepts an encoded body ([`refuse_encoded_bodies`]).
 
 use super::{ApiError, authenticate};
 use crate::catalogue::Code;
@@ -55,6 +58,7 @@ pub(super) async fn post(
         return Ok(HttpResponse::PayloadTooLarge().json(receipt));
     }
     let charset = charset_of(&req);
+    let encoding = content_encoding(&req)?;
     let request = DeliveryRequest {
         vendor: vendor.id,
         format: q.format,
@@ -62,7 +66,11 @@ pub(super) async fn post(
         idempotency_key,
         charset,
     };
-    match ingest::receive(gw.into_inner(), request, payload).await {
+    let answer = match encoding {
+        Encoding::Identity => ingest::receive(gw.into_inner(), request, payload).await,
+        Encoding::Gzip => ingest::receive(gw.into_inner(), request, Gunzip::new(payload)).await,
+    };
+    match answer {
         Answer::Receipt { http, receipt } => Ok(HttpResponse::build(
             StatusCode::from_u16(http).unwrap_or(StatusCode::OK),
         )
@@ -159,4 +167,240 @@ pub(super) fn charset_of(req: &HttpRequest) -> Option<String> {
                     .then(|| v.trim().trim_matches('"').to_string())
             })
         })
+}
+
+// --- Content-Encoding of request bodies -------------------------------------------------------
+
+/// Largest piece of decompressed output [`Gunzip`] hands on at once.
+const GUNZIP_PIECE: usize = 64 * 1024;
+
+/// The content codings a delivery body may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    /// No `Content-Encoding`, or `identity`.
+    Identity,
+    /// `gzip` (or its alias `x-gzip`).
+    Gzip,
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::new(
+        Code::R415,
+        format!(
+            "Content-Encoding '{}' is not accepted: send the body uncompressed, or with gzip to POST /api/v1/deliveries",
+            crate::catalogue::echo(what)
+        ),
+    )
+}
+
+/// The request's content coding: absent or `identity`, or `gzip` / `x-gzip`. Anything else
+/// (other codings, several codings, several headers) is `415 R415`.
+pub(super) fn content_encoding(req: &HttpRequest) -> Result<Encoding, ApiError> {
+    let mut values = req
+        .headers()
+        .get_all(actix_web::http::header::CONTENT_ENCODING);
+    let Some(first) = values.next() else {
+        return Ok(Encoding::Identity);
+    };
+    let text = first.to_str().map_err(|_| unsupported("(not text)"))?;
+    if values.next().is_some() {
+        return Err(unsupported(text));
+    }
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        _ => Err(unsupported(text)),
+    }
+}
+
+/// Middleware: every request except `POST /api/v1/deliveries` must come without a content
+/// coding, so that actix-web's extractors (which would inflate a whole network chunk at once)
+/// never decompress anything. Runs before the extractors and before authentication.
+pub(super) async fn refuse_encoded_bodies(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let delivery_post =
+        req.method() == actix_web::http::Method::POST && req.path() == "/api/v1/deliveries";
+    if !delivery_post && content_encoding(req.request())? != Encoding::Identity {
+        return Err(unsupported("gzip").into());
+    }
+    next.call(req).await
+}
+
+/// A gzip body decompressed as a stream: each item is at most about [`GUNZIP_PIECE`] bytes
+/// (plus one inflate step), whatever the compression ratio, and the next compressed chunk is
+/// only read once the output of the previous one has been taken. Concatenated gzip members are
+/// decoded one after another; a corrupt or truncated stream ends in an error item.
+pub(super) struct Gunzip<S> {
+    inner: S,
+    decoder: flate2::write::MultiGzDecoder<Vec<u8>>,
+    /// Compressed bytes not yet fed to the decoder.
+    pending: bytes::Bytes,
+    /// The compressed stream has ended.
+    ended: bool,
+    /// The decompressed stream has ended (or failed).
+    done: bool,
+}
+
+impl<S> Gunzip<S> {
+    /// Decompresses `inner`.
+    pub(super) fn new(inner: S) -> Self {
+        Gunzip {
+            inner,
+            decoder: flate2::write::MultiGzDecoder::new(Vec::with_capacity(GUNZIP_PIECE)),
+            pending: bytes::Bytes::new(),
+            ended: false,
+            done: false,
+        }
+    }
+
+    fn take_output(&mut self) -> bytes::Bytes {
+        bytes::Bytes::from(std::mem::replace(
+            self.decoder.get_mut(),
+            Vec::with_capacity(GUNZIP_PIECE),
+        ))
+    }
+}
+
+impl<S, E> futures::Stream for Gunzip<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<bytes::Bytes, String>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::io::Write;
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.decoder.get_ref().len() >= GUNZIP_PIECE {
+                return Poll::Ready(Some(Ok(this.take_output())));
+            }
+            if !this.pending.is_empty() {
+                let before = this.decoder.get_ref().len();
+                match this.decoder.write(&this.pending) {
+                    Ok(0) if this.decoder.get_ref().len() == before => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err("the gzip body is corrupt".into())));
+                    }
+                    Ok(n) => {
+                        let _ = this.pending.split_to(n);
+                    }
+                    Err(_) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err("the gzip body is corrupt".into())));
+                    }
+                }
+                continue;
+            }
+            if this.ended {
+                this.done = true;
+                if this.decoder.try_finish().is_err() {
+                    return Poll::Ready(Some(Err("the gzip body is corrupt or truncated".into())));
+                }
+                let rest = this.take_output();
+                return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+            }
+            match std::pin::Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Pending => {
+                    // Hand on what is decompressed so far rather than wait with it.
+                    let _ = this.decoder.flush();
+                    if this.decoder.get_ref().is_empty() {
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Some(Ok(this.take_output())));
+                }
+                Poll::Ready(Some(Ok(chunk))) => this.pending = chunk,
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.to_string())));
+                }
+                Poll::Ready(None) => this.ended = true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod gunzip_tests {
+    use super::*;
+    use futures::StreamExt;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn chunks(data: Vec<u8>, size: usize) -> Vec<Result<bytes::Bytes, String>> {
+        data.chunks(size)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect()
+    }
+
+    async fn inflate(items: Vec<Result<bytes::Bytes, String>>) -> (Vec<u8>, usize, Option<String>) {
+        let mut s = Gunzip::new(futures::stream::iter(items));
+        let (mut out, mut largest, mut err) = (Vec::new(), 0, None);
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => {
+                    largest = largest.max(b.len());
+                    out.extend_from_slice(&b);
+                }
+                Err(e) => err = Some(e),
+            }
+        }
+        (out, largest, err)
+    }
+
+    #[actix_web::test]
+    async fn decompresses_in_bounded_pieces_whatever_the_chunking() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for size in [1, 7, 4096, usize::MAX] {
+            let (out, largest, err) = inflate(chunks(gzip(&data), size.min(2_000_000))).await;
+            assert_eq!(err, None);
+            assert!(out == data, "chunk size {size}");
+            assert!(largest <= 2 * GUNZIP_PIECE, "{largest}");
+        }
+        // A bomb: 64 MiB of zeros from one small chunk, handed on in small pieces.
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let (out, largest, err) = inflate(chunks(bomb, usize::MAX >> 1)).await;
+        assert_eq!((out.len(), err), (64 << 20, None));
+        assert!(largest <= 2 * GUNZIP_PIECE, "{largest}");
+    }
+
+    #[actix_web::test]
+    async fn members_concatenate_and_corruption_is_an_error() {
+        let mut two = gzip(b"hello ");
+        two.extend(gzip(b"world"));
+        assert_eq!(inflate(chunks(two, 3)).await.0, b"hello world");
+        let whole = gzip(b"some text that is long enough to be cut");
+        let (_, _, err) = inflate(chunks(whole[..whole.len() - 5].to_vec(), 4)).await;
+        assert!(err.is_some(), "a truncated stream is an error");
+        let (_, _, err) = inflate(chunks(b"not gzip at all".to_vec(), 4)).await;
+        assert!(err.is_some(), "not gzip is an error");
+        let mut bad = gzip(b"some text");
+        let n = bad.len();
+        bad[n - 6] ^= 0xff;
+        let (_, _, err) = inflate(chunks(bad, 100)).await;
+        assert!(err.is_some(), "a wrong checksum is an error");
+        let (_, _, err) = inflate(vec![
+            Ok(bytes::Bytes::from_static(&[0x1f])),
+            Err("gone".into()),
+        ])
+        .await;
+        assert_eq!(err.as_deref(), Some("gone"));
+    }
 }

@@ -6,7 +6,10 @@ mod aggregates;
 mod audit;
 mod batches;
 mod consents;
+mod dead_letters;
 mod deliveries;
+mod feedback;
+mod ratelimit;
 pub mod tls;
 
 use crate::catalogue::{Code, ErrorBody};
@@ -25,6 +28,8 @@ pub struct ApiError {
     pub code: Code,
     /// Text for a person.
     pub message: String,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -33,6 +38,18 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `429 R429` with `Retry-After: <seconds>` (a rate limit is exceeded).
+    pub fn too_many_requests(seconds: u64) -> Self {
+        ApiError {
+            retry_after: Some(seconds),
+            ..Self::new(
+                Code::R429,
+                format!("too many requests: retry after {seconds} s"),
+            )
         }
     }
 
@@ -61,6 +78,9 @@ impl ResponseError for ApiError {
         if self.code == Code::T070 {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            resp.insert_header(("Retry-After", seconds.to_string()));
+        }
         resp.json(ErrorBody {
             code: self.code,
             message: self.message.clone(),
@@ -86,7 +106,14 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let cert = req.conn_data::<tls::ClientCertificate>().map(|c| &c.sha256);
+    // Rate limits (src/api/ratelimit.rs): absent when the app is built without `serve_with`.
+    let limits = req.app_data::<web::Data<ratelimit::RateLimits>>();
     let Some(principal) = gw.principals.resolve(token, cert) else {
+        if let (Some(limits), Some(peer)) = (limits, req.peer_addr()) {
+            limits
+                .check_failure(peer.ip())
+                .map_err(ApiError::too_many_requests)?;
+        }
         let message = if cert.is_some() {
             "missing or invalid credentials (bearer token or client certificate)"
         } else {
@@ -94,6 +121,11 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
         };
         return Err(ApiError::new(Code::T070, message));
     };
+    if let Some(limits) = limits {
+        limits
+            .check_principal(&principal.id)
+            .map_err(ApiError::too_many_requests)?;
+    }
     if principal.role != role {
         return Err(ApiError::new(
             Code::T071,
@@ -164,6 +196,8 @@ fn json_error_body<B>(
     let status = res.status();
     let code = match status.as_u16() {
         413 => Code::L001,
+        415 => Code::R415,
+        429 => Code::R429,
         404 => Code::N404,
         405 => Code::M405,
         401 => Code::T070,
@@ -192,6 +226,13 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (empty when out of range).
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// Registers every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/health/live").route(web::get().to(live)))
@@ -207,9 +248,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/deliveries/{id}").route(web::get().to(deliveries::one)))
                 .service(resource("/batches").route(web::get().to(batches::list)))
                 .service(resource("/batches/{id}").route(web::get().to(batches::one)))
-                .service(resource("/batches/{id}/ack").route(web::post().to(batches::ack)))
+                .service(resource("/batches/{id}/ack").route(web::post().to(feedback::ack)))
+                .service(resource("/feedback").route(web::get().to(feedback::list)))
                 .service(resource("/aggregates").route(web::get().to(aggregates::get)))
                 .service(resource("/admin/mappings").route(web::get().to(admin::mappings)))
+                .service(resource("/admin/dead-letters").route(web::get().to(dead_letters::list)))
+                .service(
+                    resource("/admin/dead-letters/{id}/replay")
+                        .route(web::post().to(dead_letters::replay)),
+                )
+                .service(
+                    resource("/admin/dead-letters/{id}/discard")
+                        .route(web::post().to(dead_letters::discard)),
+                )
                 .service(resource("/admin/audit/verify").route(web::get().to(audit::verify)))
                 .service(resource("/admin/disclosures").route(web::get().to(audit::disclosures)))
                 .service(
@@ -229,7 +280,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Runs the server (plain HTTP) on a bound listener until `shutdown` resolves. Also runs the
-/// batch sealer.
+/// batch sealer and the push lanes.
 pub async fn serve(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
@@ -265,9 +316,17 @@ pub async fn serve_with(
     let query_config = web::QueryConfig::default().error_handler(|err, _| {
         ApiError::new(Code::R400, format!("query is not valid: {err}")).into()
     });
+    // One set of rate limiters for all workers.
+    let rate_limits = web::Data::new(ratelimit::RateLimits::new(&gw.limits));
     let server = HttpServer::new(move || {
         App::new()
+            // Encoded bodies are refused before any extractor reads them (only deliveries
+            // accept gzip, decompressed as a stream).
+            .wrap(actix_web::middleware::from_fn(
+                deliveries::refuse_encoded_bodies,
+            ))
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(json_error_body))
+            .app_data(rate_limits.clone())
             .app_data(data.clone())
             .app_data(json_config.clone())
             .app_data(query_config.clone())
@@ -294,6 +353,10 @@ pub async fn serve_with(
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (push_stop_tx, push_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pusher = tokio::spawn(crate::deliver::push::run_pusher(gw.clone(), async move {
+        let _ = push_stop_rx.await;
+    }));
     let sealer = tokio::spawn(crate::deliver::run_sealer(gw, async move {
         let _ = stop_rx.await;
     }));
@@ -303,6 +366,8 @@ pub async fn serve_with(
     });
     let result = server.await;
     let _ = stop_tx.send(());
+    let _ = push_stop_tx.send(());
     let _ = sealer.await;
+    let _ = pusher.await;
     result
 }

@@ -98,7 +98,7 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
 }
 
 /// All certificates of a PEM file.
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -161,9 +161,17 @@ fn print_problems(problems: &[config::Problem]) {
     eprintln!("{} problem(s) found", problems.len());
 }
 
+/// Prints the warnings about secret files (to stderr; they do not change the exit status).
+fn print_warnings(loaded: &config::Loaded) {
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn check(config_path: Option<PathBuf>) -> ExitCode {
     match config::load(config_path.as_deref()) {
         Ok(loaded) if !loaded.mappings.failures.is_empty() => {
+            print_warnings(&loaded);
             let problems: Vec<config::Problem> = loaded
                 .mappings
                 .failures
@@ -174,6 +182,7 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(loaded) => {
+            print_warnings(&loaded);
             for n in &loaded.notices {
                 println!("note: {n}");
             }
@@ -214,6 +223,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     runtime.block_on(async move {
         for n in &loaded.notices {
             tracing::info!("{n}");
+        }
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
         }
         let listen = loaded.listen.clone();
         let demo = loaded.demo_tokens.clone();

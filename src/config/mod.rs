@@ -6,11 +6,14 @@
 //! a [`Loaded`] gateway configuration or every [`Problem`] found, each with file and line.
 //! `weiche check` and `weiche serve` share it, so they can never disagree.
 
+mod permissions;
 mod principals;
+pub mod push;
 
 pub use principals::{AuthMode, Principal, Principals, Role, parse_fingerprint};
 
 use crate::adapt::MappingSet;
+use crate::consent::policy::DeliveryKind;
 use crate::consent::{Policy, PseudonymKey};
 use crate::route::{Recipient, Router};
 use crate::validate::Validator;
@@ -78,6 +81,9 @@ pub struct ConfigFile {
     /// file `audit.key` in data_dir, generated on first start.
     #[serde(default)]
     pub audit_key: Option<SecretSource>,
+    /// The push workers (lease and polling of push recipients' lanes).
+    #[serde(default)]
+    pub push: push::PushWorkerConfig,
 }
 
 fn default_listen() -> String {
@@ -128,10 +134,44 @@ pub struct Limits {
     /// not hold a delivery open).
     #[serde(default = "default_body_idle")]
     pub body_idle_timeout_secs: u64,
+    // --- rate limits (src/api/ratelimit.rs) ---
+    /// Requests per second each authenticated principal may make on average; above it (once
+    /// `burst` is used up) the answer is `429 R429` with `Retry-After`. `0` turns the limit off.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+    /// Requests a principal may make at once on top of the average rate (the bucket size;
+    /// at least 1).
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Failed authentications (`401 T070`) per second from one client address (IPv6: one /64)
+    /// on average, before further failures answer `429 R429`; requests with valid credentials
+    /// are never counted. `0` turns the limit off.
+    #[serde(default = "default_failed_auth_per_second")]
+    pub failed_auth_per_second: u32,
+    /// Failed authentications one client address may have at once on top of
+    /// `failed_auth_per_second` (at least 1).
+    #[serde(default = "default_failed_auth_burst")]
+    pub failed_auth_burst: u32,
 }
 
 fn default_body_idle() -> u64 {
     30
+}
+
+fn default_requests_per_second() -> u32 {
+    1_000
+}
+
+fn default_burst() -> u32 {
+    5_000
+}
+
+fn default_failed_auth_per_second() -> u32 {
+    50
+}
+
+fn default_failed_auth_burst() -> u32 {
+    1_000
 }
 
 impl Default for Limits {
@@ -140,6 +180,10 @@ impl Default for Limits {
             max_body_bytes: default_max_body(),
             max_records: default_max_records(),
             body_idle_timeout_secs: default_body_idle(),
+            requests_per_second: default_requests_per_second(),
+            burst: default_burst(),
+            failed_auth_per_second: default_failed_auth_per_second(),
+            failed_auth_burst: default_failed_auth_burst(),
         }
     }
 }
@@ -199,10 +243,15 @@ pub struct VendorConfig {
 pub struct RecipientConfig {
     /// Recipient id (a policy file with this id must exist).
     pub id: String,
-    /// Bearer token (pull recipients).
-    pub token: SecretSource,
+    /// Bearer token (required for pull recipients; a push recipient needs none).
+    #[serde(default)]
+    pub token: Option<SecretSource>,
     /// Pseudonym keys, current first; older ones are kept for look-ups.
     pub pseudonym_keys: Vec<KeyConfig>,
+    /// The HTTPS endpoint items are pushed to (required for, and only for, recipients whose
+    /// policy says `[delivery] kind = "push"`).
+    #[serde(default)]
+    pub push: Option<push::PushConfig>,
 }
 
 /// A pseudonym key.
@@ -290,6 +339,13 @@ pub struct Loaded {
     pub audit_key: crate::audit::AuditKey,
     /// Recipients' older pseudonym keys (kept for look-ups of earlier pseudonyms).
     pub older_keys: BTreeMap<String, Vec<PseudonymKey>>,
+    /// Secret files that every user may read or write, one warning each (`weiche check`
+    /// prints them, `weiche serve` logs them).
+    pub warnings: Vec<String>,
+    /// Push recipients' endpoints, by recipient id.
+    pub push_targets: BTreeMap<String, Arc<crate::deliver::push::Target>>,
+    /// Push worker settings.
+    pub push_worker: push::PushWorkerConfig,
 }
 
 /// Reads an environment override.
@@ -593,15 +649,18 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     }
     let mut recipients = Vec::new();
     let mut older_keys: BTreeMap<String, Vec<PseudonymKey>> = BTreeMap::new();
+    let mut push_targets = BTreeMap::new();
     for r in &file.recipients {
-        credentials(
-            &r.id,
-            Role::Recipient,
-            Some(&r.token),
-            None,
-            AuthMode::Token,
-            &mut problems,
-        );
+        if let Some(token) = &r.token {
+            credentials(
+                &r.id,
+                Role::Recipient,
+                Some(token),
+                None,
+                AuthMode::Token,
+                &mut problems,
+            );
+        }
         let Some(policy) = policies.remove(&r.id) else {
             problems.push(Problem {
                 file: origin.clone(),
@@ -610,6 +669,49 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             });
             continue;
         };
+        let mut recipient_problem = |message: String| {
+            problems.push(Problem {
+                file: origin.clone(),
+                line: 0,
+                message: format!("recipient {}: {message}", r.id),
+            })
+        };
+        match (policy.file.delivery.kind, &r.push) {
+            (DeliveryKind::Pull, None) if r.token.is_none() => {
+                recipient_problem("a pull recipient needs a token".into())
+            }
+            (DeliveryKind::Pull, None) => {}
+            (DeliveryKind::Pull, Some(_)) => recipient_problem(format!(
+                "[recipients.push] is set but the policy ({}) says delivery kind = \"pull\"",
+                policy.origin
+            )),
+            (DeliveryKind::Push, None) => recipient_problem(format!(
+                "the policy ({}) says delivery kind = \"push\": configure [recipients.push] with url and secret",
+                policy.origin
+            )),
+            (DeliveryKind::Push, Some(push)) => {
+                let base = if path.is_some() {
+                    &base
+                } else {
+                    &file.data_dir
+                };
+                match push
+                    .build(base, &secret_base)
+                    .and_then(|e| crate::deliver::push::Target::new(&r.id, &e))
+                {
+                    Ok(target) => {
+                        if target.timeout().as_secs() >= file.push.lease_secs {
+                            recipient_problem(format!(
+                                "push.timeout_secs must be shorter than [push] lease_secs ({})",
+                                file.push.lease_secs
+                            ));
+                        }
+                        push_targets.insert(r.id.clone(), Arc::new(target));
+                    }
+                    Err(m) => recipient_problem(format!("[recipients.push]: {m}")),
+                }
+            }
+        }
         let mut keys = Vec::new();
         for k in &r.pseudonym_keys {
             match principals::secret_bytes(&k.secret, &secret_base) {
@@ -732,6 +834,48 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             }
         }
     }
+    // --- secret file permissions (src/config/permissions.rs) ---
+    let warnings = {
+        let mut paths: Vec<PathBuf> = Vec::new();
+        let mut add = |src: &SecretSource| {
+            paths.extend(principals::secret_path(src, &secret_base));
+        };
+        file.vendors
+            .iter()
+            .filter_map(|v| v.token.as_ref())
+            .for_each(&mut add);
+        for r in &file.recipients {
+            r.token.iter().for_each(&mut add);
+            r.pseudonym_keys.iter().for_each(|k| add(&k.secret));
+            r.push.iter().for_each(|p| add(&p.secret));
+        }
+        file.admins.iter().for_each(|a| add(&a.token));
+        add(&audit_source);
+        // Private keys of TLS (the server's, and push clients' resolved as push.rs does).
+        paths.extend(tls.as_ref().map(|t| t.key.clone()));
+        let push_base = if path.is_some() {
+            &base
+        } else {
+            &file.data_dir
+        };
+        for key in file
+            .recipients
+            .iter()
+            .filter_map(|r| r.push.as_ref()?.client_key_file.as_ref())
+        {
+            paths.push(if key.is_relative() {
+                push_base.join(key)
+            } else {
+                key.clone()
+            });
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+            .iter()
+            .filter_map(|p| permissions::loose_secret_file(p))
+            .collect::<Vec<String>>()
+    };
     let database_url = file
         .database_url
         .clone()
@@ -739,6 +883,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     match (problems.is_empty(), validator, audit_key) {
         (true, Some(validator), Some(audit_key)) => Ok(Loaded {
             audit_key,
+            warnings,
             older_keys,
             listen: file.listen,
             tls,
@@ -753,6 +898,8 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             router: Router::new(recipients),
             demo_tokens,
             notices,
+            push_targets,
+            push_worker: file.push,
         }),
         _ => Err(problems),
     }

@@ -249,13 +249,8 @@ fn secret_text(
             .map(|v| (v.trim().to_string(), None))
             .map_err(|_| format!("environment variable {var} is not set"));
     }
-    let Some(file) = &src.file else {
+    let Some(path) = secret_path(src, base) else {
         return Err("sha256 is not a readable secret".into());
-    };
-    let path = if file.is_relative() {
-        base.join(file)
-    } else {
-        file.clone()
     };
     if src.generate && !path.exists() {
         let mut bytes = [0u8; 32];
@@ -268,6 +263,17 @@ fn secret_text(
     }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((text.trim().to_string(), src.generate.then_some(path)))
+}
+
+/// The file a secret is read from (`file`, relative paths against `base`); `None` for secrets
+/// from the environment or given as a hash.
+pub(super) fn secret_path(src: &super::SecretSource, base: &Path) -> Option<PathBuf> {
+    let file = src.file.as_ref()?;
+    Some(if file.is_relative() {
+        base.join(file)
+    } else {
+        file.clone()
+    })
 }
 
 #[cfg(unix)]
@@ -305,6 +311,12 @@ pub(super) fn token_hash(
         return Err("a token must have at least 128 bits (32 hex digits)".into());
     }
     Ok((Sha256::digest(text.as_bytes()).into(), generated))
+}
+
+/// A secret whose text is used as is (its UTF-8 bytes), e.g. a shared HMAC secret.
+pub(super) fn secret_raw(src: &super::SecretSource, base: &Path) -> Result<Vec<u8>, String> {
+    let (text, _) = secret_text(src, base)?;
+    Ok(text.into_bytes())
 }
 
 /// A binary secret given as hex.

@@ -53,6 +53,8 @@ pub enum LegalBasis {
 pub enum DeliveryKind {
     /// The recipient pulls sealed batches.
     Pull,
+    /// Weiche POSTs items to the recipient's HTTPS endpoint (configured with the recipient).
+    Push,
 }
 
 /// A policy file as written.
@@ -102,6 +104,36 @@ pub struct DeliverySettings {
     /// A batch is sealed when its oldest item is this old, in seconds (pull).
     #[serde(default = "default_batch_age")]
     pub batch_max_age_secs: u64,
+    /// Items per push request, at most (push; default 100).
+    #[serde(default = "default_push_batch")]
+    pub batch_size: u32,
+    /// Attempts before a push group becomes a dead letter (push; default 12).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubled each further attempt, with
+    /// jitter (push; default 1,000).
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base_ms: u64,
+    /// Longest delay between two attempts, in milliseconds (push; default 3,600,000 = 1 h).
+    /// A `Retry-After` answer may ask for longer (up to a day).
+    #[serde(default = "default_backoff_cap")]
+    pub backoff_cap_ms: u64,
+}
+
+fn default_push_batch() -> u32 {
+    100
+}
+
+fn default_max_attempts() -> u32 {
+    12
+}
+
+fn default_backoff_base() -> u64 {
+    1_000
+}
+
+fn default_backoff_cap() -> u64 {
+    3_600_000
 }
 
 fn default_batch_items() -> u32 {
@@ -271,6 +303,22 @@ impl Policy {
         if file.delivery.batch_max_items == 0 {
             return Err(invalid(
                 "delivery.batch_max_items must be at least 1".into(),
+            ));
+        }
+        if file.delivery.batch_size == 0 || file.delivery.batch_size > 10_000 {
+            return Err(invalid(
+                "delivery.batch_size must be between 1 and 10000".into(),
+            ));
+        }
+        if file.delivery.max_attempts == 0 {
+            return Err(invalid("delivery.max_attempts must be at least 1".into()));
+        }
+        if file.delivery.backoff_base_ms == 0
+            || file.delivery.backoff_cap_ms < file.delivery.backoff_base_ms
+        {
+            return Err(invalid(
+                "delivery.backoff_base_ms must be at least 1 and at most delivery.backoff_cap_ms"
+                    .into(),
             ));
         }
         let mut actions: BTreeMap<&'static str, Action> = BTreeMap::new();

@@ -1,6 +1,10 @@
 //! Getting items out of Weiche. Pull recipients: open items are sealed into batches by size and
 //! age ([`seal_all`], run on every batch listing and by a background ticker), and batches are
-//! served from the store. Push delivery is a later stage of this module.
+//! served from the store ([`formats`] renders them as XML and CSV). Push recipients: their
+//! items are sealed into groups and POSTed by the lanes of [`push`].
+
+pub mod formats;
+pub mod push;
 
 use crate::consent::policy::DeliveryKind;
 use crate::gateway::Gateway;
@@ -16,7 +20,10 @@ pub fn seal_rule(gw: &Gateway, recipient: &str) -> Option<SealRule> {
             max_items: i64::from(d.batch_max_items),
             max_age_ms: i64::try_from(d.batch_max_age_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            push: false,
         }),
+        // Push recipients' items are sealed by their lane (see [`push`]).
+        DeliveryKind::Push => None,
     }
 }
 
@@ -43,12 +50,16 @@ pub async fn seal_all(gw: &Gateway) -> Result<u64, StoreError> {
     Ok(sealed)
 }
 
-/// Sets the outbox-depth gauge (`weiche_outbox_depth`) of every recipient from its open items;
-/// returns the total. A recipient whose count cannot be read keeps its last value.
+/// Sets the outbox-depth gauge (`weiche_outbox_depth`) of every recipient from its open items
+/// (pull) or its items not yet delivered (push); returns the total. A recipient whose count cannot be read keeps its last value.
 pub async fn observe_outbox(gw: &Gateway) -> i64 {
     let mut total = 0;
     for r in gw.router.recipients() {
-        match gw.store.open_items(r.id()).await {
+        let depth = match r.policy.file.delivery.kind {
+            DeliveryKind::Pull => gw.store.open_items(r.id()).await,
+            DeliveryKind::Push => gw.store.push_backlog(r.id()).await,
+        };
+        match depth {
             Ok(n) => {
                 crate::telemetry::metrics::outbox_depth(r.id(), n);
                 total += n;

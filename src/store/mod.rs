@@ -312,6 +312,131 @@ pub struct SealRule {
     pub max_items: i64,
     /// Seal whatever is open once the oldest open item is this old (milliseconds).
     pub max_age_ms: i64,
+    /// The recipient is a push recipient: every sealed batch also becomes a pending push group
+    /// (due at once).
+    pub push: bool,
+}
+
+/// State of a push group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushState {
+    /// Waiting to be sent (or to be retried).
+    Pending,
+    /// The recipient answered `2xx`.
+    Delivered,
+    /// A dead letter: refused with a `4xx`, or `max_attempts` reached.
+    Dead,
+    /// A dead letter an administrator discarded.
+    Discarded,
+}
+
+impl PushState {
+    /// Spelling in the API and database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushState::Pending => "pending",
+            PushState::Delivered => "delivered",
+            PushState::Dead => "dead",
+            PushState::Discarded => "discarded",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => PushState::Pending,
+            "delivered" => PushState::Delivered,
+            "dead" => PushState::Dead,
+            "discarded" => PushState::Discarded,
+            _ => return None,
+        })
+    }
+}
+
+/// A sealed group of a push recipient's items (a batch), with its push state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushGroup {
+    /// The batch id; also the `Idempotency-Key` of every attempt.
+    pub batch_id: String,
+    /// Recipient.
+    pub recipient: String,
+    /// Position among the recipient's batches.
+    pub seal_no: i64,
+    /// Number of items.
+    pub items: i64,
+    /// State.
+    pub state: PushState,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// When the next attempt is due (unix ms).
+    pub next_at: i64,
+    /// What the last failed attempt met (status or transport error; never a response body).
+    pub last_error: Option<String>,
+    /// Last change (unix ms).
+    pub updated_at: i64,
+}
+
+/// What one push attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// `2xx`: delivered.
+    Delivered,
+    /// Retry at `next_at` (unix ms).
+    Retry {
+        /// When the next attempt is due.
+        next_at: i64,
+        /// What the attempt met.
+        error: String,
+    },
+    /// A dead letter now.
+    Dead {
+        /// What the attempt met.
+        error: String,
+    },
+}
+
+/// A finding a recipient sent with a batch acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    /// The recipient's reference of the record (an item's `record_ref` in that batch).
+    pub record_ref: String,
+    /// The recipient's finding code.
+    pub code: String,
+    /// The recipient's message.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A finding translated back to the vendor's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackRow {
+    /// Position in the feedback (increasing; the cursor).
+    pub seq: i64,
+    /// The vendor's record id.
+    pub record_id: String,
+    /// Reporting period.
+    pub reporting_period: String,
+    /// Recipient that sent it.
+    pub recipient: String,
+    /// Code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    /// Unix ms of the acknowledgement.
+    pub received_at: i64,
+}
+
+/// What [`Store::ack_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// No such batch of this recipient.
+    NotFound,
+    /// A finding's `record_ref` names no item of the batch (index into the findings); nothing
+    /// was changed.
+    UnknownRef(usize),
+    /// Acknowledged now, or earlier (then nothing changed).
+    Acknowledged(BatchInfo),
 }
 
 /// One delivery being written: chunks of records and items, then commit or rollback.
@@ -416,15 +541,16 @@ pub trait Store: Send + Sync {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<BatchItem>>;
-    /// Marks the recipient's batch acknowledged (idempotent: a second ack changes nothing) and stores
-    /// the findings JSON of the first ack. `None` when absent or another recipient's.
+    /// Marks the recipient's batch acknowledged (idempotent: a second ack changes nothing) and
+    /// stores the findings of the first ack, each translated to the vendor's record through the
+    /// batch's item with that `record_ref` (feedback, see [`Store::feedback`]).
     async fn ack_batch(
         &self,
         recipient: &str,
         batch_id: &str,
-        findings: &str,
+        findings: &[Finding],
         now_ms: i64,
-    ) -> StoreResult<Option<BatchInfo>>;
+    ) -> StoreResult<AckOutcome>;
     /// Number of items not yet sealed into a batch for the recipient.
     async fn open_items(&self, recipient: &str) -> StoreResult<i64>;
     /// The vendor's recorded consent withdrawals.
@@ -439,6 +565,164 @@ pub trait Store: Send + Sync {
     /// Makes deleted data unrecoverable from the database files where the backend allows
     /// (SQLite: `secure_delete` is on; this checkpoints and truncates the WAL).
     async fn compact(&self) -> StoreResult<()>;
+
+    // --- push delivery and feedback ------------------------------------------------------------
+
+    /// Claims or renews the push lane of a recipient for `owner` until `now_ms + lease_ms`, when
+    /// it is free, expired or already `owner`'s. Returns whether `owner` holds it now.
+    async fn claim_lane(
+        &self,
+        recipient: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Gives the lane up if `owner` holds it (on shutdown), so another process takes over at once.
+    async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()>;
+    /// The recipient's next push group: its pending group with the lowest `seal_no`.
+    async fn push_head(&self, recipient: &str) -> StoreResult<Option<PushGroup>>;
+    /// Records the outcome of an attempt on a pending group, counting the attempt, if `owner`
+    /// still holds the recipient's lane; appends `audit` in the same transaction. Returns
+    /// `false` (and changes nothing) when the lane was lost or the group is no longer pending.
+    async fn push_result(
+        &self,
+        batch_id: &str,
+        owner: &str,
+        outcome: &PushOutcome,
+        now_ms: i64,
+        audit: &[NewAuditEvent],
+    ) -> StoreResult<bool>;
+    /// Push groups in a state (dead letters: [`PushState::Dead`]), oldest first, optionally of
+    /// one recipient.
+    async fn push_groups(
+        &self,
+        state: PushState,
+        recipient: Option<&str>,
+    ) -> StoreResult<Vec<PushGroup>>;
+    /// One push group.
+    async fn push_group(&self, batch_id: &str) -> StoreResult<Option<PushGroup>>;
+    /// Moves a dead letter to `to` (`Pending`: replay, due at once with the attempts reset;
+    /// `Discarded`), appending `audit` in the same transaction. `None` when there is no such
+    /// dead letter (absent, or not dead).
+    async fn settle_dead_letter(
+        &self,
+        batch_id: &str,
+        to: PushState,
+        now_ms: i64,
+        audit: &[NewAuditEvent],
+    ) -> StoreResult<Option<PushGroup>>;
+    /// Items of a push recipient not yet delivered: open ones and those in pending groups.
+    async fn push_backlog(&self, recipient: &str) -> StoreResult<i64>;
+    /// The vendor's feedback with `seq` > `after_seq`, oldest first, at most `limit`.
+    async fn feedback(
+        &self,
+        vendor: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<FeedbackRow>>;
+}
+
+// --- helpers shared by the backends ---------------------------------------------------------
+
+/// A push group row: batch id, recipient, seal no, items, state, attempts, next at, last error,
+/// updated at.
+type PushGroupTuple = (
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    i64,
+);
+
+/// Decodes a push group row.
+fn push_group(
+    (batch_id, recipient, seal_no, items, state, attempts, next_at, last_error, updated_at): PushGroupTuple,
+) -> StoreResult<PushGroup> {
+    let state = PushState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("push group {batch_id}: state '{state}'")))?;
+    Ok(PushGroup {
+        batch_id,
+        recipient,
+        seal_no,
+        items,
+        state,
+        attempts,
+        next_at,
+        last_error,
+        updated_at,
+    })
+}
+
+/// The state, next due time and error an outcome writes.
+fn outcome_columns(outcome: &PushOutcome, now_ms: i64) -> (PushState, i64, Option<&str>) {
+    match outcome {
+        PushOutcome::Delivered => (PushState::Delivered, now_ms, None),
+        PushOutcome::Retry { next_at, error } => (PushState::Pending, *next_at, Some(error)),
+        PushOutcome::Dead { error } => (PushState::Dead, now_ms, Some(error)),
+    }
+}
+
+/// A feedback row: seq, record id, period, recipient, code, message, received at.
+type FeedbackTuple = (i64, String, String, String, String, String, i64);
+
+/// Columns of a feedback row, in [`FeedbackTuple`]'s order.
+const FEEDBACK_COLUMNS: &str =
+    "seq, record_id, reporting_period, recipient, code, message, received_at";
+
+/// Decodes a feedback row.
+fn feedback_row(
+    (seq, record_id, reporting_period, recipient, code, message, received_at): FeedbackTuple,
+) -> FeedbackRow {
+    FeedbackRow {
+        seq,
+        record_id,
+        reporting_period,
+        recipient,
+        code,
+        message,
+        received_at,
+    }
+}
+
+/// The feedback rows `[vendor, record id, period, code, message]` of findings, given the
+/// batch's items `(record_ref, vendor, record_id, period)` with the findings' refs (sorted by
+/// ref). A finding becomes one row per record version the batch holds under its ref. `Err(i)`:
+/// finding `i` names no item of the batch.
+fn feedback_rows<'a>(
+    findings: &'a [Finding],
+    known: &'a [(String, String, String, String)],
+) -> Result<Vec<[&'a str; 5]>, usize> {
+    let mut rows = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        let start = known.partition_point(|k| k.0 < f.record_ref);
+        let matching = known[start..]
+            .iter()
+            .take_while(|k| k.0 == f.record_ref)
+            .map(|(_, vendor, record_id, period)| {
+                [
+                    vendor.as_str(),
+                    record_id.as_str(),
+                    period.as_str(),
+                    f.code.as_str(),
+                    f.message.as_str(),
+                ]
+            });
+        let before = rows.len();
+        rows.extend(matching);
+        if rows.len() == before {
+            return Err(i);
+        }
+    }
+    Ok(rows)
+}
+
+/// Findings as stored with the batch (JSON array).
+fn findings_json(findings: &[Finding]) -> String {
+    serde_json::to_string(findings).unwrap_or_else(|_| "[]".to_string())
 }
 
 /// Opens the store a URL names (`sqlite://path` or `postgres://…`), creating the SQLite file and

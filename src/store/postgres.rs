@@ -21,9 +21,11 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::{
-    AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, Holder, NewAuditEvent,
-    NewDelivery, NewItem, NewRecord, SealRule, Store, StoreError, StoreResult, StoredDelivery,
-    Withdrawal,
+    AckOutcome, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx,
+    FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, NewAuditEvent, NewDelivery,
+    NewItem, NewRecord, PushGroup, PushGroupTuple, PushOutcome, PushState, SealRule, Store,
+    StoreError, StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows,
+    findings_json, outcome_columns,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -527,6 +529,15 @@ impl DeliveryTx for PgDeliveryTx {
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)?;
+        sqlx::query(
+            "DELETE FROM feedback WHERE vendor = $1 AND (record_id, reporting_period) IN \
+             (SELECT record_id, reporting_period FROM records WHERE vendor = $1 AND client_id = $2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
         let deleted = sqlx::query("DELETE FROM records WHERE vendor = $1 AND client_id = $2")
             .bind(vendor)
             .bind(client_id)
@@ -702,6 +713,18 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+            if rule.push {
+                sqlx::query(
+                    "INSERT INTO push_groups (batch_id, recipient, seal_no, item_count, state, \
+                     next_at, updated_at) SELECT batch_id, recipient, seal_no, item_count, \
+                     'pending', $2, $2 FROM batches WHERE batch_id = $1",
+                )
+                .bind(&batch_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
             sealed += 1;
         }
         tx.commit().await.map_err(map_err)?;
@@ -768,23 +791,76 @@ impl Store for PostgresStore {
         &self,
         recipient: &str,
         batch_id: &str,
-        findings: &str,
+        findings: &[Finding],
         now_ms: i64,
-    ) -> StoreResult<Option<BatchInfo>> {
-        // The row lock of the UPDATE serialises concurrent acks; the second finds the batch
-        // acknowledged and changes nothing.
-        sqlx::query(
-            "UPDATE batches SET state = 'acknowledged', acked_at = $1, findings = $2 \
-             WHERE batch_id = $3 AND recipient = $4 AND state = 'ready'",
+    ) -> StoreResult<AckOutcome> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        // The row lock serialises concurrent acks; the second finds the batch acknowledged and
+        // changes nothing.
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM batches WHERE batch_id = $1 AND recipient = $2 FOR UPDATE",
         )
-        .bind(now_ms)
-        .bind(findings)
         .bind(batch_id)
         .bind(recipient)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
-        self.batch(recipient, batch_id).await
+        let Some(state) = state else {
+            return Ok(AckOutcome::NotFound);
+        };
+        if state == BatchState::Ready.as_str() {
+            let refs: Vec<String> = findings.iter().map(|f| f.record_ref.clone()).collect();
+            let mut known: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT DISTINCT record_ref, vendor, record_id, reporting_period FROM items \
+                 WHERE batch_id = $1 AND record_ref = ANY($2)",
+            )
+            .bind(batch_id)
+            .bind(&refs)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            known.sort_unstable();
+            let rows = match feedback_rows(findings, &known) {
+                Ok(rows) => rows,
+                Err(i) => return Ok(AckOutcome::UnknownRef(i)),
+            };
+            if !rows.is_empty() {
+                let column = |k: usize| -> Vec<&str> { rows.iter().map(|r| r[k]).collect() };
+                sqlx::query(
+                    "INSERT INTO feedback (vendor, record_id, reporting_period, recipient, \
+                     batch_id, code, message, received_at) \
+                     SELECT v, r, p, $6, $7, c, m, $8 \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                     AS f(v, r, p, c, m)",
+                )
+                .bind(column(0))
+                .bind(column(1))
+                .bind(column(2))
+                .bind(column(3))
+                .bind(column(4))
+                .bind(recipient)
+                .bind(batch_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
+            sqlx::query(
+                "UPDATE batches SET state = 'acknowledged', acked_at = $1, findings = $2 \
+                 WHERE batch_id = $3",
+            )
+            .bind(now_ms)
+            .bind(findings_json(findings))
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        match self.batch(recipient, batch_id).await? {
+            Some(info) => Ok(AckOutcome::Acknowledged(info)),
+            None => Ok(AckOutcome::NotFound),
+        }
     }
 
     async fn open_items(&self, recipient: &str) -> StoreResult<i64> {
@@ -860,6 +936,225 @@ impl Store for PostgresStore {
     async fn compact(&self) -> StoreResult<()> {
         Ok(())
     }
+
+    async fn claim_lane(
+        &self,
+        recipient: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("INSERT INTO push_lanes (recipient) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(recipient)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        // A lane another process is claiming right now is skipped, not waited for.
+        let free: Option<String> = sqlx::query_scalar(
+            "SELECT recipient FROM push_lanes WHERE recipient = $1 \
+             AND (owner IS NULL OR owner = $2 OR lease_until < $3) FOR UPDATE SKIP LOCKED",
+        )
+        .bind(recipient)
+        .bind(owner)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if free.is_some() {
+            sqlx::query("UPDATE push_lanes SET owner = $2, lease_until = $3 WHERE recipient = $1")
+                .bind(recipient)
+                .bind(owner)
+                .bind(now_ms.saturating_add(lease_ms))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(free.is_some())
+    }
+
+    async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE push_lanes SET owner = NULL, lease_until = 0 \
+             WHERE recipient = $1 AND owner = $2",
+        )
+        .bind(recipient)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn push_head(&self, recipient: &str) -> StoreResult<Option<PushGroup>> {
+        let row = sqlx::query_as(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE recipient = $1 AND state = 'pending' \
+             ORDER BY seal_no LIMIT 1"
+        ))
+        .bind(recipient)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(push_group).transpose()
+    }
+
+    async fn push_result(
+        &self,
+        batch_id: &str,
+        owner: &str,
+        outcome: &PushOutcome,
+        now_ms: i64,
+        audit: &[NewAuditEvent],
+    ) -> StoreResult<bool> {
+        let (state, next_at, error) = outcome_columns(outcome, now_ms);
+        let mut dtx = PgDeliveryTx {
+            tx: self.pool.begin().await.map_err(map_err)?,
+        };
+        let changed = sqlx::query(
+            "UPDATE push_groups AS g SET state = $3, attempts = attempts + 1, next_at = $4, \
+             last_error = $5, updated_at = $6 \
+             WHERE batch_id = $1 AND state = 'pending' AND EXISTS (SELECT 1 FROM push_lanes \
+             AS l WHERE l.recipient = g.recipient AND l.owner = $2)",
+        )
+        .bind(batch_id)
+        .bind(owner)
+        .bind(state.as_str())
+        .bind(next_at)
+        .bind(error)
+        .bind(now_ms)
+        .execute(&mut *dtx.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            == 1;
+        if !changed {
+            dtx.tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        if state == PushState::Delivered {
+            sqlx::query(
+                "UPDATE batches SET state = 'acknowledged', acked_at = $2 WHERE batch_id = $1",
+            )
+            .bind(batch_id)
+            .bind(now_ms)
+            .execute(&mut *dtx.tx)
+            .await
+            .map_err(map_err)?;
+        }
+        dtx.audit(audit).await?;
+        dtx.tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn push_groups(
+        &self,
+        state: PushState,
+        recipient: Option<&str>,
+    ) -> StoreResult<Vec<PushGroup>> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE state = $1 \
+             AND ($2::text IS NULL OR recipient = $2) ORDER BY updated_at, batch_id"
+        ))
+        .bind(state.as_str())
+        .bind(recipient)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter().map(push_group).collect()
+    }
+
+    async fn push_group(&self, batch_id: &str) -> StoreResult<Option<PushGroup>> {
+        let row = sqlx::query_as(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE batch_id = $1"
+        ))
+        .bind(batch_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(push_group).transpose()
+    }
+
+    async fn settle_dead_letter(
+        &self,
+        batch_id: &str,
+        to: PushState,
+        now_ms: i64,
+        audit: &[NewAuditEvent],
+    ) -> StoreResult<Option<PushGroup>> {
+        let mut dtx = PgDeliveryTx {
+            tx: self.pool.begin().await.map_err(map_err)?,
+        };
+        let row = sqlx::query_as(&format!(
+            "UPDATE push_groups SET state = $2, \
+             attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END, \
+             next_at = $3, updated_at = $3 WHERE batch_id = $1 AND state = 'dead' \
+             RETURNING {PUSH_COLUMNS}"
+        ))
+        .bind(batch_id)
+        .bind(to.as_str())
+        .bind(now_ms)
+        .fetch_optional(&mut *dtx.tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            dtx.tx.rollback().await.map_err(map_err)?;
+            return Ok(None);
+        };
+        if to == PushState::Discarded {
+            sqlx::query(
+                "UPDATE batches SET state = 'acknowledged', acked_at = $2 WHERE batch_id = $1",
+            )
+            .bind(batch_id)
+            .bind(now_ms)
+            .execute(&mut *dtx.tx)
+            .await
+            .map_err(map_err)?;
+        }
+        dtx.audit(audit).await?;
+        dtx.tx.commit().await.map_err(map_err)?;
+        push_group(row).map(Some)
+    }
+
+    async fn push_backlog(&self, recipient: &str) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM items WHERE recipient = $1 AND batch_id IS NULL) + \
+             COALESCE((SELECT SUM(item_count) FROM push_groups \
+             WHERE recipient = $1 AND state = 'pending'), 0)::BIGINT",
+        )
+        .bind(recipient)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn feedback(
+        &self,
+        vendor: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<FeedbackRow>> {
+        let rows: Vec<FeedbackTuple> = sqlx::query_as(&format!(
+            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE vendor = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        ))
+        .bind(vendor)
+        .bind(after_seq)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(feedback_row).collect())
+    }
+}
+
+/// Columns of a push group row, in [`push_group`]'s order.
+const PUSH_COLUMNS: &str = "batch_id, recipient, seal_no, item_count, state, attempts::BIGINT, \
+                            next_at, last_error, updated_at";
+
+/// Decodes a push group row.
+fn push_group(row: PushGroupTuple) -> StoreResult<PushGroup> {
+    super::push_group(row)
 }
 
 /// The number of open items among the recipient's first `max_items` open ones (so at most

@@ -21,9 +21,11 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::{
-    AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx, Holder, NewAuditEvent,
-    NewDelivery, NewItem, NewRecord, SealRule, Store, StoreError, StoreResult, StoredDelivery,
-    Withdrawal,
+    AckOutcome, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx,
+    FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, NewAuditEvent, NewDelivery,
+    NewItem, NewRecord, PushGroup, PushGroupTuple, PushOutcome, PushState, SealRule, Store,
+    StoreError, StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows,
+    findings_json, outcome_columns,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -142,6 +144,10 @@ impl SqliteStore {
             .map_err(map_err)
     }
 }
+
+/// Columns of a push group row, in [`PushGroupTuple`]'s order.
+const PUSH_COLUMNS: &str =
+    "batch_id, recipient, seal_no, item_count, state, attempts, next_at, last_error, updated_at";
 
 /// Whether the URL names an in-memory database.
 fn is_in_memory(url: &str, options: &SqliteConnectOptions) -> bool {
@@ -525,6 +531,15 @@ impl DeliveryTx for SqliteDeliveryTx {
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)?;
+        sqlx::query(
+            "DELETE FROM feedback WHERE vendor = ?1 AND (record_id, reporting_period) IN \
+             (SELECT record_id, reporting_period FROM records WHERE vendor = ?1 AND client_id = ?2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
         let deleted = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
             .bind(vendor)
             .bind(client_id)
@@ -694,6 +709,18 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+            if rule.push {
+                sqlx::query(
+                    "INSERT INTO push_groups (batch_id, recipient, seal_no, item_count, state, \
+                     next_at, updated_at) SELECT batch_id, recipient, seal_no, item_count, \
+                     'pending', ?2, ?2 FROM batches WHERE batch_id = ?1",
+                )
+                .bind(&batch_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            }
             sealed += 1;
         }
         tx.commit().await.map_err(map_err)?;
@@ -760,29 +787,78 @@ impl Store for SqliteStore {
         &self,
         recipient: &str,
         batch_id: &str,
-        findings: &str,
+        findings: &[Finding],
         now_ms: i64,
-    ) -> StoreResult<Option<BatchInfo>> {
-        sqlx::query(
-            "UPDATE batches SET state = 'acknowledged', acked_at = ?, findings = ? \
-             WHERE batch_id = ? AND recipient = ? AND state = 'ready'",
-        )
-        .bind(now_ms)
-        .bind(findings)
-        .bind(batch_id)
-        .bind(recipient)
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
+    ) -> StoreResult<AckOutcome> {
+        // The write lock (BEGIN IMMEDIATE) serialises acks.
+        let mut tx = self.begin_write().await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM batches WHERE batch_id = ? AND recipient = ?")
+                .bind(batch_id)
+                .bind(recipient)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        let Some(state) = state else {
+            return Ok(AckOutcome::NotFound);
+        };
+        if state == BatchState::Ready.as_str() {
+            let refs: Vec<&str> = findings.iter().map(|f| f.record_ref.as_str()).collect();
+            let mut known: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT DISTINCT record_ref, vendor, record_id, reporting_period FROM items \
+                 WHERE batch_id = ?1 AND record_ref IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(batch_id)
+            .bind(json_array(&refs)?)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            known.sort_unstable();
+            let rows = match feedback_rows(findings, &known) {
+                Ok(rows) => rows,
+                Err(i) => return Ok(AckOutcome::UnknownRef(i)),
+            };
+            for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+                let mut qb = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO feedback (vendor, record_id, reporting_period, recipient, \
+                     batch_id, code, message, received_at) ",
+                );
+                qb.push_values(chunk, |mut row, r| {
+                    row.push_bind(r[0])
+                        .push_bind(r[1])
+                        .push_bind(r[2])
+                        .push_bind(recipient)
+                        .push_bind(batch_id)
+                        .push_bind(r[3])
+                        .push_bind(r[4])
+                        .push_bind(now_ms);
+                });
+                qb.build().execute(&mut *tx).await.map_err(map_err)?;
+            }
+            sqlx::query(
+                "UPDATE batches SET state = 'acknowledged', acked_at = ?, findings = ? \
+                 WHERE batch_id = ?",
+            )
+            .bind(now_ms)
+            .bind(findings_json(findings))
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
         let row = sqlx::query_as(&format!(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND recipient = ?"
         ))
         .bind(batch_id)
         .bind(recipient)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_err)?;
-        row.map(batch_info).transpose()
+        tx.commit().await.map_err(map_err)?;
+        match row.map(batch_info).transpose()? {
+            Some(info) => Ok(AckOutcome::Acknowledged(info)),
+            None => Ok(AckOutcome::NotFound),
+        }
     }
 
     async fn open_items(&self, recipient: &str) -> StoreResult<i64> {
@@ -871,6 +947,203 @@ impl Store for SqliteStore {
         Err(StoreError::Unavailable(
             "WAL checkpoint stayed blocked by readers".into(),
         ))
+    }
+
+    async fn claim_lane(
+        &self,
+        recipient: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreResult<bool> {
+        // One statement under the write lock: claim when free, expired or already ours.
+        let claimed = sqlx::query(
+            "INSERT INTO push_lanes (recipient, owner, lease_until) VALUES (?1, ?2, ?4) \
+             ON CONFLICT (recipient) DO UPDATE SET owner = ?2, lease_until = ?4 \
+             WHERE push_lanes.owner IS NULL OR push_lanes.owner = ?2 \
+             OR push_lanes.lease_until < ?3",
+        )
+        .bind(recipient)
+        .bind(owner)
+        .bind(now_ms)
+        .bind(now_ms.saturating_add(lease_ms))
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE push_lanes SET owner = NULL, lease_until = 0 WHERE recipient = ? AND owner = ?",
+        )
+        .bind(recipient)
+        .bind(owner)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn push_head(&self, recipient: &str) -> StoreResult<Option<PushGroup>> {
+        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE recipient = ? AND state = 'pending' \
+             ORDER BY seal_no LIMIT 1"
+        ))
+        .bind(recipient)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        row.map(super::push_group).transpose()
+    }
+
+    async fn push_result(
+        &self,
+        batch_id: &str,
+        owner: &str,
+        outcome: &PushOutcome,
+        now_ms: i64,
+        audit: &[NewAuditEvent],
+    ) -> StoreResult<bool> {
+        let (state, next_at, error) = outcome_columns(outcome, now_ms);
+        let mut dtx = SqliteDeliveryTx {
+            tx: self.begin_write().await?,
+        };
+        let changed = sqlx::query(
+            "UPDATE push_groups AS g SET state = ?3, attempts = attempts + 1, next_at = ?4, \
+             last_error = ?5, updated_at = ?6 \
+             WHERE batch_id = ?1 AND state = 'pending' AND EXISTS (SELECT 1 FROM push_lanes \
+             AS l WHERE l.recipient = g.recipient AND l.owner = ?2)",
+        )
+        .bind(batch_id)
+        .bind(owner)
+        .bind(state.as_str())
+        .bind(next_at)
+        .bind(error)
+        .bind(now_ms)
+        .execute(&mut *dtx.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            == 1;
+        if !changed {
+            dtx.tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        if state == PushState::Delivered {
+            sqlx::query(
+                "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
+            )
+            .bind(now_ms)
+            .bind(batch_id)
+            .execute(&mut *dtx.tx)
+            .await
+            .map_err(map_err)?;
+        }
+        dtx.audit(audit).await?;
+        dtx.tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn push_groups(
+        &self,
+        state: PushState,
+        recipient: Option<&str>,
+    ) -> StoreResult<Vec<PushGroup>> {
+        let rows: Vec<PushGroupTuple> = sqlx::query_as(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE state = ?1 \
+             AND (?2 IS NULL OR recipient = ?2) ORDER BY updated_at, batch_id"
+        ))
+        .bind(state.as_str())
+        .bind(recipient)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter().map(super::push_group).collect()
+    }
+
+    async fn push_group(&self, batch_id: &str) -> StoreResult<Option<PushGroup>> {
+        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE batch_id = ?"
+        ))
+        .bind(batch_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(map_err)?;
+        row.map(super::push_group).transpose()
+    }
+
+    async fn settle_dead_letter(
+        &self,
+        batch_id: &str,
+        to: PushState,
+        now_ms: i64,
+        audit: &[NewAuditEvent],
+    ) -> StoreResult<Option<PushGroup>> {
+        let mut dtx = SqliteDeliveryTx {
+            tx: self.begin_write().await?,
+        };
+        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
+            "UPDATE push_groups SET state = ?2, \
+             attempts = CASE WHEN ?2 = 'pending' THEN 0 ELSE attempts END, \
+             next_at = ?3, updated_at = ?3 WHERE batch_id = ?1 AND state = 'dead' \
+             RETURNING {PUSH_COLUMNS}"
+        ))
+        .bind(batch_id)
+        .bind(to.as_str())
+        .bind(now_ms)
+        .fetch_optional(&mut *dtx.tx)
+        .await
+        .map_err(map_err)?;
+        let Some(row) = row else {
+            dtx.tx.rollback().await.map_err(map_err)?;
+            return Ok(None);
+        };
+        if to == PushState::Discarded {
+            sqlx::query(
+                "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
+            )
+            .bind(now_ms)
+            .bind(batch_id)
+            .execute(&mut *dtx.tx)
+            .await
+            .map_err(map_err)?;
+        }
+        dtx.audit(audit).await?;
+        dtx.tx.commit().await.map_err(map_err)?;
+        super::push_group(row).map(Some)
+    }
+
+    async fn push_backlog(&self, recipient: &str) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM items WHERE recipient = ?1 AND batch_id IS NULL) + \
+             COALESCE((SELECT SUM(item_count) FROM push_groups \
+             WHERE recipient = ?1 AND state = 'pending'), 0)",
+        )
+        .bind(recipient)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn feedback(
+        &self,
+        vendor: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<FeedbackRow>> {
+        let rows: Vec<FeedbackTuple> = sqlx::query_as(&format!(
+            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE vendor = ? AND seq > ? \
+             ORDER BY seq LIMIT ?"
+        ))
+        .bind(vendor)
+        .bind(after_seq)
+        .bind(limit.max(0))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(rows.into_iter().map(feedback_row).collect())
     }
 }
 

@@ -20,7 +20,7 @@
 //!   rejected series add up to `weiche_records_rejected_total` of all codes = rejected records.
 //! * `status` of a delivery: the receipt status `E1`…`E4`, `S100` for a duplicate answered with
 //!   the first receipt, else the catalogue code of the error answer (e.g. `U001`, `X000`).
-//! * `outcome` of a push attempt: [`PUSH_OUTCOMES`] (declared with 0 until push delivery exists).
+//! * `outcome` of a push attempt: [`PUSH_OUTCOMES`] (`failure`: the group became a dead letter).
 //! * `outbox_depth`: open items per recipient (not yet sealed into a batch), refreshed by the
 //!   batch sealer every second.
 //! * `stage`: [`STAGES`]; `adapt`, `validate` and `route` are the cumulative time of the stage in

@@ -1,0 +1,104 @@
+//! Dead letters for administrators: push groups a recipient refused (`4xx`) or that reached
+//! `max_attempts`. List, replay (sent again, first in line, attempts reset) and discard; replay
+//! and discard are audit events.
+
+use super::{ApiError, authenticate, rfc3339_ms};
+use crate::catalogue::Code;
+use crate::config::Role;
+use crate::deliver::push;
+use crate::gateway::Gateway;
+use crate::store::{PushGroup, PushState};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+/// A push group as administrators see it.
+pub(crate) fn group_json(g: &PushGroup) -> serde_json::Value {
+    serde_json::json!({
+        "id": g.batch_id,
+        "recipient": g.recipient,
+        "items": g.items,
+        "state": g.state.as_str(),
+        "attempts": g.attempts,
+        "last_error": g.last_error,
+        "updated_at": rfc3339_ms(g.updated_at),
+    })
+}
+
+/// Query of `GET /admin/dead-letters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    recipient: Option<String>,
+}
+
+/// `GET /api/v1/admin/dead-letters[?recipient=…]`, oldest first.
+pub(super) async fn list(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &gw, Role::Admin)?;
+    let query: ListQuery = super::query(&req)?;
+    let groups = gw
+        .store
+        .push_groups(PushState::Dead, query.recipient.as_deref())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let list: Vec<_> = groups.iter().map(group_json).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "dead_letters": list })))
+}
+
+/// `POST /api/v1/admin/dead-letters/{id}/replay`.
+pub(super) async fn replay(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    settle(req, gw, path.into_inner(), PushState::Pending).await
+}
+
+/// `POST /api/v1/admin/dead-letters/{id}/discard`.
+pub(super) async fn discard(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    settle(req, gw, path.into_inner(), PushState::Discarded).await
+}
+
+async fn settle(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    id: String,
+    to: PushState,
+) -> Result<HttpResponse, ApiError> {
+    let admin = authenticate(&req, &gw, Role::Admin)?;
+    let Some(group) = gw
+        .store
+        .push_group(&id)
+        .await
+        .map_err(ApiError::unavailable)?
+    else {
+        return Err(ApiError::not_found());
+    };
+    if group.state != PushState::Dead {
+        return Err(ApiError::new(
+            Code::R409,
+            format!("{id} is not a dead letter (it is {})", group.state.as_str()),
+        ));
+    }
+    let now = gw.clock.now_ms();
+    let event = push::settle_event(&group, to, &admin.id, now);
+    match gw
+        .store
+        .settle_dead_letter(&id, to, now, &[event])
+        .await
+        .map_err(ApiError::unavailable)?
+    {
+        Some(g) => Ok(HttpResponse::Ok().json(group_json(&g))),
+        // Settled by someone else in between.
+        None => Err(ApiError::new(
+            Code::R409,
+            format!("{id} is no longer a dead letter"),
+        )),
+    }
+}
