@@ -84,6 +84,8 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Subject key of the audit trail.
     pub audit_key: crate::audit::AuditKey,
+    /// How long stored data is kept.
+    pub retention: crate::config::Retention,
 }
 
 impl Gateway {
@@ -100,6 +102,7 @@ impl Gateway {
             store,
             clock: Arc::new(SystemClock),
             audit_key: loaded.audit_key,
+            retention: loaded.retention,
         }
     }
 

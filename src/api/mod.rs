@@ -229,7 +229,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Runs the server (plain HTTP) on a bound listener until `shutdown` resolves. Also runs the
-/// batch sealer.
+/// batch sealer and retention (partitions prepared before the first request, purges at start
+/// and every hour).
 pub async fn serve(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
@@ -265,6 +266,8 @@ pub async fn serve_with(
     let query_config = web::QueryConfig::default().error_handler(|err, _| {
         ApiError::new(Code::R400, format!("query is not valid: {err}")).into()
     });
+    // The partitions this month's deliveries need exist before the first request.
+    crate::retention::prepare(gw.store.as_ref(), &gw.retention).await;
     let server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(json_error_body))
@@ -294,8 +297,12 @@ pub async fn serve_with(
         None => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sealer = tokio::spawn(crate::deliver::run_sealer(gw, async move {
+    let sealer = tokio::spawn(crate::deliver::run_sealer(gw.clone(), async move {
         let _ = stop_rx.await;
+    }));
+    let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
+    let retention = tokio::spawn(crate::retention::run(gw, async move {
+        let _ = retention_stopped.await;
     }));
     tokio::spawn(async move {
         shutdown.await;
@@ -303,6 +310,8 @@ pub async fn serve_with(
     });
     let result = server.await;
     let _ = stop_tx.send(());
+    let _ = stop_retention.send(());
     let _ = sealer.await;
+    let _ = retention.await;
     result
 }
