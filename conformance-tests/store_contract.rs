@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weiche::store::{
-    AckOutcome, AuditRow, BatchState, CommitOutcome, Finding, Holder, ItemKind, NewAuditEvent,
-    NewDelivery, NewItem, NewRecord, PushOutcome, PushState, SealRule, Store, StoreError,
-    Withdrawal,
+    AckOutcome, AuditRow, BatchState, CommitOutcome, Cutoffs, Finding, Holder, ItemKind, Month,
+    NewAuditEvent, NewDelivery, NewItem, NewRecord, PushOutcome, PushState, SealRule, Store,
+    StoreError, Withdrawal,
 };
 
 /// One backend under test: a store on a fresh database, and what is needed to open a second
@@ -103,6 +103,49 @@ impl Backend {
         }
     }
 
+    /// Runs a test-written statement (literals only) with plain SQL on a separate connection;
+    /// returns the rows affected.
+    async fn exec(&self, sql: &str) -> u64 {
+        use sqlx::Connection;
+        if self.postgres {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap()
+                .rows_affected()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap()
+                .rows_affected()
+        }
+    }
+
+    /// The partitions of a PostgreSQL table, by name.
+    async fn partitions(&self, table: &str) -> Vec<String> {
+        assert!(self.postgres);
+        self.texts(&format!(
+            "SELECT c.relname::text FROM pg_inherits AS i JOIN pg_class AS c \
+             ON c.oid = i.inhrelid WHERE i.inhparent = '{table}'::regclass ORDER BY 1"
+        ))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Whether a table of that name exists (PostgreSQL).
+    async fn table_exists(&self, name: &str) -> bool {
+        self.count(&format!(
+            "SELECT COUNT(*) FROM pg_class WHERE relname = '{name}' AND relkind IN ('r', 'p')"
+        ))
+        .await
+            == 1
+    }
+
     /// The stored state of a record (`None` when absent).
     async fn state(&self, vendor: &str, record_id: &str, period: &str) -> Option<String> {
         self.texts(&format!(
@@ -186,6 +229,10 @@ contract_tests!(
     audit_chain_links_and_pages,
     concurrent_audit_from_two_stores_is_gap_free,
     current_records_are_active_and_held,
+    purge_records_by_reporting_period,
+    purge_outputs_once_delivered_and_keep_what_recipients_hold,
+    purge_audit_from_the_start_and_keep_the_chain_verifiable,
+    purge_receipts_by_age,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2204,6 +2251,510 @@ async fn current_records_are_active_and_held(b: &Backend) {
         s.current_records("r2", p).await.unwrap(),
         vec!["body-R1-v2"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+fn month(period: &str) -> Month {
+    Month::parse_period(period).unwrap()
+}
+
+/// Unix milliseconds of an RFC 3339 time.
+fn ms(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .unwrap()
+        .timestamp_millis()
+}
+
+async fn purge_records_by_reporting_period(b: &Backend) {
+    let s = &b.store;
+    let records = [
+        rec("v1", "R1", "2020-03", "old-1"),
+        rec("v1", "R2", "2020-04", "old-2"),
+        rec("v1", "R3", "2024-10", "old-3"),
+        rec("v1", "R4", "2024-11", "kept-4"),
+        rec("v1", "R5", "2026-10", "kept-5"),
+    ];
+    deliver(s, &records, &[], &delivery("v1", None, 1)).await;
+    // What recipients held of purged items, for an old and a kept period.
+    b.exec(
+        "INSERT INTO holdings (vendor, record_id, reporting_period, recipient, kind, record_ref, \
+         seq) VALUES ('v1', 'R1', '2020-03', 'r1', 'record', 'x', 1), \
+         ('v1', 'R5', '2026-10', 'r1', 'record', 'y', 2)",
+    )
+    .await;
+    if b.postgres {
+        // Periods outside the months kept ready (12 before now to 2 after) land in DEFAULT;
+        // maintenance gives them monthly partitions, moving the rows, and keeps the coming
+        // months ready.
+        let this = Month::of_ms(now_ms());
+        let outside = |periods: &[&str]| -> Vec<Month> {
+            periods
+                .iter()
+                .map(|p| month(p))
+                .filter(|m| *m < this.plus(-12) || *m > this.plus(2))
+                .collect()
+        };
+        let held_outside = outside(&["2020-03", "2026-10"]);
+        let outside = outside(&["2020-03", "2020-04", "2024-10", "2024-11", "2026-10"]);
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM records_default").await,
+            outside.len() as i64
+        );
+        let report = s
+            .maintain_partitions(now_ms(), &Cutoffs::default())
+            .await
+            .unwrap();
+        assert!(!report.skipped);
+        assert_eq!(
+            report.moved_rows,
+            (outside.len() + held_outside.len()) as u64,
+            "{report:?}"
+        );
+        let name = |table: &str, m: &Month| format!("{table}_p{:04}_{:02}", m.year(), m.month());
+        let expected: Vec<String> = outside
+            .iter()
+            .map(|m| name("records", m))
+            .chain(held_outside.iter().map(|m| name("holdings", m)))
+            .collect();
+        for p in &expected {
+            assert!(report.created.contains(p), "{p}: {report:?}");
+            let table = p.split("_p").next().unwrap();
+            assert!(b.partitions(table).await.contains(p), "{p}");
+        }
+        assert_eq!(b.count("SELECT COUNT(*) FROM records_default").await, 0);
+        assert_eq!(b.count("SELECT COUNT(*) FROM holdings_default").await, 0);
+        for table in ["records", "holdings", "items"] {
+            let parts = b.partitions(table).await;
+            for k in 0..=2 {
+                let m = this.plus(k);
+                let name = format!("{table}_p{:04}_{:02}", m.year(), m.month());
+                assert!(parts.contains(&name), "{name} missing in {parts:?}");
+            }
+            assert!(parts.contains(&format!("{table}_default")));
+        }
+        // A second run has nothing to do.
+        let again = s
+            .maintain_partitions(now_ms(), &Cutoffs::default())
+            .await
+            .unwrap();
+        assert!(
+            again.created.is_empty() && again.notes.is_empty(),
+            "{again:?}"
+        );
+    } else {
+        let report = s
+            .maintain_partitions(now_ms(), &Cutoffs::default())
+            .await
+            .unwrap();
+        assert_eq!(report, Default::default());
+    }
+
+    let cut = Cutoffs {
+        records_before: Some(month("2024-11")),
+        dry_run: true,
+        ..Cutoffs::default()
+    };
+    let dry = s.purge(&cut).await.unwrap();
+    assert!(dry.dry_run && !dry.skipped);
+    assert_eq!((dry.records, dry.holdings), (3, 1), "{dry:?}");
+    assert!(s.record("v1", "R1", "2020-03").await.unwrap().is_some());
+    if b.postgres {
+        assert_eq!(
+            dry.partitions_dropped,
+            [
+                "records_p2020_03",
+                "records_p2020_04",
+                "records_p2024_10",
+                "holdings_p2020_03"
+            ]
+        );
+        assert!(b.table_exists("records_p2020_03").await);
+    }
+
+    let report = s
+        .purge(&Cutoffs {
+            dry_run: false,
+            ..cut.clone()
+        })
+        .await
+        .unwrap();
+    assert!(!report.dry_run);
+    assert_eq!((report.records, report.holdings), (3, 1), "{report:?}");
+    assert_eq!(
+        (report.items, report.audit_events, report.receipts),
+        (0, 0, 0)
+    );
+    for (id, period) in [("R1", "2020-03"), ("R2", "2020-04"), ("R3", "2024-10")] {
+        assert_eq!(s.record("v1", id, period).await.unwrap(), None, "{id}");
+    }
+    assert_eq!(
+        s.record("v1", "R4", "2024-11").await.unwrap().as_deref(),
+        Some("kept-4")
+    );
+    assert_eq!(
+        s.record("v1", "R5", "2026-10").await.unwrap().as_deref(),
+        Some("kept-5")
+    );
+    assert_eq!(b.count("SELECT COUNT(*) FROM holdings").await, 1);
+    if b.postgres {
+        // Whole partitions went, not rows.
+        assert_eq!(report.partitions_dropped, dry.partitions_dropped);
+        for p in &report.partitions_dropped {
+            assert!(!b.table_exists(p).await, "{p} still exists");
+            let table = p.split("_p").next().unwrap();
+            assert!(!b.partitions(table).await.contains(p), "{p}");
+        }
+        assert!(b.table_exists("records_p2024_11").await);
+        assert!(b.table_exists("records_p2026_10").await);
+        // While another process purges, this one skips.
+        use sqlx::Connection;
+        let mut other = sqlx::PgConnection::connect(&b.url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('weiche.retention', 0))")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert!(s.purge(&cut).await.unwrap().skipped);
+        assert!(s.maintain_partitions(now_ms(), &cut).await.unwrap().skipped);
+        other.close().await.unwrap();
+    }
+    // Nothing more to purge.
+    let again = s.purge(&cut).await.unwrap();
+    assert_eq!((again.records, again.holdings), (0, 0), "{again:?}");
+    assert!(again.partitions_dropped.is_empty());
+}
+
+async fn purge_outputs_once_delivered_and_keep_what_recipients_hold(b: &Backend) {
+    let s = &b.store;
+    let p = "2026-10";
+    let records = [
+        rec_of(("v1", "R1", p, "P1", "C1", "d1"), "body-R1"),
+        rec_of(("v1", "R2", p, "P1", "C2", "d1"), "body-R2"),
+        rec_of(("v1", "R3", p, "P1", "C3", "d1"), "body-R3"),
+    ];
+    deliver(
+        s,
+        &records,
+        &[
+            item_of("r1", ItemKind::Record, "R1", p, Some("K1")),
+            item_of("r1", ItemKind::Record, "R2", p, None),
+            item_of("r2", ItemKind::Record, "R3", p, None),
+        ],
+        &delivery("v1", None, 1),
+    )
+    .await;
+    let rule = SealRule {
+        max_items: 100,
+        max_age_ms: 0,
+        push: false,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    assert_eq!(s.seal("r2", rule, now_ms()).await.unwrap(), 1);
+    let b1 = s.batches("r1", None).await.unwrap().remove(0).batch_id;
+    let b2 = s.batches("r2", None).await.unwrap().remove(0).batch_id;
+    acked(s.ack_batch("r1", &b1, &[], now_ms()).await.unwrap());
+    // Those items were made in June; the batches sealed an hour later.
+    let june = ms("2026-06-15T08:00:00Z");
+    b.exec(&format!("UPDATE items SET created_at = {june}"))
+        .await;
+    b.exec(&format!(
+        "UPDATE batches SET created_at = {}",
+        june + 3_600_000
+    ))
+    .await;
+    // A young item of r1, delivered too: it stays.
+    deliver(
+        s,
+        &[],
+        &[item_of("r1", ItemKind::Record, "R3", p, None)],
+        &delivery("v1", None, 2),
+    )
+    .await;
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    let b3 = s
+        .batches("r1", Some(BatchState::Ready))
+        .await
+        .unwrap()
+        .remove(0)
+        .batch_id;
+    acked(s.ack_batch("r1", &b3, &[], now_ms()).await.unwrap());
+    if b.postgres {
+        s.maintain_partitions(now_ms(), &Cutoffs::default())
+            .await
+            .unwrap();
+        assert!(
+            b.partitions("items")
+                .await
+                .contains(&"items_p2026_06".to_string())
+        );
+        assert_eq!(b.count("SELECT COUNT(*) FROM items_default").await, 0);
+        assert_eq!(b.count("SELECT COUNT(*) FROM items_p2026_06").await, 3);
+    }
+
+    // 90 days back: after June, before the young item.
+    let cut = Cutoffs {
+        outputs_before_ms: Some(now_ms() - 90 * 86_400_000),
+        ..Cutoffs::default()
+    };
+    // r2's batch is not acknowledged: its item stays. PostgreSQL keeps the whole month.
+    let first = s.purge(&cut).await.unwrap();
+    if b.postgres {
+        assert_eq!((first.items, first.batches), (0, 0), "{first:?}");
+        assert_eq!(first.overdue_items, 3);
+        assert!(
+            first
+                .notes
+                .iter()
+                .any(|n| n.contains("items_p2026_06") && n.contains("1 of its 3")),
+            "{first:?}"
+        );
+        assert!(b.table_exists("items_p2026_06").await);
+        assert!(s.batch("r1", &b1).await.unwrap().is_some());
+    } else {
+        assert_eq!((first.items, first.batches), (2, 1), "{first:?}");
+        assert_eq!(first.overdue_items, 1);
+        assert!(s.batch("r1", &b1).await.unwrap().is_none());
+    }
+    assert!(s.batch("r2", &b2).await.unwrap().is_some());
+    assert_eq!(all_batch_items(s, &b2, 10).await.len(), 1);
+
+    // Acknowledged: now all of June goes.
+    acked(s.ack_batch("r2", &b2, &[], now_ms()).await.unwrap());
+    let dry = s
+        .purge(&Cutoffs {
+            dry_run: true,
+            ..cut.clone()
+        })
+        .await
+        .unwrap();
+    let second = s.purge(&cut).await.unwrap();
+    if b.postgres {
+        assert_eq!((second.items, second.batches), (3, 2), "{second:?}");
+        assert_eq!(second.partitions_dropped, ["items_p2026_06"]);
+        assert!(!b.table_exists("items_p2026_06").await);
+        assert!(
+            !b.partitions("items")
+                .await
+                .contains(&"items_p2026_06".to_string())
+        );
+    } else {
+        assert_eq!((second.items, second.batches), (1, 1), "{second:?}");
+    }
+    assert_eq!(
+        (dry.items, dry.batches, dry.partitions_dropped.clone()),
+        (
+            second.items,
+            second.batches,
+            second.partitions_dropped.clone()
+        )
+    );
+    assert_eq!(second.overdue_items, 0);
+    assert!(s.batch("r1", &b1).await.unwrap().is_none());
+    assert!(s.batch("r2", &b2).await.unwrap().is_none());
+    assert!(all_batch_items(s, &b2, 10).await.is_empty());
+    // The young batch and its item stay.
+    assert_eq!(all_batch_items(s, &b3, 10).await.len(), 1);
+    assert_eq!(b.count("SELECT COUNT(*) FROM items").await, 1);
+    assert_eq!(b.count("SELECT COUNT(*) FROM batches").await, 1);
+
+    // The recipients still hold what their purged items told them: lifecycle events and
+    // aggregates find them.
+    let keys = [key("R1", p), key("R2", p), key("R3", p)];
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(
+        tx.holders("v1", &keys).await.unwrap(),
+        vec![
+            holder("r1", "R1", p, Some("K1")),
+            holder("r1", "R2", p, None),
+            holder("r1", "R3", p, None),
+            holder("r2", "R3", p, None),
+        ]
+    );
+    assert_eq!(
+        tx.client_holders("v1", "C1", Some("K1")).await.unwrap(),
+        vec![holder("r1", "R1", p, Some("K1"))]
+    );
+    assert!(
+        tx.client_holders("v1", "C1", Some("K2"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        s.current_records("r1", p).await.unwrap(),
+        vec!["body-R1", "body-R2", "body-R3"]
+    );
+    assert_eq!(s.current_records("r2", p).await.unwrap(), vec!["body-R3"]);
+
+    // A newer item wins over what is held: r1's R2 is revoked.
+    deliver(
+        s,
+        &[],
+        &[item_of("r1", ItemKind::Revocation, "R2", p, None)],
+        &delivery("v1", None, 3),
+    )
+    .await;
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(
+        tx.holders("v1", &keys).await.unwrap(),
+        vec![
+            holder("r1", "R1", p, Some("K1")),
+            holder("r1", "R3", p, None),
+            holder("r2", "R3", p, None),
+        ]
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        s.current_records("r1", p).await.unwrap(),
+        vec!["body-R1", "body-R3"]
+    );
+
+    // Erasure removes what recipients held of the client's records too.
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert_eq!(
+        tx.client_holders("v1", "C1", None).await.unwrap(),
+        vec![holder("r1", "R1", p, Some("K1"))]
+    );
+    assert_eq!(tx.erase_client("v1", "C1").await.unwrap(), 1);
+    assert!(
+        tx.client_holders("v1", "C1", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit_plain().await.unwrap();
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM holdings WHERE record_id = 'R1'")
+            .await,
+        0
+    );
+    let mut tx = s.begin_delivery().await.unwrap();
+    assert!(tx.holders("v1", &[key("R1", p)]).await.unwrap().is_empty());
+    tx.rollback().await.unwrap();
+}
+
+/// An audit event written at `at_ms`.
+fn event_at(at_ms: i64, n: i64) -> NewAuditEvent {
+    NewAuditEvent {
+        at_ms,
+        kind: "routing".into(),
+        subject: Some("S1".into()),
+        body: format!(r#"{{"n":{n}}}"#),
+    }
+}
+
+async fn append_events(s: &Arc<dyn Store>, events: Vec<NewAuditEvent>) {
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.audit(&events).await.unwrap();
+    tx.commit_plain().await.unwrap();
+}
+
+async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
+    let s = &b.store;
+    assert_eq!(s.audit_anchor().await.unwrap(), None);
+    append_events(s, (1..=5).map(|n| event_at(1_000, n)).collect()).await;
+    let all = all_audit(s).await;
+    let purge = |before: i64, dry_run: bool| Cutoffs {
+        audit_before_ms: Some(before),
+        dry_run,
+        ..Cutoffs::default()
+    };
+
+    let dry = s.purge(&purge(2_000, true)).await.unwrap();
+    assert_eq!(dry.audit_events, 5);
+    assert_eq!(all_audit(s).await.len(), 5);
+    assert_eq!(s.audit_anchor().await.unwrap(), None);
+
+    // All of it is old: all of it goes; the anchor carries the link.
+    let r = s.purge(&purge(2_000, false)).await.unwrap();
+    assert_eq!(r.audit_events, 5);
+    assert!(r.notes.is_empty(), "{r:?}");
+    assert!(all_audit(s).await.is_empty());
+    let anchor = s.audit_anchor().await.unwrap().expect("anchor");
+    assert_eq!(
+        (anchor.seq, anchor.hash.as_str()),
+        (5, all[4].hash.as_str())
+    );
+    let v = weiche::audit::verify(s.as_ref()).await.unwrap();
+    assert!(v.intact, "{v:?}");
+    assert_eq!((v.events, v.last_hash.as_str()), (0, all[4].hash.as_str()));
+    assert_eq!(v.anchor, Some(anchor.clone()));
+
+    // The chain goes on from the anchor.
+    append_events(s, (6..=8).map(|n| event_at(3_000, n)).collect()).await;
+    append_events(s, (9..=10).map(|n| event_at(now_ms(), n)).collect()).await;
+    let kept = all_audit(s).await;
+    assert_eq!(
+        kept.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [6, 7, 8, 9, 10]
+    );
+    assert_eq!(kept[0].prev_hash, anchor.hash);
+    let v = weiche::audit::verify(s.as_ref()).await.unwrap();
+    assert!(v.intact, "{v:?}");
+    assert_eq!(v.events, 5);
+
+    // Only the old ones go.
+    let r = s.purge(&purge(4_000, false)).await.unwrap();
+    assert_eq!(r.audit_events, 3);
+    assert_eq!(
+        all_audit(s).await.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [9, 10]
+    );
+    assert_eq!(s.audit_anchor().await.unwrap().unwrap().seq, 8);
+    let v = weiche::audit::verify(s.as_ref()).await.unwrap();
+    assert!(v.intact, "{v:?}");
+    assert_eq!(v.events, 2);
+
+    // Kept events are still protected: an edit is reported, and a purge does not remove the
+    // evidence (event 9 and the edited 10 stay).
+    b.exec("UPDATE audit SET body = '{\"n\":99}' WHERE seq = 10")
+        .await;
+    let v = weiche::audit::verify(s.as_ref()).await.unwrap();
+    assert_eq!(v.first_broken.as_ref().map(|b| b.seq), Some(10), "{v:?}");
+    let r = s.purge(&purge(i64::MAX, false)).await.unwrap();
+    assert_eq!(r.audit_events, 0);
+    assert!(
+        r.notes.iter().any(|n| n.contains("broken at event 10")),
+        "{r:?}"
+    );
+    assert_eq!(all_audit(s).await.len(), 2);
+    assert!(!weiche::audit::verify(s.as_ref()).await.unwrap().intact);
+    // So is a deleted first kept event.
+    b.exec("UPDATE audit SET body = '{\"n\":10}' WHERE seq = 10")
+        .await;
+    assert!(weiche::audit::verify(s.as_ref()).await.unwrap().intact);
+    b.exec("DELETE FROM audit WHERE seq = 9").await;
+    let v = weiche::audit::verify(s.as_ref()).await.unwrap();
+    assert_eq!(v.first_broken.as_ref().map(|b| b.seq), Some(10), "{v:?}");
+}
+
+async fn purge_receipts_by_age(b: &Backend) {
+    let s = &b.store;
+    let old = delivery("v1", Some("old-key"), ms("2025-01-10T10:00:00Z"));
+    let young = delivery("v1", Some("young-key"), now_ms());
+    deliver(s, &[], &[], &old).await;
+    deliver(s, &[], &[], &young).await;
+    let cut = Cutoffs {
+        receipts_before_ms: Some(now_ms() - 365 * 86_400_000),
+        ..Cutoffs::default()
+    };
+    let dry = s
+        .purge(&Cutoffs {
+            dry_run: true,
+            ..cut.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dry.receipts, 1);
+    assert!(s.delivery("v1", &old.id).await.unwrap().is_some());
+    let r = s.purge(&cut).await.unwrap();
+    assert_eq!(r.receipts, 1);
+    assert!(s.delivery("v1", &old.id).await.unwrap().is_none());
+    assert_eq!(s.delivery_by_key("v1", "old-key").await.unwrap(), None);
+    assert!(s.delivery("v1", &young.id).await.unwrap().is_some());
+    assert_eq!(s.deliveries("v1", None, None, 10).await.unwrap().len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

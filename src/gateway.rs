@@ -90,6 +90,8 @@ pub struct Gateway {
     pub push_worker: crate::config::push::PushWorkerConfig,
     /// This process's id among several on one database (owner of push lanes).
     pub instance: String,
+    /// How long stored data is kept.
+    pub retention: crate::config::Retention,
 }
 
 impl Gateway {
@@ -109,6 +111,7 @@ impl Gateway {
             push: loaded.push_targets,
             push_worker: loaded.push_worker,
             instance: uuid::Uuid::new_v4().to_string(),
+            retention: loaded.retention,
         }
     }
 

@@ -19,6 +19,7 @@
 //! | [`deliver`] | getting items out: sealing pull batches (push delivery comes here) |
 //! | [`store`] | the storage trait and its SQLite and PostgreSQL implementations |
 //! | [`audit`] | the hash-chained audit trail, its verification and the disclosure report |
+//! | [`retention`] | purging old records, outputs, receipts and audit events; PostgreSQL partitions |
 //! | [`api`] | the HTTP surface (actix-web, rustls), authentication, the server's start and shutdown |
 //! | [`gateway`] | the assembled stages, store and clock shared by every request |
 //! | [`config`] | the configuration file, environment overrides, embedded defaults, principals |
@@ -38,6 +39,7 @@ pub mod deliver;
 pub mod gateway;
 pub mod ingest;
 pub mod model;
+pub mod retention;
 pub mod route;
 pub mod store;
 pub mod telemetry;

@@ -280,7 +280,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Runs the server (plain HTTP) on a bound listener until `shutdown` resolves. Also runs the
-/// batch sealer and the push lanes.
+/// batch sealer, the push lanes and retention (partitions prepared before the first request,
+/// purges at start and every hour).
 pub async fn serve(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
@@ -318,6 +319,8 @@ pub async fn serve_with(
     });
     // One set of rate limiters for all workers.
     let rate_limits = web::Data::new(ratelimit::RateLimits::new(&gw.limits));
+    // The partitions this month's deliveries need exist before the first request.
+    crate::retention::prepare(gw.store.as_ref(), &gw.retention).await;
     let server = HttpServer::new(move || {
         App::new()
             // Encoded bodies are refused before any extractor reads them (only deliveries
@@ -357,8 +360,12 @@ pub async fn serve_with(
     let pusher = tokio::spawn(crate::deliver::push::run_pusher(gw.clone(), async move {
         let _ = push_stop_rx.await;
     }));
-    let sealer = tokio::spawn(crate::deliver::run_sealer(gw, async move {
+    let sealer = tokio::spawn(crate::deliver::run_sealer(gw.clone(), async move {
         let _ = stop_rx.await;
+    }));
+    let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
+    let retention = tokio::spawn(crate::retention::run(gw, async move {
+        let _ = retention_stopped.await;
     }));
     tokio::spawn(async move {
         shutdown.await;
@@ -368,6 +375,8 @@ pub async fn serve_with(
     let _ = stop_tx.send(());
     let _ = push_stop_tx.send(());
     let _ = sealer.await;
+    let _ = stop_retention.send(());
     let _ = pusher.await;
+    let _ = retention.await;
     result
 }

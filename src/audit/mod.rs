@@ -124,7 +124,7 @@ impl Event {
 // Read side: chain verification and the disclosure report.
 // ---------------------------------------------------------------------------------------------
 
-use crate::store::{AuditRow, Store, StoreError};
+use crate::store::{AuditAnchor, AuditRow, Store, StoreError};
 use std::borrow::Borrow;
 
 /// How many events [`verify`] reads from the store per page.
@@ -142,7 +142,8 @@ pub struct BrokenLink {
 
 /// The result of checking the audit hash chain.
 ///
-/// Serialises as `{"events", "intact", "first_broken": {"seq","reason"} | null, "last_hash"}`.
+/// Serialises as `{"events", "intact", "first_broken": {"seq","reason"} | null, "last_hash",
+/// "anchor": {"seq","hash"} | null}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {
     /// Number of events read (the whole trail, also past a break).
@@ -155,6 +156,10 @@ pub struct Verification {
     /// of the trail leaves the chain intact; comparing this with a hash noted earlier (e.g. in an
     /// external log) detects that.
     pub last_hash: String,
+    /// Where the kept chain starts when its oldest events were purged (retention): the last
+    /// purged event's `seq` and hash, which the first kept event links to. `None`: the chain
+    /// starts at the genesis. Each purge logs the new anchor, so it can be compared too.
+    pub anchor: Option<AuditAnchor>,
 }
 
 /// Where a check of the chain stands between pages of events; feed pages in order of `seq` to
@@ -171,6 +176,8 @@ pub struct ChainState {
     events: u64,
     /// First break found.
     first_broken: Option<BrokenLink>,
+    /// Where the chain starts (`None`: the genesis).
+    anchor: Option<AuditAnchor>,
 }
 
 impl Default for ChainState {
@@ -188,6 +195,20 @@ impl ChainState {
             last_seq: 0,
             events: 0,
             first_broken: None,
+            anchor: None,
+        }
+    }
+
+    /// The state before the first kept event of a purged chain: the next event must be
+    /// `anchor.seq + 1` linked to `anchor.hash`.
+    pub fn after(anchor: &AuditAnchor) -> Self {
+        ChainState {
+            expected_seq: anchor.seq.saturating_add(1),
+            last_hash: anchor.hash.clone(),
+            last_seq: anchor.seq,
+            events: 0,
+            first_broken: None,
+            anchor: Some(anchor.clone()),
         }
     }
 
@@ -208,6 +229,7 @@ impl ChainState {
             intact: self.first_broken.is_none(),
             first_broken: self.first_broken.clone(),
             last_hash: self.last_hash.clone(),
+            anchor: self.anchor.clone(),
         }
     }
 
@@ -223,6 +245,11 @@ impl ChainState {
             } else if row.prev_hash != self.last_hash {
                 Some(if self.last_seq == 0 {
                     "prev_hash of the first event is not the genesis hash".to_string()
+                } else if self.events == 0 && self.anchor.is_some() {
+                    format!(
+                        "prev_hash does not match the anchor (the hash of purged event {})",
+                        self.last_seq
+                    )
                 } else {
                     format!(
                         "prev_hash does not match the hash of event {}",
@@ -262,17 +289,35 @@ pub fn check_chain<R: Borrow<AuditRow>>(rows: impl IntoIterator<Item = R>, state
     }
 }
 
-/// Verifies the whole audit hash chain of a store, reading it in pages of [`VERIFY_PAGE`]
-/// events, and reports the first broken link. A broken chain is a result, not an error; errors
-/// are the store's.
+/// Verifies the whole audit hash chain of a store — from the genesis, or from the anchor when
+/// the oldest events were purged — reading it in pages of [`VERIFY_PAGE`] events, and reports
+/// the first broken link. A broken chain is a result, not an error; errors are the store's.
 pub async fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
     verify_paged(store, VERIFY_PAGE).await
 }
 
-/// [`verify`] with a page size.
+/// [`verify`] with a page size. A purge that moves the anchor while the chain is read makes the
+/// start look broken; then the check runs again from the new anchor (a few times at most).
 async fn verify_paged(store: &dyn Store, page: i64) -> Result<Verification, StoreError> {
+    let mut attempts = 0;
+    loop {
+        let anchor = store.audit_anchor().await?;
+        let v = verify_from(store, anchor.as_ref(), page).await?;
+        attempts += 1;
+        if v.intact || attempts >= 3 || store.audit_anchor().await? == anchor {
+            return Ok(v);
+        }
+    }
+}
+
+/// Checks the chain from `anchor` (or the genesis) on.
+async fn verify_from(
+    store: &dyn Store,
+    anchor: Option<&AuditAnchor>,
+    page: i64,
+) -> Result<Verification, StoreError> {
     let page = page.max(1);
-    let mut state = ChainState::new();
+    let mut state = anchor.map_or_else(ChainState::new, ChainState::after);
     loop {
         let after = state.last_seq();
         let rows = store.audit_events(after, page).await?;
@@ -287,6 +332,57 @@ async fn verify_paged(store: &dyn Store, page: i64) -> Result<Verification, Stor
                 state.last_seq()
             )));
         }
+    }
+}
+
+/// How far a purge of audit events may delete from the start of the chain, for one page of the
+/// oldest events ([`purge_prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgePrefix {
+    /// The last event of the page that may be purged — with everything before it — as the new
+    /// anchor (its `seq` and stored hash); `None`: none of the page.
+    pub through: Option<AuditAnchor>,
+    /// Number of events of the page up to and including `through`.
+    pub events: u64,
+    /// The page holds an event that must stay (written at or after the cut-off, or at a break):
+    /// nothing after this page may go either.
+    pub stop: bool,
+    /// The first broken link in the page, if any.
+    pub broken: Option<BrokenLink>,
+}
+
+/// Of a page of the oldest kept events (in chain order, following `anchor` or the genesis), the
+/// prefix a purge of events written before `before_ms` may delete: the events before the first
+/// one written at or after the cut-off, as far as the chain verifies. At a broken link the two
+/// events on either side of it stay (and so does everything after them), so a purge never hides
+/// a break: [`verify`] still reports it afterwards.
+pub fn purge_prefix(
+    anchor: Option<&AuditAnchor>,
+    rows: &[AuditRow],
+    before_ms: i64,
+) -> PurgePrefix {
+    let mut state = anchor.map_or_else(ChainState::new, ChainState::after);
+    check_chain(rows, &mut state);
+    let broken = state.first_broken.clone();
+    // Index of the row at which the chain breaks: it and its predecessor stay.
+    let limit = match &broken {
+        Some(b) => rows
+            .iter()
+            .position(|r| r.seq == b.seq)
+            .unwrap_or(0)
+            .saturating_sub(1),
+        None => rows.len(),
+    };
+    let old = rows.iter().take_while(|r| r.at_ms < before_ms).count();
+    let n = old.min(limit);
+    PurgePrefix {
+        through: n.checked_sub(1).map(|i| AuditAnchor {
+            seq: rows[i].seq,
+            hash: rows[i].hash.clone(),
+        }),
+        events: n as u64,
+        stop: n < rows.len() || broken.is_some(),
+        broken,
     }
 }
 
@@ -380,6 +476,7 @@ mod chain_tests {
                 intact: true,
                 first_broken: None,
                 last_hash: rows[6].hash.clone(),
+                anchor: None,
             }
         );
     }
@@ -526,13 +623,99 @@ mod chain_tests {
         assert!(!state.intact());
     }
 
+    fn anchor_of(row: &AuditRow) -> AuditAnchor {
+        AuditAnchor {
+            seq: row.seq,
+            hash: row.hash.clone(),
+        }
+    }
+
+    #[test]
+    fn a_purged_chain_checks_from_its_anchor() {
+        let rows = chain(8);
+        let anchor = anchor_of(&rows[2]);
+        let mut state = ChainState::after(&anchor);
+        check_chain(&rows[3..], &mut state);
+        let v = state.verification();
+        assert!(v.intact, "{v:?}");
+        assert_eq!(v.events, 5);
+        assert_eq!(v.anchor, Some(anchor.clone()));
+        assert_eq!(
+            serde_json::to_value(&v).unwrap()["anchor"],
+            serde_json::json!({"seq": 3, "hash": rows[2].hash})
+        );
+        // Without the anchor the same rows do not verify.
+        let mut state = ChainState::new();
+        check_chain(&rows[3..], &mut state);
+        assert!(!state.intact());
+        // A kept event deleted right after the anchor, an edited first kept event, a wrong
+        // anchor: all detected.
+        let mut state = ChainState::after(&anchor);
+        check_chain(&rows[4..], &mut state);
+        assert_eq!(broken_at(&state.verification()).0, 5);
+        let mut edited = rows[3..].to_vec();
+        edited[0].body.push(' ');
+        edited[0].hash = link_hash(&edited[0].prev_hash, &edited[0].body);
+        let mut state = ChainState::after(&anchor);
+        check_chain(&edited, &mut state);
+        assert_eq!(broken_at(&state.verification()).0, 5);
+        let mut state = ChainState::after(&AuditAnchor {
+            seq: 3,
+            hash: "e".repeat(64),
+        });
+        check_chain(&rows[3..], &mut state);
+        let (seq, reason) = broken_at(&state.verification());
+        assert_eq!(seq, 4);
+        assert!(reason.contains("anchor"), "{reason}");
+        // An empty kept chain ends at its anchor.
+        let v = ChainState::after(&anchor).verification();
+        assert!(v.intact);
+        assert_eq!(v.last_hash, rows[2].hash);
+    }
+
+    #[test]
+    fn purge_prefix_stops_at_the_cut_off_and_before_breaks() {
+        let rows = chain(10);
+        // Events 1–6 are older than the cut-off (at_ms = base + seq).
+        let cut = rows[6].at_ms;
+        let p = purge_prefix(None, &rows, cut);
+        assert_eq!((p.events, p.stop, p.broken.is_none()), (6, true, true));
+        assert_eq!(p.through, Some(anchor_of(&rows[5])));
+        // From an anchor, on the rest.
+        let p = purge_prefix(Some(&anchor_of(&rows[5])), &rows[6..], i64::MAX);
+        assert_eq!((p.events, p.stop), (4, false));
+        assert_eq!(p.through, Some(anchor_of(&rows[9])));
+        // Nothing old: nothing goes.
+        let p = purge_prefix(None, &rows, 0);
+        assert_eq!((p.events, p.through, p.stop), (0, None, true));
+        // A break at event 5: events 4 and 5 stay, so verify still sees it.
+        let mut broken = rows.clone();
+        broken[4].body.push(' ');
+        let p = purge_prefix(None, &broken, i64::MAX);
+        assert_eq!(p.events, 3);
+        assert_eq!(p.through, Some(anchor_of(&rows[2])));
+        assert!(p.stop);
+        assert_eq!(p.broken.as_ref().map(|b| b.seq), Some(5));
+        let mut state = ChainState::after(p.through.as_ref().unwrap());
+        check_chain(&broken[3..], &mut state);
+        assert_eq!(broken_at(&state.verification()).0, 5);
+        // A gap after event 4: event 4 and the one after the gap stay.
+        let mut gap = rows.clone();
+        gap.remove(4);
+        let p = purge_prefix(None, &gap, i64::MAX);
+        assert_eq!(p.through, Some(anchor_of(&rows[2])));
+        // A break at the very first kept event: nothing goes.
+        let p = purge_prefix(Some(&anchor_of(&rows[1])), &rows[3..], i64::MAX);
+        assert_eq!((p.events, p.through), (0, None));
+    }
+
     #[test]
     fn verification_serialises() {
         let v = check(&chain(2));
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"events": 2, "intact": true, "first_broken": null, "last_hash": v.last_hash})
+            serde_json::json!({"events": 2, "intact": true, "first_broken": null, "last_hash": v.last_hash, "anchor": null})
         );
         let mut rows = chain(2);
         rows[1].hash = "1".repeat(64);

@@ -1,4 +1,5 @@
-//! The `weiche` command line: `serve`, `check`, `convert`, `conformance`, `pseudonym`, `audit`.
+//! The `weiche` command line: `serve`, `check`, `convert`, `conformance`, `pseudonym`, `audit`,
+//! `purge`.
 
 pub mod conformance;
 mod convert;
@@ -47,6 +48,16 @@ pub enum Command {
         /// What to do with it.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Purge what is past its retention ([retention] in the configuration) now, as `serve` does
+    /// every hour; print what was purged. Exit 0 done, 2 could not run.
+    Purge {
+        /// Configuration file (TOML); env WEICHE_CONFIG.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only count what would be purged; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -103,7 +114,79 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => audit_verify(config),
+        Command::Purge { config, dry_run } => purge(config, dry_run),
     }
+}
+
+fn purge(config_path: Option<PathBuf>, dry_run: bool) -> ExitCode {
+    let loaded = match config::load(config_path.as_deref()) {
+        Ok(l) => l,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        let store = match crate::store::connect(&loaded.database_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot open the store: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match crate::retention::run_once(store.as_ref(), &loaded.retention, dry_run).await {
+            Ok((partitions, r)) => {
+                if r.skipped {
+                    println!("another instance is purging right now; nothing done");
+                    return ExitCode::SUCCESS;
+                }
+                for p in &partitions.created {
+                    println!("partition created: {p}");
+                }
+                println!(
+                    "{}: {} record(s), {} holding(s), {} item(s), {} batch(es), {} audit \
+                     event(s), {} receipt(s)",
+                    if r.dry_run { "would purge" } else { "purged" },
+                    r.records,
+                    r.holdings,
+                    r.items,
+                    r.batches,
+                    r.audit_events,
+                    r.receipts
+                );
+                for p in &r.partitions_dropped {
+                    println!(
+                        "partition {}: {p}",
+                        if r.dry_run { "to drop" } else { "dropped" }
+                    );
+                }
+                if let Some(a) = &r.audit_anchor {
+                    println!("audit chain anchor: event {} hash {}", a.seq, a.hash);
+                }
+                if r.overdue_items + r.overdue_records > 0 {
+                    println!(
+                        "kept past retention: {} item(s), {} record(s)",
+                        r.overdue_items, r.overdue_records
+                    );
+                }
+                for n in partitions.notes.iter().chain(&r.notes) {
+                    println!("note: {n}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot purge: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }
 
 fn audit_verify(config_path: Option<PathBuf>) -> ExitCode {
@@ -136,6 +219,13 @@ fn audit_verify(config_path: Option<PathBuf>) -> ExitCode {
                         "audit chain intact: {} event(s), last hash {}",
                         v.events, v.last_hash
                     );
+                    if let Some(a) = &v.anchor {
+                        println!(
+                            "(events up to {} were purged by retention; the chain starts after \
+                             their anchor, hash {})",
+                            a.seq, a.hash
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Some(b) => {

@@ -84,6 +84,113 @@ pub struct ConfigFile {
     /// The push workers (lease and polling of push recipients' lanes).
     #[serde(default)]
     pub push: push::PushWorkerConfig,
+    /// How long stored data is kept before it is purged.
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// The `[retention]` section: how long stored data is kept. `0` keeps it forever. Purging runs
+/// at start-up and every hour (docs/operations.md "Retention").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Stored canonical records are purged this many months after the end of their reporting
+    /// period (24: a record of 2024-10 goes at the start of 2026-11, Europe/Berlin).
+    #[serde(default = "default_records_months")]
+    pub records_months: u32,
+    /// Output items, and the batches they were sealed into, are purged this many days after the
+    /// item was created, once delivered (its batch acknowledged); undelivered items are kept. On
+    /// PostgreSQL a whole month of items goes at once, when the last of them is due and all are
+    /// delivered.
+    #[serde(default = "default_outputs_days")]
+    pub outputs_days: u32,
+    /// Audit events are purged this many months after they were written, oldest first. Must be
+    /// at least `records_months` and cover `outputs_days`, so the trail outlives what it records.
+    #[serde(default = "default_audit_months")]
+    pub audit_months: u32,
+    /// Delivery receipts (and with them the idempotency keys) are purged this many days after
+    /// the delivery was received.
+    #[serde(default = "default_receipts_days")]
+    pub receipts_days: u32,
+}
+
+fn default_records_months() -> u32 {
+    24
+}
+
+fn default_outputs_days() -> u32 {
+    90
+}
+
+fn default_audit_months() -> u32 {
+    120
+}
+
+fn default_receipts_days() -> u32 {
+    365
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            records_months: default_records_months(),
+            outputs_days: default_outputs_days(),
+            audit_months: default_audit_months(),
+            receipts_days: default_receipts_days(),
+        }
+    }
+}
+
+impl Retention {
+    /// Keeps everything forever (every period 0).
+    pub fn forever() -> Self {
+        Retention {
+            records_months: 0,
+            outputs_days: 0,
+            audit_months: 0,
+            receipts_days: 0,
+        }
+    }
+
+    /// What is wrong with the periods: audit events must be kept at least as long as the
+    /// records and outputs they are about.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.audit_months == 0 {
+            return problems;
+        }
+        if self.records_months == 0 || self.records_months > self.audit_months {
+            problems.push(format!(
+                "[retention] audit_months = {} is shorter than records_months = {}{}: audit \
+                 events must be kept at least as long as the records (raise audit_months or set \
+                 it to 0 = forever)",
+                self.audit_months,
+                self.records_months,
+                if self.records_months == 0 {
+                    " (forever)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if self.outputs_days == 0
+            || u64::from(self.outputs_days) > u64::from(self.audit_months) * 28
+        {
+            problems.push(format!(
+                "[retention] audit_months = {} does not cover outputs_days = {}{}: audit events \
+                 must be kept at least as long as the outputs (raise audit_months or set it to 0 \
+                 = forever)",
+                self.audit_months,
+                self.outputs_days,
+                if self.outputs_days == 0 {
+                    " (forever)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        problems
+    }
 }
 
 fn default_listen() -> String {
@@ -346,6 +453,8 @@ pub struct Loaded {
     pub push_targets: BTreeMap<String, Arc<crate::deliver::push::Target>>,
     /// Push worker settings.
     pub push_worker: push::PushWorkerConfig,
+    /// How long stored data is kept.
+    pub retention: Retention,
 }
 
 /// Reads an environment override.
@@ -876,6 +985,13 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             .filter_map(|p| permissions::loose_secret_file(p))
             .collect::<Vec<String>>()
     };
+    for message in file.retention.problems() {
+        problems.push(Problem {
+            file: origin.clone(),
+            line: 0,
+            message,
+        });
+    }
     let database_url = file
         .database_url
         .clone()
@@ -900,6 +1016,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             notices,
             push_targets,
             push_worker: file.push,
+            retention: file.retention,
         }),
         _ => Err(problems),
     }
@@ -1023,6 +1140,43 @@ fn apply_env(file: &mut ConfigFile, problems: &mut Vec<Problem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_defaults_and_checks() {
+        let r = Retention::default();
+        assert_eq!(
+            (
+                r.records_months,
+                r.outputs_days,
+                r.audit_months,
+                r.receipts_days
+            ),
+            (24, 90, 120, 365)
+        );
+        assert!(r.problems().is_empty());
+        assert!(Retention::forever().problems().is_empty());
+        let parsed: ConfigFile = toml::from_str("[retention]\nrecords_months = 6\n").unwrap();
+        assert_eq!(parsed.retention.records_months, 6);
+        assert_eq!(parsed.retention.outputs_days, 90);
+        assert!(toml::from_str::<ConfigFile>("[retention]\nrecord_months = 6\n").is_err());
+        let short = Retention {
+            audit_months: 12,
+            ..Retention::default()
+        };
+        assert_eq!(short.problems().len(), 1, "{:?}", short.problems());
+        let forever_records = Retention {
+            records_months: 0,
+            outputs_days: 0,
+            ..Retention::default()
+        };
+        assert_eq!(forever_records.problems().len(), 2);
+        let audit_forever = Retention {
+            records_months: 0,
+            audit_months: 0,
+            ..Retention::default()
+        };
+        assert!(audit_forever.problems().is_empty());
+    }
 
     #[test]
     fn loopback_addresses() {

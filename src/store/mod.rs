@@ -8,10 +8,19 @@
 //! `INSERT`s, never one statement per row) inside one database transaction, and
 //! [`DeliveryTx::commit`] adds the delivery row with its receipt and commits. Until then nothing
 //! of the delivery is visible; a crash leaves no trace of it.
+//!
+//! Retention ([`Store::purge`], [`Store::maintain_partitions`]; docs/operations.md "Retention")
+//! removes old records, delivered outputs, receipts and the oldest audit events. On PostgreSQL
+//! `records`, `items` and `holdings` are partitioned by month and purging drops whole partitions.
+//! What a recipient holds of a record survives the purge of its items in `holdings` (one row per
+//! record and recipient: the last purged item's kind, ref and consent), so cancellations,
+//! revocations, erasures and aggregates still find the holders of records whose items are gone.
 
+mod month;
 mod postgres;
 mod sqlite;
 
+pub use month::Month;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -223,6 +232,83 @@ pub struct Withdrawal {
     pub consent_id: String,
     /// `YYYY-MM-DD`: from this day on the consent no longer holds.
     pub withdrawn_on: String,
+}
+
+/// The link to the purged part of the audit chain: the last purged event's `seq` and stored
+/// hash. The first kept event must be `seq + 1` with `prev_hash = hash`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditAnchor {
+    /// `seq` of the last purged event.
+    pub seq: i64,
+    /// Its stored hash.
+    pub hash: String,
+}
+
+/// What [`Store::purge`] removes: everything older than these limits (`None`: kept forever).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Records of reporting periods before this month, with what recipients hold of them
+    /// (`holdings`).
+    pub records_before: Option<Month>,
+    /// Output items created before this instant (unix ms), once delivered (sealed into a batch the
+    /// recipient acknowledged), and the batches they were in. PostgreSQL drops a month of items
+    /// at a time: once the month ended before this instant and all its items are delivered.
+    pub outputs_before_ms: Option<i64>,
+    /// Audit events written before this instant (unix ms), from the start of the chain.
+    pub audit_before_ms: Option<i64>,
+    /// Delivery receipts received before this instant (unix ms).
+    pub receipts_before_ms: Option<i64>,
+    /// Count what would go, change nothing.
+    pub dry_run: bool,
+}
+
+/// What [`Store::purge`] removed (or, in a dry run, would remove). Counts and partition names
+/// only: nothing in it is personal data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReport {
+    /// A dry run: nothing was changed.
+    pub dry_run: bool,
+    /// Another process was purging at the same time; this call did nothing.
+    pub skipped: bool,
+    /// Records.
+    pub records: u64,
+    /// Rows of `holdings` (what recipients held of purged items) purged with their records.
+    pub holdings: u64,
+    /// Output items.
+    pub items: u64,
+    /// Batches.
+    pub batches: u64,
+    /// Audit events.
+    pub audit_events: u64,
+    /// Delivery receipts.
+    pub receipts: u64,
+    /// PostgreSQL partitions dropped (in a dry run: that would be dropped).
+    pub partitions_dropped: Vec<String>,
+    /// Output items past their retention that were kept because they are not delivered yet (on
+    /// PostgreSQL: all items of the months that hold such an item), or that lie outside any
+    /// monthly partition.
+    pub overdue_items: u64,
+    /// Records past their retention kept because they lie outside any monthly partition
+    /// (PostgreSQL, when a partition could not be made).
+    pub overdue_records: u64,
+    /// The audit chain's anchor after this purge, when audit events were purged (note it
+    /// outside the database, like `last_hash`).
+    pub audit_anchor: Option<AuditAnchor>,
+    /// Remarks for the operator: partitions kept and why, lock time-outs, a broken audit chain.
+    pub notes: Vec<String>,
+}
+
+/// What [`Store::maintain_partitions`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionReport {
+    /// Another process was maintaining the partitions; this call did nothing.
+    pub skipped: bool,
+    /// Partitions created.
+    pub created: Vec<String>,
+    /// Rows moved out of a DEFAULT partition into a new monthly one.
+    pub moved_rows: u64,
+    /// Remarks for the operator (partitions deferred by a lock time-out, rows that fit no month).
+    pub notes: Vec<String>,
 }
 
 /// What [`DeliveryTx::commit`] did.
@@ -620,6 +706,25 @@ pub trait Store: Send + Sync {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<FeedbackRow>>;
+    /// Keeps the monthly time partitions in shape (PostgreSQL; nothing to do on SQLite): creates
+    /// the partitions of `records` and `holdings` from 12 months before to 2 months after the
+    /// month of `now_ms` (not before `cutoffs.records_before`) and of `items` for this month and
+    /// the next 2, and moves rows that landed in a DEFAULT partition into a new monthly one.
+    /// DDL waits at most a few seconds for locks; what it cannot do now is reported and done by a
+    /// later call. Safe to call from several processes (one works, the others skip).
+    async fn maintain_partitions(
+        &self,
+        now_ms: i64,
+        cutoffs: &Cutoffs,
+    ) -> StoreResult<PartitionReport>;
+    /// Purges what is older than the cut-offs (see [`Cutoffs`]); on PostgreSQL records, items and
+    /// holdings by dropping monthly partitions. Before an output item goes, what its recipient
+    /// holds of the record is kept in `holdings`. Audit events go from the start of the chain and
+    /// only as far as the chain verifies; the last one purged becomes the [`AuditAnchor`]. Safe
+    /// to call from several processes (one works, the others skip).
+    async fn purge(&self, cutoffs: &Cutoffs) -> StoreResult<PurgeReport>;
+    /// The anchor of the audit chain (`None` while no event was ever purged).
+    async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>>;
 }
 
 // --- helpers shared by the backends ---------------------------------------------------------

@@ -16,21 +16,34 @@
 //! Collections of any size (holder keys, cancellation scopes, kept ids) are bound as arrays and
 //! read with `unnest`, one parameter each, never near the parameter limit.
 //!
+//! Retention: `records` and `holdings` are partitioned by month of the reporting period,
+//! `items` by month (UTC) of `created_at` (migration 0004), each with a DEFAULT partition as a
+//! safety net. [`Store::maintain_partitions`] creates the monthly partitions ahead of time and
+//! moves rows that landed in DEFAULT into a new one (create a plain table, move the rows, `ATTACH
+//! PARTITION`: never `CREATE TABLE … PARTITION OF`, which would lock the parent against every
+//! reader). [`Store::purge`] drops whole partitions: records and holdings of months before the
+//! cut-off; a month of items once it ended before the cut-off and every item in it is delivered
+//! (first copying what each recipient holds into `holdings` and deleting the month's batches).
+//! All this DDL runs outside delivery transactions, on one connection holding a session-level
+//! advisory lock (one process at a time), with a short `lock_timeout`: a partition that cannot
+//! be locked now is retried later rather than stalling deliveries.
+//!
 //! Item and record times (`created_at`, `updated_at`) are taken from this process's clock
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
 use super::{
-    AckOutcome, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx,
-    FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, NewAuditEvent, NewDelivery,
-    NewItem, NewRecord, PushGroup, PushGroupTuple, PushOutcome, PushState, SealRule, Store,
-    StoreError, StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows,
-    findings_json, outcome_columns,
+    AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
+    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, Month,
+    NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
+    PushGroupTuple, PushOutcome, PushState, SealRule, Store, StoreError, StoreResult,
+    StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
 };
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Transaction};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -53,6 +66,21 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const SEAL_LOCK_PREFIX: &str = "weiche.seal:";
 /// Advisory-lock key text of audit appends (one chain, one lock, across all processes).
 const AUDIT_LOCK: &str = "weiche.audit";
+/// Advisory-lock key text of partition maintenance and purging (one process at a time).
+const RETENTION_LOCK: &str = "weiche.retention";
+/// Months before the current one whose `records` and `holdings` partitions are kept ready
+/// (migration 0004 creates the same).
+const PERIOD_MONTHS_BEHIND: i64 = 12;
+/// Months after the current one whose partitions are kept ready.
+const MONTHS_AHEAD: i64 = 2;
+/// How long partition DDL waits for a table lock before it gives up (and is retried later).
+const DDL_LOCK_TIMEOUT: &str = "2s";
+/// Attempts to drop one partition in one purge, and the pause between them.
+const DROP_ATTEMPTS: u32 = 3;
+/// See [`DROP_ATTEMPTS`].
+const DROP_RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// Rows deleted per statement when purging receipts and audit events.
+const PURGE_CHUNK: i64 = 5_000;
 
 const _: () = assert!(MAX_ROWS_PER_INSERT * RECORD_COLUMNS <= MAX_PARAMS);
 const _: () = assert!(MAX_ROWS_PER_INSERT * ITEM_COLUMNS <= MAX_PARAMS);
@@ -362,18 +390,29 @@ impl DeliveryTx for PgDeliveryTx {
             return Ok(Vec::new());
         }
         // The keys travel as two parallel arrays (two parameters, however many keys); each key
-        // probes the index items_latest.
+        // probes the index items_latest (and the primary key of holdings). The latest of items
+        // and holdings by seq decides.
         let (ids, periods): (Vec<&str>, Vec<&str>) = keys
             .iter()
             .map(|(id, period)| (id.as_str(), period.as_str()))
             .unzip();
         let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
-             SELECT MAX(j.seq) FROM unnest($2::text[], $3::text[]) AS k(record_id, period) \
-             JOIN items AS j ON j.vendor = $1 AND j.record_id = k.record_id \
-             AND j.reporting_period = k.period \
+            "WITH k AS (SELECT DISTINCT * FROM unnest($2::text[], $3::text[]) \
+             AS k(record_id, period)) \
+             SELECT {items} FROM items AS i WHERE i.seq IN (\
+             SELECT MAX(j.seq) FROM k JOIN items AS j ON j.vendor = $1 \
+             AND j.record_id = k.record_id AND j.reporting_period = k.period \
              GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND kind = 'record' ORDER BY record_id, reporting_period, recipient"
+             AND i.kind = 'record' AND {no_newer_holding} \
+             UNION ALL \
+             SELECT {held} FROM k JOIN holdings AS h ON h.vendor = $1 \
+             AND h.record_id = k.record_id AND h.reporting_period = k.period \
+             WHERE h.kind = 'record' AND {no_newer_item} \
+             ORDER BY 3, 4, 1",
+            items = holder_columns("i"),
+            held = holder_columns("h"),
+            no_newer_holding = NO_NEWER_HOLDING,
+            no_newer_item = NO_NEWER_ITEM,
         ))
         .bind(vendor)
         .bind(ids)
@@ -433,11 +472,10 @@ impl DeliveryTx for PgDeliveryTx {
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
+        let last: Option<(i64, String)> = sqlx::query_as(LAST_LINK)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
         let rows = chain(last, events);
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
             let mut qb = QueryBuilder::<Postgres>::new(
@@ -484,15 +522,28 @@ impl DeliveryTx for PgDeliveryTx {
         client_id: &str,
         consent_id: Option<&str>,
     ) -> StoreResult<Vec<Holder>> {
+        // The client's few records (index records_vendor_client), each probing items_latest
+        // (and holdings). The latest of items and holdings by seq decides.
         let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+            "SELECT {items} FROM items AS i WHERE i.seq IN (\
              SELECT MAX(j.seq) FROM records AS r \
              JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
              AND j.reporting_period = r.reporting_period \
              WHERE r.vendor = $1 AND r.client_id = $2 \
              GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND kind = 'record' AND ($3::text IS NULL OR consent_id = $3) \
-             ORDER BY record_id, reporting_period, recipient"
+             AND i.kind = 'record' AND ($3::text IS NULL OR i.consent_id = $3) \
+             AND {no_newer_holding} \
+             UNION ALL \
+             SELECT {held} FROM records AS r \
+             JOIN holdings AS h ON h.vendor = r.vendor AND h.record_id = r.record_id \
+             AND h.reporting_period = r.reporting_period \
+             WHERE r.vendor = $1 AND r.client_id = $2 AND h.kind = 'record' \
+             AND ($3::text IS NULL OR h.consent_id = $3) AND {no_newer_item} \
+             ORDER BY 3, 4, 1",
+            items = holder_columns("i"),
+            held = holder_columns("h"),
+            no_newer_holding = NO_NEWER_HOLDING,
+            no_newer_item = NO_NEWER_ITEM,
         ))
         .bind(vendor)
         .bind(client_id)
@@ -532,6 +583,17 @@ impl DeliveryTx for PgDeliveryTx {
         sqlx::query(
             "DELETE FROM feedback WHERE vendor = $1 AND (record_id, reporting_period) IN \
              (SELECT record_id, reporting_period FROM records WHERE vendor = $1 AND client_id = $2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        // What recipients held of the client's records, from purged items.
+        sqlx::query(
+            "DELETE FROM holdings WHERE vendor = $1 \
+             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+             FROM records WHERE vendor = $1 AND client_id = $2)",
         )
         .bind(vendor)
         .bind(client_id)
@@ -891,14 +953,11 @@ impl Store for PostgresStore {
     }
 
     async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
+        sqlx::query_scalar(&format!(
             "SELECT r.body FROM records AS r \
              WHERE r.state = 'active' AND r.reporting_period = $1 \
-             AND (SELECT i.kind FROM items AS i WHERE i.vendor = r.vendor \
-             AND i.record_id = r.record_id AND i.reporting_period = r.reporting_period \
-             AND i.recipient = $2 ORDER BY i.seq DESC LIMIT 1) = 'record' \
-             ORDER BY r.vendor, r.record_id",
-        )
+             AND {LATEST_KIND} = 'record' ORDER BY r.vendor, r.record_id"
+        ))
         .bind(period)
         .bind(recipient)
         .fetch_all(&self.pool)
@@ -1146,6 +1205,680 @@ impl Store for PostgresStore {
         .map_err(map_err)?;
         Ok(rows.into_iter().map(feedback_row).collect())
     }
+    async fn maintain_partitions(
+        &self,
+        now_ms: i64,
+        cutoffs: &Cutoffs,
+    ) -> StoreResult<PartitionReport> {
+        let Some(mut conn) = retention_connection(&self.pool).await? else {
+            return Ok(PartitionReport {
+                skipped: true,
+                ..PartitionReport::default()
+            });
+        };
+        let result = maintain(&mut conn, now_ms, cutoffs).await;
+        release_retention(conn).await;
+        result
+    }
+
+    async fn purge(&self, cutoffs: &Cutoffs) -> StoreResult<PurgeReport> {
+        let Some(mut conn) = retention_connection(&self.pool).await? else {
+            return Ok(PurgeReport {
+                dry_run: cutoffs.dry_run,
+                skipped: true,
+                ..PurgeReport::default()
+            });
+        };
+        let result = purge(&mut conn, cutoffs).await;
+        release_retention(conn).await;
+        result
+    }
+
+    async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(row.map(|(seq, hash)| AuditAnchor { seq, hash }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention: monthly partitions and purging.
+
+/// A table partitioned by month (migration 0004).
+#[derive(Debug, Clone, Copy)]
+struct Partitioned {
+    /// The partitioned table.
+    table: &'static str,
+    /// The partition key column.
+    column: &'static str,
+    /// Keyed by a unix-millisecond time (else by a `YYYY-MM` reporting period).
+    by_time: bool,
+    /// Months before the current one kept ready.
+    behind: i64,
+}
+
+/// `records`, by reporting period.
+const RECORDS: Partitioned = Partitioned {
+    table: "records",
+    column: "reporting_period",
+    by_time: false,
+    behind: PERIOD_MONTHS_BEHIND,
+};
+/// `holdings`, by reporting period.
+const HOLDINGS: Partitioned = Partitioned {
+    table: "holdings",
+    column: "reporting_period",
+    by_time: false,
+    behind: PERIOD_MONTHS_BEHIND,
+};
+/// `items`, by month (UTC) of `created_at`.
+const ITEMS: Partitioned = Partitioned {
+    table: "items",
+    column: "created_at",
+    by_time: true,
+    behind: 0,
+};
+
+impl Partitioned {
+    /// The partition of a month: `<table>_pYYYY_MM`.
+    fn name(self, m: Month) -> String {
+        format!("{}_p{:04}_{:02}", self.table, m.year(), m.month())
+    }
+
+    /// The DEFAULT partition.
+    fn default_name(self) -> String {
+        format!("{}_default", self.table)
+    }
+
+    /// The month of a partition named by [`Partitioned::name`].
+    fn month_of(self, name: &str) -> Option<Month> {
+        let rest = name.strip_prefix(self.table)?.strip_prefix("_p")?;
+        let (year, month) = rest.split_once('_')?;
+        if year.len() != 4 || month.len() != 2 {
+            return None;
+        }
+        Month::new(year.parse().ok()?, month.parse().ok()?)
+    }
+
+    /// The SQL literal of a month's first key value.
+    fn bound(self, m: Month) -> String {
+        if self.by_time {
+            m.start_ms().to_string()
+        } else {
+            format!("'{}'", m.period())
+        }
+    }
+
+    /// Whether a month gets a partition (years 1000–9998, so that the bounds stay
+    /// four-digit periods and times in range).
+    fn partitionable(m: Month) -> bool {
+        (1000..=9998).contains(&m.year())
+    }
+
+    /// The monthly partitions that exist, by month, oldest first.
+    async fn partitions(self, conn: &mut PgConnection) -> StoreResult<Vec<(Month, String)>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits AS i JOIN pg_class AS c \
+             ON c.oid = i.inhrelid WHERE i.inhparent = $1::text::regclass",
+        )
+        .bind(self.table)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let mut months: Vec<(Month, String)> = names
+            .into_iter()
+            .filter_map(|n| self.month_of(&n).map(|m| (m, n)))
+            .collect();
+        months.sort();
+        Ok(months)
+    }
+
+    /// The months of the rows in the DEFAULT partition, and how many rows fit no month.
+    async fn default_months(self, conn: &mut PgConnection) -> StoreResult<(BTreeSet<Month>, i64)> {
+        let month = if self.by_time {
+            "to_char(to_timestamp(created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM')"
+        } else {
+            "substr(reporting_period, 1, 7)"
+        };
+        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&format!(
+            "SELECT {month}, COUNT(*) FROM {} GROUP BY 1",
+            self.default_name()
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let mut months = BTreeSet::new();
+        let mut stray = 0;
+        for (m, n) in rows {
+            match m.as_deref().and_then(Month::parse_period) {
+                Some(m) if Self::partitionable(m) => {
+                    months.insert(m);
+                }
+                _ => stray += n,
+            }
+        }
+        Ok((months, stray))
+    }
+}
+
+/// A connection from the pool holding the retention lock (session-level advisory lock), or
+/// `None` when another process holds it.
+async fn retention_connection(pool: &PgPool) -> StoreResult<Option<PoolConnection<Postgres>>> {
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(RETENTION_LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    Ok(locked.then_some(conn))
+}
+
+/// Releases the retention lock; a connection where that fails is closed (which releases it).
+async fn release_retention(mut conn: PoolConnection<Postgres>) {
+    let released = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(RETENTION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    if released.is_err() {
+        conn.close_on_drop();
+    }
+}
+
+/// Whether a database error means "try again later": a lock not granted within
+/// `lock_timeout` (55P03) or a deadlock this statement lost (40P01).
+fn is_lock_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("55P03" | "40P01")),
+        _ => false,
+    }
+}
+
+/// Runs one statement.
+async fn execute(conn: &mut PgConnection, sql: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(sql).execute(conn).await?.rows_affected())
+}
+
+/// A `SELECT COUNT(*) …` (or other single bigint) without parameters.
+async fn count(conn: &mut PgConnection, sql: &str) -> StoreResult<u64> {
+    let n: i64 = sqlx::query_scalar(sql)
+        .fetch_one(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// [`Store::maintain_partitions`] under the retention lock.
+async fn maintain(
+    conn: &mut PgConnection,
+    now_ms: i64,
+    cutoffs: &Cutoffs,
+) -> StoreResult<PartitionReport> {
+    let mut report = PartitionReport::default();
+    let now = Month::of_ms(now_ms);
+    for t in [RECORDS, HOLDINGS, ITEMS] {
+        let existing: BTreeSet<Month> = t
+            .partitions(conn)
+            .await?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        // Records (and holdings) before the cut-off get no partition: they are purged anyway,
+        // from DEFAULT if some arrive there.
+        let records_before = if t.by_time {
+            None
+        } else {
+            cutoffs.records_before
+        };
+        let mut wanted: BTreeSet<Month> = (-t.behind..=MONTHS_AHEAD)
+            .map(|k| now.plus(k))
+            .filter(|m| records_before.is_none_or(|before| *m >= before))
+            .collect();
+        let (in_default, stray) = t.default_months(conn).await?;
+        wanted.extend(
+            in_default
+                .into_iter()
+                .filter(|m| records_before.is_none_or(|before| *m >= before)),
+        );
+        if stray > 0 {
+            report.notes.push(format!(
+                "{}: {stray} row(s) fit no monthly partition and stay there",
+                t.default_name()
+            ));
+        }
+        for m in wanted {
+            if existing.contains(&m) || !Partitioned::partitionable(m) {
+                continue;
+            }
+            let name = t.name(m);
+            match create_partition(conn, t, m).await? {
+                Some(moved) => {
+                    report.moved_rows += moved;
+                    report.created.push(name);
+                }
+                None => report.notes.push(format!(
+                    "{name}: not created yet (a lock was not granted in time); retried later"
+                )),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Creates the partition of month `m` of `t`, moving the rows of that month out of DEFAULT, in
+/// one transaction: lock DEFAULT, create a plain table like the parent, move the rows, attach
+/// it. `Ok(None)` when a lock was not granted in time (nothing changed).
+async fn create_partition(
+    conn: &mut PgConnection,
+    t: Partitioned,
+    m: Month,
+) -> StoreResult<Option<u64>> {
+    let name = t.name(m);
+    let default = t.default_name();
+    let (lo, hi) = (t.bound(m), t.bound(m.next()));
+    let (table, column) = (t.table, t.column);
+    let mut tx = conn.begin().await.map_err(map_err)?;
+    let result = async {
+        execute(
+            &mut tx,
+            &format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"),
+        )
+        .await?;
+        // ATTACH takes this lock anyway; taking it first means no row can arrive in DEFAULT
+        // for the new month between the move and the attach.
+        execute(
+            &mut tx,
+            &format!("LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE"),
+        )
+        .await?;
+        execute(
+            &mut tx,
+            &format!("CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"),
+        )
+        .await?;
+        let moved = execute(
+            &mut tx,
+            &format!(
+                "WITH moved AS (DELETE FROM {default} WHERE {column} >= {lo} AND {column} < {hi} \
+                 RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+            ),
+        )
+        .await?;
+        // Builds the parent's indexes on the new table and checks its rows against the bounds.
+        execute(
+            &mut tx,
+            &format!(
+                "ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
+            ),
+        )
+        .await?;
+        Ok::<_, sqlx::Error>(moved)
+    }
+    .await;
+    match result {
+        Ok(moved) => {
+            tx.commit().await.map_err(map_err)?;
+            Ok(Some(moved))
+        }
+        Err(e) => {
+            tx.rollback().await.map_err(map_err)?;
+            if is_lock_conflict(&e) {
+                Ok(None)
+            } else {
+                Err(map_err(e))
+            }
+        }
+    }
+}
+
+/// What became of a partition to drop.
+enum Dropped {
+    /// It is gone.
+    Yes,
+    /// The parent could not be locked in time, in any attempt.
+    Locked,
+    /// (Items) it holds this many items not delivered (found when re-checking under the lock).
+    Undelivered(u64),
+}
+
+/// Drops one partition of `t`: locks the parent (waiting at most [`DDL_LOCK_TIMEOUT`], up to
+/// [`DROP_ATTEMPTS`] times), re-checks that an items partition holds only delivered items, drops.
+async fn drop_partition(
+    conn: &mut PgConnection,
+    t: Partitioned,
+    name: &str,
+) -> StoreResult<Dropped> {
+    for attempt in 1..=DROP_ATTEMPTS {
+        let mut tx = conn.begin().await.map_err(map_err)?;
+        let result = async {
+            execute(
+                &mut tx,
+                &format!("SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'"),
+            )
+            .await?;
+            execute(
+                &mut tx,
+                &format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", t.table),
+            )
+            .await?;
+            if t.by_time {
+                let undelivered: i64 = sqlx::query_scalar(&undelivered_sql(name))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if undelivered > 0 {
+                    return Ok(Dropped::Undelivered(
+                        u64::try_from(undelivered).unwrap_or(0),
+                    ));
+                }
+            }
+            execute(&mut tx, &format!("DROP TABLE {name}")).await?;
+            Ok::<_, sqlx::Error>(Dropped::Yes)
+        }
+        .await;
+        match result {
+            Ok(Dropped::Yes) => {
+                tx.commit().await.map_err(map_err)?;
+                return Ok(Dropped::Yes);
+            }
+            Ok(other) => {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(other);
+            }
+            Err(e) if is_lock_conflict(&e) => {
+                tx.rollback().await.map_err(map_err)?;
+                if attempt < DROP_ATTEMPTS {
+                    tokio::time::sleep(DROP_RETRY_PAUSE).await;
+                }
+            }
+            Err(e) => {
+                tx.rollback().await.map_err(map_err)?;
+                return Err(map_err(e));
+            }
+        }
+    }
+    Ok(Dropped::Locked)
+}
+
+/// The number of items of an items partition that are not delivered: open, or in a batch
+/// waiting for its acknowledgement.
+fn undelivered_sql(partition: &str) -> String {
+    format!(
+        "SELECT (SELECT COUNT(*) FROM {partition} WHERE batch_id IS NULL) \
+         + (SELECT COUNT(*) FROM {partition} WHERE batch_id IN \
+         (SELECT batch_id FROM batches WHERE state = 'ready'))"
+    )
+}
+
+/// [`Store::purge`] under the retention lock.
+async fn purge(conn: &mut PgConnection, cutoffs: &Cutoffs) -> StoreResult<PurgeReport> {
+    let mut r = PurgeReport {
+        dry_run: cutoffs.dry_run,
+        ..PurgeReport::default()
+    };
+    if let Some(before) = cutoffs.records_before {
+        r.records = purge_periods(conn, RECORDS, before, &mut r).await?;
+        r.holdings = purge_periods(conn, HOLDINGS, before, &mut r).await?;
+    }
+    if let Some(before) = cutoffs.outputs_before_ms {
+        purge_items(conn, before, cutoffs.records_before, &mut r).await?;
+    }
+    if let Some(before) = cutoffs.audit_before_ms {
+        purge_audit(conn, before, &mut r).await?;
+    }
+    if let Some(before) = cutoffs.receipts_before_ms {
+        r.receipts = if r.dry_run {
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE received_at < $1")
+                    .bind(before)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+            u64::try_from(n).unwrap_or(0)
+        } else {
+            let mut total = 0;
+            loop {
+                let n = sqlx::query(
+                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+                     WHERE received_at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(PURGE_CHUNK)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                total += n;
+                if n < PURGE_CHUNK as u64 {
+                    break total;
+                }
+            }
+        };
+    }
+    Ok(r)
+}
+
+/// Drops the partitions of `t` (records or holdings) of months before `before`, and deletes the
+/// rows of such periods from its DEFAULT partition (which should hold few). Returns the rows.
+async fn purge_periods(
+    conn: &mut PgConnection,
+    t: Partitioned,
+    before: Month,
+    r: &mut PurgeReport,
+) -> StoreResult<u64> {
+    let mut purged = 0;
+    for (m, name) in t.partitions(conn).await? {
+        if m >= before {
+            break;
+        }
+        let rows = count(conn, &format!("SELECT COUNT(*) FROM {name}")).await?;
+        if r.dry_run {
+            purged += rows;
+            r.partitions_dropped.push(name);
+            continue;
+        }
+        match drop_partition(conn, t, &name).await? {
+            Dropped::Yes => {
+                purged += rows;
+                r.partitions_dropped.push(name);
+            }
+            Dropped::Locked | Dropped::Undelivered(_) => {
+                if t.table == RECORDS.table {
+                    r.overdue_records += rows;
+                }
+                r.notes.push(format!(
+                    "{name}: not dropped yet (a lock was not granted in time); retried at the \
+                     next purge"
+                ));
+            }
+        }
+    }
+    let default = t.default_name();
+    let filter = format!("{} < '{}'", t.column, before.period());
+    purged += if r.dry_run {
+        count(
+            conn,
+            &format!("SELECT COUNT(*) FROM {default} WHERE {filter}"),
+        )
+        .await?
+    } else {
+        execute(conn, &format!("DELETE FROM {default} WHERE {filter}"))
+            .await
+            .map_err(map_err)?
+    };
+    Ok(purged)
+}
+
+/// Drops the items partitions of months that ended before `before_ms` and whose items are all
+/// delivered: first what each recipient holds of them goes to holdings and their batches are
+/// deleted.
+async fn purge_items(
+    conn: &mut PgConnection,
+    before_ms: i64,
+    records_before: Option<Month>,
+    r: &mut PurgeReport,
+) -> StoreResult<()> {
+    for (m, name) in ITEMS.partitions(conn).await? {
+        if m.next().start_ms() > before_ms {
+            break;
+        }
+        let rows = count(conn, &format!("SELECT COUNT(*) FROM {name}")).await?;
+        let undelivered = count(conn, &undelivered_sql(&name)).await?;
+        if undelivered > 0 {
+            r.overdue_items += rows;
+            r.notes.push(format!(
+                "{name} kept: {undelivered} of its {rows} item(s) not delivered yet (open, or in \
+                 a batch not acknowledged)"
+            ));
+            continue;
+        }
+        let batches_of = format!(
+            "batches WHERE batch_id IN (SELECT batch_id FROM {name} WHERE batch_id IS NOT NULL)"
+        );
+        if r.dry_run {
+            r.items += rows;
+            r.batches += count(conn, &format!("SELECT COUNT(*) FROM {batches_of}")).await?;
+            r.partitions_dropped.push(name);
+            continue;
+        }
+        // What each recipient holds — the latest item per record and recipient, unless a newer
+        // item stays — and the month's batches (a batch goes as a whole with its first purged
+        // item; its items in later months stay until their own month goes).
+        let mut tx = conn.begin().await.map_err(map_err)?;
+        sqlx::query(&format!(
+            "INSERT INTO holdings (vendor, record_id, reporting_period, recipient, kind, \
+             record_ref, consent_id, seq) \
+             SELECT i.vendor, i.record_id, i.reporting_period, i.recipient, i.kind, \
+             i.record_ref, i.consent_id, i.seq FROM {name} AS i \
+             WHERE ($1::text IS NULL OR i.reporting_period >= $1) \
+             AND NOT EXISTS (SELECT 1 FROM items AS n WHERE n.vendor = i.vendor \
+             AND n.record_id = i.record_id AND n.reporting_period = i.reporting_period \
+             AND n.recipient = i.recipient AND n.seq > i.seq) \
+             ON CONFLICT (vendor, record_id, reporting_period, recipient) DO UPDATE SET \
+             kind = excluded.kind, record_ref = excluded.record_ref, \
+             consent_id = excluded.consent_id, seq = excluded.seq \
+             WHERE excluded.seq > holdings.seq"
+        ))
+        .bind(records_before.map(Month::period))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let batches = execute(&mut tx, &format!("DELETE FROM {batches_of}"))
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        r.batches += batches;
+        match drop_partition(conn, ITEMS, &name).await? {
+            Dropped::Yes => {
+                r.items += rows;
+                r.partitions_dropped.push(name);
+            }
+            Dropped::Locked => {
+                r.overdue_items += rows;
+                r.notes.push(format!(
+                    "{name}: not dropped yet (a lock was not granted in time); retried at the \
+                     next purge"
+                ));
+            }
+            Dropped::Undelivered(n) => {
+                r.overdue_items += rows;
+                r.notes.push(format!(
+                    "{name} kept: {n} item(s) arrived undelivered while it was being purged"
+                ));
+            }
+        }
+    }
+    let stray = count(
+        conn,
+        &format!(
+            "SELECT COUNT(*) FROM {} WHERE created_at < {before_ms}",
+            ITEMS.default_name()
+        ),
+    )
+    .await?;
+    if stray > 0 {
+        r.overdue_items += stray;
+        r.notes.push(format!(
+            "{}: {stray} item(s) past their retention outside any monthly partition; purged once \
+             partition maintenance has moved them",
+            ITEMS.default_name()
+        ));
+    }
+    Ok(())
+}
+
+/// Audit events written before `before_ms`, from the start of the chain, as far as it verifies;
+/// the last one purged becomes the anchor.
+async fn purge_audit(
+    conn: &mut PgConnection,
+    before_ms: i64,
+    r: &mut PurgeReport,
+) -> StoreResult<()> {
+    let mut anchor: Option<AuditAnchor> =
+        sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .map(|(seq, hash)| AuditAnchor { seq, hash });
+    let oldest: Option<i64> = sqlx::query_scalar("SELECT at_ms FROM audit ORDER BY seq LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    if oldest.is_none_or(|at| at >= before_ms) {
+        return Ok(());
+    }
+    loop {
+        let after = anchor.as_ref().map_or(0, |a| a.seq);
+        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
+            "SELECT {AUDIT_SELECT} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(after)
+        .bind(PURGE_CHUNK)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
+        let prefix = crate::audit::purge_prefix(anchor.as_ref(), &rows, before_ms);
+        if let Some(b) = &prefix.broken {
+            r.notes.push(format!(
+                "audit chain broken at event {}: not purged past it ({})",
+                b.seq, b.reason
+            ));
+        }
+        if let Some(through) = &prefix.through
+            && !r.dry_run
+        {
+            // Appenders only add after the newest event, which stays or is the anchor (see
+            // LAST_LINK); this process is the only purger (retention lock).
+            let mut tx = conn.begin().await.map_err(map_err)?;
+            sqlx::query("DELETE FROM audit WHERE seq <= $1")
+                .bind(through.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            sqlx::query(
+                "INSERT INTO audit_anchor (id, seq, hash, purged_at) VALUES (1, $1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+                 purged_at = excluded.purged_at",
+            )
+            .bind(through.seq)
+            .bind(&through.hash)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+        }
+        r.audit_events += prefix.events;
+        if prefix.through.is_some() {
+            anchor = prefix.through;
+            r.audit_anchor.clone_from(&anchor);
+        }
+        if prefix.stop || (rows.len() as i64) < PURGE_CHUNK {
+            return Ok(());
+        }
+    }
 }
 
 /// Columns of a push group row, in [`push_group`]'s order.
@@ -1200,9 +1933,40 @@ fn periods_json(mut periods: Vec<String>) -> String {
 /// A holder row: recipient, vendor, record id, period, record ref, consent id.
 type HolderRow = (String, String, String, String, String, Option<String>);
 
-/// Columns of an item read as a [`HolderRow`].
-const HOLDER_COLUMNS: &str =
-    "recipient, vendor, record_id, reporting_period, record_ref, consent_id";
+/// Columns of an item or a holding (by table alias) read as a [`HolderRow`].
+fn holder_columns(alias: &str) -> String {
+    format!(
+        "{alias}.recipient, {alias}.vendor, {alias}.record_id, {alias}.reporting_period, \
+         {alias}.record_ref, {alias}.consent_id"
+    )
+}
+
+/// No holding (purged item) of item `i`'s record and recipient is newer than `i`.
+const NO_NEWER_HOLDING: &str = "NOT EXISTS (SELECT 1 FROM holdings AS n \
+     WHERE n.vendor = i.vendor AND n.record_id = i.record_id \
+     AND n.reporting_period = i.reporting_period AND n.recipient = i.recipient AND n.seq > i.seq)";
+
+/// No item of holding `h`'s record and recipient is newer than `h`.
+const NO_NEWER_ITEM: &str = "NOT EXISTS (SELECT 1 FROM items AS n \
+     WHERE n.vendor = h.vendor AND n.record_id = h.record_id \
+     AND n.reporting_period = h.reporting_period AND n.recipient = h.recipient AND n.seq > h.seq)";
+
+/// The kind of the latest item or holding (by seq) of record `r` for the recipient `$2`; NULL
+/// when there is neither.
+const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
+     WHERE i.vendor = r.vendor AND i.record_id = r.record_id \
+     AND i.reporting_period = r.reporting_period AND i.recipient = $2 \
+     AND i.seq > COALESCE((SELECT h.seq FROM holdings AS h WHERE h.vendor = r.vendor \
+     AND h.record_id = r.record_id AND h.reporting_period = r.reporting_period \
+     AND h.recipient = $2), -1) ORDER BY i.seq DESC LIMIT 1), \
+     (SELECT h.kind FROM holdings AS h WHERE h.vendor = r.vendor AND h.record_id = r.record_id \
+     AND h.reporting_period = r.reporting_period AND h.recipient = $2))";
+
+/// The last link of the audit chain: its newest event, or the anchor when every event was
+/// purged.
+const LAST_LINK: &str = "SELECT seq, hash FROM (\
+     SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) \
+     UNION ALL SELECT seq, hash FROM audit_anchor) AS l ORDER BY seq DESC LIMIT 1";
 
 /// Decodes a holder row.
 fn holder(

@@ -16,16 +16,22 @@
 //! Collections of any size (holder keys, cancellation scopes, kept ids) are bound as one JSON
 //! array and read with `json_each`, so no statement comes near SQLite's parameter limit.
 //!
+//! Retention deletes in chunks of [`PURGE_CHUNK`] rows, one short write transaction each, so a
+//! purge never holds the write lock for long: records by reporting period (index
+//! `records_period`), delivered items in `seq` order up to the first item created at or after
+//! the cut-off, receipts by `received_at`, audit events from the start of the chain. Then
+//! [`Store::compact`] checkpoints and truncates the WAL.
+//!
 //! Item and record times (`created_at`, `updated_at`) are taken from this process's clock
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
 use super::{
-    AckOutcome, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, DeliveryTx,
-    FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, NewAuditEvent, NewDelivery,
-    NewItem, NewRecord, PushGroup, PushGroupTuple, PushOutcome, PushState, SealRule, Store,
-    StoreError, StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows,
-    findings_json, outcome_columns,
+    AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
+    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, Month,
+    NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
+    PushGroupTuple, PushOutcome, PushState, SealRule, Store, StoreError, StoreResult,
+    StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -58,6 +64,8 @@ const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
 const READERS: u32 = 4;
 /// How long a caller waits for the writer connection (a long delivery holds it throughout).
 const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Rows deleted per write transaction when purging.
+const PURGE_CHUNK: i64 = 5_000;
 
 const _: () = assert!(MAX_ROWS_PER_INSERT * RECORD_COLUMNS <= MAX_PARAMS);
 const _: () = assert!(MAX_ROWS_PER_INSERT * ITEM_COLUMNS <= MAX_PARAMS);
@@ -378,16 +386,28 @@ impl DeliveryTx for SqliteDeliveryTx {
             return Ok(Vec::new());
         }
         // The keys travel as one JSON array of [record_id, period] pairs (no parameter limit);
-        // CROSS JOIN makes them the outer loop, each probing the index items_latest.
+        // CROSS JOIN makes them the outer loop, each probing the index items_latest (and the
+        // primary key of holdings). The latest of items and holdings by seq decides.
         let keys = json_array(keys)?;
         let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+            "SELECT {items} FROM items AS i WHERE i.seq IN (\
              SELECT MAX(j.seq) FROM (SELECT json_extract(value, '$[0]') AS record_id, \
              json_extract(value, '$[1]') AS reporting_period FROM json_each(?2)) AS k \
              CROSS JOIN items AS j ON j.vendor = ?1 AND j.record_id = k.record_id \
              AND j.reporting_period = k.reporting_period \
              GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND kind = 'record' ORDER BY record_id, reporting_period, recipient"
+             AND i.kind = 'record' AND {no_newer_holding} \
+             UNION ALL \
+             SELECT {held} FROM (SELECT DISTINCT json_extract(value, '$[0]') AS record_id, \
+             json_extract(value, '$[1]') AS reporting_period FROM json_each(?2)) AS k \
+             CROSS JOIN holdings AS h ON h.vendor = ?1 AND h.record_id = k.record_id \
+             AND h.reporting_period = k.reporting_period \
+             WHERE h.kind = 'record' AND {no_newer_item} \
+             ORDER BY 3, 4, 1",
+            items = holder_columns("i"),
+            held = holder_columns("h"),
+            no_newer_holding = NO_NEWER_HOLDING,
+            no_newer_item = NO_NEWER_ITEM,
         ))
         .bind(vendor)
         .bind(keys)
@@ -434,11 +454,10 @@ impl DeliveryTx for SqliteDeliveryTx {
         }
         // The transaction began with BEGIN IMMEDIATE: it holds SQLite's write lock, so no other
         // connection or process appends meanwhile.
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
+        let last: Option<(i64, String)> = sqlx::query_as(LAST_LINK)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
         let rows = chain(last, events);
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -486,16 +505,27 @@ impl DeliveryTx for SqliteDeliveryTx {
         consent_id: Option<&str>,
     ) -> StoreResult<Vec<Holder>> {
         // CROSS JOIN: the client's few records (index records_vendor_client) are the outer loop,
-        // each probing items_latest; left to itself the planner would scan the vendor's items.
+        // each probing items_latest (and holdings); left to itself the planner would scan the
+        // vendor's items. The latest of items and holdings by seq decides.
         let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {HOLDER_COLUMNS} FROM items WHERE seq IN (\
+            "SELECT {items} FROM items AS i WHERE i.seq IN (\
              SELECT MAX(j.seq) FROM records AS r \
              CROSS JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
              AND j.reporting_period = r.reporting_period \
              WHERE r.vendor = ?1 AND r.client_id = ?2 \
              GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND kind = 'record' AND (?3 IS NULL OR consent_id = ?3) \
-             ORDER BY record_id, reporting_period, recipient"
+             AND i.kind = 'record' AND (?3 IS NULL OR i.consent_id = ?3) AND {no_newer_holding} \
+             UNION ALL \
+             SELECT {held} FROM records AS r \
+             CROSS JOIN holdings AS h ON h.vendor = r.vendor AND h.record_id = r.record_id \
+             AND h.reporting_period = r.reporting_period \
+             WHERE r.vendor = ?1 AND r.client_id = ?2 AND h.kind = 'record' \
+             AND (?3 IS NULL OR h.consent_id = ?3) AND {no_newer_item} \
+             ORDER BY 3, 4, 1",
+            items = holder_columns("i"),
+            held = holder_columns("h"),
+            no_newer_holding = NO_NEWER_HOLDING,
+            no_newer_item = NO_NEWER_ITEM,
         ))
         .bind(vendor)
         .bind(client_id)
@@ -534,6 +564,17 @@ impl DeliveryTx for SqliteDeliveryTx {
         sqlx::query(
             "DELETE FROM feedback WHERE vendor = ?1 AND (record_id, reporting_period) IN \
              (SELECT record_id, reporting_period FROM records WHERE vendor = ?1 AND client_id = ?2)",
+        )
+        .bind(vendor)
+        .bind(client_id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        // What recipients held of the client's records, from purged items.
+        sqlx::query(
+            "DELETE FROM holdings WHERE vendor = ?1 \
+             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+             FROM records WHERE vendor = ?1 AND client_id = ?2)",
         )
         .bind(vendor)
         .bind(client_id)
@@ -889,14 +930,11 @@ impl Store for SqliteStore {
     }
 
     async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(
+        sqlx::query_scalar(&format!(
             "SELECT r.body FROM records AS r \
              WHERE r.state = 'active' AND r.reporting_period = ?1 \
-             AND (SELECT i.kind FROM items AS i WHERE i.vendor = r.vendor \
-             AND i.record_id = r.record_id AND i.reporting_period = r.reporting_period \
-             AND i.recipient = ?2 ORDER BY i.seq DESC LIMIT 1) = 'record' \
-             ORDER BY r.vendor, r.record_id",
-        )
+             AND {LATEST_KIND} = 'record' ORDER BY r.vendor, r.record_id"
+        ))
         .bind(period)
         .bind(recipient)
         .fetch_all(&self.reader)
@@ -1145,6 +1183,373 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         Ok(rows.into_iter().map(feedback_row).collect())
     }
+    /// Nothing to do: SQLite tables are not partitioned.
+    async fn maintain_partitions(
+        &self,
+        _now_ms: i64,
+        _cutoffs: &Cutoffs,
+    ) -> StoreResult<PartitionReport> {
+        Ok(PartitionReport::default())
+    }
+
+    async fn purge(&self, cutoffs: &Cutoffs) -> StoreResult<PurgeReport> {
+        let dry_run = cutoffs.dry_run;
+        let mut r = PurgeReport {
+            dry_run,
+            ..PurgeReport::default()
+        };
+        if let Some(before) = cutoffs.records_before {
+            self.purge_records(before, dry_run, &mut r).await?;
+        }
+        if let Some(before) = cutoffs.outputs_before_ms {
+            self.purge_items(before, cutoffs.records_before, dry_run, &mut r)
+                .await?;
+        }
+        if let Some(before) = cutoffs.audit_before_ms {
+            self.purge_audit(before, dry_run, &mut r).await?;
+        }
+        if let Some(before) = cutoffs.receipts_before_ms {
+            self.purge_receipts(before, dry_run, &mut r).await?;
+        }
+        let deleted = r.records + r.holdings + r.items + r.batches + r.audit_events + r.receipts;
+        if !dry_run && deleted > 0 {
+            // secure_delete has zeroed the rows; leave no copy in the WAL either.
+            self.compact().await?;
+        }
+        Ok(r)
+    }
+
+    async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        Ok(row.map(|(seq, hash)| AuditAnchor { seq, hash }))
+    }
+}
+
+impl SqliteStore {
+    /// Deletes with `sql` — `DELETE … WHERE rowid IN (SELECT rowid … ?1 … LIMIT ?2)` — one chunk
+    /// of [`PURGE_CHUNK`] rows per write transaction until a chunk comes back short; first asks
+    /// a reader whether `probe` (`SELECT COUNT(*) FROM (SELECT 1 … ? … LIMIT 1)`) finds anything,
+    /// so that a purge with nothing to do never queues for the write lock.
+    async fn delete_chunked<T>(&self, probe: &str, sql: &str, bound: T) -> StoreResult<u64>
+    where
+        T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Clone + Send + Sync + 'static,
+    {
+        if self.count(probe, bound.clone()).await? == 0 {
+            return Ok(0);
+        }
+        let mut total = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let n = sqlx::query(sql)
+                .bind(bound.clone())
+                .bind(PURGE_CHUNK)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+            tx.commit().await.map_err(map_err)?;
+            total += n;
+            if n < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// A `SELECT COUNT(*)` with one bound value, on a reader.
+    async fn count<T>(&self, sql: &str, bound: T) -> StoreResult<u64>
+    where
+        T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Send + 'static,
+    {
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(bound)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Records of periods before `before`, and their holdings.
+    async fn purge_records(
+        &self,
+        before: Month,
+        dry_run: bool,
+        r: &mut PurgeReport,
+    ) -> StoreResult<()> {
+        let before = before.period();
+        if dry_run {
+            r.records = self
+                .count(
+                    "SELECT COUNT(*) FROM records WHERE reporting_period < ?",
+                    before.clone(),
+                )
+                .await?;
+            r.holdings = self
+                .count(
+                    "SELECT COUNT(*) FROM holdings WHERE reporting_period < ?",
+                    before,
+                )
+                .await?;
+            return Ok(());
+        }
+        r.records = self
+            .delete_chunked(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM records WHERE reporting_period < ? LIMIT 1)",
+                "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records \
+                 WHERE reporting_period < ?1 LIMIT ?2)",
+                before.clone(),
+            )
+            .await?;
+        r.holdings = self
+            .delete_chunked(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM holdings WHERE reporting_period < ? LIMIT 1)",
+                "DELETE FROM holdings WHERE rowid IN (SELECT rowid FROM holdings \
+                 WHERE reporting_period < ?1 LIMIT ?2)",
+                before,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Delivered items created before `before_ms`, in seq order, with their batches; what the
+    /// recipients hold of them goes to holdings first.
+    async fn purge_items(
+        &self,
+        before_ms: i64,
+        records_before: Option<Month>,
+        dry_run: bool,
+        r: &mut PurgeReport,
+    ) -> StoreResult<()> {
+        // Items are numbered in the order they were written, by this process's clock: every item
+        // before the first one created at or after the cut-off is older than it. (Should the
+        // clock have gone back, younger ones after that point wait for a later purge.)
+        let limit: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM items WHERE created_at >= ? ORDER BY seq LIMIT 1")
+                .bind(before_ms)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(map_err)?;
+        let limit = limit.unwrap_or(i64::MAX);
+        let delivered_i = delivered("i");
+        if dry_run {
+            r.items = self
+                .count(
+                    &format!("SELECT COUNT(*) FROM items AS i WHERE i.seq < ? AND {delivered_i}"),
+                    limit,
+                )
+                .await?;
+            r.batches = self
+                .count(
+                    &format!(
+                        "SELECT COUNT(*) FROM batches WHERE batch_id IN (SELECT i.batch_id \
+                         FROM items AS i WHERE i.seq < ? AND {delivered_i})"
+                    ),
+                    limit,
+                )
+                .await?;
+            r.overdue_items = self
+                .count(
+                    &format!(
+                        "SELECT COUNT(*) FROM items AS i WHERE i.seq < ? AND NOT ({delivered_i})"
+                    ),
+                    limit,
+                )
+                .await?;
+            return Ok(());
+        }
+        let records_before = records_before.map(Month::period);
+        let delivered_items = delivered("items");
+        let mut after = i64::MIN;
+        let any = self
+            .count(
+                &format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM items AS i \
+                     WHERE i.seq < ? AND {delivered_i} LIMIT 1)"
+                ),
+                limit,
+            )
+            .await?;
+        let mut more = any > 0;
+        while more {
+            let mut tx = self.begin_write().await?;
+            let (n, lo, hi): (i64, Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+                "SELECT COUNT(*), MIN(seq), MAX(seq) FROM (SELECT i.seq FROM items AS i \
+                 WHERE i.seq > ?1 AND i.seq < ?2 AND {delivered_i} ORDER BY i.seq LIMIT ?3)"
+            ))
+            .bind(after)
+            .bind(limit)
+            .bind(PURGE_CHUNK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                tx.rollback().await.map_err(map_err)?;
+                break;
+            };
+            // What each recipient holds: the latest item per record and recipient, unless a
+            // newer item stays.
+            sqlx::query(&format!(
+                "INSERT INTO holdings (vendor, record_id, reporting_period, recipient, kind, \
+                 record_ref, consent_id, seq) \
+                 SELECT i.vendor, i.record_id, i.reporting_period, i.recipient, i.kind, \
+                 i.record_ref, i.consent_id, i.seq FROM items AS i \
+                 WHERE i.seq BETWEEN ?1 AND ?2 AND {delivered_i} \
+                 AND (?3 IS NULL OR i.reporting_period >= ?3) \
+                 AND NOT EXISTS (SELECT 1 FROM items AS n WHERE n.vendor = i.vendor \
+                 AND n.record_id = i.record_id AND n.reporting_period = i.reporting_period \
+                 AND n.recipient = i.recipient AND n.seq > i.seq) \
+                 ON CONFLICT (vendor, record_id, reporting_period, recipient) DO UPDATE SET \
+                 kind = excluded.kind, record_ref = excluded.record_ref, \
+                 consent_id = excluded.consent_id, seq = excluded.seq \
+                 WHERE excluded.seq > holdings.seq"
+            ))
+            .bind(lo)
+            .bind(hi)
+            .bind(records_before.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            // A batch goes as a whole with its first purged item; its later items stay until
+            // their own time (they count as delivered).
+            let batches = sqlx::query(&format!(
+                "DELETE FROM batches WHERE batch_id IN (SELECT i.batch_id FROM items AS i \
+                 WHERE i.seq BETWEEN ?1 AND ?2 AND {delivered_i})"
+            ))
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+            let items = sqlx::query(&format!(
+                "DELETE FROM items WHERE items.seq BETWEEN ?1 AND ?2 AND {delivered_items}"
+            ))
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+            tx.commit().await.map_err(map_err)?;
+            r.batches += batches;
+            r.items += items;
+            after = hi;
+            more = n >= PURGE_CHUNK;
+        }
+        // What is left before the cut-off is not delivered yet.
+        r.overdue_items = self
+            .count("SELECT COUNT(*) FROM items WHERE seq < ?", limit)
+            .await?;
+        Ok(())
+    }
+
+    /// Audit events written before `before_ms`, from the start of the chain, as far as it
+    /// verifies; the last one purged becomes the anchor.
+    async fn purge_audit(
+        &self,
+        before_ms: i64,
+        dry_run: bool,
+        r: &mut PurgeReport,
+    ) -> StoreResult<()> {
+        let mut anchor = self.audit_anchor().await?;
+        if !oldest_event_before(&self.reader, before_ms).await? {
+            return Ok(());
+        }
+        loop {
+            // Read, check and delete under the write lock (a dry run reads on a reader).
+            let mut tx = if dry_run {
+                None
+            } else {
+                Some(self.begin_write().await?)
+            };
+            let after = anchor.as_ref().map_or(0, |a| a.seq);
+            let sql =
+                format!("SELECT {AUDIT_SELECT} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
+            let query = sqlx::query_as::<_, AuditTuple>(&sql)
+                .bind(after)
+                .bind(PURGE_CHUNK);
+            let rows: Vec<AuditTuple> = match tx.as_mut() {
+                Some(tx) => query.fetch_all(&mut **tx).await,
+                None => query.fetch_all(&self.reader).await,
+            }
+            .map_err(map_err)?;
+            let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
+            let prefix = crate::audit::purge_prefix(anchor.as_ref(), &rows, before_ms);
+            if let Some(b) = &prefix.broken {
+                r.notes.push(format!(
+                    "audit chain broken at event {}: not purged past it ({})",
+                    b.seq, b.reason
+                ));
+            }
+            if let (Some(through), Some(tx)) = (&prefix.through, tx.as_mut()) {
+                sqlx::query("DELETE FROM audit WHERE seq <= ?")
+                    .bind(through.seq)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO audit_anchor (id, seq, hash, purged_at) VALUES (1, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+                     purged_at = excluded.purged_at",
+                )
+                .bind(through.seq)
+                .bind(&through.hash)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            }
+            if let Some(tx) = tx {
+                tx.commit().await.map_err(map_err)?;
+            }
+            r.audit_events += prefix.events;
+            if prefix.through.is_some() {
+                anchor = prefix.through;
+                r.audit_anchor.clone_from(&anchor);
+            }
+            if prefix.stop || (rows.len() as i64) < PURGE_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Receipts received before `before_ms`.
+    async fn purge_receipts(
+        &self,
+        before_ms: i64,
+        dry_run: bool,
+        r: &mut PurgeReport,
+    ) -> StoreResult<()> {
+        r.receipts = if dry_run {
+            self.count(
+                "SELECT COUNT(*) FROM deliveries WHERE received_at < ?",
+                before_ms,
+            )
+            .await?
+        } else {
+            self.delete_chunked(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE received_at < ? LIMIT 1)",
+                "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries \
+                 WHERE received_at < ?1 LIMIT ?2)",
+                before_ms,
+            )
+            .await?
+        };
+        Ok(())
+    }
+}
+
+/// Whether the oldest kept audit event was written before `before_ms` (else a purge of audit
+/// events has nothing to do).
+async fn oldest_event_before(reader: &SqlitePool, before_ms: i64) -> StoreResult<bool> {
+    let oldest: Option<i64> = sqlx::query_scalar("SELECT at_ms FROM audit ORDER BY seq LIMIT 1")
+        .fetch_optional(reader)
+        .await
+        .map_err(map_err)?;
+    Ok(oldest.is_some_and(|at| at < before_ms))
 }
 
 /// The number of open items among the recipient's first `max_items` open ones (so at most
@@ -1190,9 +1595,49 @@ fn periods_json(mut periods: Vec<String>) -> String {
 /// A holder row: recipient, vendor, record id, period, record ref, consent id.
 type HolderRow = (String, String, String, String, String, Option<String>);
 
-/// Columns of an item read as a [`HolderRow`].
-const HOLDER_COLUMNS: &str =
-    "recipient, vendor, record_id, reporting_period, record_ref, consent_id";
+/// Columns of an item or a holding (by table alias) read as a [`HolderRow`].
+fn holder_columns(alias: &str) -> String {
+    format!(
+        "{alias}.recipient, {alias}.vendor, {alias}.record_id, {alias}.reporting_period, \
+         {alias}.record_ref, {alias}.consent_id"
+    )
+}
+
+/// No holding (purged item) of item `i`'s record and recipient is newer than `i`.
+const NO_NEWER_HOLDING: &str = "NOT EXISTS (SELECT 1 FROM holdings AS n \
+     WHERE n.vendor = i.vendor AND n.record_id = i.record_id \
+     AND n.reporting_period = i.reporting_period AND n.recipient = i.recipient AND n.seq > i.seq)";
+
+/// No item of holding `h`'s record and recipient is newer than `h`.
+const NO_NEWER_ITEM: &str = "NOT EXISTS (SELECT 1 FROM items AS n \
+     WHERE n.vendor = h.vendor AND n.record_id = h.record_id \
+     AND n.reporting_period = h.reporting_period AND n.recipient = h.recipient AND n.seq > h.seq)";
+
+/// The kind of the latest item or holding (by seq) of record `r` for the recipient `?2`; NULL
+/// when there is neither.
+const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
+     WHERE i.vendor = r.vendor AND i.record_id = r.record_id \
+     AND i.reporting_period = r.reporting_period AND i.recipient = ?2 \
+     AND i.seq > COALESCE((SELECT h.seq FROM holdings AS h WHERE h.vendor = r.vendor \
+     AND h.record_id = r.record_id AND h.reporting_period = r.reporting_period \
+     AND h.recipient = ?2), -1) ORDER BY i.seq DESC LIMIT 1), \
+     (SELECT h.kind FROM holdings AS h WHERE h.vendor = r.vendor AND h.record_id = r.record_id \
+     AND h.reporting_period = r.reporting_period AND h.recipient = ?2))";
+
+/// The last link of the audit chain: its newest event, or the anchor when every event was
+/// purged.
+const LAST_LINK: &str = "SELECT seq, hash FROM (\
+     SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) \
+     UNION ALL SELECT seq, hash FROM audit_anchor) AS l ORDER BY seq DESC LIMIT 1";
+
+/// Item `alias` is delivered: sealed into a batch that is not waiting for its acknowledgement
+/// (acknowledged, or already purged with an earlier month of items).
+fn delivered(alias: &str) -> String {
+    format!(
+        "{alias}.batch_id IS NOT NULL \
+         AND {alias}.batch_id NOT IN (SELECT batch_id FROM batches WHERE state = 'ready')"
+    )
+}
 
 /// Decodes a holder row.
 fn holder(

@@ -14,6 +14,8 @@
 //! | `weiche_deliveries_total` | `weiche.deliveries` | counter | `status` |
 //! | `weiche_outbox_depth` | `weiche.outbox.depth` | gauge | `recipient` |
 //! | `weiche_stage_seconds` | `weiche.stage.duration` (unit `s`) | histogram | `stage` |
+//! | `weiche_purged_total` | `weiche.purged` | counter | `kind` |
+//! | `weiche_retention_overdue` | `weiche.retention.overdue` | gauge | `kind` |
 //!
 //! * Records count once per delivery that got a receipt (not for duplicates answered with the
 //!   first receipt). A rejected record counts under the code of its first error, so the
@@ -26,6 +28,9 @@
 //! * `stage`: [`STAGES`]; `adapt`, `validate` and `route` are the cumulative time of the stage in
 //!   one delivery, `store` the time spent writing and committing, `ingest` the whole delivery,
 //!   `deliver` one sealing round that found open items.
+//! * `kind` of a purge: [`PURGE_KINDS`] — rows purged by retention (declared with 0).
+//! * `retention_overdue`: rows past their retention that the last purge had to keep, by `kind`
+//!   `items` (not delivered yet) or `records` (a partition could not be dropped yet).
 
 use crate::catalogue::Code;
 use crate::ingest::Receipt;
@@ -43,6 +48,17 @@ pub const STAGES: [&str; 6] = ["ingest", "adapt", "validate", "route", "store", 
 /// Outcomes of push attempts (`weiche_push_attempts_total{outcome}`): delivered, failed and
 /// retried later, failed for good.
 pub const PUSH_OUTCOMES: [&str; 3] = ["success", "retry", "failure"];
+
+/// What retention purges (`weiche_purged_total{kind}`): records, holdings (what recipients held
+/// of purged items), output items, batches, audit events, receipts.
+pub const PURGE_KINDS: [&str; 6] = [
+    "records",
+    "holdings",
+    "items",
+    "batches",
+    "audit_events",
+    "receipts",
+];
 
 /// Upper bounds (seconds) of the stage-latency histogram buckets.
 pub const BUCKETS: [f64; 14] = [
@@ -67,6 +83,8 @@ struct State {
     deliveries: BTreeMap<String, u64>,
     outbox: BTreeMap<String, i64>,
     stages: BTreeMap<String, Hist>,
+    purged: BTreeMap<String, u64>,
+    overdue: BTreeMap<String, i64>,
 }
 
 fn state() -> MutexGuard<'static, State> {
@@ -79,6 +97,9 @@ fn state() -> MutexGuard<'static, State> {
             }
             for st in STAGES {
                 s.stages.insert(st.to_string(), Hist::default());
+            }
+            for k in PURGE_KINDS {
+                s.purged.insert(k.to_string(), 0);
             }
             Mutex::new(s)
         })
@@ -96,6 +117,8 @@ struct Instruments {
     deliveries: Counter<u64>,
     outbox: Gauge<i64>,
     stage: Histogram<f64>,
+    purged: Counter<u64>,
+    overdue: Gauge<i64>,
 }
 
 static OTEL: ArcSwapOption<Instruments> = ArcSwapOption::const_empty();
@@ -150,6 +173,16 @@ pub(crate) fn install(meter: &Meter) {
             .with_unit("s")
             .with_description("Time spent per pipeline stage and delivery")
             .with_boundaries(BUCKETS.to_vec())
+            .build(),
+        purged: counter(
+            "weiche.purged",
+            "{row}",
+            "Rows purged by retention, by kind",
+        ),
+        overdue: meter
+            .i64_gauge("weiche.retention.overdue")
+            .with_unit("{row}")
+            .with_description("Rows past their retention kept by the last purge, by kind")
             .build(),
     };
     // Gauges already known are exported once the reader collects, not only on their next change.
@@ -249,6 +282,28 @@ pub fn outbox_depth(recipient: &str, depth: i64) {
     otel(|i| {
         i.outbox
             .record(depth, &[KeyValue::new("recipient", recipient.to_string())]);
+    });
+}
+
+/// Counts rows purged by retention (`kind`: one of [`PURGE_KINDS`]).
+pub fn purged(kind: &str, rows: u64) {
+    if rows == 0 {
+        return;
+    }
+    *state().purged.entry(kind.to_string()).or_default() += rows;
+    otel(|i| {
+        i.purged
+            .add(rows, &[KeyValue::new("kind", kind.to_string())]);
+    });
+}
+
+/// Sets the number of rows past their retention that the last purge kept (`kind`: `items` or
+/// `records`).
+pub fn retention_overdue(kind: &str, rows: i64) {
+    state().overdue.insert(kind.to_string(), rows);
+    otel(|i| {
+        i.overdue
+            .record(rows, &[KeyValue::new("kind", kind.to_string())]);
     });
 }
 
@@ -366,6 +421,22 @@ pub fn render() -> String {
         "recipient",
         &s.outbox,
     );
+    family(
+        &mut out,
+        "weiche_purged_total",
+        "counter",
+        "Rows purged by retention, by kind.",
+        "kind",
+        &s.purged,
+    );
+    family(
+        &mut out,
+        "weiche_retention_overdue",
+        "gauge",
+        "Rows past their retention kept by the last purge, by kind.",
+        "kind",
+        &s.overdue,
+    );
     header(
         &mut out,
         "weiche_stage_seconds",
@@ -421,6 +492,9 @@ mod tests {
             "weiche_push_attempts_total{outcome=\"success\"} 0",
             "weiche_stage_seconds_bucket{stage=\"validate\",le=\"+Inf\"}",
             "weiche_stage_seconds_count{stage=\"deliver\"}",
+            "# TYPE weiche_purged_total counter",
+            "weiche_purged_total{kind=\"records\"}",
+            "# TYPE weiche_retention_overdue gauge",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
