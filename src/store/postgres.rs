@@ -746,9 +746,14 @@ impl Store for PostgresStore {
             // The set is chosen and claimed in one statement, so items committed meanwhile
             // (possibly with lower seq) can't slip in between choosing and counting.
             let periods: Vec<String> = sqlx::query_scalar(
-                "UPDATE items SET batch_id = $1 WHERE seq IN (\
-                 SELECT seq FROM items WHERE recipient = $2 AND batch_id IS NULL \
-                 ORDER BY seq LIMIT $3) AND batch_id IS NULL RETURNING reporting_period",
+                // Joined on the whole key (seq, created_at): each chosen item is found by the
+                // primary key of its partition (`seq IN (…)` alone let the planner scan every
+                // partition of items).
+                "UPDATE items AS i SET batch_id = $1 FROM (\
+                 SELECT seq, created_at FROM items WHERE recipient = $2 AND batch_id IS NULL \
+                 ORDER BY seq LIMIT $3) AS chosen \
+                 WHERE i.seq = chosen.seq AND i.created_at = chosen.created_at \
+                 AND i.batch_id IS NULL RETURNING i.reporting_period",
             )
             .bind(&batch_id)
             .bind(recipient)
