@@ -51,13 +51,13 @@ use weiche::route::{Recipient, RouteContext, RoutedItem, Router};
 use weiche::store::NewAuditEvent;
 use weiche::validate::Validator;
 
+#[path = "../conformance-tests/pushkit.rs"]
+mod pushkit;
 #[allow(dead_code)]
 #[path = "../conformance-tests/support/mod.rs"]
 mod support;
 #[path = "../conformance-tests/testkit.rs"]
 mod testkit;
-#[path = "../conformance-tests/pushkit.rs"]
-mod pushkit;
 
 /// Records per delivery.
 const RECORDS: usize = 1_000;
