@@ -61,9 +61,10 @@ pub(super) async fn preview(
     req: HttpRequest,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &gw, Role::Admin)?;
+    let body = super::read_body(payload, PREVIEW_LIMIT).await?;
     let query: PreviewQuery = super::query(&req)?;
     let format = path.into_inner();
     let mapping = gw.mappings.load().get(&format).ok_or_else(|| {

@@ -23,9 +23,10 @@ pub struct WithdrawalBody {
 pub(super) async fn withdraw(
     req: HttpRequest,
     gw: web::Data<Gateway>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let vendor = authenticate(&req, &gw, Role::Vendor)?;
+    let body = super::read_body(payload, super::SMALL_BODY_LIMIT).await?;
     let w: WithdrawalBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(Code::R400, format!("withdrawal body is not valid: {e}")))?;
     // Strictly YYYY-MM-DD: dates are compared as text in the store.

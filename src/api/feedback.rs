@@ -60,9 +60,10 @@ pub(super) async fn ack(
     req: HttpRequest,
     gw: web::Data<Gateway>,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let me = authenticate(&req, &gw, Role::Recipient)?;
+    let body = super::read_body(payload, super::SMALL_BODY_LIMIT).await?;
     // An empty body acknowledges without findings; anything else must be a valid Ack.
     let findings = if body.iter().all(u8::is_ascii_whitespace) {
         Vec::new()

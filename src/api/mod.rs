@@ -226,6 +226,28 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
+/// Small JSON bodies (acknowledgements, withdrawals) are read up to this size.
+pub const SMALL_BODY_LIMIT: usize = 1 << 20;
+
+/// Reads a request body of at most `limit` bytes — called after authentication, so nobody
+/// unauthenticated makes the server buffer anything. Larger: `413 L001`.
+pub(crate) async fn read_body(
+    payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Err(_) => Err(ApiError::new(
+            Code::L001,
+            format!("body larger than the limit of {limit} bytes for this endpoint"),
+        )),
+        Ok(Err(e)) => Err(ApiError::new(
+            Code::R400,
+            format!("request body could not be read: {e}"),
+        )),
+    }
+}
+
 /// Unix milliseconds as RFC 3339 UTC with milliseconds (empty when out of range).
 pub(crate) fn rfc3339_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -272,7 +294,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     resource("/admin/mappings/{format}/preview")
-                        .app_data(web::PayloadConfig::new(admin::PREVIEW_LIMIT))
                         .route(web::post().to(admin::preview)),
                 ),
         )
