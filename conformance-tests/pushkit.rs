@@ -49,6 +49,8 @@ pub struct Received {
 #[derive(Debug)]
 struct ReceiverState {
     mode: Mutex<Mode>,
+    /// How long each answer takes (a slow receiver).
+    delay: Mutex<Duration>,
     log: Mutex<Vec<Received>>,
 }
 
@@ -103,6 +105,10 @@ async fn receive(
                 .collect()
         })
         .unwrap_or_default();
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let status = {
         let mut mode = state.mode.lock().unwrap();
         match *mode {
@@ -136,6 +142,7 @@ impl Receiver {
             port,
             state: Arc::new(ReceiverState {
                 mode: Mutex::new(Mode::Accept),
+                delay: Mutex::new(Duration::ZERO),
                 log: Mutex::new(Vec::new()),
             }),
             tls,
@@ -145,6 +152,11 @@ impl Receiver {
 
     pub fn set(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Every answer from now on takes `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
     }
 
     pub fn start(&mut self) {
@@ -182,6 +194,28 @@ impl Receiver {
             .filter(|r| (200..300).contains(&r.status))
             .flat_map(|r| r.items)
             .collect()
+    }
+
+    /// Items of the accepted requests, in arrival order, each `Idempotency-Key` counted once —
+    /// what a receiver that honours the key takes in. Panics when a key comes again with other
+    /// items than the first time.
+    pub fn accepted_once_per_key(&self) -> Vec<(String, String, String)> {
+        let mut first: std::collections::BTreeMap<String, Vec<(String, String, String)>> =
+            Default::default();
+        let mut out = Vec::new();
+        for r in self.log() {
+            if !(200..300).contains(&r.status) {
+                continue;
+            }
+            match first.get(&r.key) {
+                Some(items) => assert_eq!(items, &r.items, "key {} again with other items", r.key),
+                None => {
+                    out.extend(r.items.iter().cloned());
+                    first.insert(r.key.clone(), r.items);
+                }
+            }
+        }
+        out
     }
 
     pub async fn wait_for(&self, items: usize, within: Duration) {

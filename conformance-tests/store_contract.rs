@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weiche::store::{
     AckOutcome, AuditRow, BatchState, CommitOutcome, Cutoffs, Finding, Holder, ItemKind, Month,
-    NewAuditEvent, NewDelivery, NewItem, NewRecord, PushOutcome, PushState, SealRule, Store,
-    StoreError, Withdrawal,
+    NewAuditEvent, NewDelivery, NewItem, NewRecord, PushOutcome, PushResult, PushState, SealRule,
+    Store, StoreError, Withdrawal,
 };
 
 /// One backend under test: a store on a fresh database, and what is needed to open a second
@@ -215,6 +215,7 @@ contract_tests!(
     ack_is_idempotent_and_keeps_first_findings,
     push_groups_are_sealed_pending_and_in_order,
     push_lanes_are_leased_and_taken_over,
+    push_results_of_a_window_in_one_call,
     concurrent_lane_claims_have_one_winner,
     batches_filter_by_state,
     chunked_put_of_5000_records_in_one_transaction,
@@ -1244,6 +1245,84 @@ async fn push_lanes_are_leased_and_taken_over(b: &Backend) {
     s.release_lane("j2", "p1").await.unwrap(); // not p1's: no effect
     assert!(s.claim_lane("j1", "p1", now + 1_700, 1_000).await.unwrap());
     assert!(!s.claim_lane("j2", "p1", now + 10, 1_000).await.unwrap());
+}
+
+async fn push_results_of_a_window_in_one_call(b: &Backend) {
+    let s = &b.store;
+    deliver(s, &[], &items("j1", "w", 7), &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: 0,
+        push: true,
+    };
+    let now = now_ms();
+    assert_eq!(s.seal("j1", rule, now).await.unwrap(), 4);
+    let heads = s.push_heads("j1", 10).await.unwrap();
+    assert_eq!(heads.len(), 4);
+    assert!(heads.windows(2).all(|w| w[0].seal_no < w[1].seal_no));
+    assert_eq!(s.push_heads("j1", 2).await.unwrap(), heads[..2]);
+    let result = |g: &weiche::store::PushGroup, outcome: PushOutcome, audit| PushResult {
+        batch_id: g.batch_id.clone(),
+        outcome,
+        at_ms: now + 5,
+        audit,
+    };
+    let window = vec![
+        result(&heads[0], PushOutcome::Delivered, vec![]),
+        result(
+            &heads[1],
+            PushOutcome::Dead {
+                error: "HTTP 400".into(),
+            },
+            vec![event_at(now, 1)],
+        ),
+        result(
+            &heads[2],
+            PushOutcome::Retry {
+                next_at: now + 1_000,
+                error: "HTTP 503".into(),
+            },
+            vec![],
+        ),
+    ];
+    // Not the lane's holder: nothing is recorded.
+    assert!(s.claim_lane("j1", "p1", now, 10_000).await.unwrap());
+    assert_eq!(s.push_results("j1", "p2", &window).await.unwrap(), 0);
+    assert_eq!(s.push_heads("j1", 10).await.unwrap(), heads);
+    // The holder records the window at once; a group no longer pending is skipped.
+    let audit_before = s.audit_events(0, 1_000).await.unwrap().len();
+    assert_eq!(s.push_results("j1", "p1", &window).await.unwrap(), 3);
+    assert_eq!(s.push_results("j1", "p1", &window[..2]).await.unwrap(), 0);
+    let state = |i: usize| {
+        let id = heads[i].batch_id.clone();
+        async move { s.push_group(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(state(0).await.state, PushState::Delivered);
+    assert_eq!(state(1).await.state, PushState::Dead);
+    let retried = state(2).await;
+    assert_eq!(
+        (retried.state, retried.attempts, retried.next_at),
+        (PushState::Pending, 1, now + 1_000)
+    );
+    assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(state(3).await.attempts, 0);
+    let pending: Vec<String> = s
+        .push_heads("j1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.batch_id)
+        .collect();
+    assert_eq!(
+        pending,
+        [heads[2].batch_id.clone(), heads[3].batch_id.clone()]
+    );
+    assert_eq!(
+        s.audit_events(0, 1_000).await.unwrap().len(),
+        audit_before + 1
+    );
+    let delivered = s.batch("j1", &heads[0].batch_id).await.unwrap().unwrap();
+    assert_eq!(delivered.state, BatchState::Acknowledged);
 }
 
 async fn concurrent_lane_claims_have_one_winner(b: &Backend) {

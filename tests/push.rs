@@ -10,6 +10,9 @@
 //!   it; discard ends another; both are audit events.
 //! - Two server instances on one PostgreSQL database deliver each item exactly once, and when
 //!   the instance holding the lane is stopped, the other takes over.
+//! - Two `weiche serve` processes on one PostgreSQL database: the one holding the lane is
+//!   killed with SIGKILL in the middle of sending; the other takes the lane over after its lease
+//!   and every item arrives, once per `Idempotency-Key`, in order per record.
 
 #[path = "../conformance-tests/pushkit.rs"]
 mod pushkit;
@@ -315,4 +318,180 @@ async fn two_instances_deliver_each_item_once() {
     assert_exactly_once_in_order(&rx, expected, &deliveries);
     rx.stop().await;
     b.stop().await;
+}
+
+/// A `weiche serve` process on a free port; killed (SIGKILL) when dropped.
+struct Process {
+    child: std::process::Child,
+    base: String,
+    instance: String,
+}
+
+impl Process {
+    // The child is waited for by `kill` (also on drop).
+    #[allow(clippy::zombie_processes)]
+    async fn start(config: &std::path::Path) -> Process {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("WEICHE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WEICHE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start weiche serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/health/ready")).await
+                && r.status() == StatusCode::OK
+            {
+                let ready: Value = r.json().await.unwrap();
+                let instance = ready["instance"].as_str().unwrap().to_string();
+                return Process {
+                    child,
+                    base,
+                    instance,
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("weiche serve did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Posts `n` records `<prefix>-<i>`: (delivery id, items routed to the push recipient).
+    async fn deliver(&self, prefix: &str, n: usize) -> (String, usize) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/api/v1/deliveries?format=klidas-json",
+                self.base
+            ))
+            .bearer_auth(VENDOR_TOKEN)
+            .header("Content-Type", "application/json")
+            .body(klidas_delivery(
+                &uuid::Uuid::new_v4().to_string(),
+                prefix,
+                n,
+                "ergaenzung",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let receipt: Value = r.json().await.unwrap();
+        assert_eq!(receipt["status"], "E1", "{receipt}");
+        (
+            receipt["delivery_id"].as_str().unwrap().to_string(),
+            receipt["routed"][JOBCENTER].as_u64().unwrap() as usize,
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_deliver_each_item_once_when_the_lane_holder_is_killed() {
+    let Some(url) = support::fresh_postgres_url().await else {
+        return;
+    };
+    let (ca, tls) = pki();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // A lease of 3 s: the takeover after the kill comes quickly.
+    let config = push_config(dir.path(), &url, port, &ca, 3, 7);
+    let mut processes = [Process::start(&config).await, Process::start(&config).await];
+    assert_ne!(processes[0].instance, processes[1].instance);
+    // The receiver is down while the first deliveries arrive, through both processes, so a
+    // backlog of groups waits; then it answers slowly, so the kill meets a lane mid-stream.
+    let mut rx = Receiver::new(port, tls);
+    let mut deliveries = Vec::new();
+    let mut expected = 0;
+    for round in 0..4 {
+        let (id, routed) = processes[round % 2]
+            .deliver(&format!("k{}", round % 3), 30)
+            .await;
+        deliveries.push(id);
+        expected += routed;
+    }
+    assert!(expected > 40, "several groups wait: {expected} items");
+    rx.set_delay(Duration::from_millis(100));
+    rx.start();
+    rx.wait_for(1, Duration::from_secs(30)).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT owner FROM push_lanes WHERE recipient = $1")
+            .bind(JOBCENTER)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let owner = owner.expect("the lane is held");
+    let holder = processes
+        .iter()
+        .position(|p| p.instance == owner)
+        .expect("one of the two holds the lane");
+    processes[holder].kill();
+    let before_kill = rx.accepted_once_per_key().len();
+    assert!(
+        before_kill < expected,
+        "the kill came in the middle of sending ({before_kill} of {expected} arrived before)"
+    );
+    // The survivor takes deliveries and, after the lease ran out, the lane.
+    let survivor = &processes[1 - holder];
+    for round in 4..6 {
+        let (id, routed) = survivor.deliver(&format!("k{}", round % 3), 30).await;
+        deliveries.push(id);
+        expected += routed;
+    }
+    rx.set_delay(Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rx.accepted_once_per_key().len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected} items arrived",
+            rx.accepted_once_per_key().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let items = rx.accepted_once_per_key();
+    assert_eq!(items.len(), expected, "every item once per key");
+    let distinct: BTreeSet<_> = items.iter().collect();
+    assert_eq!(distinct.len(), expected, "an item came under two keys");
+    let mut per_record: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (record_ref, _, delivery) in &items {
+        let pos = deliveries.iter().position(|d| d == delivery).unwrap();
+        per_record.entry(record_ref).or_default().push(pos);
+    }
+    for (record, order) in per_record {
+        assert!(
+            order.windows(2).all(|w| w[0] <= w[1]),
+            "items of {record} out of order: {order:?}"
+        );
+    }
+    assert!(rx.log().iter().all(|r| r.signature_ok));
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT owner FROM push_lanes WHERE recipient = $1")
+            .bind(JOBCENTER)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(owner.as_deref(), Some(survivor.instance.as_str()));
+    pool.close().await;
+    rx.stop().await;
+    drop(processes);
+    support::drop_postgres_database(&url).await;
 }

@@ -152,6 +152,7 @@ async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
         "database": if db { "ok" } else { "unreachable" },
         "backend": gw.store.backend(),
         "mappings": loaded.mappings.len(),
+        "instance": gw.instance,
     });
     if db && mappings {
         HttpResponse::Ok().json(body)

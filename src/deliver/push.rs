@@ -13,8 +13,10 @@
 //! lane sends one group at a time, in seal order, so items for one record arrive in the order
 //! they arose, and every group is sent by one process; a result is recorded only while the
 //! lane is still held (fencing), so a process that lost its lease cannot overwrite another's
-//! work. A group whose attempt was cut short by a crash is sent again by the next holder with
-//! the same `Idempotency-Key`.
+//! work. A lane reads up to 32 pending groups at once, reads the next group's items while one
+//! is on the wire, and records the outcomes of such a window in one transaction; so after a
+//! crash the next holder sends again, with the same `Idempotency-Key`, every group of the
+//! crashed process's last window whose outcome was not yet recorded (at most 32).
 //!
 //! **Retries.** `2xx` delivers. `408`, `429`, `5xx`, other non-`4xx` answers, timeouts and
 //! connection errors are retried after `backoff_base_ms · 2^(n-1)`, capped at
@@ -27,13 +29,18 @@
 use crate::config::push::PushEndpoint;
 use crate::consent::policy::{DeliveryKind, DeliverySettings};
 use crate::gateway::Gateway;
-use crate::store::{NewAuditEvent, PushGroup, PushOutcome, PushState, SealRule, StoreError};
+use crate::store::{
+    NewAuditEvent, PushGroup, PushOutcome, PushResult, PushState, SealRule, StoreError,
+};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha2::Sha512;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// Pending groups a lane reads at once; their outcomes are recorded in one transaction.
+const WINDOW: i64 = 32;
 
 /// Longest wait a `Retry-After` answer is granted.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -400,6 +407,11 @@ impl Lane {
 
     /// Sends due groups while the lane is held and there is work; returns when idle, waiting
     /// for a retry, or the lane was lost.
+    ///
+    /// Works in windows of up to [`WINDOW`] pending groups read at once: the groups of a window
+    /// are sent one after the other in seal order (the next group's items are read while one is
+    /// on the wire), and their outcomes are recorded together in one transaction. A retry ends
+    /// the window (later groups wait for it); a dead letter does not.
     async fn drain(
         &mut self,
         gw: &Gateway,
@@ -411,20 +423,65 @@ impl Lane {
             push: true,
         };
         while !*stop.borrow() && self.hold(gw).await? {
-            let group = match gw.store.push_head(&self.recipient).await? {
-                Some(g) => g,
+            let groups = gw.store.push_heads(&self.recipient, WINDOW).await?;
+            if groups.is_empty() {
                 // Groups are sealed only when none is pending, so each is as full as the
                 // items waiting allow.
-                None if gw.store.seal(&self.recipient, rule, now_ms()).await? > 0 => continue,
-                None => return Ok(()),
-            };
-            if group.next_at > now_ms() {
+                if gw.store.seal(&self.recipient, rule, now_ms()).await? > 0 {
+                    continue;
+                }
                 return Ok(());
             }
-            let body = body(gw, &group).await?;
-            let attempt = self.target.send(&group.batch_id, body).await;
+            let mut results = Vec::with_capacity(groups.len());
+            let sent = self.send_window(gw, stop, &groups, &mut results).await;
+            // What was sent is recorded even when the window ended with an error.
+            let recorded = gw
+                .store
+                .push_results(&self.recipient, &gw.instance, &results)
+                .await?;
+            let waiting = sent?;
+            if recorded == 0 && !results.is_empty() {
+                // Another process holds the lane now; it sends the groups again if needed.
+                self.held_until = 0;
+                return Ok(());
+            }
+            if waiting {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the due groups of a window in order, pushing each outcome to `results`. Whether
+    /// the lane now waits (the head is not due, or an attempt is to be retried).
+    async fn send_window(
+        &mut self,
+        gw: &Gateway,
+        stop: &tokio::sync::watch::Receiver<bool>,
+        groups: &[PushGroup],
+        results: &mut Vec<PushResult>,
+    ) -> Result<bool, PushError> {
+        let due = |g: &PushGroup| g.next_at <= now_ms();
+        let mut next_body = match groups.first() {
+            Some(g) if due(g) => Some(body(gw, g).await?),
+            _ => return Ok(true),
+        };
+        for (n, group) in groups.iter().enumerate() {
+            let Some(payload) = next_body.take() else {
+                // The next group is not due yet.
+                return Ok(true);
+            };
+            // Read the following group's items while this one is on the wire.
+            let following = groups.get(n + 1).filter(|g| due(g));
+            let (attempt, read) = tokio::join!(self.target.send(&group.batch_id, payload), async {
+                match following {
+                    Some(g) => body(gw, g).await.map(Some),
+                    None => Ok(None),
+                }
+            });
             let now = now_ms();
             let outcome = decide(attempt, group.attempts + 1, &self.settings, now);
+            self.report(group, &outcome);
             let audit = match &outcome {
                 PushOutcome::Dead { error } => vec![dead_event(
                     &PushGroup {
@@ -436,38 +493,51 @@ impl Lane {
                 )],
                 _ => Vec::new(),
             };
-            let label = match &outcome {
-                PushOutcome::Delivered => "success",
-                PushOutcome::Retry { .. } => "retry",
-                PushOutcome::Dead { .. } => "failure",
-            };
-            crate::telemetry::metrics::push_attempt(label);
-            match &outcome {
-                PushOutcome::Delivered => {}
-                PushOutcome::Retry { error, .. } => tracing::info!(
-                    recipient = %self.recipient,
-                    batch_id = %group.batch_id,
-                    attempt = group.attempts + 1,
-                    "push attempt failed, will retry: {error}"
-                ),
-                PushOutcome::Dead { error } => tracing::warn!(
-                    recipient = %self.recipient,
-                    batch_id = %group.batch_id,
-                    items = group.items,
-                    "push group is a dead letter: {error}"
-                ),
+            let retry = matches!(outcome, PushOutcome::Retry { .. });
+            results.push(PushResult {
+                batch_id: group.batch_id.clone(),
+                outcome,
+                at_ms: now,
+                audit,
+            });
+            if retry {
+                return Ok(true);
             }
-            if !gw
-                .store
-                .push_result(&group.batch_id, &gw.instance, &outcome, now, &audit)
-                .await?
-            {
-                // Another process holds the lane now; it sends the group again if needed.
-                self.held_until = 0;
-                return Ok(());
+            // Stop early, keep the lease: the window's results are recorded either way.
+            if *stop.borrow() || !self.hold(gw).await? {
+                return Ok(false);
+            }
+            next_body = read?;
+            if following.is_none() {
+                return Ok(n + 1 < groups.len());
             }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Metrics and a log line (ids and counts only) for an attempt's outcome.
+    fn report(&self, group: &PushGroup, outcome: &PushOutcome) {
+        let label = match outcome {
+            PushOutcome::Delivered => "success",
+            PushOutcome::Retry { .. } => "retry",
+            PushOutcome::Dead { .. } => "failure",
+        };
+        crate::telemetry::metrics::push_attempt(label);
+        match outcome {
+            PushOutcome::Delivered => {}
+            PushOutcome::Retry { error, .. } => tracing::info!(
+                recipient = %self.recipient,
+                batch_id = %group.batch_id,
+                attempt = group.attempts + 1,
+                "push attempt failed, will retry: {error}"
+            ),
+            PushOutcome::Dead { error } => tracing::warn!(
+                recipient = %self.recipient,
+                batch_id = %group.batch_id,
+                items = group.items,
+                "push group is a dead letter: {error}"
+            ),
+        }
     }
 }
 

@@ -481,6 +481,19 @@ pub enum PushOutcome {
     },
 }
 
+/// The outcome of one attempt on a push group, to record with [`Store::push_results`].
+#[derive(Debug, Clone)]
+pub struct PushResult {
+    /// The group (its batch id).
+    pub batch_id: String,
+    /// What the attempt came to.
+    pub outcome: PushOutcome,
+    /// When the answer arrived (unix ms): `updated_at`, and `next_at` unless a retry.
+    pub at_ms: i64,
+    /// Audit events to append with it (a dead letter's).
+    pub audit: Vec<NewAuditEvent>,
+}
+
 /// A finding a recipient sent with a batch acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -665,11 +678,25 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<bool>;
     /// Gives the lane up if `owner` holds it (on shutdown), so another process takes over at once.
     async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()>;
+    /// The recipient's pending push groups in seal order (the head first), at most `limit`.
+    async fn push_heads(&self, recipient: &str, limit: i64) -> StoreResult<Vec<PushGroup>>;
     /// The recipient's next push group: its pending group with the lowest `seal_no`.
-    async fn push_head(&self, recipient: &str) -> StoreResult<Option<PushGroup>>;
-    /// Records the outcome of an attempt on a pending group, counting the attempt, if `owner`
-    /// still holds the recipient's lane; appends `audit` in the same transaction. Returns
-    /// `false` (and changes nothing) when the lane was lost or the group is no longer pending.
+    async fn push_head(&self, recipient: &str) -> StoreResult<Option<PushGroup>> {
+        Ok(self.push_heads(recipient, 1).await?.into_iter().next())
+    }
+    /// Records the outcomes of attempts on pending groups of `recipient`, in order and in one
+    /// transaction, counting each attempt and appending each result's audit events — if
+    /// `owner` still holds the recipient's lane (fencing: on PostgreSQL the lane row is locked
+    /// for the transaction, so no other process claims it meanwhile). Returns how many were
+    /// recorded: `0` (and nothing changed) when the lane was lost; a group that is no longer
+    /// pending is skipped.
+    async fn push_results(
+        &self,
+        recipient: &str,
+        owner: &str,
+        results: &[PushResult],
+    ) -> StoreResult<usize>;
+    /// [`Store::push_results`] of one attempt: whether it was recorded.
     async fn push_result(
         &self,
         batch_id: &str,
@@ -677,7 +704,21 @@ pub trait Store: Send + Sync {
         outcome: &PushOutcome,
         now_ms: i64,
         audit: &[NewAuditEvent],
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let Some(group) = self.push_group(batch_id).await? else {
+            return Ok(false);
+        };
+        let result = PushResult {
+            batch_id: batch_id.to_string(),
+            outcome: outcome.clone(),
+            at_ms: now_ms,
+            audit: audit.to_vec(),
+        };
+        Ok(self
+            .push_results(&group.recipient, owner, &[result])
+            .await?
+            == 1)
+    }
     /// Push groups in a state (dead letters: [`PushState::Dead`]), oldest first, optionally of
     /// one recipient.
     async fn push_groups(

@@ -30,7 +30,7 @@ use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, Month,
     NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
-    PushGroupTuple, PushOutcome, PushState, SealRule, Store, StoreError, StoreResult,
+    PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError, StoreResult,
     StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
 };
 use async_trait::async_trait;
@@ -1024,64 +1024,79 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn push_head(&self, recipient: &str) -> StoreResult<Option<PushGroup>> {
-        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
+    async fn push_heads(&self, recipient: &str, limit: i64) -> StoreResult<Vec<PushGroup>> {
+        let rows: Vec<PushGroupTuple> = sqlx::query_as(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_groups WHERE recipient = ? AND state = 'pending' \
-             ORDER BY seal_no LIMIT 1"
+             ORDER BY seal_no LIMIT ?"
         ))
         .bind(recipient)
-        .fetch_optional(&self.reader)
+        .bind(limit.max(0))
+        .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        row.map(super::push_group).transpose()
+        rows.into_iter().map(super::push_group).collect()
     }
 
-    async fn push_result(
+    async fn push_results(
         &self,
-        batch_id: &str,
+        recipient: &str,
         owner: &str,
-        outcome: &PushOutcome,
-        now_ms: i64,
-        audit: &[NewAuditEvent],
-    ) -> StoreResult<bool> {
-        let (state, next_at, error) = outcome_columns(outcome, now_ms);
+        results: &[PushResult],
+    ) -> StoreResult<usize> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        // BEGIN IMMEDIATE: nobody claims the lane while the results are written.
         let mut dtx = SqliteDeliveryTx {
             tx: self.begin_write().await?,
         };
-        let changed = sqlx::query(
-            "UPDATE push_groups AS g SET state = ?3, attempts = attempts + 1, next_at = ?4, \
-             last_error = ?5, updated_at = ?6 \
-             WHERE batch_id = ?1 AND state = 'pending' AND EXISTS (SELECT 1 FROM push_lanes \
-             AS l WHERE l.recipient = g.recipient AND l.owner = ?2)",
-        )
-        .bind(batch_id)
-        .bind(owner)
-        .bind(state.as_str())
-        .bind(next_at)
-        .bind(error)
-        .bind(now_ms)
-        .execute(&mut *dtx.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected()
-            == 1;
-        if !changed {
+        let held: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM push_lanes WHERE recipient = ? AND owner = ?")
+                .bind(recipient)
+                .bind(owner)
+                .fetch_optional(&mut *dtx.tx)
+                .await
+                .map_err(map_err)?;
+        if held.is_none() {
             dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(false);
+            return Ok(0);
         }
-        if state == PushState::Delivered {
-            sqlx::query(
-                "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
+        let mut recorded = 0;
+        for r in results {
+            let (state, next_at, error) = outcome_columns(&r.outcome, r.at_ms);
+            let changed = sqlx::query(
+                "UPDATE push_groups SET state = ?3, attempts = attempts + 1, next_at = ?4, \
+                 last_error = ?5, updated_at = ?6 \
+                 WHERE batch_id = ?1 AND recipient = ?2 AND state = 'pending'",
             )
-            .bind(now_ms)
-            .bind(batch_id)
+            .bind(&r.batch_id)
+            .bind(recipient)
+            .bind(state.as_str())
+            .bind(next_at)
+            .bind(error)
+            .bind(r.at_ms)
             .execute(&mut *dtx.tx)
             .await
-            .map_err(map_err)?;
+            .map_err(map_err)?
+            .rows_affected();
+            if changed != 1 {
+                continue;
+            }
+            if state == PushState::Delivered {
+                sqlx::query(
+                    "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
+                )
+                .bind(r.at_ms)
+                .bind(&r.batch_id)
+                .execute(&mut *dtx.tx)
+                .await
+                .map_err(map_err)?;
+            }
+            dtx.audit(&r.audit).await?;
+            recorded += 1;
         }
-        dtx.audit(audit).await?;
         dtx.tx.commit().await.map_err(map_err)?;
-        Ok(true)
+        Ok(recorded)
     }
 
     async fn push_groups(
