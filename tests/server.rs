@@ -565,3 +565,47 @@ async fn body_over_the_limit_is_l001() {
     );
     s.stop().await;
 }
+
+/// Sends one `GET /health/live` on `conn` and reads the answer's status line and headers
+/// (`None` when the server closed or reset the connection).
+async fn live_on(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(b"GET /health/live HTTP/1.1\r\nHost: weiche\r\n\r\n")
+        .await
+        .ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // `{"status":"ok"}` follows the headers; read until it is in.
+    while !got.ends_with(b"}") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// An idle keep-alive connection stays open for `limits.keep_alive_secs` (default 75 s), longer
+/// than a load balancer's usual 60 s, so the balancer never sends on a connection Weiche is
+/// closing (actix-web's own default of 5 s made that a connection reset).
+#[tokio::test]
+async fn idle_connections_are_kept_longer_than_a_load_balancer_keeps_them() {
+    let Some(s) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let first = live_on(&mut conn).await.expect("an answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let second = live_on(&mut conn)
+        .await
+        .expect("the idle connection is still open after 6 s");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    drop(conn);
+    s.stop().await;
+}

@@ -358,6 +358,10 @@ pub async fn serve_with(
             .configure(routes)
     })
     .on_connect(tls::on_connect)
+    .keep_alive(match gw.limits.keep_alive_secs {
+        0 => actix_web::http::KeepAlive::Disabled,
+        secs => actix_web::http::KeepAlive::Timeout(std::time::Duration::from_secs(secs)),
+    })
     .disable_signals()
     .shutdown_timeout(10);
     let server = match tls {

@@ -241,6 +241,12 @@ pub struct Limits {
     /// not hold a delivery open).
     #[serde(default = "default_body_idle")]
     pub body_idle_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this many seconds. Longer than the idle
+    /// timeout of the load balancer or proxy in front (often 60 s), so that the proxy, not
+    /// Weiche, closes idle connections: otherwise a request the proxy sends on a connection
+    /// Weiche is just closing meets a reset. `0` turns keep-alive off.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
     // --- rate limits (src/api/ratelimit.rs) ---
     /// Requests per second each authenticated principal may make on average; above it (once
     /// `burst` is used up) the answer is `429 R429` with `Retry-After`. `0` turns the limit off.
@@ -265,6 +271,10 @@ fn default_body_idle() -> u64 {
     30
 }
 
+fn default_keep_alive() -> u64 {
+    75
+}
+
 fn default_requests_per_second() -> u32 {
     1_000
 }
@@ -287,6 +297,7 @@ impl Default for Limits {
             max_body_bytes: default_max_body(),
             max_records: default_max_records(),
             body_idle_timeout_secs: default_body_idle(),
+            keep_alive_secs: default_keep_alive(),
             requests_per_second: default_requests_per_second(),
             burst: default_burst(),
             failed_auth_per_second: default_failed_auth_per_second(),
