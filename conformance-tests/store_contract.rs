@@ -210,6 +210,7 @@ contract_tests!(
     deliveries_newest_first_with_since_and_keyset_pages,
     seal_full_batches_then_remainder_by_age,
     seal_by_age_only,
+    seal_many_batches_in_one_call,
     batch_items_in_seq_order_with_paging,
     batch_of_another_recipient_is_none,
     ack_is_idempotent_and_keeps_first_findings,
@@ -853,6 +854,43 @@ async fn seal_by_age_only(b: &Backend) {
     assert_eq!(sizes, vec![3, 10, 2]);
     // Nothing open: nothing to seal, however old.
     assert_eq!(s.seal("r3", rule, now + NEVER).await.unwrap(), 0);
+}
+
+/// More batches than one sealing statement claims (64 on PostgreSQL), and the old remainder, in
+/// one call: in sequence, numbered in order, none empty, each as full as the rule says.
+async fn seal_many_batches_in_one_call(b: &Backend) {
+    let s = &b.store;
+    let all = items("j1", "m", 2 * 150 + 1);
+    deliver(s, &[], &all, &delivery("v1", None, 1)).await;
+    let rule = SealRule {
+        max_items: 2,
+        max_age_ms: 0,
+        push: true,
+    };
+    assert_eq!(s.seal("j1", rule, now_ms()).await.unwrap(), 151);
+    assert_eq!(s.open_items("j1").await.unwrap(), 0);
+    let batches = s.batches("j1", None).await.unwrap();
+    assert_eq!(batches.len(), 151);
+    assert!(batches[..150].iter().all(|b| b.items == 2));
+    assert_eq!(batches[150].items, 1);
+    let groups = s.push_heads("j1", 1_000).await.unwrap();
+    assert_eq!(
+        groups.iter().map(|g| &g.batch_id).collect::<Vec<_>>(),
+        batches.iter().map(|b| &b.batch_id).collect::<Vec<_>>(),
+        "every batch a push group, in seal order"
+    );
+    assert!(groups.windows(2).all(|w| w[0].seal_no + 1 == w[1].seal_no));
+    let mut seen = Vec::new();
+    for batch in &batches {
+        seen.extend(
+            all_batch_items(s, &batch.batch_id, 10)
+                .await
+                .into_iter()
+                .map(|(_, body)| body),
+        );
+    }
+    let want: Vec<String> = all.iter().map(|i| i.body.clone()).collect();
+    assert_eq!(seen, want);
 }
 
 async fn batch_items_in_seq_order_with_paging(b: &Backend) {

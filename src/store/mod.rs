@@ -803,6 +803,37 @@ fn push_group(
     })
 }
 
+/// The seal rule: a full batch whenever `max_items` are open; the rest once its oldest item has
+/// reached `max_age_ms`. `open` counts (up to `max_items`) the oldest open items, `oldest` is
+/// the earliest `created_at` among them.
+fn should_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> bool {
+    match oldest {
+        Some(oldest) if open > 0 => {
+            open >= rule.max_items || now_ms.saturating_sub(oldest) >= rule.max_age_ms
+        }
+        _ => false,
+    }
+}
+
+/// How many batches to seal now of `open` open items (counted up to some multiple of
+/// `max_items`) whose first `max_items` have `oldest` as earliest `created_at`: every full
+/// batch, or else one batch of the rest when [`should_seal`] says so.
+fn batches_to_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> i64 {
+    let full = open / rule.max_items.max(1);
+    if full > 0 {
+        full
+    } else {
+        i64::from(should_seal(open, oldest, rule, now_ms))
+    }
+}
+
+/// Sorted distinct periods as a JSON array.
+fn periods_json(mut periods: Vec<String>) -> String {
+    periods.sort_unstable();
+    periods.dedup();
+    serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
+}
+
 /// The state, next due time and error an outcome writes.
 fn outcome_columns(outcome: &PushOutcome, now_ms: i64) -> (PushState, i64, Option<&str>) {
     match outcome {

@@ -37,7 +37,8 @@ use super::{
     DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, Month,
     NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
     PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError, StoreResult,
-    StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
+    StoredDelivery, Withdrawal, batches_to_seal, feedback_row, feedback_rows, findings_json,
+    outcome_columns, periods_json, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -64,6 +65,9 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Namespace of the advisory-lock keys of sealing (hashed together with the recipient id).
 const SEAL_LOCK_PREFIX: &str = "weiche.seal:";
+
+/// Most batches one sealing statement claims.
+const SEAL_CHUNK: i64 = 64;
 /// Advisory-lock key text of audit appends (one chain, one lock, across all processes).
 const AUDIT_LOCK: &str = "weiche.audit";
 /// Advisory-lock key text of partition maintenance and purging (one process at a time).
@@ -738,44 +742,77 @@ impl Store for PostgresStore {
             .map_err(map_err)?;
         let mut sealed = 0u64;
         loop {
+            // Up to SEAL_CHUNK batches are claimed by one statement: one UPDATE of many rows
+            // costs far less than one statement per batch on the partitioned `items`.
             let (open, oldest) = open_head(&mut *tx, recipient, rule.max_items).await?;
-            if !should_seal(open, oldest, rule, now_ms) {
+            let counted = if open >= rule.max_items {
+                open_count(
+                    &mut *tx,
+                    recipient,
+                    rule.max_items.saturating_mul(SEAL_CHUNK),
+                )
+                .await?
+            } else {
+                open
+            };
+            let n = batches_to_seal(counted, oldest, rule, now_ms).min(SEAL_CHUNK);
+            if n == 0 {
                 break;
             }
-            let batch_id = uuid::Uuid::now_v7().to_string();
+            let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
             // The set is chosen and claimed in one statement, so items committed meanwhile
-            // (possibly with lower seq) can't slip in between choosing and counting.
-            let periods: Vec<String> = sqlx::query_scalar(
-                // Joined on the whole key (seq, created_at): each chosen item is found by the
-                // primary key of its partition (`seq IN (…)` alone let the planner scan every
-                // partition of items).
-                "UPDATE items AS i SET batch_id = $1 FROM (\
+            // (possibly with lower seq) can't slip in between choosing and counting. Joined on
+            // the whole key (seq, created_at): each chosen item is found by the primary key of
+            // its partition (`seq IN (…)` alone let the planner scan every partition).
+            let claimed: Vec<(i64, String)> = sqlx::query_as(
+                "WITH chosen AS (SELECT seq, created_at, \
+                 (row_number() OVER (ORDER BY seq) - 1) / $3 AS g FROM (\
                  SELECT seq, created_at FROM items WHERE recipient = $2 AND batch_id IS NULL \
-                 ORDER BY seq LIMIT $3) AS chosen \
+                 ORDER BY seq LIMIT $4) AS o) \
+                 UPDATE items AS i SET batch_id = ($1::text[])[chosen.g + 1] FROM chosen \
                  WHERE i.seq = chosen.seq AND i.created_at = chosen.created_at \
-                 AND i.batch_id IS NULL RETURNING i.reporting_period",
+                 AND i.batch_id IS NULL RETURNING chosen.g, i.reporting_period",
             )
-            .bind(&batch_id)
+            .bind(&ids)
             .bind(recipient)
             .bind(rule.max_items)
+            .bind(n.saturating_mul(rule.max_items))
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            if periods.is_empty() {
+            if claimed.is_empty() {
                 break;
             }
-            let count = i64::try_from(periods.len()).unwrap_or(i64::MAX);
-            let periods = periods_json(periods);
+            // Per batch, in seal order: id, item count, periods.
+            let mut by_g: std::collections::BTreeMap<i64, (i64, Vec<String>)> =
+                std::collections::BTreeMap::new();
+            for (g, period) in claimed {
+                let e = by_g.entry(g).or_default();
+                e.0 += 1;
+                e.1.push(period);
+            }
+            let (mut batch_ids, mut counts, mut periods) = (Vec::new(), Vec::new(), Vec::new());
+            for (g, (count, p)) in by_g {
+                let id = usize::try_from(g)
+                    .ok()
+                    .and_then(|g| ids.get(g))
+                    .ok_or_else(|| StoreError::Corrupt(format!("sealing: group {g}")))?;
+                batch_ids.push(id.as_str());
+                counts.push(count);
+                periods.push(periods_json(p));
+            }
             sqlx::query(
                 "INSERT INTO batches (batch_id, recipient, seal_no, created_at, item_count, \
-                 periods, state) VALUES ($1, $2, \
-                 (SELECT COALESCE(MAX(seal_no), 0) + 1 FROM batches WHERE recipient = $2), \
-                 $3, $4, $5, 'ready')",
+                 periods, state) SELECT b.id, $2, \
+                 (SELECT COALESCE(MAX(seal_no), 0) FROM batches WHERE recipient = $2) + b.n, \
+                 $3, b.count, b.periods, 'ready' \
+                 FROM UNNEST($1::text[], $4::bigint[], $5::text[]) WITH ORDINALITY \
+                 AS b(id, count, periods, n)",
             )
-            .bind(&batch_id)
+            .bind(&batch_ids)
             .bind(recipient)
             .bind(now_ms)
-            .bind(count)
+            .bind(&counts)
             .bind(&periods)
             .execute(&mut *tx)
             .await
@@ -784,15 +821,15 @@ impl Store for PostgresStore {
                 sqlx::query(
                     "INSERT INTO push_groups (batch_id, recipient, seal_no, item_count, state, \
                      next_at, updated_at) SELECT batch_id, recipient, seal_no, item_count, \
-                     'pending', $2, $2 FROM batches WHERE batch_id = $1",
+                     'pending', $2, $2 FROM batches WHERE batch_id = ANY($1::text[])",
                 )
-                .bind(&batch_id)
+                .bind(&batch_ids)
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
             }
-            sealed += 1;
+            sealed += u64::try_from(batch_ids.len()).unwrap_or(0);
         }
         tx.commit().await.map_err(map_err)?;
         Ok(sealed)
@@ -1914,6 +1951,22 @@ fn push_group(row: PushGroupTuple) -> StoreResult<PushGroup> {
 
 /// The number of open items among the recipient's first `max_items` open ones (so at most
 /// `max_items`) and the oldest `created_at` among them.
+/// Open items of a recipient, counted up to `limit`.
+async fn open_count<'c, E>(executor: E, recipient: &str, limit: i64) -> StoreResult<i64>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM items WHERE recipient = $1 AND batch_id IS NULL \
+         ORDER BY seq LIMIT $2) AS head",
+    )
+    .bind(recipient)
+    .bind(limit)
+    .fetch_one(executor)
+    .await
+    .map_err(map_err)
+}
+
 async fn open_head<'c, E>(
     executor: E,
     recipient: &str,
@@ -1932,24 +1985,6 @@ where
     .fetch_one(executor)
     .await
     .map_err(map_err)
-}
-
-/// The seal rule: a full batch whenever `max_items` are open; the rest once its oldest item has
-/// reached `max_age_ms`.
-fn should_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> bool {
-    match oldest {
-        Some(oldest) if open > 0 => {
-            open >= rule.max_items || now_ms.saturating_sub(oldest) >= rule.max_age_ms
-        }
-        _ => false,
-    }
-}
-
-/// Sorted distinct periods as a JSON array.
-fn periods_json(mut periods: Vec<String>) -> String {
-    periods.sort_unstable();
-    periods.dedup();
-    serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
 }
 
 /// A holder row: recipient, vendor, record id, period, record ref, consent id.

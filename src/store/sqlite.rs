@@ -32,6 +32,7 @@ use super::{
     NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
     PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError, StoreResult,
     StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
+    periods_json, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -1587,24 +1588,6 @@ where
     .fetch_one(executor)
     .await
     .map_err(map_err)
-}
-
-/// The seal rule: a full batch whenever `max_items` are open; the rest once its oldest item has
-/// reached `max_age_ms`.
-fn should_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> bool {
-    match oldest {
-        Some(oldest) if open > 0 => {
-            open >= rule.max_items || now_ms.saturating_sub(oldest) >= rule.max_age_ms
-        }
-        _ => false,
-    }
-}
-
-/// Sorted distinct periods as a JSON array.
-fn periods_json(mut periods: Vec<String>) -> String {
-    periods.sort_unstable();
-    periods.dedup();
-    serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
 }
 
 /// A holder row: recipient, vendor, record id, period, record ref, consent id.
