@@ -945,6 +945,35 @@ async fn batch_items_in_seq_order_with_paging(b: &Backend) {
             .unwrap()
             .is_empty()
     );
+
+    // The same pages joined by the database.
+    let mut joined = Vec::new();
+    let mut after = 0;
+    while let Some(page) = s
+        .batch_items_joined(&batch.batch_id, after, 5, "\n")
+        .await
+        .unwrap()
+    {
+        assert!(page.count <= 5);
+        assert_eq!(page.text.split('\n').count() as i64, page.count);
+        joined.extend(page.text.split('\n').map(str::to_string));
+        after = page.last_seq;
+    }
+    assert_eq!(joined, want);
+    assert_eq!(after, last);
+    let page = s
+        .batch_items_joined(&batch.batch_id, mid, 3, ",")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.text, want[10..13].join(","));
+    assert_eq!(page.last_seq, got[12].0);
+    assert!(
+        s.batch_items_joined("no-such-batch", 0, 10, ",")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn batch_of_another_recipient_is_none(b: &Backend) {

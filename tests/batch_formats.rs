@@ -41,7 +41,11 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(batches_in_four_formats, unknown_accept_and_foreign_batches);
+both_backends!(
+    batches_in_four_formats,
+    unknown_accept_and_foreign_batches,
+    a_batch_of_whole_store_pages,
+);
 
 /// One fetch: status, content type, body bytes.
 async fn fetch(c: &Client, s: &TestServer, token: &str, id: &str, accept: Option<&str>) -> Fetched {
@@ -397,4 +401,54 @@ async fn unknown_accept_and_foreign_batches(s: &TestServer) {
         let f = fetch(&c, s, OTHER_STATS_TOKEN, &id, Some(accept)).await;
         assert_eq!(f.status, 404, "{accept}");
     }
+}
+
+/// A batch of exactly two store pages (2 × 1,000 items): the last page is full, so the end of
+/// the batch is found by a page that is empty; JSON still closes, NDJSON has one line an item.
+async fn a_batch_of_whole_store_pages(s: &TestServer) {
+    let c = Client::new();
+    let r = deliver(
+        &c,
+        s,
+        klidas_delivery(
+            "55555555-0000-4000-8000-000000000002",
+            "P",
+            2000,
+            "ergaenzung",
+        ),
+    )
+    .await;
+    assert_eq!(r["routed"]["statistik-nrw"], 2000, "{r}");
+    let list = c
+        .get(s.url("/api/v1/batches"))
+        .bearer_auth(STATS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let batches = list["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 1, "{list}");
+    assert_eq!(batches[0]["items"], 2000);
+    let id = batches[0]["batch_id"].as_str().unwrap();
+    let json: Value =
+        serde_json::from_slice(&fetch_stable(&c, s, id, Some("application/json")).await.body)
+            .unwrap();
+    let items = json["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2000);
+    let ndjson = fetch_stable(&c, s, id, Some("application/x-ndjson"))
+        .await
+        .body;
+    let lines: Vec<Value> = String::from_utf8(ndjson)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(&lines, items, "NDJSON has the JSON's items, in order");
+    let refs: std::collections::BTreeSet<&str> = items
+        .iter()
+        .map(|i| i["record_ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs.len(), 2000);
 }

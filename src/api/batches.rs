@@ -174,6 +174,42 @@ pub(super) async fn one(
             if cur.done {
                 return None;
             }
+            if let Some(separator) = joined_separator(form) {
+                // JSON and NDJSON: the items as stored, joined by the database.
+                let page = match store
+                    .batch_items_joined(&batch_id, cur.after, PAGE, separator)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        cur.done = true;
+                        return Some((Err(ApiError::unavailable(e)), cur));
+                    }
+                };
+                let mut out = Vec::new();
+                let count = match page {
+                    Some(page) => {
+                        if form == BatchFormat::Json && !cur.first {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(page.text.as_bytes());
+                        if form == BatchFormat::Ndjson {
+                            out.push(b'\n');
+                        }
+                        cur.first = false;
+                        cur.after = page.last_seq;
+                        page.count
+                    }
+                    None => 0,
+                };
+                if count < PAGE {
+                    cur.done = true;
+                    if form == BatchFormat::Json {
+                        out.extend_from_slice(b"]}");
+                    }
+                }
+                return Some((Ok(Bytes::from(out)), cur));
+            }
             let page = match store.batch_items(&batch_id, cur.after, PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -185,7 +221,7 @@ pub(super) async fn one(
                 Some(columns) => columns
                     .rows(page.iter().map(|i| i.body.as_str()))
                     .map_err(|e| unrenderable(&batch_id, cur.after, form, &e)),
-                None => render_page(form, &page, &batch_id, &mut cur.first),
+                None => render_xml_page(&page, &batch_id),
             };
             let mut out = match rendered {
                 Ok(out) => out,
@@ -199,10 +235,8 @@ pub(super) async fn one(
             }
             if (page.len() as i64) < PAGE {
                 cur.done = true;
-                match form {
-                    BatchFormat::Json => out.extend_from_slice(b"]}"),
-                    BatchFormat::Xml => out.extend_from_slice(formats::xml_foot().as_bytes()),
-                    BatchFormat::Ndjson | BatchFormat::Csv => {}
+                if form == BatchFormat::Xml {
+                    out.extend_from_slice(formats::xml_foot().as_bytes());
                 }
             }
             Some((Ok(Bytes::from(out)), cur))
@@ -213,34 +247,23 @@ pub(super) async fn one(
         .streaming(stream))
 }
 
-/// One page of items as JSON array members, NDJSON lines or XML `<item>` elements (CSV rows
-/// need the columns of pass 1, see [`CsvColumns::rows`]). `first`: no item was written yet.
-fn render_page(
-    form: BatchFormat,
-    page: &[BatchItem],
-    batch_id: &str,
-    first: &mut bool,
-) -> Result<Vec<u8>, ApiError> {
+/// The separator between stored items when a format sends them as they are (JSON, NDJSON).
+fn joined_separator(form: BatchFormat) -> Option<&'static str> {
+    match form {
+        BatchFormat::Json => Some(","),
+        BatchFormat::Ndjson => Some("\n"),
+        BatchFormat::Xml | BatchFormat::Csv => None,
+    }
+}
+
+/// One page of items as XML `<item>` elements (CSV rows need the columns of pass 1, see
+/// [`CsvColumns::rows`]).
+fn render_xml_page(page: &[BatchItem], batch_id: &str) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     for item in page {
-        match form {
-            BatchFormat::Json => {
-                if !*first {
-                    out.push(b',');
-                }
-                out.extend_from_slice(item.body.as_bytes());
-            }
-            BatchFormat::Ndjson => {
-                out.extend_from_slice(item.body.as_bytes());
-                out.push(b'\n');
-            }
-            BatchFormat::Xml | BatchFormat::Csv => {
-                let xml = formats::xml_item(&item.body)
-                    .map_err(|e| unrenderable(batch_id, item.seq, form, &e))?;
-                out.extend_from_slice(xml.as_bytes());
-            }
-        }
-        *first = false;
+        let xml = formats::xml_item(&item.body)
+            .map_err(|e| unrenderable(batch_id, item.seq, BatchFormat::Xml, &e))?;
+        out.extend_from_slice(xml.as_bytes());
     }
     Ok(out)
 }

@@ -391,6 +391,18 @@ pub struct BatchItem {
     pub body: String,
 }
 
+/// Consecutive items of a batch, their JSON joined by a separator (what a JSON or NDJSON
+/// fetch sends as is).
+#[derive(Debug, Clone)]
+pub struct JoinedItems {
+    /// How many items.
+    pub count: i64,
+    /// `seq` of the last one.
+    pub last_seq: i64,
+    /// The items' JSON, in order, with the separator between them.
+    pub text: String,
+}
+
 /// Rules for sealing a recipient's open items into a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct SealRule {
@@ -640,6 +652,15 @@ pub trait Store: Send + Sync {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<BatchItem>>;
+    /// Like [`Store::batch_items`], as one text with `separator` between the items, joined by
+    /// the database (one row instead of one a item); `None` when no item follows `after_seq`.
+    async fn batch_items_joined(
+        &self,
+        batch_id: &str,
+        after_seq: i64,
+        limit: i64,
+        separator: &str,
+    ) -> StoreResult<Option<JoinedItems>>;
     /// Marks the recipient's batch acknowledged (idempotent: a second ack changes nothing) and
     /// stores the findings of the first ack, each translated to the vendor's record through the
     /// batch's item with that `record_ref` (feedback, see [`Store::feedback`]).

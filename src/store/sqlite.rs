@@ -28,7 +28,7 @@
 
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
-    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, Month,
+    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, JoinedItems, Month,
     NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
     PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError, StoreResult,
     StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
@@ -823,6 +823,35 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(seq, body)| BatchItem { seq, body })
             .collect())
+    }
+
+    async fn batch_items_joined(
+        &self,
+        batch_id: &str,
+        after_seq: i64,
+        limit: i64,
+        separator: &str,
+    ) -> StoreResult<Option<JoinedItems>> {
+        let (count, last_seq, text): (i64, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), MAX(seq), group_concat(body, ?4 ORDER BY seq) FROM (\
+             SELECT seq, body FROM items WHERE batch_id = ?1 AND seq > ?2 \
+             ORDER BY seq LIMIT ?3)",
+        )
+        .bind(batch_id)
+        .bind(after_seq)
+        .bind(limit.max(0))
+        .bind(separator)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(map_err)?;
+        Ok(match (last_seq, text) {
+            (Some(last_seq), Some(text)) if count > 0 => Some(JoinedItems {
+                count,
+                last_seq,
+                text,
+            }),
+            _ => None,
+        })
     }
 
     async fn ack_batch(
