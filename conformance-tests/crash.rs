@@ -72,10 +72,14 @@ async fn crash_run(database_url: String) {
     for round in 0..ROUNDS {
         let mut child = start(&config, &base).await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Receipts of this round: the kill waits for the first, so every round proves
+        // something however slow the machine.
+        let receipts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut clients = Vec::new();
         for lane in 0..2 {
             let attempted = attempted.clone();
             let stop = stop.clone();
+            let receipts = receipts.clone();
             let base = base.clone();
             let first = next + lane * 1000;
             clients.push(tokio::spawn(async move {
@@ -97,6 +101,7 @@ async fn crash_run(database_url: String) {
                             if let Ok(v) = r.json::<serde_json::Value>().await {
                                 assert_eq!(v["accepted"], RECORDS as u64);
                                 attempted.lock().unwrap().insert(prefix, true);
+                                receipts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             }
                         }
                         _ => return,
@@ -106,7 +111,16 @@ async fn crash_run(database_url: String) {
             }));
         }
         next += 2000;
-        let wait = rand::thread_rng().gen_range(800..2500);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while receipts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no receipt within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Then at a random moment, most likely in the middle of a delivery.
+        let wait = rand::thread_rng().gen_range(100..1500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         child.kill().expect("SIGKILL");
         let _ = child.wait();

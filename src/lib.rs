@@ -16,7 +16,7 @@
 //! | [`validate`] | the canonical JSON Schema and code lists; parses drafts into [`model::CanonicalRecord`] |
 //! | [`consent`] | recipient policies, consent checks, field actions, pseudonyms, aggregates |
 //! | [`route`] | which accepted record goes to which recipient, and in what shape |
-//! | [`deliver`] | getting items out: sealing pull batches (push delivery comes here) |
+//! | [`deliver`] | getting items out: sealing batches, rendering them (JSON, NDJSON, XML, CSV), push lanes |
 //! | [`store`] | the storage trait and its SQLite and PostgreSQL implementations |
 //! | [`audit`] | the hash-chained audit trail, its verification and the disclosure report |
 //! | [`retention`] | purging old records, outputs, receipts and audit events; PostgreSQL partitions |

@@ -256,15 +256,29 @@ async fn spans_and_metrics_arrive_by_otlp_and_at_metrics() {
     let deliver = deliver.expect("a deliver span from the batch sealer");
     assert!(deliver.attributes["weiche.batches"].parse::<i64>().unwrap() >= 1);
 
-    // Prometheus text at /metrics.
-    let r = c.get(s.url("/metrics")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    let text = r.text().await.unwrap();
+    // Prometheus text at /metrics, once the sealer's pass over every recipient has set the
+    // outbox depths (a `deliver` span may come from a pass that is not the last).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let r = c.get(s.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let text = r.text().await.unwrap();
+        let open = routed.keys().any(|recipient| {
+            sample(
+                &text,
+                &format!("weiche_outbox_depth{{recipient=\"{recipient}\"}}"),
+            ) != Some(0.0)
+        });
+        if !open || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let count =
         |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
     assert_eq!(
