@@ -207,6 +207,20 @@ fn record_refs(items: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The statistics office's ready batches (listing seals what is due).
+async fn ready_batches(c: &Client, s: &TestServer) -> Vec<Value> {
+    let list = c
+        .get(s.url("/api/v1/batches?state=ready"))
+        .bearer_auth(STATS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    list["batches"].as_array().unwrap().clone()
+}
+
 async fn deliver(c: &Client, s: &TestServer, body: String) -> Value {
     let r = c
         .post(s.url("/api/v1/deliveries"))
@@ -250,16 +264,7 @@ async fn batches_in_four_formats(s: &TestServer) {
     assert_eq!(r["accepted"], 1190, "{r}");
     assert_eq!(r["cancelled"], 10, "{r}");
 
-    let list = c
-        .get(s.url("/api/v1/batches?state=ready"))
-        .bearer_auth(STATS_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let batches = list["batches"].as_array().unwrap().clone();
+    let batches = ready_batches(&c, s).await;
     assert!(!batches.is_empty());
     let mut total = 0;
     let mut cancellations = 0;
@@ -369,16 +374,10 @@ async fn unknown_accept_and_foreign_batches(s: &TestServer) {
     )
     .await;
     assert_eq!(r["accepted"], 3, "{r}");
-    let list = c
-        .get(s.url("/api/v1/batches?state=ready"))
-        .bearer_auth(STATS_TOKEN)
-        .send()
-        .await
+    let id = ready_batches(&c, s).await[0]["batch_id"]
+        .as_str()
         .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let id = list["batches"][0]["batch_id"].as_str().unwrap().to_string();
+        .to_string();
     for accept in ["application/pdf", "text/html", "application/xml;q=0"] {
         let f = fetch(&c, s, STATS_TOKEN, &id, Some(accept)).await;
         assert_eq!(f.status, 400, "{accept}");
@@ -419,17 +418,8 @@ async fn a_batch_of_whole_store_pages(s: &TestServer) {
     )
     .await;
     assert_eq!(r["routed"]["statistik-nrw"], 2000, "{r}");
-    let list = c
-        .get(s.url("/api/v1/batches"))
-        .bearer_auth(STATS_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let batches = list["batches"].as_array().unwrap();
-    assert_eq!(batches.len(), 1, "{list}");
+    let batches = ready_batches(&c, s).await;
+    assert_eq!(batches.len(), 1, "{batches:?}");
     assert_eq!(batches[0]["items"], 2000);
     let id = batches[0]["batch_id"].as_str().unwrap();
     let json: Value =

@@ -38,11 +38,12 @@ async fn start(backend: Backend, port: u16, ca_pem: &str) -> Option<TestServer> 
     Some(TestServer::from_config(dir, &config, url, None).await)
 }
 
-/// Delivers `n` records `<prefix>-<i>` (a fresh message id each time; `_what` names the call).
-async fn deliver(s: &TestServer, _what: &str, prefix: &str, n: usize) -> Value {
+/// Posts `n` records `<prefix>-<i>` (a fresh message id each time) to the server at `base`;
+/// the receipt, which must be `E1`.
+async fn post_records(base: &str, prefix: &str, n: usize) -> Value {
     let message_id = uuid::Uuid::new_v4().to_string();
     let r = reqwest::Client::new()
-        .post(s.url("/api/v1/deliveries?format=klidas-json"))
+        .post(format!("{base}/api/v1/deliveries?format=klidas-json"))
         .bearer_auth(VENDOR_TOKEN)
         .header("Content-Type", "application/json")
         .body(klidas_delivery(&message_id, prefix, n, "ergaenzung"))
@@ -53,6 +54,11 @@ async fn deliver(s: &TestServer, _what: &str, prefix: &str, n: usize) -> Value {
     let receipt: Value = r.json().await.unwrap();
     assert_eq!(receipt["status"], "E1", "{receipt}");
     receipt
+}
+
+/// Delivers `n` records `<prefix>-<i>` (`_what` names the call).
+async fn deliver(s: &TestServer, _what: &str, prefix: &str, n: usize) -> Value {
+    post_records(&s.base, prefix, n).await
 }
 
 async fn admin(s: &TestServer, method: reqwest::Method, path: &str) -> (StatusCode, Value) {
@@ -66,14 +72,18 @@ async fn admin(s: &TestServer, method: reqwest::Method, path: &str) -> (StatusCo
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Every item of the accepted requests once; items of one record in delivery order.
-fn assert_exactly_once_in_order(rx: &Receiver, expected: usize, deliveries: &[String]) {
-    let accepted = rx.accepted();
-    assert_eq!(accepted.len(), expected, "items accepted");
-    let distinct: BTreeSet<_> = accepted.iter().collect();
+/// `expected` distinct items (record ref, type, delivery), each once; items of one record in
+/// the order of their deliveries.
+fn assert_each_once_in_order(
+    items: &[(String, String, String)],
+    expected: usize,
+    deliveries: &[String],
+) {
+    assert_eq!(items.len(), expected, "items accepted");
+    let distinct: BTreeSet<_> = items.iter().collect();
     assert_eq!(distinct.len(), expected, "an item was accepted twice");
     let mut per_record: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (record_ref, _, delivery) in &accepted {
+    for (record_ref, _, delivery) in items {
         let pos = deliveries
             .iter()
             .position(|d| d == delivery)
@@ -86,6 +96,11 @@ fn assert_exactly_once_in_order(rx: &Receiver, expected: usize, deliveries: &[St
             "items of {record} out of order: {order:?}"
         );
     }
+}
+
+/// Every item of the accepted requests once; items of one record in delivery order.
+fn assert_exactly_once_in_order(rx: &Receiver, expected: usize, deliveries: &[String]) {
+    assert_each_once_in_order(&rx.accepted(), expected, deliveries);
     let log = rx.log();
     assert!(
         log.iter().all(|r| r.signature_ok),
@@ -366,25 +381,7 @@ impl Process {
 
     /// Posts `n` records `<prefix>-<i>`: (delivery id, items routed to the push recipient).
     async fn deliver(&self, prefix: &str, n: usize) -> (String, usize) {
-        let r = reqwest::Client::new()
-            .post(format!(
-                "{}/api/v1/deliveries?format=klidas-json",
-                self.base
-            ))
-            .bearer_auth(VENDOR_TOKEN)
-            .header("Content-Type", "application/json")
-            .body(klidas_delivery(
-                &uuid::Uuid::new_v4().to_string(),
-                prefix,
-                n,
-                "ergaenzung",
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let receipt: Value = r.json().await.unwrap();
-        assert_eq!(receipt["status"], "E1", "{receipt}");
+        let receipt = post_records(&self.base, prefix, n).await;
         (
             receipt["delivery_id"].as_str().unwrap().to_string(),
             receipt["routed"][JOBCENTER].as_u64().unwrap() as usize,
@@ -401,6 +398,15 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The instance holding the push recipient's lane.
+async fn lane_owner(pool: &sqlx::PgPool) -> Option<String> {
+    sqlx::query_scalar("SELECT owner FROM push_lanes WHERE recipient = $1")
+        .bind(JOBCENTER)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,13 +438,7 @@ async fn two_processes_deliver_each_item_once_when_the_lane_holder_is_killed() {
     rx.start();
     rx.wait_for(1, Duration::from_secs(30)).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let owner: Option<String> =
-        sqlx::query_scalar("SELECT owner FROM push_lanes WHERE recipient = $1")
-            .bind(JOBCENTER)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let owner = owner.expect("the lane is held");
+    let owner = lane_owner(&pool).await.expect("the lane is held");
     let holder = processes
         .iter()
         .position(|p| p.instance == owner)
@@ -467,29 +467,14 @@ async fn two_processes_deliver_each_item_once_when_the_lane_holder_is_killed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let items = rx.accepted_once_per_key();
-    assert_eq!(items.len(), expected, "every item once per key");
-    let distinct: BTreeSet<_> = items.iter().collect();
-    assert_eq!(distinct.len(), expected, "an item came under two keys");
-    let mut per_record: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (record_ref, _, delivery) in &items {
-        let pos = deliveries.iter().position(|d| d == delivery).unwrap();
-        per_record.entry(record_ref).or_default().push(pos);
-    }
-    for (record, order) in per_record {
-        assert!(
-            order.windows(2).all(|w| w[0] <= w[1]),
-            "items of {record} out of order: {order:?}"
-        );
-    }
+    // Once per key: a group the killed process had sent but not recorded comes again under
+    // its key, with the same items; no item comes under two keys.
+    assert_each_once_in_order(&rx.accepted_once_per_key(), expected, &deliveries);
     assert!(rx.log().iter().all(|r| r.signature_ok));
-    let owner: Option<String> =
-        sqlx::query_scalar("SELECT owner FROM push_lanes WHERE recipient = $1")
-            .bind(JOBCENTER)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(owner.as_deref(), Some(survivor.instance.as_str()));
+    assert_eq!(
+        lane_owner(&pool).await.as_deref(),
+        Some(survivor.instance.as_str())
+    );
     pool.close().await;
     rx.stop().await;
     drop(processes);
