@@ -5,7 +5,19 @@
 use serde::{Deserialize, Serialize};
 
 /// A code of the spec's error catalogue (`http-api.md`, "Error codes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Code {
     /// Not well-formed, or a DTD / entity declaration.
     X000,
@@ -162,7 +174,7 @@ impl std::fmt::Display for Code {
 }
 
 /// The error body of every API error: `{"code", "message", "details"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Catalogue code.
     pub code: Code,

@@ -264,9 +264,23 @@ async fn matrix(s: &TestServer) {
             }
         }
     }
-    // Health is open to everyone.
-    for path in ["/health/live", "/health/ready"] {
-        assert_eq!(c.get(s.url(path)).send().await.unwrap().status(), 200);
+    // Health, metrics, the OpenAPI document and the (data-free) admin page are open to
+    // everyone; a token changes nothing.
+    for path in [
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/admin/",
+        "/admin/app.js",
+        "/admin/app.css",
+    ] {
+        for who in EVERYONE {
+            let (got, _) = call(&c, s, Method::GET, path, who, None).await;
+            if got != 200 {
+                failures.push(format!("GET {path} as {who:?}: expected 200, got {got}"));
+            }
+        }
     }
     assert!(
         failures.is_empty(),

@@ -15,6 +15,23 @@ use std::collections::BTreeMap;
 /// Largest sample a preview takes (it is held in memory).
 pub const PREVIEW_LIMIT: usize = 10 << 20;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/mappings",
+    operation_id = "list_mappings",
+    tag = "admin",
+    summary = "Loaded mappings and files that failed to load",
+    description = "Role: **admin**.\n\n\
+        The mappings loaded now, with version (SHA-256 of the file), and every file that failed \
+        to load with its error. A mapping that fails to load never replaces a working one.",
+    responses(
+        (status = 200, description = "The mappings.", body = super::openapi::MappingsReport),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn mappings(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -51,12 +68,52 @@ pub(super) async fn mappings(
 }
 
 /// Query of the preview.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PreviewQuery {
+    /// The vendor to preview as (default: the mapping's `default_vendor`, else `preview`).
     vendor: Option<String>,
+    /// `full` or `partial` (`400 V000` otherwise).
+    #[param(pattern = "^(full|partial)$")]
     mode: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/mappings/{format}/preview",
+    operation_id = "preview_mapping",
+    tag = "admin",
+    summary = "Run a sample through a mapping and the policies; nothing stored",
+    description = "Role: **admin**.\n\n\
+        Answers the receipt, the canonical records and each recipient's view of them, as a \
+        delivery of the sample would give. Nothing is stored, routed, sent or audited; \
+        `cancelled` is always `0` and recorded withdrawals are not taken into account. The body \
+        is held in memory, at most 10 MiB, and must not be compressed; the `charset` of \
+        `Content-Type` is used as for deliveries.",
+    params(
+        ("format" = String, Path, description = "The mapping id."),
+        PreviewQuery,
+    ),
+    request_body(
+        description = "A sample export, unchanged.",
+        content(
+            (serde_json::Value = "application/json"),
+            (String = "application/xml"),
+            (String = "text/csv"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "What a delivery of the sample would give.", body = super::openapi::Preview),
+        (status = 400, description = "`V000`: no mapping loaded for `format`, or `mode` is neither `full` nor `partial`; `R400`: the body could not be read.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 413, description = "`L001`: the sample is larger than 10 MiB.", body = crate::catalogue::ErrorBody),
+        (status = 415, response = super::openapi::UnsupportedEncoding),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 500, description = "`I500`: the preview failed.", body = crate::catalogue::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn preview(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -129,6 +186,31 @@ pub(super) async fn preview(
 /// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: erasure (GDPR Art. 17). Deletes the
 /// client's records and outputs, tells every recipient holding one (`erasure` items, Art. 19),
 /// writes pseudonymous audit events, and compacts the database so the data is gone from its files.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/clients/{vendor}/{client_id}",
+    operation_id = "erase_client",
+    tag = "admin",
+    summary = "Erase a client and tell the recipients (GDPR Art. 17, 19)",
+    description = "Role: **admin**.\n\n\
+        Deletes the vendor's client's records and its items not yet sealed, blanks its items \
+        already sealed into batches, gives every recipient whose latest item for one of the \
+        records is a `record` item an `erasure` item, writes audit events, and compacts the \
+        database. Kept: receipts, recorded withdrawals, the audit trail. An unknown client \
+        answers `200` with `0` counts; repeating the request is harmless.",
+    params(
+        ("vendor" = String, Path, description = "The vendor id."),
+        ("client_id" = String, Path, description = "The vendor's client id."),
+    ),
+    responses(
+        (status = 200, description = "Erased.", body = super::openapi::Erasure),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn erase(
     req: HttpRequest,
     gw: web::Data<Gateway>,

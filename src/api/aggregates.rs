@@ -13,16 +13,44 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 /// Query of `GET /aggregates`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AggregatesQuery {
     /// Reporting month `YYYY-MM`.
+    #[param(required = true, pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-10")]
     period: Option<String>,
     /// Comma-separated dimensions.
+    #[param(required = true, example = "age_band,nationality_group")]
     by: Option<String>,
 }
 
 /// Answers `{"period", "by", "k", "cells", "rows", "grand_total"}`; cells in the dimensions'
 /// order, rows in order of first appearance, suppressed values `null`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/aggregates",
+    operation_id = "get_aggregates",
+    tag = "recipient",
+    summary = "Disclosure-controlled counts of own current records",
+    description = "Role: **recipient**.\n\n\
+        Counts the canonical records of one reporting month that the caller currently holds, by \
+        1–4 distinct dimensions of `program`, `sex`, `age_band`, `municipality_key`, `district`, \
+        `nationality_group`, `employment_status`, `school_qualification`, `service_kind`. A \
+        dimension is allowed only if the caller's policy does not drop its field. Counts below \
+        `k` (the policy's `min_cell`) are suppressed (`null`, `\"suppressed\": true`), with \
+        secondary suppression per row.",
+    params(AggregatesQuery),
+    responses(
+        (status = 200, description = "The counts.", body = super::openapi::Aggregates),
+        (status = 400, description = "`R400`: `period` is not a month `YYYY-MM`, or `by` is missing, empty, repeats or names an unknown dimension; `A001`: a dimension is not allowed for this recipient.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 500, description = "`I500`: no policy is configured for the recipient, or a stored record could not be read.", body = crate::catalogue::ErrorBody),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn get(
     req: HttpRequest,
     gw: web::Data<Gateway>,

@@ -31,11 +31,35 @@ pub(super) fn info_json(b: &BatchInfo) -> serde_json::Value {
 }
 
 /// Query of `GET /batches`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `ready` or `acknowledged`; without it, both (anything else is `400 R400`).
+    #[param(pattern = "^(ready|acknowledged)$")]
     state: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/batches",
+    operation_id = "list_batches",
+    tag = "recipient",
+    summary = "Own batches",
+    description = "Role: **recipient**.\n\n\
+        The caller's batches, oldest first (in sealing order). Before answering, whatever is due \
+        for the caller is sealed (open items reaching `batch_max_items`, or the oldest open item \
+        reaching `batch_max_age_secs`). A sealed batch never changes.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The batches.", body = super::openapi::BatchList),
+        (status = 400, description = "`R400`: `state` is neither `ready` nor `acknowledged`.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn list(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -93,6 +117,39 @@ fn unrenderable(batch_id: &str, seq: i64, form: BatchFormat, e: &FormatError) ->
     ApiError::new(Code::I500, "a stored item of this batch cannot be rendered")
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/batches/{id}",
+    operation_id = "get_batch",
+    tag = "recipient",
+    summary = "One batch's items, JSON, NDJSON, XML or CSV, streamed",
+    description = "Role: **recipient**.\n\n\
+        The batch's items (`record`, `cancellation`, `revocation`, `erasure`) in the order they \
+        arose, streamed (chunked). The format follows `Accept` (the highest `q` wins; on a tie \
+        the first listed): missing, `application/json`, `application/*` or `*/*` → \
+        `application/json`; `application/x-ndjson` → one item per line; `application/xml` or \
+        `text/xml` → `application/xml; charset=utf-8`, an XÖV-style statistics message; \
+        `text/csv` or `text/*` → `text/csv; charset=utf-8; header=present`, `;`-separated, one \
+        row per item. A batch can be fetched any number of times, also after it was \
+        acknowledged.",
+    params(("id" = String, Path, description = "The `batch_id`.")),
+    responses(
+        (status = 200, description = "The batch in the negotiated format.", content(
+            (super::openapi::BatchDocument = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "application/xml"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "`R400`: `Accept` names no format this version serves.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 500, description = "`I500`: a stored item cannot be rendered in the asked format.", body = crate::catalogue::ErrorBody),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn one(
     req: HttpRequest,
     gw: web::Data<Gateway>,

@@ -12,14 +12,45 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 /// Body of a withdrawal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalBody {
+    /// The vendor's client id (not empty).
+    #[schema(min_length = 1, example = "KL-0000")]
     client_id: String,
+    /// The consent withdrawn (not empty).
+    #[schema(min_length = 1, example = "EW-0000")]
     consent_id: String,
+    /// The first day (Europe/Berlin) on which the consent no longer holds, `YYYY-MM-DD`.
+    #[schema(format = Date, example = "2026-11-20")]
     withdrawn_on: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/consents/withdrawals",
+    operation_id = "withdraw_consent",
+    tag = "vendor",
+    summary = "Record a consent withdrawal; revokes what was sent under it",
+    description = "Role: **vendor**.\n\n\
+        Stores the withdrawal for the calling vendor's client: from `withdrawn_on` on, the consent \
+        no longer holds for routing (a repeated withdrawal keeps the earliest date). If that day \
+        has come, every recipient whose latest item for one of the client's records was sent \
+        under this consent gets a `revocation` item at once. Recipients under a statute are not \
+        affected. The body is JSON (its `Content-Type` is not checked), at most 1 MiB.",
+    request_body(content = WithdrawalBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded.", body = super::openapi::WithdrawalAnswer),
+        (status = 400, description = "`R400`: the body is not valid JSON, a member is missing or unknown, `client_id` or `consent_id` is empty, `withdrawn_on` is not a date.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 413, description = "`L001`: the body is larger than 1 MiB.", body = crate::catalogue::ErrorBody),
+        (status = 415, response = super::openapi::UnsupportedEncoding),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ("mutualTLS" = []), ("bearer" = [], "mutualTLS" = [])),
+)]
 pub(super) async fn withdraw(
     req: HttpRequest,
     gw: web::Data<Gateway>,

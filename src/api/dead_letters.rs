@@ -25,13 +25,36 @@ pub(crate) fn group_json(g: &PushGroup) -> serde_json::Value {
 }
 
 /// Query of `GET /admin/dead-letters`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only this push recipient's dead letters.
     recipient: Option<String>,
 }
 
 /// `GET /api/v1/admin/dead-letters[?recipient=…]`, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dead-letters",
+    operation_id = "list_dead_letters",
+    tag = "admin",
+    summary = "Push groups that could not be delivered",
+    description = "Role: **admin**.\n\n\
+        Groups of items a push recipient refused (a `4xx` other than `408`/`429`) or that \
+        reached `max_attempts`, oldest first. Query parameters other than `recipient` are \
+        refused (`400 R400`).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The dead letters.", body = super::openapi::DeadLetterList),
+        (status = 400, description = "`R400`: an unknown query parameter.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn list(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -48,6 +71,27 @@ pub(super) async fn list(
 }
 
 /// `POST /api/v1/admin/dead-letters/{id}/replay`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dead-letters/{id}/replay",
+    operation_id = "replay_dead_letter",
+    tag = "admin",
+    summary = "Send a dead letter again",
+    description = "Role: **admin**.\n\n\
+        The group is sent again, next in its recipient's line, with its attempts reset (an \
+        audit event `dead_letter_replay`). No request body.",
+    params(("id" = String, Path, description = "The group id.")),
+    responses(
+        (status = 200, description = "The group, `\"state\": \"pending\"`.", body = super::openapi::PushGroup),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, description = "`R409`: the group is not (or no longer) a dead letter.", body = crate::catalogue::ErrorBody),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn replay(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -57,6 +101,26 @@ pub(super) async fn replay(
 }
 
 /// `POST /api/v1/admin/dead-letters/{id}/discard`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dead-letters/{id}/discard",
+    operation_id = "discard_dead_letter",
+    tag = "admin",
+    summary = "Give a dead letter up for good",
+    description = "Role: **admin**.\n\n\
+        The group is never sent again (an audit event `dead_letter_discard`). No request body.",
+    params(("id" = String, Path, description = "The group id.")),
+    responses(
+        (status = 200, description = "The group, `\"state\": \"discarded\"`.", body = super::openapi::PushGroup),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, description = "`R409`: the group is not (or no longer) a dead letter.", body = crate::catalogue::ErrorBody),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn discard(
     req: HttpRequest,
     gw: web::Data<Gateway>,

@@ -13,12 +13,66 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 /// Query of `POST /deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PostQuery {
+    /// Mapping id (`klidas-json`, `xsozial-lieferung`, `fallwerk-csv`, `caseflow-xml`, or one
+    /// the administrator added). May be left out when the vendor has a default format.
+    #[param(example = "klidas-json")]
     format: Option<String>,
+    /// `full` or `partial` (default `partial`). Used only by mappings that take no mode from
+    /// the payload (`fallwerk-csv`, `caseflow-xml`), where anything else is `400 V000`; ignored
+    /// by the others.
+    #[param(pattern = "^(full|partial)$")]
     mode: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/deliveries",
+    operation_id = "post_delivery",
+    tag = "vendor",
+    summary = "Post an export; answer: the receipt",
+    description = "Role: **vendor**.\n\n\
+        The body is the vendor's export as it is, read as a stream up to the configured limit \
+        (`limits.max_body_bytes`). The mapping (`format`) decides how the bytes are read; \
+        `Content-Type` is not checked, only its `charset` parameter is used (by CSV mappings). \
+        A body may be sent with `Content-Encoding: gzip` (or `x-gzip`): it is decompressed as \
+        a stream and the limit counts decompressed bytes.\n\n\
+        The answer is the receipt (`E1`–`E3`: `200`; `E4`: `400`, `413` or `422`). A repeat with \
+        the same idempotency key (the payload's message id, else `Idempotency-Key`) and the same \
+        bytes answers the first receipt with `\"duplicate\": true` (`S100`) and changes nothing; \
+        other bytes under the same key are `409 S101`.",
+    params(
+        PostQuery,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 200,
+            description = "Used when the payload has no message id of its own. At most 200 characters (`400 R400`)."),
+        ("Content-Encoding" = Option<String>, Header, nullable = false,
+            description = "None, `identity`, `gzip` or `x-gzip`; anything else is `415 R415`."),
+    ),
+    request_body(
+        description = "The export, unchanged (any size up to the limit; optionally gzip-compressed, see `Content-Encoding`).",
+        content(
+            (serde_json::Value = "application/json"),
+            (String = "application/xml"),
+            (String = "text/csv"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Processed (`E1`, `E2`, `E3`, also a test delivery), or a repeat of the same bytes (`S100`, `\"duplicate\": true`).", body = Receipt),
+        (status = 400, description = "An `E4` receipt with `V000` (format version not supported), or an error body: `R400` (malformed query, `Idempotency-Key` over 200 characters) or `V000` (no format and no default, no mapping loaded, format not allowed for this vendor, bad `mode`).", body = super::openapi::ReceiptOrError),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, description = "`S101`: the idempotency key was used for a delivery with other content; nothing stored.", body = crate::catalogue::ErrorBody),
+        (status = 413, description = "An `E4` receipt with `L001`: the body (decompressed) is larger than the limit; nothing stored.", body = Receipt),
+        (status = 415, response = super::openapi::UnsupportedEncoding),
+        (status = 422, description = "An `E4` receipt (`X000`, `X001`, `S001`, `S010`, `L002`, `L003`, `L004`, `S020`), or an error body `X000` when the body broke off in transfer or its gzip is corrupt.", body = super::openapi::ReceiptOrError),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 500, description = "`I500`: a receipt could not be written or read back.", body = crate::catalogue::ErrorBody),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ("mutualTLS" = []), ("bearer" = [], "mutualTLS" = [])),
+)]
 pub(super) async fn post(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -80,10 +134,16 @@ pub(super) async fn post(
 }
 
 /// Query of `GET /deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// RFC 3339 time: only deliveries received at or after it (`400 R400` if malformed).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// Page size, 1–500 (values out of range are clamped), default 50 (`400 R400` if not a number).
+    #[param(default = 50)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page (opaque; `400 R400` if malformed).
     cursor: Option<String>,
 }
 
@@ -97,6 +157,26 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, id.to_string()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/deliveries",
+    operation_id = "list_deliveries",
+    tag = "vendor",
+    summary = "Own receipts, newest first, paginated",
+    description = "Role: **vendor**.\n\n\
+        The caller's own stored receipts (`E4` and test ones included), newest first (by receive \
+        time, then id). `next_cursor` is `null` on the last page.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of receipts.", body = super::openapi::DeliveryList),
+        (status = 400, description = "`R400`: malformed `since`, `limit` or `cursor`.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ("mutualTLS" = []), ("bearer" = [], "mutualTLS" = [])),
+)]
 pub(super) async fn list(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -137,6 +217,26 @@ pub(super) async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({"deliveries": receipts, "next_cursor": next})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/deliveries/{id}",
+    operation_id = "get_delivery",
+    tag = "vendor",
+    summary = "One own receipt",
+    description = "Role: **vendor**.\n\n\
+        The stored receipt (`\"duplicate\": false`). An unknown id and another vendor's delivery \
+        answer the same `404 N404`.",
+    params(("id" = String, Path, description = "The receipt's `delivery_id`.")),
+    responses(
+        (status = 200, description = "The stored receipt.", body = Receipt),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ("mutualTLS" = []), ("bearer" = [], "mutualTLS" = [])),
+)]
 pub(super) async fn one(
     req: HttpRequest,
     gw: web::Data<Gateway>,

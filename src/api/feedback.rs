@@ -20,10 +20,12 @@ pub const MAX_MESSAGE_CHARS: usize = 2_000;
 pub const MAX_REF_CHARS: usize = 256;
 
 /// Body of an acknowledgement.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Ack {
+    /// Findings about items of this batch (may be empty or left out); at most 10,000.
     #[serde(default)]
+    #[schema(max_items = 10_000)]
     findings: Vec<Finding>,
 }
 
@@ -56,6 +58,36 @@ fn check_findings(findings: &[Finding]) -> Result<(), String> {
 }
 
 /// `POST /api/v1/batches/{id}/ack`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/batches/{id}/ack",
+    operation_id = "ack_batch",
+    tag = "recipient",
+    summary = "Acknowledge a batch, with findings",
+    description = "Role: **recipient**.\n\n\
+        Idempotent: the first acknowledgement stores its findings and sets the state to \
+        `acknowledged`; a repeat changes nothing (its findings are ignored) and gets the same \
+        answer. An empty body acknowledges without findings. The findings are relayed to the \
+        originating vendors' `GET /api/v1/feedback`. The body is JSON (its `Content-Type` is not \
+        checked), at most 1 MiB. Limits: `record_ref` 1–256 and `code` 1–64 characters, \
+        `message` at most 2,000.",
+    params(("id" = String, Path, description = "The `batch_id`.")),
+    request_body(content = Ack, content_type = "application/json",
+        description = "Optional (an empty body acknowledges without findings): \
+            `{\"findings\": [{\"record_ref\", \"code\", \"message\"}]}`."),
+    responses(
+        (status = 200, description = "Acknowledged: the batch summary with `\"state\": \"acknowledged\"`.", body = super::openapi::BatchSummary),
+        (status = 400, description = "`R400`: the body is not valid JSON, has unknown members, a finding lacks `record_ref` or `code` or is over a limit, or a `record_ref` names no item of this batch; nothing was changed.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 413, description = "`L001`: the body is larger than 1 MiB.", body = crate::catalogue::ErrorBody),
+        (status = 415, response = super::openapi::UnsupportedEncoding),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub(super) async fn ack(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -94,15 +126,41 @@ pub(super) async fn ack(
 }
 
 /// Query of `GET /feedback`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FeedbackQuery {
+    /// `next_cursor` of the previous page (opaque; `400 R400` if malformed).
     cursor: Option<String>,
+    /// Page size, 1–1,000 (values out of range are clamped), default 100.
+    #[param(default = 100)]
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/feedback?cursor=…&limit=…`: the vendor's feedback, oldest first. The cursor is
 /// opaque (the position after the page's last entry); `next_cursor` is `null` on the last page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/feedback",
+    operation_id = "list_feedback",
+    tag = "vendor",
+    summary = "Findings of recipients about own records (Rückmeldungen)",
+    description = "Role: **vendor**.\n\n\
+        Findings that recipients sent with their acknowledgements about this vendor's records, \
+        oldest first, each translated from the recipient's `record_ref` back to the vendor's \
+        `record_id`. `next_cursor` is `null` on the last page. Query parameters other than \
+        `cursor` and `limit` are refused (`400 R400`).",
+    params(FeedbackQuery),
+    responses(
+        (status = 200, description = "One page of findings.", body = super::openapi::FeedbackList),
+        (status = 400, description = "`R400`: malformed `cursor` or `limit`, or an unknown query parameter.", body = crate::catalogue::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ),
+    security(("bearer" = []), ("mutualTLS" = []), ("bearer" = [], "mutualTLS" = [])),
+)]
 pub(super) async fn list(
     req: HttpRequest,
     gw: web::Data<Gateway>,

@@ -6,9 +6,11 @@ mod aggregates;
 mod audit;
 mod batches;
 mod consents;
+mod console;
 mod dead_letters;
 mod deliveries;
 mod feedback;
+mod openapi;
 mod ratelimit;
 pub mod tls;
 
@@ -135,10 +137,33 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
     Ok(principal)
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "health_live",
+    tag = "operations",
+    summary = "The process is up",
+    description = "Role: none (no authentication).",
+    responses((status = 200, description = "Always `{\"status\": \"ok\"}`.", body = openapi::Live)),
+)]
 async fn live() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "health_ready",
+    tag = "operations",
+    summary = "Database reachable and mappings loaded",
+    description = "Role: none (no authentication). Answers within about a second, also while \
+        the database is down.",
+    responses(
+        (status = 200, description = "Ready: the database answers and at least one mapping is loaded.", body = openapi::Readiness),
+        (status = 503, description = "Not ready (`\"status\": \"unavailable\"`): the database does not answer, or no mapping is loaded.", body = openapi::Readiness,
+            headers(("Retry-After" = String, description = "`5`"))),
+    ),
+)]
 async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
     // Answer within a probe's usual timeout even while the database is down.
     let db = matches!(
@@ -164,6 +189,16 @@ async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
 }
 
 /// Prometheus text exposition (ids, codes and counts only; no authentication, like `/health`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "Role: none (no authentication). The Prometheus text exposition format 0.0.4 \
+        (`text/plain; version=0.0.4; charset=utf-8`): ids, codes and counts only, no personal data.",
+    responses((status = 200, description = "The metrics.", body = String, content_type = "text/plain")),
+)]
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(crate::telemetry::metrics::CONTENT_TYPE)
@@ -258,11 +293,17 @@ pub(crate) fn rfc3339_ms(ms: i64) -> String {
 
 /// Registers every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health/live").route(web::get().to(live)))
+    cfg.service(resource("/admin").route(web::get().to(console::to_index)))
+        .service(resource("/admin/").route(web::get().to(console::index)))
+        .service(resource("/admin/app.js").route(web::get().to(console::script)))
+        .service(resource("/admin/app.css").route(web::get().to(console::style)))
+        .service(resource("/health/live").route(web::get().to(live)))
         .service(resource("/health/ready").route(web::get().to(ready)))
         .service(resource("/metrics").route(web::get().to(metrics)))
         .service(
             web::scope("/api/v1")
+                // Open to everyone: it describes the API and holds no data.
+                .service(resource("/openapi.json").route(web::get().to(openapi::document)))
                 .service(
                     resource("/deliveries")
                         .route(web::post().to(deliveries::post))

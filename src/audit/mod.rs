@@ -63,7 +63,7 @@ impl AuditKey {
 }
 
 /// One field of an output with the action applied to it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldAction {
     /// Canonical path without indices.
     pub path: String,
@@ -131,7 +131,7 @@ use std::borrow::Borrow;
 pub const VERIFY_PAGE: i64 = 5_000;
 
 /// The first place where the hash chain does not hold.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BrokenLink {
     /// `seq` of the stored event at which the break was found (as stored, so for a missing
     /// event this is the first event after the gap).
@@ -144,7 +144,7 @@ pub struct BrokenLink {
 ///
 /// Serialises as `{"events", "intact", "first_broken": {"seq","reason"} | null, "last_hash",
 /// "anchor": {"seq","hash"} | null}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Verification {
     /// Number of events read (the whole trail, also past a break).
     pub events: u64,

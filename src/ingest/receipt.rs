@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Receipt status after the German social-insurance convention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Status {
     /// All accepted.
     E1,
@@ -40,7 +40,7 @@ impl Status {
 }
 
 /// One entry of `errors` or `warnings`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     /// 1-based record position, `null` for delivery-level entries.
     pub record: Option<usize>,
@@ -84,7 +84,7 @@ impl Entry {
 }
 
 /// One entry of `notes`: routing remarks per record and recipient (`C001`, `C002`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Note {
     /// 1-based record position.
     pub record: usize,
@@ -99,7 +99,7 @@ pub struct Note {
 }
 
 /// The receipt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
     /// Weiche's delivery id.
     pub delivery_id: String,

@@ -236,7 +236,7 @@ pub struct Withdrawal {
 
 /// The link to the purged part of the audit chain: the last purged event's `seq` and stored
 /// hash. The first kept event must be `seq + 1` with `prev_hash = hash`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditAnchor {
     /// `seq` of the last purged event.
     pub seq: i64,
@@ -507,7 +507,7 @@ pub struct PushResult {
 }
 
 /// A finding a recipient sent with a batch acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Finding {
     /// The recipient's reference of the record (an item's `record_ref` in that batch).
