@@ -180,6 +180,53 @@ async fn documents_exactly_the_served_routes() {
     s.stop().await;
 }
 
+/// A method a path does not serve answers `405 M405` with an `Allow` header naming the methods
+/// it does serve (RFC 9110), which are the ones the document gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_are_405_with_allow() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let mut allowed: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (method, template) in ROUTES {
+        allowed
+            .entry(template)
+            .or_default()
+            .push(method.to_uppercase());
+    }
+    let mut failures = Vec::new();
+    for (template, methods) in &allowed {
+        for method in ["PATCH", "PUT", "TRACE"] {
+            let r = c
+                .request(
+                    Method::from_bytes(method.as_bytes()).unwrap(),
+                    s.url(&concrete(template)),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let allow: BTreeSet<String> = r
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
+            let code = r.json::<Value>().await.unwrap_or(Value::Null)["code"].clone();
+            let want: BTreeSet<String> = methods.iter().cloned().collect();
+            if status != 405 || code != "M405" || allow != want {
+                failures.push(format!(
+                    "{method} {template}: {status} {code} Allow {allow:?}, expected 405 M405 Allow {want:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    s.stop().await;
+}
+
 /// The routes that `routes()` in src/api/mod.rs registers, read from its source: each
 /// `resource("…")` with its `web::<method>()` routes, under the `web::scope("…")` around it.
 fn routes_in_source() -> BTreeSet<(String, String)> {

@@ -17,10 +17,20 @@ use serde::Deserialize;
 #[into_params(parameter_in = Query)]
 pub struct AggregatesQuery {
     /// Reporting month `YYYY-MM`.
-    #[param(required = true, pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-10")]
+    #[param(
+        required = true,
+        pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$",
+        example = "2026-10"
+    )]
     period: Option<String>,
-    /// Comma-separated dimensions.
-    #[param(required = true, example = "age_band,nationality_group")]
+    /// Comma-separated dimensions (1–4, distinct): `program`, `sex`, `age_band`,
+    /// `municipality_key`, `district`, `nationality_group`, `employment_status`,
+    /// `school_qualification`, `service_kind`.
+    #[param(
+        required = true,
+        example = "age_band,nationality_group",
+        pattern = "^(program|sex|age_band|municipality_key|district|nationality_group|employment_status|school_qualification|service_kind)(,(program|sex|age_band|municipality_key|district|nationality_group|employment_status|school_qualification|service_kind)){0,3}$"
+    )]
     by: Option<String>,
 }
 

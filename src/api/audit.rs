@@ -69,10 +69,10 @@ pub(super) async fn verify(
 #[into_params(parameter_in = Query)]
 pub(super) struct DisclosureQuery {
     /// The vendor id.
-    #[param(required = true)]
+    #[param(required = true, min_length = 1)]
     vendor: Option<String>,
     /// The vendor's client id.
-    #[param(required = true)]
+    #[param(required = true, min_length = 1)]
     client_id: Option<String>,
 }
 

@@ -209,11 +209,18 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(Code::N404, "no such endpoint"))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        Code::M405,
-        "method not allowed on this endpoint",
-    ))
+/// `405 M405` with the `Allow` header RFC 9110 asks for: the methods the OpenAPI document gives
+/// the matched path (the document lists exactly the routes served, `tests/openapi.rs`).
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut resp =
+        ApiError::new(Code::M405, "method not allowed on this endpoint").error_response();
+    if let Some(allow) = req.match_pattern().and_then(|p| openapi::allow(&p))
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow)
+    {
+        resp.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    resp
 }
 
 /// Turns error answers that actix-web produced itself (e.g. `413` for a body over an extractor's

@@ -139,6 +139,36 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
         .expect("the OpenAPI document serialises to JSON")
 });
 
+/// The methods of each path of the document, as an `Allow` header value (`GET, POST`).
+static ALLOW: LazyLock<std::collections::HashMap<String, String>> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .paths
+        .paths
+        .into_iter()
+        .map(|(path, item)| {
+            let methods: Vec<&str> = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("OPTIONS", item.options.is_some()),
+                ("HEAD", item.head.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("TRACE", item.trace.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, present)| present.then_some(name))
+            .collect();
+            (path, methods.join(", "))
+        })
+        .collect()
+});
+
+/// The `Allow` header value of a route pattern (`/api/v1/batches/{id}`), if it is documented.
+pub(super) fn allow(pattern: &str) -> Option<&'static str> {
+    ALLOW.get(pattern).map(String::as_str)
+}
+
 /// `GET /api/v1/openapi.json`.
 #[utoipa::path(
     get,

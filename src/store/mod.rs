@@ -511,11 +511,14 @@ pub struct PushResult {
 #[serde(deny_unknown_fields)]
 pub struct Finding {
     /// The recipient's reference of the record (an item's `record_ref` in that batch).
+    #[schema(min_length = 1, max_length = 256)]
     pub record_ref: String,
     /// The recipient's finding code.
+    #[schema(min_length = 1, max_length = 64)]
     pub code: String,
     /// The recipient's message.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub message: String,
 }
 
