@@ -229,6 +229,7 @@ contract_tests!(
     erase_client_deletes_open_and_stubs_sealed_items,
     withdrawals_keep_the_earliest_date,
     audit_chain_links_and_pages,
+    audit_field_sets_are_stored_once_with_their_events,
     concurrent_audit_from_two_stores_is_gap_free,
     current_records_are_active_and_held,
     purge_records_by_reporting_period,
@@ -330,6 +331,7 @@ fn event(kind: &str, subject: Option<&str>, body: &str) -> NewAuditEvent {
         kind: kind.into(),
         subject: subject.map(str::to_string),
         body: body.into(),
+        field_set: None,
     }
 }
 
@@ -2181,6 +2183,41 @@ async fn withdrawals_keep_the_earliest_date(b: &Backend) {
     );
 }
 
+async fn audit_field_sets_are_stored_once_with_their_events(b: &Backend) {
+    let s = &b.store;
+    let set = |fields: &str| Arc::new(weiche::store::FieldSet::new(fields.to_string()));
+    let a = set(r#"[{"path":"client.sex","action":"keep"}]"#);
+    let c = set(r#"[{"path":"case.program","action":"keep"}]"#);
+    let with = |n: i64, f: &Arc<weiche::store::FieldSet>| NewAuditEvent {
+        field_set: Some(f.clone()),
+        ..event_at(1_700_000_000_000, n)
+    };
+    // Rolled back: neither the events nor their set stay.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.audit(&[with(0, &c)]).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(s.field_sets(&[c.sha256.clone()]).await.unwrap().is_empty());
+    // Many events, two sets: each set once, also when a later transaction brings it again.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.audit(&[with(1, &a), with(2, &a), with(3, &c)])
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.audit(&[with(4, &a)]).await.unwrap();
+    tx.commit_plain().await.unwrap();
+    let mut got = s
+        .field_sets(&[a.sha256.clone(), c.sha256.clone(), "f".repeat(64)])
+        .await
+        .unwrap();
+    got.sort_by(|x, y| x.sha256.cmp(&y.sha256));
+    let mut want = vec![(*a).clone(), (*c).clone()];
+    want.sort_by(|x, y| x.sha256.cmp(&y.sha256));
+    assert_eq!(got, want);
+    assert!(s.field_sets(&[]).await.unwrap().is_empty());
+    assert_eq!(s.audit_events(0, 100).await.unwrap().len(), 4);
+}
+
 async fn audit_chain_links_and_pages(b: &Backend) {
     let s = &b.store;
     assert!(s.audit_events(0, 10).await.unwrap().is_empty());
@@ -2788,6 +2825,7 @@ fn event_at(at_ms: i64, n: i64) -> NewAuditEvent {
         kind: "routing".into(),
         subject: Some("S1".into()),
         body: format!(r#"{{"n":{n}}}"#),
+        field_set: None,
     }
 }
 

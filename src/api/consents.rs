@@ -108,6 +108,7 @@ pub(super) async fn withdraw(
             consent_id: Some(w.consent_id.clone()),
             policy_version: None,
             fields: Vec::new(),
+            fields_sha256: None,
             note: Some(format!("withdrawn on {}", w.withdrawn_on)),
         };
         tx.audit(&[crate::store::NewAuditEvent {
@@ -115,6 +116,7 @@ pub(super) async fn withdraw(
             kind: "withdrawal".into(),
             subject: Some(subject.clone()),
             body: event.to_json(),
+            field_set: None,
         }])
         .await?;
         lifecycle::notify(

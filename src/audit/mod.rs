@@ -105,9 +105,14 @@ pub struct Event {
     /// SHA-256 of the policy as loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
-    /// Each delivered field with its action.
+    /// Each delivered field with its action (events written before field sets existed; new
+    /// routing events refer to a field set instead, `fields_sha256`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldAction>,
+    /// SHA-256 of the stored field set ([`crate::store::FieldSet`]) that lists each delivered
+    /// field with its action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields_sha256: Option<String>,
     /// Why nothing was routed (`C001`) or other remarks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -400,18 +405,69 @@ pub async fn disclosure(
 ) -> Result<Vec<serde_json::Value>, StoreError> {
     let subject = key.subject(vendor, client_id);
     let rows = store.audit_by_subject(&subject).await?;
-    rows.iter().map(disclosure_entry).collect()
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let e: Event = serde_json::from_str(&row.body).map_err(|err| {
+            StoreError::Corrupt(format!(
+                "audit event {} is not a valid event: {err}",
+                row.seq
+            ))
+        })?;
+        events.push((row.seq, e));
+    }
+    let mut wanted: Vec<String> = events
+        .iter()
+        .filter_map(|(_, e)| e.fields_sha256.clone())
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let sets = field_sets(store, &wanted).await?;
+    events
+        .into_iter()
+        .map(|(seq, mut e)| {
+            if let Some(sha256) = &e.fields_sha256 {
+                e.fields = sets.get(sha256).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("audit event {seq}: field set {sha256} is missing"))
+                })?;
+            }
+            Ok(disclosure_entry(e))
+        })
+        .collect()
 }
 
-/// One entry of a disclosure report from a stored event.
-fn disclosure_entry(row: &AuditRow) -> Result<serde_json::Value, StoreError> {
-    let e: Event = serde_json::from_str(&row.body).map_err(|err| {
-        StoreError::Corrupt(format!(
-            "audit event {} is not a valid event: {err}",
-            row.seq
-        ))
-    })?;
-    Ok(serde_json::json!({
+/// The field sets with these hashes, each checked against its hash (an edited set is
+/// [`StoreError::Corrupt`], as an edited event breaks the chain).
+async fn field_sets(
+    store: &dyn Store,
+    sha256s: &[String],
+) -> Result<std::collections::HashMap<String, Vec<FieldAction>>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    if sha256s.is_empty() {
+        return Ok(out);
+    }
+    for set in store.field_sets(sha256s).await? {
+        if crate::store::FieldSet::new(set.fields.clone()).sha256 != set.sha256 {
+            return Err(StoreError::Corrupt(format!(
+                "field set {} does not match its SHA-256: it was altered",
+                set.sha256
+            )));
+        }
+        let fields: Vec<FieldAction> = serde_json::from_str(&set.fields).map_err(|err| {
+            StoreError::Corrupt(format!("field set {} is not valid: {err}", set.sha256))
+        })?;
+        out.insert(set.sha256, fields);
+    }
+    Ok(out)
+}
+
+/// The field set of a list of delivered fields: `[{"path","action"}]` and its SHA-256.
+pub fn field_set(fields: &[FieldAction]) -> crate::store::FieldSet {
+    crate::store::FieldSet::new(serde_json::to_string(fields).expect("field actions serialise"))
+}
+
+/// One entry of a disclosure report from a stored event (its field set resolved).
+fn disclosure_entry(e: Event) -> serde_json::Value {
+    serde_json::json!({
         "at": e.at,
         "kind": e.kind,
         "delivery_id": e.delivery_id,
@@ -424,7 +480,7 @@ fn disclosure_entry(row: &AuditRow) -> Result<serde_json::Value, StoreError> {
         "reporting_period": e.reporting_period,
         "record_ref": e.record_ref,
         "note": e.note,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -725,42 +781,79 @@ mod chain_tests {
         assert!(json["first_broken"]["reason"].is_string());
     }
 
-    #[test]
-    fn disclosure_entries_carry_who_what_when_and_basis() {
-        let e = Event {
-            at: "2026-02-01T10:00:00.000Z".into(),
+    /// A routing event of client `C` of vendor `acme`.
+    fn routing_event(
+        n: usize,
+        fields: Vec<FieldAction>,
+        set: Option<&crate::store::FieldSet>,
+    ) -> Event {
+        Event {
+            at: format!("2026-02-01T10:00:0{n}.000Z"),
             kind: "routing".into(),
-            delivery_id: Some("d-1".into()),
+            delivery_id: Some(format!("d-{n}")),
             vendor: "acme".into(),
-            record_ref: Some("ref-1".into()),
+            record_ref: Some(format!("ref-{n}")),
             reporting_period: Some("2026-01".into()),
             recipient: Some("statistik".into()),
             legal_basis: Some("statute".into()),
             citation: Some("§ 1 Test".into()),
             consent_id: None,
             policy_version: Some("p1".into()),
-            fields: vec![FieldAction {
-                path: "client.sex".into(),
-                action: "keep".into(),
-            }],
+            fields,
+            fields_sha256: set.map(|s| s.sha256.clone()),
             note: None,
-        };
-        let row = AuditRow {
-            seq: 1,
+        }
+    }
+
+    async fn append_one(
+        store: &dyn Store,
+        e: &Event,
+        set: Option<crate::store::FieldSet>,
+        body: Option<&str>,
+    ) {
+        let key = AuditKey::new(b"test key".to_vec());
+        let mut tx = store.begin_delivery().await.unwrap();
+        tx.audit(&[crate::store::NewAuditEvent {
             at_ms: 0,
             kind: "routing".into(),
-            subject: Some("S".into()),
-            body: e.to_json(),
-            prev_hash: GENESIS.into(),
-            hash: String::new(),
-        };
-        let entry = disclosure_entry(&row).unwrap();
-        assert_eq!(
-            entry,
+            subject: Some(key.subject("acme", "C")),
+            body: body.map_or_else(|| e.to_json(), str::to_string),
+            field_set: set.map(std::sync::Arc::new),
+        }])
+        .await
+        .unwrap();
+        tx.commit_plain().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn disclosure_entries_carry_who_what_when_and_basis() {
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let key = AuditKey::new(b"test key".to_vec());
+        let sex = vec![FieldAction {
+            path: "client.sex".into(),
+            action: "keep".into(),
+        }];
+        // An event with its fields inline (as written before field sets), and one that refers
+        // to a stored field set: both report the fields.
+        append_one(&store, &routing_event(1, sex.clone(), None), None, None).await;
+        let set = field_set(&sex);
+        append_one(
+            &store,
+            &routing_event(2, Vec::new(), Some(&set)),
+            Some(set.clone()),
+            None,
+        )
+        .await;
+        let stored = store.audit_events(0, 10).await.unwrap();
+        assert!(!stored[1].body.contains("client.sex"), "{}", stored[1].body);
+        let report = disclosure(&store, &key, "acme", "C").await.unwrap();
+        let entry = |n: usize| {
             serde_json::json!({
-                "at": "2026-02-01T10:00:00.000Z",
+                "at": format!("2026-02-01T10:00:0{n}.000Z"),
                 "kind": "routing",
-                "delivery_id": "d-1",
+                "delivery_id": format!("d-{n}"),
                 "recipient": "statistik",
                 "legal_basis": "statute",
                 "citation": "§ 1 Test",
@@ -768,16 +861,75 @@ mod chain_tests {
                 "policy_version": "p1",
                 "fields": [{"path": "client.sex", "action": "keep"}],
                 "reporting_period": "2026-01",
-                "record_ref": "ref-1",
+                "record_ref": format!("ref-{n}"),
                 "note": null,
             })
-        );
-        let bad = AuditRow {
-            body: "not json".into(),
-            ..row
         };
+        assert_eq!(report, vec![entry(1), entry(2)]);
+        // A second event with the same set stores it once.
+        append_one(
+            &store,
+            &routing_event(3, Vec::new(), Some(&set)),
+            Some(set.clone()),
+            None,
+        )
+        .await;
+        assert_eq!(
+            store.field_sets(&[set.sha256.clone()]).await.unwrap(),
+            vec![set.clone()]
+        );
+        assert_eq!(
+            disclosure(&store, &key, "acme", "C").await.unwrap().len(),
+            3
+        );
+
+        // A set that is missing, or that does not match its hash, is corruption.
+        let other = field_set(&[FieldAction {
+            path: "client.birth_date".into(),
+            action: "generalise:year".into(),
+        }]);
+        append_one(
+            &store,
+            &routing_event(4, Vec::new(), Some(&other)),
+            None,
+            None,
+        )
+        .await;
         assert!(matches!(
-            disclosure_entry(&bad),
+            disclosure(&store, &key, "acme", "C").await,
+            Err(StoreError::Corrupt(m)) if m.contains("missing")
+        ));
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let forged = crate::store::FieldSet {
+            sha256: set.sha256.clone(),
+            fields: other.fields.clone(),
+        };
+        append_one(
+            &store,
+            &routing_event(1, Vec::new(), Some(&set)),
+            Some(forged),
+            None,
+        )
+        .await;
+        assert!(matches!(
+            disclosure(&store, &key, "acme", "C").await,
+            Err(StoreError::Corrupt(m)) if m.contains("altered")
+        ));
+        // A body that is not an event is corruption too.
+        let store = crate::store::SqliteStore::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        append_one(
+            &store,
+            &routing_event(1, Vec::new(), None),
+            None,
+            Some("not json"),
+        )
+        .await;
+        assert!(matches!(
+            disclosure(&store, &key, "acme", "C").await,
             Err(StoreError::Corrupt(_))
         ));
     }
@@ -801,6 +953,7 @@ mod chain_tests {
                     consent_id: None,
                     policy_version: None,
                     fields: Vec::new(),
+                    fields_sha256: None,
                     note: None,
                 };
                 crate::store::NewAuditEvent {
@@ -808,6 +961,7 @@ mod chain_tests {
                     kind: "routing".into(),
                     subject: Some(key.subject(vendor, &client)),
                     body: e.to_json(),
+                    field_set: None,
                 }
             })
             .collect();

@@ -177,6 +177,31 @@ pub fn delivered_fields(policy: &Policy, consent: Option<&Consent>) -> Vec<(&'st
         .collect()
 }
 
+/// The audit field set of what the recipient gets under `consent` ([`delivered_fields`] with
+/// their actions), made once per policy and consent scope.
+pub fn delivered_field_set(
+    policy: &Policy,
+    consent: Option<&Consent>,
+) -> std::sync::Arc<crate::store::FieldSet> {
+    let scope = consent.map(|c| {
+        crate::model::FIELD_GROUPS
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| c.fields.iter().any(|f| f == *g))
+            .fold(0u8, |bits, (i, _)| bits | (1 << i))
+    });
+    policy.field_sets.get_or_make(scope, || {
+        let fields: Vec<crate::audit::FieldAction> = delivered_fields(policy, consent)
+            .into_iter()
+            .map(|(path, a)| crate::audit::FieldAction {
+                path: path.to_string(),
+                action: a.name(),
+            })
+            .collect();
+        crate::audit::field_set(&fields)
+    })
+}
+
 /// Field groups the policy would let through but the consent does not cover, among those the
 /// record has data in (`C002`).
 pub fn uncovered_groups(
@@ -285,5 +310,54 @@ mod tests {
         assert_eq!(age_band("1961", end), Some("65+"));
         assert_eq!(age_band("2026-10", end), Some("0-2"));
         assert_eq!(period_end("2026-12").unwrap().to_string(), "2026-12-31");
+    }
+
+    /// The cached field set of every consent scope is the set of [`delivered_fields`] of that
+    /// consent, made once.
+    #[test]
+    fn field_sets_per_consent_scope() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/statistik-nrw.toml"),
+        )
+        .unwrap();
+        let policy = Policy::from_text("statistik-nrw.toml", &text).unwrap();
+        let direct = |consent: Option<&Consent>| {
+            let fields: Vec<crate::audit::FieldAction> = delivered_fields(&policy, consent)
+                .into_iter()
+                .map(|(path, a)| crate::audit::FieldAction {
+                    path: path.to_string(),
+                    action: a.name(),
+                })
+                .collect();
+            crate::audit::field_set(&fields)
+        };
+        let mut distinct = std::collections::BTreeSet::new();
+        for bits in 0u16..=128 {
+            let consent = (bits < 128).then(|| Consent {
+                consent_id: format!("c{bits}"),
+                purpose: "statistik".into(),
+                recipient: "*".into(),
+                // Groups in another order, and a name that is no group, change nothing.
+                fields: crate::model::FIELD_GROUPS
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, g)| g.to_string())
+                    .chain(["no.such.group".to_string()])
+                    .collect(),
+                granted_on: "2026-01-01".into(),
+                valid_until: None,
+                withdrawn_on: None,
+            });
+            let cached = delivered_field_set(&policy, consent.as_ref());
+            assert_eq!(*cached, direct(consent.as_ref()), "scope {bits}");
+            assert!(std::sync::Arc::ptr_eq(
+                &cached,
+                &delivered_field_set(&policy, consent.as_ref())
+            ));
+            distinct.insert(cached.sha256.clone());
+        }
+        assert!(distinct.len() > 2, "scopes give different sets");
     }
 }

@@ -333,6 +333,7 @@ fn event(
         kind: kind.to_string(),
         subject: None,
         body: body.to_string(),
+        field_set: None,
     }
 }
 

@@ -67,6 +67,7 @@ pub fn event(
         consent_id: holder.consent_id.clone(),
         policy_version: policy.map(|p| p.version.clone()),
         fields: Vec::new(),
+        fields_sha256: None,
         note: None,
     };
     NewAuditEvent {
@@ -74,6 +75,7 @@ pub fn event(
         kind: kind.as_str().to_string(),
         subject,
         body: body.to_json(),
+        field_set: None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! program, vendor and municipality-key prefix; a selected record becomes one output item, the
 //! recipient's view of it ([`crate::consent::apply`]).
 
-use crate::audit::{AuditKey, Event, FieldAction};
+use crate::audit::{AuditKey, Event};
 use crate::catalogue::Code;
 use crate::consent::policy::LegalBasis;
 use crate::consent::{self, Policy, PseudonymKey};
@@ -235,17 +235,7 @@ impl Router {
         note: Option<&str>,
     ) -> NewAuditEvent {
         let policy = &r.policy;
-        let fields = if kind == "routing" {
-            consent::delivered_fields(policy, consent)
-                .into_iter()
-                .map(|(path, a)| FieldAction {
-                    path: path.to_string(),
-                    action: a.name(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let field_set = (kind == "routing").then(|| consent::delivered_field_set(policy, consent));
         let event = Event {
             at: ctx.at.to_string(),
             kind: kind.to_string(),
@@ -265,7 +255,8 @@ impl Router {
             citation: policy.file.citation.clone(),
             consent_id: consent.map(|c| c.consent_id.clone()),
             policy_version: Some(policy.version.clone()),
-            fields,
+            fields: Vec::new(),
+            fields_sha256: field_set.as_ref().map(|f| f.sha256.clone()),
             note: note.map(str::to_string),
         };
         NewAuditEvent {
@@ -275,6 +266,7 @@ impl Router {
             kind: kind.to_string(),
             subject,
             body: event.to_json(),
+            field_set,
         }
     }
 }

@@ -202,6 +202,32 @@ pub struct NewAuditEvent {
     pub subject: Option<String>,
     /// Canonical JSON of the event (pseudonymous only: ids, refs, actions).
     pub body: String,
+    /// The field set the body refers to by its SHA-256 (`fields_sha256`), stored with the event
+    /// unless already stored.
+    pub field_set: Option<Arc<FieldSet>>,
+}
+
+/// The delivered fields of a routing decision with their actions (`[{"path","action"}]`),
+/// stored once in `audit_field_sets` and referred to by the audit events by SHA-256: a
+/// recipient's list is the same for every record under one policy and consent scope, and
+/// repeating it in each event made it most of the audit trail's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSet {
+    /// `hex(SHA-256(fields))`.
+    pub sha256: String,
+    /// The JSON array of `{"path","action"}`.
+    pub fields: String,
+}
+
+impl FieldSet {
+    /// A field set of a JSON array text, with its hash.
+    pub fn new(fields: String) -> FieldSet {
+        use sha2::Digest;
+        FieldSet {
+            sha256: hex::encode(sha2::Sha256::digest(fields.as_bytes())),
+            fields,
+        }
+    }
 }
 
 /// A stored audit event with its chain link.
@@ -685,6 +711,8 @@ pub trait Store: Send + Sync {
     async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>>;
     /// Audit events about one subject, in order.
     async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>>;
+    /// The stored field sets among `sha256s` (those absent are left out).
+    async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>>;
     /// Makes deleted data unrecoverable from the database files where the backend allows
     /// (SQLite: `secure_delete` is on; this checkpoints and truncates the WAL).
     async fn compact(&self) -> StoreResult<()>;
@@ -856,6 +884,17 @@ fn periods_json(mut periods: Vec<String>) -> String {
     periods.sort_unstable();
     periods.dedup();
     serde_json::to_string(&periods).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The distinct field sets the events refer to, in first-seen order.
+fn field_sets_of(events: &[NewAuditEvent]) -> Vec<&FieldSet> {
+    let mut out: Vec<&FieldSet> = Vec::new();
+    for set in events.iter().filter_map(|e| e.field_set.as_deref()) {
+        if !out.iter().any(|s| s.sha256 == set.sha256) {
+            out.push(set);
+        }
+    }
+    out
 }
 
 /// The state, next due time and error an outcome writes.

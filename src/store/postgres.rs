@@ -34,11 +34,11 @@
 
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
-    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, JoinedItems, Month,
-    NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
-    PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError, StoreResult,
-    StoredDelivery, Withdrawal, batches_to_seal, feedback_row, feedback_rows, findings_json,
-    outcome_columns, periods_json, should_seal,
+    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
+    JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
+    PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
+    StoreResult, StoredDelivery, Withdrawal, batches_to_seal, feedback_row, feedback_rows,
+    field_sets_of, findings_json, outcome_columns, periods_json, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -467,6 +467,17 @@ impl DeliveryTx for PgDeliveryTx {
     async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
+        }
+        let sets = field_sets_of(events);
+        if !sets.is_empty() {
+            let mut qb =
+                QueryBuilder::<Postgres>::new("INSERT INTO audit_field_sets (sha256, fields) ");
+            qb.push_values(sets, |mut row, set| {
+                row.push_bind(set.sha256.as_str())
+                    .push_bind(set.fields.as_str());
+            });
+            qb.push(" ON CONFLICT (sha256) DO NOTHING");
+            qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
         }
         // One appender at a time across all processes, until this transaction ends: the last
         // row read below stays the last until these rows are committed (or rolled back). The
@@ -1046,6 +1057,20 @@ impl Store for PostgresStore {
         .await
         .map_err(map_err)?;
         Ok(rows.into_iter().map(audit_row).collect())
+    }
+
+    async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT sha256, fields FROM audit_field_sets WHERE sha256 = ANY($1::text[])",
+        )
+        .bind(sha256s)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(sha256, fields)| FieldSet { sha256, fields })
+            .collect())
     }
 
     async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {

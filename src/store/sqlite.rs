@@ -28,11 +28,11 @@
 
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
-    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, Finding, Holder, JoinedItems, Month,
-    NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport, PurgeReport, PushGroup,
-    PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError, StoreResult,
-    StoredDelivery, Withdrawal, feedback_row, feedback_rows, findings_json, outcome_columns,
-    periods_json, should_seal,
+    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
+    JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
+    PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
+    StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows, field_sets_of,
+    findings_json, outcome_columns, periods_json, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -452,6 +452,17 @@ impl DeliveryTx for SqliteDeliveryTx {
     async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
+        }
+        let sets = field_sets_of(events);
+        if !sets.is_empty() {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("INSERT INTO audit_field_sets (sha256, fields) ");
+            qb.push_values(sets, |mut row, set| {
+                row.push_bind(set.sha256.as_str())
+                    .push_bind(set.fields.as_str());
+            });
+            qb.push(" ON CONFLICT (sha256) DO NOTHING");
+            qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
         }
         // The transaction began with BEGIN IMMEDIATE: it holds SQLite's write lock, so no other
         // connection or process appends meanwhile.
@@ -982,6 +993,30 @@ impl Store for SqliteStore {
         .await
         .map_err(map_err)?;
         Ok(rows.into_iter().map(audit_row).collect())
+    }
+
+    async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>> {
+        let mut out = Vec::new();
+        for chunk in sha256s.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT sha256, fields FROM audit_field_sets WHERE sha256 IN (",
+            );
+            let mut list = qb.separated(", ");
+            for h in chunk {
+                list.push_bind(h.as_str());
+            }
+            qb.push(")");
+            let rows: Vec<(String, String)> = qb
+                .build_query_as()
+                .fetch_all(&self.reader)
+                .await
+                .map_err(map_err)?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(sha256, fields)| FieldSet { sha256, fields }),
+            );
+        }
+        Ok(out)
     }
 
     async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
