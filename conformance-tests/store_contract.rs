@@ -2196,7 +2196,12 @@ async fn audit_field_sets_are_stored_once_with_their_events(b: &Backend) {
     let mut tx = s.begin_delivery().await.unwrap();
     tx.audit(&[with(0, &c)]).await.unwrap();
     tx.rollback().await.unwrap();
-    assert!(s.field_sets(&[c.sha256.clone()]).await.unwrap().is_empty());
+    assert!(
+        s.field_sets(std::slice::from_ref(&c.sha256))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Many events, two sets: each set once, also when a later transaction brings it again.
     let mut tx = s.begin_delivery().await.unwrap();
     tx.audit(&[with(1, &a), with(2, &a), with(3, &c)])

@@ -875,7 +875,10 @@ mod chain_tests {
         )
         .await;
         assert_eq!(
-            store.field_sets(&[set.sha256.clone()]).await.unwrap(),
+            store
+                .field_sets(std::slice::from_ref(&set.sha256))
+                .await
+                .unwrap(),
             vec![set.clone()]
         );
         assert_eq!(
