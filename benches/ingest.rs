@@ -1027,8 +1027,8 @@ fn measure_stages(
             }
             tr += t.elapsed();
 
-            // Not a stage, for the analysis: `consent::apply` converts the whole record to a JSON
-            // value once per recipient.
+            // Not a stage, for the analysis: `Router::route` converts the whole record to a JSON
+            // value once per record (for all recipients' views).
             let t = Instant::now();
             for r in &records {
                 std::hint::black_box(serde_json::to_value(r).expect("to_value"));
@@ -1660,7 +1660,7 @@ fn main() {
     );
     row("  SHA-256 of the body (content hash)", st.body_sha256);
     row(
-        "  serde_json::to_value(record), done per recipient in apply",
+        "  serde_json::to_value(record), done once per record in route",
         st.to_value,
     );
     let with_items = st.parse_map + st.validate + st.route_serialise + st.store_items();

@@ -25,14 +25,33 @@ pub fn apply(
     record: &CanonicalRecord,
     consent: Option<&Consent>,
 ) -> Map<String, Value> {
+    let tree = match serde_json::to_value(record) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let record_ref = key.field(
+        "source.record_id",
+        &record.source.vendor,
+        &record.source.record_id,
+    );
+    apply_to(policy, key, record, &tree, consent, record_ref)
+}
+
+/// [`apply`] with what does not depend on the recipient made once by the caller: `tree`, the
+/// record as a JSON object (`serde_json::to_value(record)`), and `record_ref`, the recipient's
+/// pseudonym of the record id.
+pub fn apply_to(
+    policy: &Policy,
+    key: &PseudonymKey,
+    record: &CanonicalRecord,
+    tree: &Map<String, Value>,
+    consent: Option<&Consent>,
+    record_ref: String,
+) -> Map<String, Value> {
     let vendor = record.source.vendor.as_str();
     let mut out = Map::new();
     out.insert("type".into(), "record".into());
-    out.insert(
-        "record_ref".into(),
-        key.field("source.record_id", vendor, &record.source.record_id)
-            .into(),
-    );
+    out.insert("record_ref".into(), record_ref.into());
     out.insert("policy_version".into(), policy.version.clone().into());
     out.insert(
         "schema_version".into(),
@@ -55,10 +74,6 @@ pub fn apply(
     if let Some(c) = consent {
         out.insert("consent_id".into(), c.consent_id.clone().into());
     }
-    let full = match serde_json::to_value(record) {
-        Ok(Value::Object(m)) => m,
-        _ => return out,
-    };
     let ctx = Ctx {
         consent,
         policy,
@@ -66,11 +81,14 @@ pub fn apply(
         vendor,
         period_end: period_end(&record.reporting_period),
     };
+    let mut path = String::with_capacity(64);
     for section in ["client", "case", "services", "sensitive", "consents"] {
-        if let Some(v) = full.get(section)
-            && let Some(filtered) = ctx.filter(section, v)
-        {
-            out.insert(section.into(), filtered);
+        if let Some(v) = tree.get(section) {
+            path.clear();
+            path.push_str(section);
+            if let Some(filtered) = ctx.filter(&mut path, v) {
+                out.insert(section.into(), filtered);
+            }
         }
     }
     if effective_action(policy, consent, "client.linkage_key") == Action::Pseudonymise {
@@ -99,24 +117,29 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Filters a value at a canonical path; `None` when nothing of it may go out.
-    fn filter(&self, path: &str, value: &Value) -> Option<Value> {
+    /// Filters a value at a canonical path (`path`, a buffer the walk extends and restores);
+    /// `None` when nothing of it may go out.
+    fn filter(&self, path: &mut String, value: &Value) -> Option<Value> {
         match value {
             Value::Object(m) => {
                 let mut out = Map::new();
+                let len = path.len();
                 for (k, v) in m {
-                    if let Some(f) = self.filter(&format!("{path}.{k}"), v) {
+                    path.push('.');
+                    path.push_str(k);
+                    let f = self.filter(path, v);
+                    path.truncate(len);
+                    if let Some(f) = f {
                         out.insert(k.clone(), f);
                     }
                 }
                 (!out.is_empty()).then_some(Value::Object(out))
             }
             Value::Array(items) if path == "services" || path == "consents" => {
-                let inner = format!("{path}[]");
-                let out: Vec<Value> = items
-                    .iter()
-                    .filter_map(|v| self.filter(&inner, v))
-                    .collect();
+                let len = path.len();
+                path.push_str("[]");
+                let out: Vec<Value> = items.iter().filter_map(|v| self.filter(path, v)).collect();
+                path.truncate(len);
                 (!out.is_empty()).then_some(Value::Array(out))
             }
             leaf => self.leaf(path, leaf),

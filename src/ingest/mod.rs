@@ -34,6 +34,12 @@ const CHUNK: usize = 500;
 /// Audit events held back before they are appended early.
 const AUDIT_BUFFER: usize = 2_000;
 
+/// Output (records, items, audit events) a delivery holds back before it begins its store
+/// transaction: most deliveries are written whole once their pipeline is done, so the
+/// transaction — on SQLite the one write lock — is held while writing, not while a pipeline
+/// computes. Larger deliveries begin at this size and stream the rest (bounded memory).
+const STORE_START_BYTES: usize = 8 << 20;
+
 /// A delivery request after authentication.
 #[derive(Debug, Clone)]
 pub struct DeliveryRequest {
@@ -76,6 +82,67 @@ struct Chunk {
     /// (record id, period, withdrawn consent ids, subject) of records whose holders under those
     /// consents get revocations.
     revocations: Vec<(String, String, Vec<String>, Option<String>)>,
+}
+
+impl Chunk {
+    /// About how many bytes the chunk writes.
+    fn bytes(&self) -> usize {
+        self.records.iter().map(|r| r.body.len()).sum::<usize>()
+            + self.items.iter().map(|i| i.body.len()).sum::<usize>()
+            + self.audit.iter().map(|a| a.body.len()).sum::<usize>()
+    }
+}
+
+/// Writes one chunk in a delivery's transaction: revocations for its withdrawn consents, its
+/// records and items; its audit events join `audit` (appended early only past
+/// [`AUDIT_BUFFER`]).
+async fn write_chunk(
+    gw: &Gateway,
+    tx: &mut Box<dyn DeliveryTx>,
+    chunk: Chunk,
+    vendor_id: &str,
+    delivery_id: &str,
+    received_at: i64,
+    audit: &mut Vec<crate::store::NewAuditEvent>,
+) -> Result<(), StoreError> {
+    if !chunk.revocations.is_empty() {
+        // One look-up for the whole chunk: holders of every record with a withdrawn
+        // consent, then per record those that hold it under one of those consents.
+        let keys: Vec<(String, String)> = chunk
+            .revocations
+            .iter()
+            .map(|(id, period, _, _)| (id.clone(), period.clone()))
+            .collect();
+        let all = tx.holders(vendor_id, &keys).await?;
+        for (record_id, period, consents, subject) in &chunk.revocations {
+            let holders: Vec<Holder> = all
+                .iter()
+                .filter(|h| {
+                    h.record_id == *record_id
+                        && h.reporting_period == *period
+                        && h.consent_id.as_ref().is_some_and(|c| consents.contains(c))
+                })
+                .cloned()
+                .collect();
+            lifecycle::notify(
+                gw,
+                tx,
+                ItemKind::Revocation,
+                &holders,
+                delivery_id,
+                received_at,
+                subject.as_deref(),
+            )
+            .await?;
+        }
+    }
+    tx.put(&chunk.records, &chunk.items).await?;
+    audit.extend(chunk.audit);
+    if audit.len() >= AUDIT_BUFFER {
+        tx.audit(audit).await?;
+        audit.clear();
+    }
+    Ok(())
 }
 
 /// Receives one delivery, in an `ingest` span, and counts it in the metrics.
@@ -263,48 +330,40 @@ where
             // until commit (serialising deliveries on PostgreSQL), so only very large deliveries
             // append early, to bound memory.
             let mut audit: Vec<crate::store::NewAuditEvent> = Vec::new();
-            while let Some(chunk) = chunk_rx.recv().await {
-                let _timed = store_clock.start();
-                if tx.is_none() {
-                    tx = Some(gw.store.begin_delivery().await?);
+            // Chunks wait here until STORE_START_BYTES are ready or the pipeline is done.
+            let mut waiting: Vec<Chunk> = Vec::new();
+            let mut waiting_bytes = 0usize;
+            loop {
+                let next = chunk_rx.recv().await;
+                let done = next.is_none();
+                if let Some(chunk) = next {
+                    waiting_bytes += chunk.bytes();
+                    waiting.push(chunk);
                 }
-                let Some(tx) = tx.as_mut() else { continue };
-                if !chunk.revocations.is_empty() {
-                    // One look-up for the whole chunk: holders of every record with a withdrawn
-                    // consent, then per record those that hold it under one of those consents.
-                    let keys: Vec<(String, String)> = chunk
-                        .revocations
-                        .iter()
-                        .map(|(id, period, _, _)| (id.clone(), period.clone()))
-                        .collect();
-                    let all = tx.holders(&vendor_id, &keys).await?;
-                    for (record_id, period, consents, subject) in &chunk.revocations {
-                        let holders: Vec<Holder> = all
-                            .iter()
-                            .filter(|h| {
-                                h.record_id == *record_id
-                                    && h.reporting_period == *period
-                                    && h.consent_id.as_ref().is_some_and(|c| consents.contains(c))
-                            })
-                            .cloned()
-                            .collect();
-                        lifecycle::notify(
-                            &gw,
-                            tx,
-                            ItemKind::Revocation,
-                            &holders,
-                            &delivery_id,
-                            received_at,
-                            subject.as_deref(),
-                        )
-                        .await?;
+                let start = done || waiting_bytes >= STORE_START_BYTES || tx.is_some();
+                if start && !waiting.is_empty() {
+                    let _timed = store_clock.start();
+                    if tx.is_none() {
+                        tx = Some(gw.store.begin_delivery().await?);
                     }
+                    if let Some(t) = tx.as_mut() {
+                        for chunk in waiting.drain(..) {
+                            write_chunk(
+                                &gw,
+                                t,
+                                chunk,
+                                &vendor_id,
+                                &delivery_id,
+                                received_at,
+                                &mut audit,
+                            )
+                            .await?;
+                        }
+                    }
+                    waiting_bytes = 0;
                 }
-                tx.put(&chunk.records, &chunk.items).await?;
-                audit.extend(chunk.audit);
-                if audit.len() >= AUDIT_BUFFER {
-                    tx.audit(&audit).await?;
-                    audit.clear();
+                if done {
+                    break;
                 }
             }
             Ok::<_, StoreError>((tx, audit))

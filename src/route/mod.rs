@@ -2,7 +2,7 @@
 //!
 //! Each recipient has a policy ([`crate::consent::Policy`]) whose route filter selects records by
 //! program, vendor and municipality-key prefix; a selected record becomes one output item, the
-//! recipient's view of it ([`crate::consent::apply`]).
+//! recipient's view of it ([`crate::consent::apply_to`]).
 
 use crate::audit::{AuditKey, Event};
 use crate::catalogue::Code;
@@ -27,6 +27,15 @@ impl Recipient {
     /// The recipient id.
     pub fn id(&self) -> &str {
         self.policy.id()
+    }
+
+    /// The recipient's pseudonym of a record's id (the items' `record_ref`).
+    pub fn record_ref(&self, record: &CanonicalRecord) -> String {
+        self.key.field(
+            "source.record_id",
+            &record.source.vendor,
+            &record.source.record_id,
+        )
     }
 
     /// Whether the route filter selects a record.
@@ -162,6 +171,8 @@ impl Router {
         let subject = ctx
             .audit_key
             .map(|k| k.subject(&record.source.vendor, client_id));
+        // The record as a JSON tree, made once for all recipients' views.
+        let mut tree = None;
         for r in self.recipients.iter().filter(|r| r.selects(record)) {
             let policy = &r.policy;
             let consent = match policy.file.legal_basis {
@@ -187,6 +198,7 @@ impl Router {
                                 "not_routed",
                                 subject.clone(),
                                 Some("C001: no valid consent"),
+                                r.record_ref(record),
                             ));
                             continue;
                         }
@@ -205,14 +217,22 @@ impl Router {
                     });
                 }
             }
-            let view = consent::apply(policy, &r.key, record, consent);
-            let record_ref = view
-                .get("record_ref")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string();
-            out.audit
-                .push(self.event(ctx, r, record, consent, "routing", subject.clone(), None));
+            let tree = tree.get_or_insert_with(|| match serde_json::to_value(record) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            });
+            let record_ref = r.record_ref(record);
+            let view = consent::apply_to(policy, &r.key, record, tree, consent, record_ref.clone());
+            out.audit.push(self.event(
+                ctx,
+                r,
+                record,
+                consent,
+                "routing",
+                subject.clone(),
+                None,
+                record_ref.clone(),
+            ));
             out.items.push(RoutedItem {
                 recipient: r.id().to_string(),
                 record_ref,
@@ -233,6 +253,7 @@ impl Router {
         kind: &str,
         subject: Option<String>,
         note: Option<&str>,
+        record_ref: String,
     ) -> NewAuditEvent {
         let policy = &r.policy;
         let field_set = (kind == "routing").then(|| consent::delivered_field_set(policy, consent));
@@ -241,11 +262,7 @@ impl Router {
             kind: kind.to_string(),
             delivery_id: Some(ctx.delivery_id.to_string()),
             vendor: record.source.vendor.clone(),
-            record_ref: Some(r.key.field(
-                "source.record_id",
-                &record.source.vendor,
-                &record.source.record_id,
-            )),
+            record_ref: Some(record_ref),
             reporting_period: Some(record.reporting_period.clone()),
             recipient: Some(r.id().to_string()),
             legal_basis: Some(match policy.file.legal_basis {
