@@ -214,15 +214,22 @@ pub fn delivered_field_set(
             .fold(0u8, |bits, (i, _)| bits | (1 << i))
     });
     policy.field_sets.get_or_make(scope, || {
-        let fields: Vec<crate::audit::FieldAction> = delivered_fields(policy, consent)
-            .into_iter()
-            .map(|(path, a)| crate::audit::FieldAction {
-                path: path.to_string(),
-                action: a.name(),
-            })
-            .collect();
-        crate::audit::field_set(&fields)
+        crate::audit::field_set(&delivered_field_actions(policy, consent))
     })
+}
+
+/// [`delivered_fields`] as the audit trail lists them.
+fn delivered_field_actions(
+    policy: &Policy,
+    consent: Option<&Consent>,
+) -> Vec<crate::audit::FieldAction> {
+    delivered_fields(policy, consent)
+        .into_iter()
+        .map(|(path, a)| crate::audit::FieldAction {
+            path: path.to_string(),
+            action: a.name(),
+        })
+        .collect()
 }
 
 /// Field groups the policy would let through but the consent does not cover, among those the
@@ -345,14 +352,7 @@ mod tests {
         .unwrap();
         let policy = Policy::from_text("statistik-nrw.toml", &text).unwrap();
         let direct = |consent: Option<&Consent>| {
-            let fields: Vec<crate::audit::FieldAction> = delivered_fields(&policy, consent)
-                .into_iter()
-                .map(|(path, a)| crate::audit::FieldAction {
-                    path: path.to_string(),
-                    action: a.name(),
-                })
-                .collect();
-            crate::audit::field_set(&fields)
+            crate::audit::field_set(&delivered_field_actions(&policy, consent))
         };
         let mut distinct = std::collections::BTreeSet::new();
         for bits in 0u16..=128 {
