@@ -446,7 +446,7 @@ async fn field_sets(
         return Ok(out);
     }
     for set in store.field_sets(sha256s).await? {
-        if crate::store::FieldSet::new(set.fields.clone()).sha256 != set.sha256 {
+        if !set.is_intact() {
             return Err(StoreError::Corrupt(format!(
                 "field set {} does not match its SHA-256: it was altered",
                 set.sha256

@@ -222,11 +222,20 @@ pub struct FieldSet {
 impl FieldSet {
     /// A field set of a JSON array text, with its hash.
     pub fn new(fields: String) -> FieldSet {
-        use sha2::Digest;
         FieldSet {
-            sha256: hex::encode(sha2::Sha256::digest(fields.as_bytes())),
+            sha256: Self::hash(&fields),
             fields,
         }
+    }
+
+    /// Whether `sha256` is the hash of `fields` (a stored set was not altered).
+    pub fn is_intact(&self) -> bool {
+        Self::hash(&self.fields) == self.sha256
+    }
+
+    fn hash(fields: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(fields.as_bytes()))
     }
 }
 
@@ -868,8 +877,9 @@ fn should_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> b
 }
 
 /// How many batches to seal now of `open` open items (counted up to some multiple of
-/// `max_items`) whose first `max_items` have `oldest` as earliest `created_at`: every full
-/// batch, or else one batch of the rest when [`should_seal`] says so.
+/// `max_items`) with `oldest` as earliest `created_at`: every full batch, or else one batch of
+/// the rest when [`should_seal`] says so (the age matters only then, when all open items are
+/// counted).
 fn batches_to_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) -> i64 {
     let full = open / rule.max_items.max(1);
     if full > 0 {

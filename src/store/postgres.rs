@@ -755,18 +755,13 @@ impl Store for PostgresStore {
         loop {
             // Up to SEAL_CHUNK batches are claimed by one statement: one UPDATE of many rows
             // costs far less than one statement per batch on the partitioned `items`.
-            let (open, oldest) = open_head(&mut *tx, recipient, rule.max_items).await?;
-            let counted = if open >= rule.max_items {
-                open_count(
-                    &mut *tx,
-                    recipient,
-                    rule.max_items.saturating_mul(SEAL_CHUNK),
-                )
-                .await?
-            } else {
-                open
-            };
-            let n = batches_to_seal(counted, oldest, rule, now_ms).min(SEAL_CHUNK);
+            let (open, oldest) = open_head(
+                &mut *tx,
+                recipient,
+                rule.max_items.saturating_mul(SEAL_CHUNK),
+            )
+            .await?;
+            let n = batches_to_seal(open, oldest, rule, now_ms).min(SEAL_CHUNK);
             if n == 0 {
                 break;
             }
@@ -2005,22 +2000,6 @@ fn push_group(row: PushGroupTuple) -> StoreResult<PushGroup> {
 
 /// The number of open items among the recipient's first `max_items` open ones (so at most
 /// `max_items`) and the oldest `created_at` among them.
-/// Open items of a recipient, counted up to `limit`.
-async fn open_count<'c, E>(executor: E, recipient: &str, limit: i64) -> StoreResult<i64>
-where
-    E: sqlx::Executor<'c, Database = Postgres>,
-{
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM items WHERE recipient = $1 AND batch_id IS NULL \
-         ORDER BY seq LIMIT $2) AS head",
-    )
-    .bind(recipient)
-    .bind(limit)
-    .fetch_one(executor)
-    .await
-    .map_err(map_err)
-}
-
 async fn open_head<'c, E>(
     executor: E,
     recipient: &str,
