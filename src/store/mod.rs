@@ -78,7 +78,7 @@ pub struct NewDelivery {
 
 /// A canonical record to store (insert, or replace the earlier version with the same vendor,
 /// record id and reporting period).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewRecord {
     /// Vendor.
     pub vendor: String,
@@ -107,7 +107,7 @@ impl std::fmt::Debug for NewRecord {
 }
 
 /// Kind of an output item (consent-and-pseudonyms.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ItemKind {
     /// New or replaced version of a record.
     Record,
@@ -143,7 +143,7 @@ impl ItemKind {
 }
 
 /// One output item for one recipient (the recipient's view of a record, with its envelope).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewItem {
     /// Recipient id.
     pub recipient: String,
@@ -192,7 +192,7 @@ pub struct Holder {
 }
 
 /// An audit event to append to the hash chain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewAuditEvent {
     /// Unix milliseconds.
     pub at_ms: i64,
@@ -211,7 +211,7 @@ pub struct NewAuditEvent {
 /// stored once in `audit_field_sets` and referred to by the audit events by SHA-256: a
 /// recipient's list is the same for every record under one policy and consent scope, and
 /// repeating it in each event made it most of the audit trail's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldSet {
     /// `hex(SHA-256(fields))`.
     pub sha256: String,
