@@ -10,7 +10,7 @@ use super::mapping::{
     Decimal, FieldRule, KnownTree, MappingFile, RowSelect, Syntax, ValueKind, path_tokens,
 };
 use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
-use crate::catalogue::{Code, echo};
+use crate::catalogue::{Code, echo, quotable, shape};
 use serde_json::{Map, Value};
 
 /// Nesting deeper than this is `L003`.
@@ -461,7 +461,7 @@ impl HeaderPlan {
         }
         let mut values = Vec::new();
         for r in &self.fields {
-            match extract(file, r, get(doc, &r.tokens)) {
+            match extract(file, r, &r.target, get(doc, &r.tokens)) {
                 Ok(Some(v)) => values.push((r.target.clone(), v)),
                 Ok(None) if r.rule.required => {
                     return Err(x001(format!("'{}' is required", r.from())));
@@ -679,13 +679,25 @@ fn number(text: &str, decimal: Decimal) -> Option<Value> {
 }
 
 /// Applies one rule to a source value: `Ok(None)` when absent.
+///
+/// `field` is the canonical path the value goes to (`services[0].kind`): messages quote the
+/// value only when that field is not personal ([`crate::catalogue::quotable`]), and otherwise
+/// describe its shape.
 pub(crate) fn extract(
     file: &MappingFile,
     r: &Rule,
+    field: &str,
     value: Option<&Value>,
 ) -> Result<Option<Value>, Issue> {
     let rule = &r.rule;
     let source = r.source.as_str();
+    let what = |s: &str| {
+        if quotable(field) {
+            format!("'{}'", echo(s))
+        } else {
+            format!("({})", shape(s))
+        }
+    };
     let issue = |code: Code, message: String| Issue {
         code,
         field: None,
@@ -698,8 +710,8 @@ pub(crate) fn extract(
                 issue(
                     Code::F002,
                     format!(
-                        "{source} '{}' is not a valid date {}",
-                        echo(&s),
+                        "{source} {} is not a valid date {}",
+                        what(&s),
                         rule.date.as_deref().unwrap_or("")
                     ),
                 )
@@ -713,8 +725,8 @@ pub(crate) fn extract(
                 None => Err(issue(
                     Code::F003,
                     format!(
-                        "{source} value '{}' is not in the mapping's value map",
-                        echo(&s)
+                        "{source} value {} is not in the mapping's value map",
+                        what(&s)
                     ),
                 )),
             },
@@ -744,10 +756,7 @@ pub(crate) fn extract(
                         None
                     } else {
                         Some(number(&t, decimal).ok_or_else(|| {
-                            issue(
-                                Code::F002,
-                                format!("{source} '{}' is not a number", echo(&t)),
-                            )
+                            issue(Code::F002, format!("{source} {} is not a number", what(&t)))
                         })?)
                     }
                 }
@@ -806,7 +815,7 @@ fn apply_rules(
 ) {
     for r in rules {
         let target = format!("{prefix}{}", r.target);
-        match extract(file, r, get(source, &r.tokens)) {
+        match extract(file, r, &target, get(source, &r.tokens)) {
             Ok(Some(v)) => match element.as_deref_mut() {
                 Some(el) => super::set_path(el, &r.target, v),
                 None => draft.set(&r.target, v),

@@ -282,10 +282,7 @@ impl AdaptSink for Collector<'_, '_> {
             draft.issues.push(Issue::new(
                 Code::F005,
                 "source.record_id",
-                format!(
-                    "record_id '{}' occurs twice in the delivery",
-                    crate::catalogue::echo(id)
-                ),
+                "the record id occurs twice in the delivery (this record is the second)",
             ));
         }
         draft
