@@ -81,6 +81,9 @@ pub struct Outcome {
     pub scopes: BTreeSet<(String, String)>,
     /// Record ids present in the delivery but rejected (a full delivery does not cancel them).
     pub rejected_ids: Vec<String>,
+    /// The client (subject pseudonym) of each record the receipt has an entry about, when the
+    /// job has an audit key: what lets an erasure find those entries.
+    pub subjects: Vec<crate::store::ReceiptSubject>,
 }
 
 /// Processes one delivery.
@@ -126,6 +129,7 @@ pub fn run(
         notes: Vec::new(),
         scopes: BTreeSet::new(),
         rejected_ids: Vec::new(),
+        subjects: Vec::new(),
     };
     let started = Instant::now();
     let result = adapt_span.in_scope(|| job.mapping.run(reader, job.charset, &mut c));
@@ -163,6 +167,7 @@ pub fn run(
                 aborted: Some(why),
                 scopes: BTreeSet::new(),
                 rejected_ids: Vec::new(),
+                subjects: Vec::new(),
             };
         }
         Err(AdaptError::Rejected { code, message }) => {
@@ -220,6 +225,7 @@ pub fn run(
         aborted: None,
         scopes: c.scopes,
         rejected_ids: c.rejected_ids,
+        subjects: c.subjects,
     }
 }
 
@@ -254,6 +260,26 @@ struct Collector<'j, 'o> {
     notes: Vec<super::receipt::Note>,
     scopes: BTreeSet<(String, String)>,
     rejected_ids: Vec<String>,
+    subjects: Vec<crate::store::ReceiptSubject>,
+}
+
+impl Collector<'_, '_> {
+    /// Notes the client of the record at `position` when entries about it were added since
+    /// `before` (lengths of errors, warnings, notes) and the job keeps an audit trail.
+    fn note_subject(
+        &mut self,
+        position: usize,
+        client_id: Option<&str>,
+        before: (usize, usize, usize),
+    ) {
+        let added = (self.errors.len(), self.warnings.len(), self.notes.len()) != before;
+        if let (true, Some(key), Some(client_id)) = (added, self.job.audit_key, client_id) {
+            self.subjects.push(crate::store::ReceiptSubject {
+                record: position as i64,
+                subject: key.subject(self.job.vendor, client_id),
+            });
+        }
+    }
 }
 
 impl AdaptSink for Collector<'_, '_> {
@@ -307,6 +333,16 @@ impl AdaptSink for Collector<'_, '_> {
             entry.source = source;
             entry
         };
+        // The client of a rejected record is known only from its draft.
+        let client_id = self.job.audit_key.and_then(|_| {
+            draft
+                .fields
+                .get("client")
+                .and_then(|c| c.get("client_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let before = (self.errors.len(), self.warnings.len(), self.notes.len());
         let started = Instant::now();
         let checked = self
             .validate_span
@@ -326,6 +362,7 @@ impl AdaptSink for Collector<'_, '_> {
                 if let Some(id) = record_id {
                     self.rejected_ids.push(id);
                 }
+                self.note_subject(position, client_id.as_deref(), before);
                 return Ok(());
             }
         };
@@ -334,6 +371,7 @@ impl AdaptSink for Collector<'_, '_> {
         self.scopes
             .insert((record.program.clone(), record.reporting_period.clone()));
         if self.header.test && !self.job.emit_test_records {
+            self.note_subject(position, client_id.as_deref(), before);
             return Ok(());
         }
         let started = Instant::now();
@@ -368,6 +406,7 @@ impl AdaptSink for Collector<'_, '_> {
                 message: n.message,
             });
         }
+        self.note_subject(position, client_id.as_deref(), before);
         let json = serde_json::to_string(&record)
             .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
         let started = Instant::now();
