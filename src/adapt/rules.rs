@@ -107,6 +107,60 @@ impl DatePattern {
             _ => None,
         }
     }
+
+    /// Why `text` is no date of this pattern, for a message that must not quote it: the
+    /// calendar problem when it has the pattern's form (`a date with day 31 in April`), else
+    /// its shape.
+    pub(crate) fn problem(&self, text: &str) -> String {
+        let mut rest = text;
+        for part in &self.parts {
+            let n = match part {
+                Part::Day | Part::Month => 2,
+                Part::Year => 4,
+                Part::Lit(c) => match rest.strip_prefix(*c) {
+                    Some(r) => {
+                        rest = r;
+                        continue;
+                    }
+                    None => return format!("a value of another form ({})", shape(text)),
+                },
+            };
+            match rest.get(..n) {
+                Some(d) if d.bytes().all(|b| b.is_ascii_digit()) => rest = &rest[n..],
+                _ => return format!("a value of another form ({})", shape(text)),
+            }
+        }
+        if !rest.is_empty() {
+            return format!("a value of another form ({})", shape(text));
+        }
+        // The form fits: rebuild the ISO text from the parts and name the calendar problem.
+        let take = |part: &Part| -> String {
+            let mut rest = text;
+            for p in &self.parts {
+                let n = match p {
+                    Part::Day | Part::Month => 2,
+                    Part::Year => 4,
+                    Part::Lit(c) => c.len_utf8(),
+                };
+                if std::mem::discriminant(p) == std::mem::discriminant(part) {
+                    return rest[..n].to_string();
+                }
+                rest = &rest[n..];
+            }
+            String::new()
+        };
+        let iso = match (self.has_month, self.has_day) {
+            (true, true) => format!(
+                "{}-{}-{}",
+                take(&Part::Year),
+                take(&Part::Month),
+                take(&Part::Day)
+            ),
+            (true, false) => format!("{}-{}", take(&Part::Year), take(&Part::Month)),
+            _ => take(&Part::Year),
+        };
+        crate::validate::date_problem(&iso, &["YYYY-MM-DD", "YYYY-MM", "YYYY"])
+    }
 }
 
 /// A field rule with its path pre-split.
@@ -710,9 +764,9 @@ pub(crate) fn extract(
                 issue(
                     Code::F002,
                     format!(
-                        "{source} {} is not a valid date {}",
-                        what(&s),
-                        rule.date.as_deref().unwrap_or("")
+                        "{source} is not a valid date {}: {}",
+                        rule.date.as_deref().unwrap_or(""),
+                        p.problem(&s)
                     ),
                 )
             })?,
@@ -908,6 +962,20 @@ mod tests {
         assert_eq!(m.apply("13/2026", false), None);
         assert!(DatePattern::parse("TT.JJJJ").is_none());
         assert!(DatePattern::parse("QQ").is_none());
+    }
+
+    #[test]
+    fn date_pattern_problems_never_quote_the_value() {
+        let p = DatePattern::parse("TT.MM.JJJJ").unwrap();
+        assert_eq!(p.problem("31.04.1990"), "a date with day 31 in April");
+        assert_eq!(p.problem("30.02.1990"), "a date with day 30 in February");
+        assert_eq!(p.problem("01.13.1990"), "month 13 does not exist");
+        assert_eq!(
+            p.problem("1.2.1991"),
+            "a value of another form (8 characters: digits and '.')"
+        );
+        let m = DatePattern::parse("MM/JJJJ").unwrap();
+        assert_eq!(m.problem("13/2026"), "month 13 does not exist");
     }
 
     #[test]
