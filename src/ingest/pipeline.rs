@@ -171,6 +171,8 @@ pub fn run(
             };
         }
         Err(AdaptError::Rejected { code, message }) => {
+            // The receipt holds no record entries, so no record's client is noted.
+            c.subjects.clear();
             Receipt::rejected(job.delivery_id, format, mode, code, &message)
         }
         Ok(()) => {
