@@ -253,9 +253,10 @@ fn family_of(klient: &Value) -> String {
         .to_string()
 }
 
-/// Every string value of `v` longer than 3 characters, except at the allowed (not personal)
-/// paths; `path` is the member path with `[]` for array elements.
-fn personal_strings(v: &Value, path: &str, out: &mut Vec<String>) {
+/// Every string value of `v` longer than 3 characters into `personal`, except at the allowed
+/// (not personal) paths, whose values go into `allowed`; `path` is the member path with `[]`
+/// for array elements.
+fn strings(v: &Value, path: &str, personal: &mut Vec<String>, allowed: &mut Vec<String>) {
     const ALLOWED: [&str; 5] = [
         "uebermittlung.berichtsmonat",
         "faelle[].fachbereich",
@@ -264,12 +265,11 @@ fn personal_strings(v: &Value, path: &str, out: &mut Vec<String>) {
         "faelle[].einwilligungen[].datengruppen[]",
     ];
     match v {
-        Value::String(s) if s.chars().count() > 3 && !ALLOWED.contains(&path) => {
-            out.push(s.clone())
-        }
+        Value::String(s) if ALLOWED.contains(&path) => allowed.push(s.clone()),
+        Value::String(s) if s.chars().count() > 3 => personal.push(s.clone()),
         Value::Array(a) => {
             for x in a {
-                personal_strings(x, &format!("{path}[]"), out);
+                strings(x, &format!("{path}[]"), personal, allowed);
             }
         }
         Value::Object(m) => {
@@ -279,7 +279,7 @@ fn personal_strings(v: &Value, path: &str, out: &mut Vec<String>) {
                 } else {
                     format!("{path}.{k}")
                 };
-                personal_strings(x, &p, out);
+                strings(x, &p, personal, allowed);
             }
         }
         _ => {}
@@ -321,8 +321,13 @@ proptest! {
         // Every record is broken, so every one is rejected, with at least one error.
         prop_assert_eq!(r.received, cases.len() as u64, "{:?}", r);
         prop_assert_eq!(r.rejected, cases.len() as u64, "{:?}", r);
-        let mut values = Vec::new();
-        personal_strings(&doc, "", &mut values);
+        let (mut values, mut allowed) = (Vec::new(), Vec::new());
+        strings(&doc, "", &mut values, &mut allowed);
+        // An allowed value may hold or equal a personal one by chance ('Agelbı' holds 'gelb',
+        // a service started in '2026-10' equals the reporting month): allowed values are taken
+        // out of the messages where they are quoted, or named as the reporting month, before
+        // the messages are searched.
+        allowed.sort_by_key(|a| std::cmp::Reverse(a.len()));
         let messages: Vec<&str> = r
             .errors
             .iter()
@@ -332,8 +337,14 @@ proptest! {
             .collect();
         prop_assert!(!messages.is_empty());
         for m in &messages {
+            let mut rest = m.to_string();
+            for a in &allowed {
+                rest = rest
+                    .replace(&format!("'{a}'"), "''")
+                    .replace(&format!("reporting month {a}"), "reporting month");
+            }
             for v in &values {
-                prop_assert!(!m.contains(v.as_str()), "message {:?} quotes {:?}", m, v);
+                prop_assert!(!rest.contains(v.as_str()), "message {:?} quotes {:?}", m, v);
             }
         }
         // The receipt knows the client of each rejected record (for erasure).
