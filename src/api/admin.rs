@@ -277,7 +277,7 @@ pub(super) async fn erase(
         "erasure_id": cause,
         "found": found,
         "message": if found {
-            "the client's data was erased; recipients holding its records were told"
+            "the client's data was erased"
         } else {
             "nothing of this client was found; the erasure is recorded in the audit trail"
         },
