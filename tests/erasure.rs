@@ -5,7 +5,8 @@
 //! batches, disclosure report) nor the database (SQLite: the file and its WAL after the
 //! erasure's checkpoint; PostgreSQL: every row of every table as text) holds the client's name,
 //! birth dates or address; the audit chain verifies and shows the erasure with its counts. An
-//! erasure that finds nothing says so and is recorded too.
+//! erasure that finds nothing says so and is recorded too. And the issue's own walk-through: a
+//! client with only a rejected record (golden case `mixed-errors`) is found in the receipt.
 
 #[path = "../conformance-tests/support/mod.rs"]
 mod support;
@@ -377,5 +378,59 @@ async fn erasure_reaches_every_copy_postgres() {
         return;
     };
     erasure_reaches_every_copy(&s, Backend::Postgres).await;
+    s.stop().await;
+}
+
+/// The walk-through: the golden mixed-errors delivery; its record 3 (client `KL-60003`)
+/// is rejected for 30 February. Erasing that client, which has no accepted record, finds its
+/// receipt entry, and the receipt no longer says anything about it but code, field and position.
+async fn erasure_of_a_rejected_only_client(s: &TestServer) {
+    let c = Client::new();
+    let body =
+        std::fs::read(repo().join("conformance-tests/cases/klidas-json/mixed-errors/input.json"))
+            .unwrap();
+    let r: Value = c
+        .post(s.url("/api/v1/deliveries?format=klidas-json"))
+        .bearer_auth(VENDOR_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "E3", "{r}");
+    assert!(!r.to_string().contains("1990-02-30"), "{r}");
+    let id = r["delivery_id"].as_str().unwrap().to_string();
+    let e = erase(&c, s, "KL-60003").await;
+    assert_eq!(e["found"], true, "{e}");
+    assert_eq!(e["erased_records"], 0, "{e}");
+    assert_eq!(e["erased"]["receipts"], 1, "{e}");
+    assert_eq!(e["erased"]["receipt_entries"], 1, "{e}");
+    let receipt = get(&c, s, VENDOR_TOKEN, &format!("/api/v1/deliveries/{id}")).await;
+    for list in ["errors", "warnings", "notes"] {
+        for entry in receipt[list].as_array().unwrap() {
+            let erased = entry["message"] == weiche::store::ERASED_MESSAGE;
+            assert_eq!(erased, entry["record"] == 3, "{entry}");
+        }
+    }
+    // Once is enough: a repeat finds nothing more.
+    let again = erase(&c, s, "KL-60003").await;
+    assert_eq!(again["found"], false, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_of_a_rejected_only_client_sqlite() {
+    let s = start(Backend::Sqlite).await.unwrap();
+    erasure_of_a_rejected_only_client(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_of_a_rejected_only_client_postgres() {
+    let Some(s) = start(Backend::Postgres).await else {
+        return;
+    };
+    erasure_of_a_rejected_only_client(&s).await;
     s.stop().await;
 }
