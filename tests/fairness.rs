@@ -39,7 +39,13 @@ async fn small_deliveries_pass_a_trickling_large_one(backend: Backend) {
     else {
         return;
     };
-    let large = klidas_delivery("fair-large", "L", LARGE_RECORDS, "teil").into_bytes();
+    let large = klidas_delivery(
+        "fa1e0000-0000-4000-8000-000000000001",
+        "L",
+        LARGE_RECORDS,
+        "ergaenzung",
+    )
+    .into_bytes();
     assert!(large.len() > 30_000_000, "{} bytes", large.len());
     let (head, tail) = large.split_at(large.len() - TRICKLE_BYTES);
     let head = bytes::Bytes::copy_from_slice(head);
@@ -84,7 +90,12 @@ async fn small_deliveries_pass_a_trickling_large_one(backend: Backend) {
     let client = Client::new();
     let mut took = Vec::new();
     for i in 0..SMALL_DELIVERIES {
-        let body = klidas_delivery(&format!("fair-small-{i}"), &format!("S{i}"), 5, "teil");
+        let body = klidas_delivery(
+            &format!("fa1e0000-0000-4000-8000-1000000000{i:02}"),
+            &format!("S{i}"),
+            5,
+            "ergaenzung",
+        );
         let t = Instant::now();
         let r = client
             .post(s.url("/api/v1/deliveries?format=klidas-json"))
@@ -96,8 +107,9 @@ async fn small_deliveries_pass_a_trickling_large_one(backend: Backend) {
             .await
             .expect("a small delivery is answered");
         let elapsed = t.elapsed();
-        assert_eq!(r.status(), 200, "small delivery {i}");
+        let status = r.status();
         let receipt: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "small delivery {i}: {receipt}");
         assert_eq!(receipt["status"], "E1", "{receipt}");
         assert_eq!(receipt["accepted"], 5, "{receipt}");
         took.push(elapsed);

@@ -498,6 +498,7 @@ where
         test: receipt.test,
         received_at,
         receipt: receipt_json,
+        subjects: outcome.subjects,
     };
     let tx = match tx {
         Some(tx) => tx,

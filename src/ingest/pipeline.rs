@@ -81,6 +81,9 @@ pub struct Outcome {
     pub scopes: BTreeSet<(String, String)>,
     /// Record ids present in the delivery but rejected (a full delivery does not cancel them).
     pub rejected_ids: Vec<String>,
+    /// The client (subject pseudonym) of each record the receipt has an entry about, when the
+    /// job has an audit key: what lets an erasure find those entries.
+    pub subjects: Vec<crate::store::ReceiptSubject>,
 }
 
 impl Outcome {
@@ -93,6 +96,7 @@ impl Outcome {
             aborted: Some(why),
             scopes: BTreeSet::new(),
             rejected_ids: Vec::new(),
+            subjects: Vec::new(),
         }
     }
 }
@@ -140,6 +144,7 @@ pub fn run(
         route_time: Duration::ZERO,
         routed_records: 0,
         failed: None,
+        subjects: Vec::new(),
     };
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Checked>>(IN_FLIGHT);
     let joined = std::thread::scope(|scope| {
@@ -164,6 +169,7 @@ pub fn run(
                     seen: HashSet::new(),
                     scopes: BTreeSet::new(),
                     rejected_ids: Vec::new(),
+                    subjects: Vec::new(),
                 };
                 let started = Instant::now();
                 let mut result =
@@ -191,7 +197,7 @@ pub fn run(
             Err(_) => None,
         }
     });
-    let Some((result, c, adapt)) = joined else {
+    let Some((result, mut c, adapt)) = joined else {
         return Outcome::aborted(job, "the pipeline thread failed".into());
     };
     // The back's failure (the store stopped) is the cause when both stopped.
@@ -220,7 +226,17 @@ pub fn run(
         }
         crate::telemetry::metrics::stage(stage, took);
     }
-    let Back { routed, notes, .. } = back;
+    let Back {
+        routed,
+        notes,
+        subjects,
+        ..
+    } = back;
+    // Entries about one record may come from both threads (errors and warnings from the front,
+    // routing notes from the back): each record's client once, in record order.
+    c.subjects.extend(subjects);
+    c.subjects.sort_by_key(|s| s.record);
+    c.subjects.dedup_by_key(|s| s.record);
     let mode = c
         .header
         .mode
@@ -231,6 +247,8 @@ pub fn run(
     let mut receipt = match result {
         Err(AdaptError::Aborted(why)) => return Outcome::aborted(job, why),
         Err(AdaptError::Rejected { code, message }) => {
+            // The receipt holds no record entries, so no record's client is noted.
+            c.subjects.clear();
             Receipt::rejected(job.delivery_id, format, mode, code, &message)
         }
         Ok(()) => {
@@ -285,6 +303,7 @@ pub fn run(
         aborted: None,
         scopes: c.scopes,
         rejected_ids: c.rejected_ids,
+        subjects: c.subjects,
     }
 }
 
@@ -324,9 +343,23 @@ struct Front<'j> {
     seen: HashSet<u128>,
     scopes: BTreeSet<(String, String)>,
     rejected_ids: Vec<String>,
+    /// Clients of records with receipt entries from the front (see [`Outcome::subjects`]).
+    subjects: Vec<crate::store::ReceiptSubject>,
 }
 
 impl Front<'_> {
+    /// Notes the client of the record at `position` when entries about it were added since
+    /// `before` (lengths of errors and warnings) and the job keeps an audit trail.
+    fn note_subject(&mut self, position: usize, client_id: Option<&str>, before: (usize, usize)) {
+        let added = (self.errors.len(), self.warnings.len()) != before;
+        if let (true, Some(key), Some(client_id)) = (added, self.job.audit_key, client_id) {
+            self.subjects.push(crate::store::ReceiptSubject {
+                record: position as i64,
+                subject: key.subject(self.job.vendor, client_id),
+            });
+        }
+    }
+
     /// Hands the collected records to the back.
     fn flush(&mut self) -> Result<(), AdaptError> {
         if self.batch.is_empty() {
@@ -369,10 +402,7 @@ impl AdaptSink for Front<'_> {
             draft.issues.push(Issue::new(
                 Code::F005,
                 "source.record_id",
-                format!(
-                    "record_id '{}' occurs twice in the delivery",
-                    crate::catalogue::echo(id)
-                ),
+                "the record id occurs twice in the delivery (this record is the second)",
             ));
         }
         draft
@@ -397,6 +427,16 @@ impl AdaptSink for Front<'_> {
             entry.source = source;
             entry
         };
+        // The client of a rejected record is known only from its draft.
+        let client_id = self.job.audit_key.and_then(|_| {
+            draft
+                .fields
+                .get("client")
+                .and_then(|c| c.get("client_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let before = (self.errors.len(), self.warnings.len());
         let started = Instant::now();
         let checked = self
             .validate_span
@@ -416,6 +456,7 @@ impl AdaptSink for Front<'_> {
                 if let Some(id) = record_id {
                     self.rejected_ids.push(id);
                 }
+                self.note_subject(position, client_id.as_deref(), before);
                 return Ok(());
             }
         };
@@ -423,6 +464,7 @@ impl AdaptSink for Front<'_> {
         self.periods.insert(record.reporting_period.clone());
         self.scopes
             .insert((record.program.clone(), record.reporting_period.clone()));
+        self.note_subject(position, client_id.as_deref(), before);
         if self.header.test && !self.job.emit_test_records {
             return Ok(());
         }
@@ -452,6 +494,8 @@ struct Back<'j, 'o> {
     routed_records: u64,
     /// Why the back stopped (the caller's hand-over failed).
     failed: Option<AdaptError>,
+    /// Clients of records with routing notes (see [`Outcome::subjects`]).
+    subjects: Vec<crate::store::ReceiptSubject>,
 }
 
 impl Back<'_, '_> {
@@ -493,6 +537,12 @@ impl Back<'_, '_> {
         };
         for item in &routed.items {
             *self.routed.entry(item.recipient.clone()).or_default() += 1;
+        }
+        if let (false, Some(key)) = (routed.notes.is_empty(), self.job.audit_key) {
+            self.subjects.push(crate::store::ReceiptSubject {
+                record: position as i64,
+                subject: key.subject(self.job.vendor, record.client.client_id.expose()),
+            });
         }
         for n in routed.notes {
             self.notes.push(super::receipt::Note {

@@ -28,11 +28,11 @@
 
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
-    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
+    DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
-    StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows, field_sets_of,
-    findings_json, outcome_columns, periods_json, should_seal,
+    StoreResult, StoredDelivery, Withdrawal, by_delivery, count_items, feedback_row, feedback_rows,
+    field_sets_of, findings_json, outcome_columns, periods_json, scrub_receipt, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -390,6 +390,31 @@ async fn insert_items(
     Ok(())
 }
 
+/// The receipt's subjects of a delivery whose row was just inserted, as one JSON array of
+/// `[record, subject]` pairs (no parameter limit).
+async fn insert_receipt_subjects(
+    tx: &mut Transaction<'static, Sqlite>,
+    d: &NewDelivery,
+) -> StoreResult<()> {
+    if d.subjects.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(i64, &str)> = d
+        .subjects
+        .iter()
+        .map(|s| (s.record, s.subject.as_str()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO receipt_subjects (delivery_id, record, subject)          SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]')          FROM json_each(?2) WHERE true ON CONFLICT (delivery_id, record) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(json_array(&pairs)?)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// A delivery being written on the writer connection.
 struct SqliteDeliveryTx {
     tx: Transaction<'static, Sqlite>,
@@ -424,6 +449,7 @@ impl DeliveryTx for SqliteDeliveryTx {
         .map_err(map_err)?
         .rows_affected();
         if inserted == 1 {
+            insert_receipt_subjects(&mut self.tx, d).await?;
             self.tx.commit().await.map_err(map_err)?;
             return Ok(CommitOutcome::Committed);
         }
@@ -628,32 +654,39 @@ impl DeliveryTx for SqliteDeliveryTx {
         Ok(rows.into_iter().map(holder).collect())
     }
 
-    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64> {
+    async fn erase_client(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        subject: &str,
+    ) -> StoreResult<Erased> {
+        let mut erased = Erased::default();
         // Items first: they are found through the client's records.
-        sqlx::query(
+        let deleted: Vec<String> = sqlx::query_scalar(
             "DELETE FROM items WHERE batch_id IS NULL AND vendor = ?1 \
              AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2)",
+             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
         )
         .bind(vendor)
         .bind(client_id)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(map_err)?;
         // json_quote escapes like serde_json and PostgreSQL's to_json (compact, no spaces).
-        sqlx::query(
+        let blanked: Vec<String> = sqlx::query_scalar(
             "UPDATE items SET body = '{\"type\":' || json_quote(kind) || ',\"record_ref\":' \
              || json_quote(record_ref) || ',\"erased\":true}' \
              WHERE batch_id IS NOT NULL AND vendor = ?1 \
              AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2)",
+             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
         )
         .bind(vendor)
         .bind(client_id)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(map_err)?;
-        sqlx::query(
+        count_items(&mut erased, deleted.iter().chain(&blanked));
+        erased.feedback = sqlx::query(
             "DELETE FROM feedback WHERE vendor = ?1 AND (record_id, reporting_period) IN \
              (SELECT record_id, reporting_period FROM records WHERE vendor = ?1 AND client_id = ?2)",
         )
@@ -661,7 +694,8 @@ impl DeliveryTx for SqliteDeliveryTx {
         .bind(client_id)
         .execute(&mut *self.tx)
         .await
-        .map_err(map_err)?;
+        .map_err(map_err)?
+        .rows_affected();
         // What recipients held of the client's records, from purged items.
         sqlx::query(
             "DELETE FROM holdings WHERE vendor = ?1 \
@@ -673,14 +707,50 @@ impl DeliveryTx for SqliteDeliveryTx {
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)?;
-        let deleted = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
+        erased.records = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
             .bind(vendor)
             .bind(client_id)
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?
             .rows_affected();
-        Ok(deleted)
+        erased.withdrawals =
+            sqlx::query("DELETE FROM withdrawals WHERE vendor = ? AND client_id = ?")
+                .bind(vendor)
+                .bind(client_id)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        // Receipt entries about the client's records, found by its subject pseudonym.
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM receipt_subjects WHERE subject = ? RETURNING delivery_id, record",
+        )
+        .bind(subject)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        for (delivery_id, records) in by_delivery(found) {
+            let receipt: Option<String> =
+                sqlx::query_scalar("SELECT receipt FROM deliveries WHERE id = ? AND vendor = ?")
+                    .bind(&delivery_id)
+                    .bind(vendor)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+            let Some(receipt) = receipt else { continue };
+            if let Some((text, n)) = scrub_receipt(&receipt, &records)? {
+                sqlx::query("UPDATE deliveries SET receipt = ? WHERE id = ?")
+                    .bind(text)
+                    .bind(&delivery_id)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                erased.receipts += 1;
+                erased.receipt_entries += n;
+            }
+        }
+        Ok(erased)
     }
 }
 
