@@ -70,6 +70,10 @@ pub enum Answer {
     },
 }
 
+/// What a full delivery cancels by: the (program, period) scopes it covers and the ids of its
+/// rejected records (which it does not cancel).
+type FullScope = (Vec<(String, String)>, Vec<String>);
+
 /// Why a delivery's staged output could not be written.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
@@ -99,7 +103,7 @@ impl Written<'_> {
     async fn write(
         &self,
         staged: Staging,
-        full: Option<(Vec<(String, String)>, Vec<String>)>,
+        full: Option<FullScope>,
     ) -> Result<(Option<Box<dyn DeliveryTx>>, u64), WriteError> {
         let _timed = self.clock.start();
         let mut tx: Option<Box<dyn DeliveryTx>> = None;

@@ -208,7 +208,7 @@ mod tests {
                 reporting_period: "2026-10".into(),
                 record_ref: "ref".into(),
                 body: "{}".into(),
-                consent_id: (i % 2 == 0).then(|| "k".into()),
+                consent_id: i.is_multiple_of(2).then(|| "k".into()),
             }],
             audit: Vec::new(),
             revocations: vec![(format!("r{i}"), "2026-10".into(), vec!["k".into()], None)],

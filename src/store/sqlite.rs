@@ -61,15 +61,22 @@ const WRITER_CACHE_SIZE: &str = "-32768";
 /// The writer never checkpoints inside a commit (`wal_autocheckpoint = 0`): the
 /// [`Housekeeper`] does, on its own connection, off every commit path.
 const WAL_AUTOCHECKPOINT_PAGES: &str = "0";
-/// How often the housekeeper copies the WAL into the database file (`PASSIVE`: never waits for
-/// the writer or readers).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-/// How often the housekeeper truncates the WAL (`TRUNCATE`, which waits briefly for the writer);
-/// also after any pass that found the WAL larger than [`WAL_TRUNCATE_BYTES`].
+/// How often the housekeeper looks at the WAL's size.
+const HOUSEKEEPING_POLL: Duration = Duration::from_millis(250);
+/// The housekeeper copies the WAL into the database file (`PASSIVE`: never waits for the writer
+/// or readers) once it holds this much, or [`CHECKPOINT_EVERY`] after the last copy. Copying
+/// seldom copies each often-written page (B-tree interior and index pages) once instead of again
+/// and again.
+const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// The longest time between two `PASSIVE` checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often the housekeeper truncates the WAL (`TRUNCATE`, which waits briefly for readers);
+/// also as soon as the WAL has grown past [`WAL_TRUNCATE_BYTES`] (after a large delivery).
 const TRUNCATE_EVERY: Duration = Duration::from_secs(300);
-/// A WAL larger than this is truncated at the next pass, and a WAL reset leaves at most this
-/// much of the file behind (`journal_size_limit`).
-const WAL_TRUNCATE_BYTES: u64 = 64 << 20;
+/// A WAL larger than this is truncated at the next pass.
+const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
+/// A WAL reset leaves at most this much of the file behind (`journal_size_limit`).
+const WAL_KEEP_BYTES: u64 = 64 << 20;
 /// Connections in the reader pool.
 const READERS: u32 = 4;
 /// How long a caller waits for the writer connection (a long delivery holds it throughout).
@@ -101,9 +108,10 @@ async fn checkpoint(pool: &SqlitePool, mode: &str) -> StoreResult<bool> {
 }
 
 /// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
-/// the database file every [`CHECKPOINT_EVERY`] (`PASSIVE`), and truncates the WAL every
-/// [`TRUNCATE_EVERY`] or as soon as it has grown past [`WAL_TRUNCATE_BYTES`] (after a large
-/// delivery), so the WAL never keeps gigabytes. Stopped when the store is dropped.
+/// the database file (`PASSIVE`) once it holds [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`]
+/// after the last copy, and truncates the WAL every [`TRUNCATE_EVERY`] or as soon as it has
+/// grown past [`WAL_TRUNCATE_BYTES`] (after a large delivery), so the WAL never keeps
+/// gigabytes. Stopped when the store is dropped.
 #[derive(Debug)]
 struct Housekeeper {
     task: tokio::task::JoinHandle<()>,
@@ -125,15 +133,24 @@ impl Housekeeper {
         wal.push("-wal");
         let wal = std::path::PathBuf::from(wal);
         let task = tokio::spawn(async move {
+            let mut last_copy = std::time::Instant::now();
             let mut last_truncate = std::time::Instant::now();
             loop {
-                tokio::time::sleep(CHECKPOINT_EVERY).await;
+                tokio::time::sleep(HOUSEKEEPING_POLL).await;
                 let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                let truncate =
-                    size > WAL_TRUNCATE_BYTES || last_truncate.elapsed() >= TRUNCATE_EVERY;
-                let mode = if truncate { "TRUNCATE" } else { "PASSIVE" };
+                let mode = if size > WAL_TRUNCATE_BYTES || last_truncate.elapsed() >= TRUNCATE_EVERY
+                {
+                    "TRUNCATE"
+                } else if size > CHECKPOINT_BYTES
+                    || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY)
+                {
+                    "PASSIVE"
+                } else {
+                    continue;
+                };
+                last_copy = std::time::Instant::now();
                 match checkpoint(&pool, mode).await {
-                    Ok(false) if truncate => last_truncate = std::time::Instant::now(),
+                    Ok(false) if mode == "TRUNCATE" => last_truncate = std::time::Instant::now(),
                     Ok(_) => {}
                     Err(e) => tracing::debug!("SQLite {mode} checkpoint failed: {e}"),
                 }
@@ -181,7 +198,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .pragma("cache_size", WRITER_CACHE_SIZE)
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-            .pragma("journal_size_limit", WAL_TRUNCATE_BYTES.to_string());
+            .pragma("journal_size_limit", WAL_KEEP_BYTES.to_string());
         if !in_memory {
             writer_options = writer_options.journal_mode(SqliteJournalMode::Wal);
         }
