@@ -3099,3 +3099,43 @@ async fn unsupported_url_and_unreachable_database() {
         Ok(_) => panic!("connected to port 1?"),
     }
 }
+
+#[tokio::test]
+async fn sqlite_wal_is_truncated_at_start_up_and_not_checkpointed_by_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weiche.db");
+    let url = format!("sqlite://{}", path.display());
+    let wal = dir.path().join("weiche.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    {
+        let store = weiche::store::connect(&url).await.unwrap();
+        // About 20 MB in one delivery: below the housekeeper's thresholds, so the WAL keeps it.
+        let body = "x".repeat(10_000);
+        let records: Vec<NewRecord> = (0..2_000)
+            .map(|i| rec("v1", &format!("R{i}"), "2026-10", &body))
+            .collect();
+        let d = delivery("v1", Some("big"), 1);
+        assert_eq!(
+            deliver(&store, &records, &[], &d).await,
+            CommitOutcome::Committed
+        );
+        assert!(
+            wal_size() > 20_000_000,
+            "a commit checkpointed the WAL: {} bytes left",
+            wal_size()
+        );
+        // An unclean end: the store is dropped without any checkpoint of its own.
+        std::mem::forget(store);
+    }
+    let store = weiche::store::connect(&url).await.unwrap();
+    assert_eq!(wal_size(), 0, "start-up truncates the WAL");
+    assert_eq!(
+        store
+            .record("v1", "R1999", "2026-10")
+            .await
+            .unwrap()
+            .map(|b| b.len()),
+        Some(10_000),
+        "the data survived the checkpoint"
+    );
+}
