@@ -70,8 +70,9 @@ const HOUSEKEEPING_POLL: Duration = Duration::from_millis(250);
 const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// The longest time between two `PASSIVE` checkpoints.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-/// How often the housekeeper truncates the WAL (`TRUNCATE`, which waits briefly for readers);
-/// also as soon as the WAL has grown past [`WAL_TRUNCATE_BYTES`] (after a large delivery).
+/// How often the housekeeper truncates the WAL (`TRUNCATE`, which waits briefly for readers and
+/// runs only when a `PASSIVE` pass has copied every frame); also as soon as the WAL has grown
+/// past [`WAL_TRUNCATE_BYTES`] (after a large delivery).
 const TRUNCATE_EVERY: Duration = Duration::from_secs(300);
 /// A WAL larger than this is truncated at the next pass.
 const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
@@ -100,11 +101,18 @@ pub struct SqliteStore {
 
 /// Runs `PRAGMA wal_checkpoint(<mode>)`; returns whether it was blocked (busy).
 async fn checkpoint(pool: &SqlitePool, mode: &str) -> StoreResult<bool> {
-    let (busy, _, _): (i64, i64, i64) = sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
-        .fetch_one(pool)
-        .await
-        .map_err(map_err)?;
-    Ok(busy != 0)
+    Ok(checkpoint_frames(pool, mode).await?.0)
+}
+
+/// Runs `PRAGMA wal_checkpoint(<mode>)`; returns whether it was blocked (busy) and whether every
+/// frame of the WAL is now in the database file.
+async fn checkpoint_frames(pool: &SqlitePool, mode: &str) -> StoreResult<(bool, bool)> {
+    let (busy, log, copied): (i64, i64, i64) =
+        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+            .fetch_one(pool)
+            .await
+            .map_err(map_err)?;
+    Ok((busy != 0, log == copied))
 }
 
 /// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
@@ -138,21 +146,26 @@ impl Housekeeper {
             loop {
                 tokio::time::sleep(HOUSEKEEPING_POLL).await;
                 let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                let mode = if size > WAL_TRUNCATE_BYTES || last_truncate.elapsed() >= TRUNCATE_EVERY
-                {
-                    "TRUNCATE"
-                } else if size > CHECKPOINT_BYTES
-                    || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY)
-                {
-                    "PASSIVE"
-                } else {
+                let truncate =
+                    size > WAL_TRUNCATE_BYTES || last_truncate.elapsed() >= TRUNCATE_EVERY;
+                let copy = truncate
+                    || size > CHECKPOINT_BYTES
+                    || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY);
+                if !copy {
                     continue;
-                };
+                }
                 last_copy = std::time::Instant::now();
-                match checkpoint(&pool, mode).await {
-                    Ok(false) if mode == "TRUNCATE" => last_truncate = std::time::Instant::now(),
+                // PASSIVE copies without blocking anyone, however large the WAL. Only once
+                // everything is copied is the WAL truncated: TRUNCATE blocks new writers while
+                // it runs, so it must have nothing left to copy.
+                match checkpoint_frames(&pool, "PASSIVE").await {
+                    Ok((_, true)) if truncate => match checkpoint(&pool, "TRUNCATE").await {
+                        Ok(false) => last_truncate = std::time::Instant::now(),
+                        Ok(true) => {}
+                        Err(e) => tracing::debug!("SQLite TRUNCATE checkpoint failed: {e}"),
+                    },
                     Ok(_) => {}
-                    Err(e) => tracing::debug!("SQLite {mode} checkpoint failed: {e}"),
+                    Err(e) => tracing::debug!("SQLite PASSIVE checkpoint failed: {e}"),
                 }
             }
         });
