@@ -142,12 +142,13 @@ impl Housekeeper {
         let wal = std::path::PathBuf::from(wal);
         let task = tokio::spawn(async move {
             let mut last_copy = std::time::Instant::now();
-            let mut last_truncate = std::time::Instant::now();
+            // `None`: never truncated by this process, so the first pass truncates.
+            let mut last_truncate: Option<std::time::Instant> = None;
             loop {
                 tokio::time::sleep(HOUSEKEEPING_POLL).await;
                 let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                let truncate =
-                    size > WAL_TRUNCATE_BYTES || last_truncate.elapsed() >= TRUNCATE_EVERY;
+                let truncate = size > WAL_TRUNCATE_BYTES
+                    || last_truncate.is_none_or(|t| t.elapsed() >= TRUNCATE_EVERY);
                 let copy = truncate
                     || size > CHECKPOINT_BYTES
                     || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY);
@@ -160,7 +161,7 @@ impl Housekeeper {
                 // it runs, so it must have nothing left to copy.
                 match checkpoint_frames(&pool, "PASSIVE").await {
                     Ok((_, true)) if truncate => match checkpoint(&pool, "TRUNCATE").await {
-                        Ok(false) => last_truncate = std::time::Instant::now(),
+                        Ok(false) => last_truncate = Some(std::time::Instant::now()),
                         Ok(true) => {}
                         Err(e) => tracing::debug!("SQLite TRUNCATE checkpoint failed: {e}"),
                     },
@@ -234,8 +235,9 @@ impl SqliteStore {
             // locks (SQLITE_LOCKED) instead of a snapshot, so one connection does everything.
             (writer.clone(), None)
         } else {
-            // A WAL left large by an earlier run (a crash, a huge delivery) is truncated now.
-            checkpoint(&writer, "TRUNCATE").await?;
+            // A WAL left large by an earlier run (a crash, a huge delivery) is copied and
+            // truncated by the housekeeper's first pass, in the background: start-up does not
+            // wait for gigabytes to be copied.
             let housekeeper =
                 Housekeeper::start(base.clone(), base.get_filename().to_path_buf()).await?;
             let reader_options = base.pragma("query_only", "ON");
