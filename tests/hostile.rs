@@ -468,3 +468,226 @@ fn weiche_check_warns_about_world_readable_secret_files() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning:"), "{stderr}");
 }
+
+// --- Gzip bombs in every format, measured in the server process ------------------------------
+
+/// Peak resident memory (`VmHWM`) of a process, in KiB.
+fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("Linux /proc");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A `weiche serve` process of the real binary; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Served {
+    async fn start(config: &std::path::Path) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("WEICHE_CONFIG")
+            .env("WEICHE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WEICHE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start weiche serve");
+        let served = Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health/ready", served.base)).await
+                && r.status() == 200
+            {
+                return served;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weiche serve did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server() {
+    // The limit on decompressed bytes: four bodies held whole up to it would need 512 MiB.
+    let limit: u64 = 128 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("w.db").display());
+    let config = write_config(
+        dir.path(),
+        &db,
+        &format!("[limits]\nmax_body_bytes = {limit}\n"),
+    );
+    let server = Served::start(&config).await;
+    // 1 GiB of spaces as one gzip member (about 1 MiB); each bomb is a member with the start of
+    // an unfinished delivery of its format, then that one (concatenated members are one body).
+    let spaces = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let mib = vec![b' '; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&mib).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    assert!(spaces.len() < 2 << 20, "{} bytes", spaces.len());
+    let xml = String::from_utf8(
+        std::fs::read(repo().join("conformance-tests/cases/xsozial-lieferung/basic/input.xml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let csv =
+        std::fs::read(repo().join("conformance-tests/cases/fallwerk-csv/basic/input.csv")).unwrap();
+    let csv_head: Vec<u8> = {
+        // The header row and one case row, then a row whose first cell never ends.
+        let mut lines = csv.split(|b| *b == b'\n');
+        let mut head = Vec::new();
+        for _ in 0..2 {
+            head.extend_from_slice(lines.next().unwrap());
+            head.push(b'\n');
+        }
+        head.extend_from_slice(b"2026-9999");
+        head
+    };
+    let heads: [(&str, Vec<u8>); 3] = [
+        ("klidas-json", b"{\"klidas\": \"1.0\", ".to_vec()),
+        (
+            "xsozial-lieferung",
+            xml[..xml.find("<fall>").unwrap()].as_bytes().to_vec(),
+        ),
+        ("fallwerk-csv", csv_head),
+    ];
+    let client = Client::new();
+    for (format, head) in heads {
+        let mut bomb = gzip(&head);
+        bomb.extend_from_slice(&spaces);
+        let posts = (0..4).map(|_| {
+            client
+                .post(format!("{}/api/v1/deliveries?format={format}", server.base))
+                .bearer_auth(VENDOR_TOKEN)
+                .header("Content-Encoding", "gzip")
+                .body(bomb.clone())
+                .timeout(Duration::from_secs(600))
+                .send()
+        });
+        for r in futures::future::join_all(posts).await {
+            let r = r.expect("the server answers a gzip bomb");
+            assert_eq!(r.status(), 413, "{format}");
+            let receipt: Value = r.json().await.unwrap();
+            assert_eq!(receipt["status"], "E4", "{format}: {receipt}");
+            assert_eq!(receipt["errors"][0]["code"], "L001", "{format}: {receipt}");
+        }
+        let peak = peak_rss_of(server.child.id());
+        assert!(
+            peak <= 256 << 10,
+            "{format}: the server's peak RSS is {} MiB",
+            peak >> 10
+        );
+    }
+    // The server still serves.
+    let r = client
+        .post(format!("{}/api/v1/deliveries", server.base))
+        .bearer_auth(VENDOR_TOKEN)
+        .body(
+            std::fs::read(repo().join("conformance-tests/cases/klidas-json/basic/input.json"))
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+// --- Characters XML 1.0 forbids, control characters in CSV -----------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_and_control_characters_are_refused_whole() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let c = Client::new();
+    let xml = String::from_utf8(
+        std::fs::read(repo().join("conformance-tests/cases/xsozial-lieferung/basic/input.xml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let csv =
+        std::fs::read(repo().join("conformance-tests/cases/fallwerk-csv/basic/input.csv")).unwrap();
+    let team = b"Team Nordstadt";
+    let at = csv.windows(team.len()).position(|w| w == team).unwrap();
+    let mut bodies: Vec<(&str, Vec<u8>, String)> = Vec::new();
+    for bad in ['\u{0}', '\u{1}', '\u{1b}'] {
+        let mut hostile = csv.clone();
+        hostile[at + 4] = bad as u8;
+        bodies.push(("fallwerk-csv", hostile, format!("U+{:04X}", bad as u32)));
+    }
+    for bad in ['\u{0}', '\u{8}', '\u{ffff}'] {
+        bodies.push((
+            "xsozial-lieferung",
+            xml.replacen("Team Oberbilk", &format!("Team{bad}Hostile"), 1)
+                .into_bytes(),
+            format!("U+{:04X}", bad as u32),
+        ));
+    }
+    bodies.push((
+        "xsozial-lieferung",
+        xml.replacen("Team Oberbilk", "Team&#1;Hostile", 1)
+            .into_bytes(),
+        "U+0001".into(),
+    ));
+    for (format, body, named) in bodies {
+        let r = c
+            .post(s.url(&format!("/api/v1/deliveries?format={format}")))
+            .bearer_auth(VENDOR_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{format} {named}");
+        let receipt: Value = r.json().await.unwrap();
+        assert_eq!(receipt["status"], "E4", "{receipt}");
+        assert_eq!(receipt["accepted"], 0, "{receipt}");
+        assert_eq!(receipt["errors"][0]["code"], "X000", "{receipt}");
+        let message = receipt["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(&named), "{format}: {message}");
+    }
+    // Nothing was stored or routed: every receipt is E4, and no batch has an item.
+    let list: Value = c
+        .get(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receipts = list["deliveries"].as_array().unwrap();
+    assert_eq!(receipts.len(), 7, "{list}");
+    assert!(receipts.iter().all(|r| r["status"] == "E4"), "{list}");
+    assert_eq!(
+        s.gateway.store.open_items("statistik-nrw").await.unwrap(),
+        0
+    );
+    s.stop().await;
+}
