@@ -601,6 +601,7 @@ async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server() {
             assert_eq!(receipt["errors"][0]["code"], "L001", "{format}: {receipt}");
         }
         let peak = peak_rss_of(server.child.id());
+        eprintln!("{format}: peak RSS of the server {} MiB", peak >> 10);
         assert!(
             peak <= 256 << 10,
             "{format}: the server's peak RSS is {} MiB",
