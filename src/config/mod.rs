@@ -770,7 +770,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                     if let Some(prev) = policies.get(p.id()) {
                         problems.push(Problem {
                             file: name.clone(),
-                            line: 0,
+                            line: crate::adapt::mapping::key_line(&text, &["id"]),
                             message: format!(
                                 "policy id '{}' is already defined by {}",
                                 p.id(),
