@@ -576,7 +576,7 @@ async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server() {
         ("klidas-json", b"{\"klidas\": \"1.0\", ".to_vec()),
         (
             "xsozial-lieferung",
-            xml[..xml.find("<fall>").unwrap()].as_bytes().to_vec(),
+            xml.as_bytes()[..xml.find("<fall>").unwrap()].to_vec(),
         ),
         ("fallwerk-csv", csv_head),
     ];

@@ -238,7 +238,7 @@ fn xml_a_token_without_end_is_l004() {
 #[test]
 fn xml_endless_white_space_ends_at_the_body_limit() {
     let basic = xml_basic();
-    let head = basic[..basic.find("<fall>").unwrap()].as_bytes().to_vec();
+    let head = basic.as_bytes()[..basic.find("<fall>").unwrap()].to_vec();
     for fill in [b' ', b'\n'] {
         let mut body = Endless {
             head: head.clone(),
