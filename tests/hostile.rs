@@ -488,39 +488,51 @@ struct Served {
 }
 
 impl Served {
+    /// Starts on a free port. The port is chosen before the process binds it, so another server
+    /// of this test binary may take it first: then the process exits and another port is tried.
+    /// Ready means the process itself said it listens (`weiche listening on …`, after binding)
+    /// and answers `/health/ready`.
     async fn start(config: &std::path::Path) -> Served {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("WEICHE_CONFIG")
-            .env("WEICHE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("WEICHE_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start weiche serve");
-        let served = Served {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/health/ready", served.base)).await
-                && r.status() == 200
-            {
-                return served;
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = config.with_file_name(format!("serve-{port}.log"));
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
+                .args(["serve", "--config"])
+                .arg(config)
+                .env_remove("WEICHE_CONFIG")
+                .env("WEICHE_LISTEN", format!("127.0.0.1:{port}"))
+                .env("WEICHE_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start weiche serve");
+            let base = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let listening = std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("weiche listening on");
+                if listening
+                    && let Ok(r) = reqwest::get(format!("{base}/health/ready")).await
+                    && r.status() == 200
+                {
+                    return Served { child, base };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "weiche serve did not become ready"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            assert!(
-                Instant::now() < deadline,
-                "weiche serve did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("weiche serve found no free port in 5 tries");
     }
 }
 
