@@ -545,15 +545,27 @@ impl Drop for Served {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server() {
-    // The limit on decompressed bytes: four bodies held whole up to it would need 512 MiB.
-    let limit: u64 = 128 << 20;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("w.db").display());
-    let config = write_config(
-        dir.path(),
-        &db,
-        &format!("[limits]\nmax_body_bytes = {limit}\n"),
-    );
+    gzip_bombs_in_every_format(dir.path(), &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server_on_postgres() {
+    let Some(db) = support::fresh_postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    gzip_bombs_in_every_format(dir.path(), &db).await;
+    support::drop_postgres_database(&db).await;
+}
+
+/// Four gzip bombs at once in each format against a real `weiche serve` on `db`: each is
+/// `413 L001`, and the server's peak RSS stays under 256 MB.
+async fn gzip_bombs_in_every_format(dir: &std::path::Path, db: &str) {
+    // The limit on decompressed bytes: four bodies held whole up to it would need 512 MiB.
+    let limit: u64 = 128 << 20;
+    let config = write_config(dir, db, &format!("[limits]\nmax_body_bytes = {limit}\n"));
     let server = Served::start(&config).await;
     // 1 GiB of spaces as one gzip member (about 1 MiB); each bomb is a member with the start of
     // an unfinished delivery of its format, then that one (concatenated members are one body).
@@ -639,6 +651,19 @@ async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_and_control_characters_are_refused_whole() {
     let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    refused_whole(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_and_control_characters_are_refused_whole_on_postgres() {
+    if let Some(s) = TestServer::start(Backend::Postgres).await {
+        refused_whole(s).await;
+    }
+}
+
+/// XML with characters XML 1.0 forbids and CSV with control characters: `422 X000` naming the
+/// character, nothing stored or routed.
+async fn refused_whole(s: TestServer) {
     let c = Client::new();
     let xml = String::from_utf8(
         std::fs::read(repo().join("conformance-tests/cases/xsozial-lieferung/basic/input.xml"))
