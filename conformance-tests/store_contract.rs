@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use weiche::store::{
-    AckOutcome, AuditRow, BatchState, CommitOutcome, Cutoffs, Finding, Holder, ItemKind, Month,
-    NewAuditEvent, NewDelivery, NewItem, NewRecord, PushOutcome, PushResult, PushState, SealRule,
-    Store, StoreError, Withdrawal,
+    AckOutcome, AuditRow, BatchState, CommitOutcome, Cutoffs, ERASED_MESSAGE, Erased, Finding,
+    Holder, ItemKind, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PushOutcome,
+    PushResult, PushState, ReceiptSubject, SealRule, Store, StoreError, Withdrawal,
 };
 
 /// One backend under test: a store on a fresh database, and what is needed to open a second
@@ -392,6 +392,7 @@ fn delivery(vendor: &str, key: Option<&str>, received_at: i64) -> NewDelivery {
         status: "E1".into(),
         test: false,
         received_at,
+        subjects: Vec::new(),
     }
 }
 
@@ -2025,6 +2026,36 @@ async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
     .await;
     assert_eq!(s.open_items("r1").await.unwrap(), 1);
     assert_eq!(s.open_items("r2").await.unwrap(), 3);
+    // A receipt quoting the name (as receipts written before values were no longer quoted
+    // did) about a rejected record of each client, found through the subjects; and a withdrawal.
+    let mut with_errors = delivery("v1", None, 3);
+    with_errors.receipt = format!(
+        r#"{{"delivery_id":"{}","status":"E3","errors":[{{"record":1,"record_id":"R9","field":"client.family_name","code":"F002","message":"family name '{ERASED_NAME}' contains ','"}},{{"record":2,"record_id":"R8","field":"client.family_name","code":"F002","message":"family name '{ERASED_NAME}' contains '1'"}},{{"record":null,"code":"S020","message":"every record was rejected"}}],"warnings":[],"notes":[]}}"#,
+        with_errors.id
+    );
+    with_errors.subjects = vec![
+        ReceiptSubject {
+            record: 1,
+            subject: "S-erase".into(),
+        },
+        ReceiptSubject {
+            record: 2,
+            subject: "S-keep".into(),
+        },
+    ];
+    deliver(s, &[], &[], &with_errors).await;
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put_withdrawal(
+        "v1",
+        &Withdrawal {
+            client_id: "C-erase".into(),
+            consent_id: "K1".into(),
+            withdrawn_on: "2026-10-01".into(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit_plain().await.unwrap();
 
     if !b.postgres {
         s.compact().await.unwrap();
@@ -2035,7 +2066,20 @@ async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
     }
 
     let mut tx = s.begin_delivery().await.unwrap();
-    assert_eq!(tx.erase_client("v1", "C-erase").await.unwrap(), 2);
+    assert_eq!(
+        tx.erase_client("v1", "C-erase", "S-erase").await.unwrap(),
+        Erased {
+            records: 2,
+            // R1 and R2 sealed for r1 (blanked), R1 open for r1 and R2 open for r2 (deleted).
+            items: 4,
+            // The open cancellation of R1 for r2.
+            lifecycle_items: 1,
+            receipts: 1,
+            receipt_entries: 1,
+            withdrawals: 1,
+            feedback: 0,
+        }
+    );
     assert!(
         tx.client_holders("v1", "C-erase", None)
             .await
@@ -2068,15 +2112,40 @@ async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
             format!(r#"{{"type":"record","family_name":"{ERASED_NAME}"}}"#),
         ]
     );
+    // The receipt entry about C-erase's record is scrubbed, C-keep's and the delivery's stay.
+    let receipt: serde_json::Value = serde_json::from_str(
+        &s.delivery("v1", &with_errors.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .receipt,
+    )
+    .unwrap();
+    let messages: Vec<&str> = receipt["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages[0], ERASED_MESSAGE);
+    assert!(messages[1].contains(ERASED_NAME), "{messages:?}");
+    assert_eq!(messages[2], "every record was rejected");
+    assert_eq!(receipt["errors"][0]["record_id"], "R9", "structure kept");
+    assert!(s.withdrawals("v1").await.unwrap().is_empty());
     // A second erasure finds nothing.
     let mut tx = s.begin_delivery().await.unwrap();
-    assert_eq!(tx.erase_client("v1", "C-erase").await.unwrap(), 0);
+    let again = tx.erase_client("v1", "C-erase", "S-erase").await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
     tx.commit_plain().await.unwrap();
 
     // Only C-keep's sealed and open items still carry the name; erase C-keep too, then nothing
     // in the files may.
     let mut tx = s.begin_delivery().await.unwrap();
-    assert_eq!(tx.erase_client("v1", "C-keep").await.unwrap(), 1);
+    let keep = tx.erase_client("v1", "C-keep", "S-keep").await.unwrap();
+    assert_eq!(
+        (keep.records, keep.receipts, keep.receipt_entries),
+        (1, 1, 1)
+    );
     tx.commit_plain().await.unwrap();
     assert_eq!(
         b.count(&format!(
@@ -2092,6 +2161,14 @@ async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
         .await,
         0
     );
+    assert_eq!(
+        b.count(&format!(
+            "SELECT COUNT(*) FROM deliveries WHERE receipt LIKE '%{ERASED_NAME}%'"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(b.count("SELECT COUNT(*) FROM receipt_subjects").await, 0);
     s.compact().await.unwrap();
     if !b.postgres {
         assert!(
@@ -2806,7 +2883,10 @@ async fn purge_outputs_once_delivered_and_keep_what_recipients_hold(b: &Backend)
         tx.client_holders("v1", "C1", None).await.unwrap(),
         vec![holder("r1", "R1", p, Some("K1"))]
     );
-    assert_eq!(tx.erase_client("v1", "C1").await.unwrap(), 1);
+    assert_eq!(
+        tx.erase_client("v1", "C1", "S-C1").await.unwrap().records,
+        1
+    );
     assert!(
         tx.client_holders("v1", "C1", None)
             .await
@@ -2922,8 +3002,14 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
 
 async fn purge_receipts_by_age(b: &Backend) {
     let s = &b.store;
-    let old = delivery("v1", Some("old-key"), ms("2025-01-10T10:00:00Z"));
-    let young = delivery("v1", Some("young-key"), now_ms());
+    let mut old = delivery("v1", Some("old-key"), ms("2025-01-10T10:00:00Z"));
+    let mut young = delivery("v1", Some("young-key"), now_ms());
+    for d in [&mut old, &mut young] {
+        d.subjects = vec![ReceiptSubject {
+            record: 1,
+            subject: "S1".into(),
+        }];
+    }
     deliver(s, &[], &[], &old).await;
     deliver(s, &[], &[], &young).await;
     let cut = Cutoffs {
@@ -2945,6 +3031,12 @@ async fn purge_receipts_by_age(b: &Backend) {
     assert_eq!(s.delivery_by_key("v1", "old-key").await.unwrap(), None);
     assert!(s.delivery("v1", &young.id).await.unwrap().is_some());
     assert_eq!(s.deliveries("v1", None, None, 10).await.unwrap().len(), 1);
+    // A receipt's subjects go with it.
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM receipt_subjects WHERE subject = 'S1'")
+            .await,
+        1
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3081,4 +3173,44 @@ async fn unsupported_url_and_unreachable_database() {
         Err(other) => panic!("expected Unavailable, got {other:?}"),
         Ok(_) => panic!("connected to port 1?"),
     }
+}
+
+#[tokio::test]
+async fn sqlite_wal_is_truncated_at_start_up_and_not_checkpointed_by_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weiche.db");
+    let url = format!("sqlite://{}", path.display());
+    let wal = dir.path().join("weiche.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    {
+        let store = weiche::store::connect(&url).await.unwrap();
+        // About 20 MB in one delivery: below the housekeeper's thresholds, so the WAL keeps it.
+        let body = "x".repeat(10_000);
+        let records: Vec<NewRecord> = (0..2_000)
+            .map(|i| rec("v1", &format!("R{i}"), "2026-10", &body))
+            .collect();
+        let d = delivery("v1", Some("big"), 1);
+        assert_eq!(
+            deliver(&store, &records, &[], &d).await,
+            CommitOutcome::Committed
+        );
+        assert!(
+            wal_size() > 20_000_000,
+            "a commit checkpointed the WAL: {} bytes left",
+            wal_size()
+        );
+        // An unclean end: the store is dropped without any checkpoint of its own.
+        std::mem::forget(store);
+    }
+    let store = weiche::store::connect(&url).await.unwrap();
+    assert_eq!(wal_size(), 0, "start-up truncates the WAL");
+    assert_eq!(
+        store
+            .record("v1", "R1999", "2026-10")
+            .await
+            .unwrap()
+            .map(|b| b.len()),
+        Some(10_000),
+        "the data survived the checkpoint"
+    );
 }

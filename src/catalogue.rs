@@ -194,3 +194,127 @@ pub fn echo(input: &str) -> String {
         format!("{cut}…")
     }
 }
+
+/// Canonical fields whose values are not personal data, so receipts may quote them (shortened
+/// by [`echo`]): the reporting period, the program, and the codes that describe the delivery
+/// rather than the client — service kinds, consent purposes and field groups. Everything else,
+/// in particular every `client.*`, `sensitive.*`, `case.*` value and every date, is described
+/// by its shape only ([`shape`]). `field` may carry array indices (`services[2].kind`).
+pub fn quotable(field: &str) -> bool {
+    let mut pattern = String::with_capacity(field.len());
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                pattern.push('[');
+            }
+            ']' => {
+                in_index = false;
+                pattern.push(']');
+            }
+            _ if in_index => {}
+            _ => pattern.push(c),
+        }
+    }
+    matches!(
+        pattern.as_str(),
+        "reporting_period"
+            | "program"
+            | "schema_version"
+            | "services[].kind"
+            | "consents[].purpose"
+            | "consents[].fields"
+            | "consents[].fields[]"
+    )
+}
+
+/// The shape of a value for a message, never the value itself: its length and the kinds of
+/// characters in it, e.g. `10 characters: digits and '-'` or `7 characters: letters, a space
+/// and ','`. Single punctuation characters are named; letters and digits only counted.
+pub fn shape(value: &str) -> String {
+    let n = value.chars().count();
+    if n == 0 {
+        return "an empty value".to_string();
+    }
+    let (mut letters, mut digits, mut spaces) = (false, false, false);
+    let mut others: Vec<char> = Vec::new();
+    for c in value.chars() {
+        if c.is_alphabetic() {
+            letters = true;
+        } else if c.is_ascii_digit() {
+            digits = true;
+        } else if c.is_whitespace() {
+            spaces = true;
+        } else if !others.contains(&c) && others.len() < 4 {
+            others.push(c);
+        }
+    }
+    let mut kinds: Vec<String> = Vec::new();
+    if letters {
+        kinds.push("letters".into());
+    }
+    if digits {
+        kinds.push("digits".into());
+    }
+    if spaces {
+        kinds.push("spaces".into());
+    }
+    for c in others {
+        kinds.push(format!("'{}'", c.escape_debug()));
+    }
+    let kinds = match kinds.len() {
+        0 => String::new(),
+        1 => kinds.remove(0),
+        _ => {
+            let last = kinds.pop().unwrap_or_default();
+            format!("{} and {last}", kinds.join(", "))
+        }
+    };
+    let chars = if n == 1 { "character" } else { "characters" };
+    format!("{n} {chars}: {kinds}")
+}
+
+/// A value for a message about `field`: quoted (shortened) when [`quotable`], else its
+/// [`shape`] — `'SGB XII'`, or `the value (7 characters: letters and spaces)`.
+pub fn value_for(field: &str, value: &str) -> String {
+    if quotable(field) {
+        format!("'{}'", echo(value))
+    } else {
+        format!("the value ({})", shape(value))
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn quotable_fields() {
+        assert!(quotable("program"));
+        assert!(quotable("reporting_period"));
+        assert!(quotable("services[3].kind"));
+        assert!(quotable("consents[0].fields[2]"));
+        assert!(!quotable("client.sex"));
+        assert!(!quotable("client.family_name"));
+        assert!(!quotable("sensitive.primary_substance"));
+        assert!(!quotable("services[0].start"));
+        assert!(!quotable("case.case_id"));
+    }
+
+    #[test]
+    fn shapes_never_hold_the_value() {
+        assert_eq!(shape("1990-02-30"), "10 characters: digits and '-'");
+        assert_eq!(
+            shape("Müller, Jörg"),
+            "12 characters: letters, spaces and ','"
+        );
+        assert_eq!(shape("x"), "1 character: letters");
+        assert_eq!(shape(""), "an empty value");
+        assert_eq!(value_for("program", "SGB XII"), "'SGB XII'");
+        assert_eq!(
+            value_for("client.sex", "weiblich"),
+            "the value (8 characters: letters)"
+        );
+    }
+}

@@ -92,6 +92,9 @@ pub struct Gateway {
     pub instance: String,
     /// How long stored data is kept.
     pub retention: crate::config::Retention,
+    /// Where deliveries stage output past their memory budget while their bodies arrive
+    /// (`<data_dir>/staging`; the files are anonymous and vanish with the delivery).
+    pub staging_dir: PathBuf,
 }
 
 impl Gateway {
@@ -112,6 +115,7 @@ impl Gateway {
             push_worker: loaded.push_worker,
             instance: uuid::Uuid::new_v4().to_string(),
             retention: loaded.retention,
+            staging_dir: loaded.data_dir.join("staging"),
         }
     }
 

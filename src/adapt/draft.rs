@@ -13,7 +13,9 @@ pub struct Issue {
     pub code: Code,
     /// Canonical path, or the source field / column name for `W002`.
     pub field: Option<String>,
-    /// Text for a person. May quote the offending value; receipts go only to the record's vendor.
+    /// Text for a person. Never quotes a personal value: it names the rule and the value's shape
+    /// (`crate::catalogue::shape`); only values of fields that are not personal
+    /// (`crate::catalogue::quotable`) are quoted.
     pub message: String,
 }
 
@@ -30,7 +32,7 @@ impl Issue {
 
 impl std::fmt::Debug for Issue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The message may quote personal data; Debug shows only code and field.
+        // Debug shows only code and field (the message may quote a code or period).
         f.debug_struct("Issue")
             .field("code", &self.code)
             .field("field", &self.field)

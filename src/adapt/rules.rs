@@ -10,7 +10,7 @@ use super::mapping::{
     Decimal, FieldRule, KnownTree, MappingFile, RowSelect, Syntax, ValueKind, path_tokens,
 };
 use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
-use crate::catalogue::{Code, echo};
+use crate::catalogue::{Code, echo, quotable, shape};
 use serde_json::{Map, Value};
 
 /// Nesting deeper than this is `L003`.
@@ -106,6 +106,60 @@ impl DatePattern {
             (false, false, _, _) => Some(format!("{y:04}")),
             _ => None,
         }
+    }
+
+    /// Why `text` is no date of this pattern, for a message that must not quote it: the
+    /// calendar problem when it has the pattern's form (`a date with day 31 in April`), else
+    /// its shape.
+    pub(crate) fn problem(&self, text: &str) -> String {
+        let mut rest = text;
+        for part in &self.parts {
+            let n = match part {
+                Part::Day | Part::Month => 2,
+                Part::Year => 4,
+                Part::Lit(c) => match rest.strip_prefix(*c) {
+                    Some(r) => {
+                        rest = r;
+                        continue;
+                    }
+                    None => return format!("a value of another form ({})", shape(text)),
+                },
+            };
+            match rest.get(..n) {
+                Some(d) if d.bytes().all(|b| b.is_ascii_digit()) => rest = &rest[n..],
+                _ => return format!("a value of another form ({})", shape(text)),
+            }
+        }
+        if !rest.is_empty() {
+            return format!("a value of another form ({})", shape(text));
+        }
+        // The form fits: rebuild the ISO text from the parts and name the calendar problem.
+        let take = |part: &Part| -> String {
+            let mut rest = text;
+            for p in &self.parts {
+                let n = match p {
+                    Part::Day | Part::Month => 2,
+                    Part::Year => 4,
+                    Part::Lit(c) => c.len_utf8(),
+                };
+                if std::mem::discriminant(p) == std::mem::discriminant(part) {
+                    return rest[..n].to_string();
+                }
+                rest = &rest[n..];
+            }
+            String::new()
+        };
+        let iso = match (self.has_month, self.has_day) {
+            (true, true) => format!(
+                "{}-{}-{}",
+                take(&Part::Year),
+                take(&Part::Month),
+                take(&Part::Day)
+            ),
+            (true, false) => format!("{}-{}", take(&Part::Year), take(&Part::Month)),
+            _ => take(&Part::Year),
+        };
+        crate::validate::date_problem(&iso, &["YYYY-MM-DD", "YYYY-MM", "YYYY"])
     }
 }
 
@@ -461,7 +515,7 @@ impl HeaderPlan {
         }
         let mut values = Vec::new();
         for r in &self.fields {
-            match extract(file, r, get(doc, &r.tokens)) {
+            match extract(file, r, &r.target, get(doc, &r.tokens)) {
                 Ok(Some(v)) => values.push((r.target.clone(), v)),
                 Ok(None) if r.rule.required => {
                     return Err(x001(format!("'{}' is required", r.from())));
@@ -679,13 +733,25 @@ fn number(text: &str, decimal: Decimal) -> Option<Value> {
 }
 
 /// Applies one rule to a source value: `Ok(None)` when absent.
+///
+/// `field` is the canonical path the value goes to (`services[0].kind`): messages quote the
+/// value only when that field is not personal ([`crate::catalogue::quotable`]), and otherwise
+/// describe its shape.
 pub(crate) fn extract(
     file: &MappingFile,
     r: &Rule,
+    field: &str,
     value: Option<&Value>,
 ) -> Result<Option<Value>, Issue> {
     let rule = &r.rule;
     let source = r.source.as_str();
+    let what = |s: &str| {
+        if quotable(field) {
+            format!("'{}'", echo(s))
+        } else {
+            format!("({})", shape(s))
+        }
+    };
     let issue = |code: Code, message: String| Issue {
         code,
         field: None,
@@ -698,9 +764,9 @@ pub(crate) fn extract(
                 issue(
                     Code::F002,
                     format!(
-                        "{source} '{}' is not a valid date {}",
-                        echo(&s),
-                        rule.date.as_deref().unwrap_or("")
+                        "{source} is not a valid date {}: {}",
+                        rule.date.as_deref().unwrap_or(""),
+                        p.problem(&s)
                     ),
                 )
             })?,
@@ -713,8 +779,8 @@ pub(crate) fn extract(
                 None => Err(issue(
                     Code::F003,
                     format!(
-                        "{source} value '{}' is not in the mapping's value map",
-                        echo(&s)
+                        "{source} value {} is not in the mapping's value map",
+                        what(&s)
                     ),
                 )),
             },
@@ -744,10 +810,7 @@ pub(crate) fn extract(
                         None
                     } else {
                         Some(number(&t, decimal).ok_or_else(|| {
-                            issue(
-                                Code::F002,
-                                format!("{source} '{}' is not a number", echo(&t)),
-                            )
+                            issue(Code::F002, format!("{source} {} is not a number", what(&t)))
                         })?)
                     }
                 }
@@ -806,7 +869,7 @@ fn apply_rules(
 ) {
     for r in rules {
         let target = format!("{prefix}{}", r.target);
-        match extract(file, r, get(source, &r.tokens)) {
+        match extract(file, r, &target, get(source, &r.tokens)) {
             Ok(Some(v)) => match element.as_deref_mut() {
                 Some(el) => super::set_path(el, &r.target, v),
                 None => draft.set(&r.target, v),
@@ -899,6 +962,20 @@ mod tests {
         assert_eq!(m.apply("13/2026", false), None);
         assert!(DatePattern::parse("TT.JJJJ").is_none());
         assert!(DatePattern::parse("QQ").is_none());
+    }
+
+    #[test]
+    fn date_pattern_problems_never_quote_the_value() {
+        let p = DatePattern::parse("TT.MM.JJJJ").unwrap();
+        assert_eq!(p.problem("31.04.1990"), "a date with day 31 in April");
+        assert_eq!(p.problem("30.02.1990"), "a date with day 30 in February");
+        assert_eq!(p.problem("01.13.1990"), "month 13 does not exist");
+        assert_eq!(
+            p.problem("1.2.1991"),
+            "a value of another form (8 characters: digits and '.')"
+        );
+        let m = DatePattern::parse("MM/JJJJ").unwrap();
+        assert_eq!(m.problem("13/2026"), "month 13 does not exist");
     }
 
     #[test]

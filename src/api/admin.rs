@@ -183,9 +183,12 @@ pub(super) async fn preview(
     Ok(HttpResponse::Ok().json(result))
 }
 
-/// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: erasure (GDPR Art. 17). Deletes the
-/// client's records and outputs, tells every recipient holding one (`erasure` items, Art. 19),
-/// writes pseudonymous audit events, and compacts the database so the data is gone from its files.
+/// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: erasure (GDPR Art. 17). Finds the
+/// client's data wherever it is — records, outbox and lifecycle items, receipt entries, recorded
+/// withdrawals, feedback — and removes or scrubs it, tells every recipient holding one of its
+/// records (`erasure` items, Art. 19), writes pseudonymous audit events (always one `erasure`
+/// event with the counts, also when nothing was found), and compacts the database so the data is
+/// gone from its files.
 #[utoipa::path(
     delete,
     path = "/api/v1/admin/clients/{vendor}/{client_id}",
@@ -193,11 +196,16 @@ pub(super) async fn preview(
     tag = "admin",
     summary = "Erase a client and tell the recipients (GDPR Art. 17, 19)",
     description = "Role: **admin**.\n\n\
-        Deletes the vendor's client's records and its items not yet sealed, blanks its items \
-        already sealed into batches, gives every recipient whose latest item for one of the \
-        records is a `record` item an `erasure` item, writes audit events, and compacts the \
-        database. Kept: receipts, recorded withdrawals, the audit trail. An unknown client \
-        answers `200` with `0` counts; repeating the request is harmless.",
+        Finds the vendor's client's data wherever it is and counts each kind (`erased`): \
+        deletes its records, deletes their items not yet sealed and blanks those already sealed \
+        into batches (record items and lifecycle items), scrubs the messages of the receipt \
+        entries about its records (errors of rejected records included), deletes its recorded \
+        withdrawals and the recipients' feedback on its records. Every recipient whose latest \
+        item for one of the records is a `record` item gets an `erasure` item. One audit event \
+        `erasure` with the counts is written in any case; then the database is compacted. An \
+        unknown client answers `200` with `\"found\": false` and zero counts, and the erasure \
+        is still recorded; repeating the request is harmless. Kept: the pseudonymous audit \
+        trail.",
     params(
         ("vendor" = String, Path, description = "The vendor id."),
         ("client_id" = String, Path, description = "The vendor's client id."),
@@ -228,7 +236,7 @@ pub(super) async fn erase(
         .map_err(ApiError::unavailable)?;
     let result = async {
         let holders = tx.client_holders(&vendor, &client_id, None).await?;
-        let erased = tx.erase_client(&vendor, &client_id).await?;
+        let erased = tx.erase_client(&vendor, &client_id, &subject).await?;
         crate::ingest::lifecycle::notify(
             &gw,
             &mut tx,
@@ -239,6 +247,8 @@ pub(super) async fn erase(
             Some(&subject),
         )
         .await?;
+        tx.audit(&[erasure_event(&vendor, &subject, &cause, now, &erased)])
+            .await?;
         Ok::<_, crate::store::StoreError>((erased, holders.len()))
     }
     .await;
@@ -251,10 +261,62 @@ pub(super) async fn erase(
     };
     tx.commit_plain().await.map_err(ApiError::unavailable)?;
     gw.store.compact().await.map_err(ApiError::unavailable)?;
-    tracing::info!(admin = %admin.id, erased, notified, "client erased");
+    let found = !erased.is_empty() || notified > 0;
+    tracing::info!(
+        admin = %admin.id,
+        found,
+        records = erased.records,
+        items = erased.items,
+        lifecycle_items = erased.lifecycle_items,
+        receipt_entries = erased.receipt_entries,
+        withdrawals = erased.withdrawals,
+        notified,
+        "client erased"
+    );
     Ok(HttpResponse::Ok().json(json!({
         "erasure_id": cause,
-        "erased_records": erased,
+        "found": found,
+        "message": if found {
+            "the client's data was erased"
+        } else {
+            "nothing of this client was found; the erasure is recorded in the audit trail"
+        },
+        "erased_records": erased.records,
         "notified": notified,
+        "erased": erased,
     })))
+}
+
+/// The audit event of an erasure as a whole (beside the per-recipient `erasure` events): the
+/// counts of what was found, as JSON in `note`; written also when nothing was found.
+fn erasure_event(
+    vendor: &str,
+    subject: &str,
+    cause: &str,
+    now: i64,
+    erased: &crate::store::Erased,
+) -> crate::store::NewAuditEvent {
+    let event = crate::audit::Event {
+        at: crate::ingest::lifecycle::rfc3339(now),
+        kind: "erasure".into(),
+        delivery_id: Some(cause.to_string()),
+        vendor: vendor.to_string(),
+        record_ref: None,
+        reporting_period: None,
+        recipient: None,
+        legal_basis: None,
+        citation: None,
+        consent_id: None,
+        policy_version: None,
+        fields: Vec::new(),
+        fields_sha256: None,
+        note: Some(serde_json::to_string(erased).unwrap_or_default()),
+    };
+    crate::store::NewAuditEvent {
+        at_ms: now,
+        kind: "erasure".into(),
+        subject: Some(subject.to_string()),
+        body: event.to_json(),
+        field_set: None,
+    }
 }

@@ -705,12 +705,20 @@ pub(super) struct Preview {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct Erasure {
-    /// Id of the erasure: `source.delivery_id` of the `erasure` items.
+    /// Id of the erasure: `source.delivery_id` of the `erasure` items and of the `erasure`
+    /// audit event.
     erasure_id: String,
-    /// Records of the client deleted.
+    /// Whether anything of the client was found (`false`: nothing; the erasure is recorded
+    /// all the same).
+    found: bool,
+    /// What was done, for a person.
+    message: String,
+    /// Records of the client deleted (the same as `erased.records`).
     erased_records: u64,
     /// Recipients' records told about the erasure (`erasure` items).
     notified: u64,
+    /// What was found of the client, by kind.
+    erased: crate::store::Erased,
 }
 
 /// One audit event of the disclosure report (absent values `null`).

@@ -197,7 +197,7 @@ struct Progress {
     total: u64,
     read: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
-    last: std::cell::Cell<std::time::Instant>,
+    last: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Progress {
@@ -208,15 +208,23 @@ impl Progress {
             total,
             read: std::sync::atomic::AtomicU64::new(0),
             started: now,
-            last: std::cell::Cell::new(now),
+            last: std::sync::Mutex::new(now),
         }
     }
 
     fn tick(&self, records: u64) {
-        if !self.enabled || self.last.get().elapsed() < std::time::Duration::from_millis(500) {
+        if !self.enabled {
             return;
         }
-        self.last.set(std::time::Instant::now());
+        {
+            let Ok(mut last) = self.last.lock() else {
+                return;
+            };
+            if last.elapsed() < std::time::Duration::from_millis(500) {
+                return;
+            }
+            *last = std::time::Instant::now();
+        }
         let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
         let pct = (read * 100).checked_div(self.total).unwrap_or(0);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);

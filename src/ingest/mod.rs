@@ -11,6 +11,7 @@
 pub mod lifecycle;
 pub mod pipeline;
 pub mod receipt;
+pub mod staging;
 
 pub use receipt::{Entry, Receipt, Status};
 
@@ -23,6 +24,7 @@ use crate::store::{
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use staging::{Chunk, Staging};
 use std::io::{self, Read};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -33,12 +35,6 @@ const CHUNK: usize = 500;
 
 /// Audit events held back before they are appended early.
 const AUDIT_BUFFER: usize = 2_000;
-
-/// Output (records, items, audit events) a delivery holds back before it begins its store
-/// transaction: most deliveries are written whole once their pipeline is done, so the
-/// transaction — on SQLite the one write lock — is held while writing, not while a pipeline
-/// computes. Larger deliveries begin at this size and stream the rest (bounded memory).
-const STORE_START_BYTES: usize = 8 << 20;
 
 /// A delivery request after authentication.
 #[derive(Debug, Clone)]
@@ -74,75 +70,149 @@ pub enum Answer {
     },
 }
 
-#[derive(Default)]
-struct Chunk {
-    records: Vec<NewRecord>,
-    items: Vec<NewItem>,
-    audit: Vec<crate::store::NewAuditEvent>,
-    /// (record id, period, withdrawn consent ids, subject) of records whose holders under those
-    /// consents get revocations.
-    revocations: Vec<(String, String, Vec<String>, Option<String>)>,
+/// What a full delivery cancels by: the (program, period) scopes it covers and the ids of its
+/// rejected records (which it does not cancel).
+type FullScope = (Vec<(String, String)>, Vec<String>);
+
+/// Why a delivery's staged output could not be written.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The staging file could not be read back.
+    #[error(transparent)]
+    Staging(#[from] staging::StagingError),
 }
 
-impl Chunk {
-    /// About how many bytes the chunk writes.
-    fn bytes(&self) -> usize {
-        self.records.iter().map(|r| r.body.len()).sum::<usize>()
-            + self.items.iter().map(|i| i.body.len()).sum::<usize>()
-            + self.audit.iter().map(|a| a.body.len()).sum::<usize>()
-    }
-}
-
-/// Writes one chunk in a delivery's transaction: revocations for its withdrawn consents, its
-/// records and items; its audit events join `audit` (appended early only past
-/// [`AUDIT_BUFFER`]).
-async fn write_chunk(
-    gw: &Gateway,
-    tx: &mut Box<dyn DeliveryTx>,
-    chunk: Chunk,
-    vendor_id: &str,
-    delivery_id: &str,
+/// The store half of a delivery: once its body has ended and its pipeline is done, writes the
+/// staged output in one transaction — so a slow client never holds a transaction open.
+struct Written<'a> {
+    gw: &'a Gateway,
+    vendor: &'a str,
+    delivery_id: &'a str,
     received_at: i64,
-    audit: &mut Vec<crate::store::NewAuditEvent>,
-) -> Result<(), StoreError> {
-    if !chunk.revocations.is_empty() {
-        // One look-up for the whole chunk: holders of every record with a withdrawn
-        // consent, then per record those that hold it under one of those consents.
-        let keys: Vec<(String, String)> = chunk
-            .revocations
-            .iter()
-            .map(|(id, period, _, _)| (id.clone(), period.clone()))
-            .collect();
-        let all = tx.holders(vendor_id, &keys).await?;
-        for (record_id, period, consents, subject) in &chunk.revocations {
-            let holders: Vec<Holder> = all
-                .iter()
-                .filter(|h| {
-                    h.record_id == *record_id
-                        && h.reporting_period == *period
-                        && h.consent_id.as_ref().is_some_and(|c| consents.contains(c))
-                })
-                .cloned()
-                .collect();
+    /// The delivery's `store` stage time.
+    clock: &'a crate::telemetry::StageClock,
+}
+
+impl Written<'_> {
+    /// Writes the staged chunks and their audit events and, for a full delivery (`full` = its
+    /// scopes and the ids of its rejected records), cancels the records it omits. Returns the
+    /// open transaction (`None` when nothing was written) and the number of cancelled records.
+    async fn write(
+        &self,
+        staged: Staging,
+        full: Option<FullScope>,
+    ) -> Result<(Option<Box<dyn DeliveryTx>>, u64), WriteError> {
+        let _timed = self.clock.start();
+        let mut tx: Option<Box<dyn DeliveryTx>> = None;
+        if !staged.is_empty() {
+            let mut t = self.gw.store.begin_delivery().await?;
+            // Audit events are appended as late as possible: appending takes the chain's lock
+            // until commit (serialising deliveries on PostgreSQL), so only very large deliveries
+            // append early, to bound memory.
+            let mut audit = Vec::new();
+            let chunks = staged.into_chunks()?;
+            if chunks.in_memory() {
+                for chunk in chunks {
+                    self.chunk(&mut t, chunk?, &mut audit).await?;
+                }
+            } else {
+                // Spilled chunks are read back on a blocking thread, one ahead of the writes.
+                let (chunk_tx, mut chunk_rx) = mpsc::channel(1);
+                let reader = tokio::task::spawn_blocking(move || {
+                    for chunk in chunks {
+                        if chunk_tx.blocking_send(chunk).is_err() {
+                            break;
+                        }
+                    }
+                });
+                while let Some(chunk) = chunk_rx.recv().await {
+                    self.chunk(&mut t, chunk?, &mut audit).await?;
+                }
+                let _ = reader.await;
+            }
+            if !audit.is_empty() {
+                t.audit(&audit).await?;
+            }
+            tx = Some(t);
+        }
+        let mut cancelled = 0;
+        if let Some((scopes, rejected_ids)) = full {
+            // A full delivery cancels the vendor's records it omits in the (program, month)
+            // pairs it covers; every recipient holding one is told.
+            let mut t = match tx.take() {
+                Some(t) => t,
+                None => self.gw.store.begin_delivery().await?,
+            };
+            let keys = t
+                .cancel_missing(self.delivery_id, self.vendor, &scopes, &rejected_ids)
+                .await?;
+            let holders = t.holders(self.vendor, &keys).await?;
             lifecycle::notify(
-                gw,
-                tx,
-                ItemKind::Revocation,
+                self.gw,
+                &mut t,
+                ItemKind::Cancellation,
                 &holders,
-                delivery_id,
-                received_at,
-                subject.as_deref(),
+                self.delivery_id,
+                self.received_at,
+                None,
             )
             .await?;
+            cancelled = keys.len() as u64;
+            tx = Some(t);
         }
+        Ok((tx, cancelled))
     }
-    tx.put(&chunk.records, &chunk.items).await?;
-    audit.extend(chunk.audit);
-    if audit.len() >= AUDIT_BUFFER {
-        tx.audit(audit).await?;
-        audit.clear();
+
+    /// Writes one chunk: revocations for its withdrawn consents, its records and items; its
+    /// audit events join `audit` (appended early only past [`AUDIT_BUFFER`]).
+    async fn chunk(
+        &self,
+        tx: &mut Box<dyn DeliveryTx>,
+        chunk: Chunk,
+        audit: &mut Vec<crate::store::NewAuditEvent>,
+    ) -> Result<(), StoreError> {
+        if !chunk.revocations.is_empty() {
+            // One look-up for the whole chunk: holders of every record with a withdrawn
+            // consent, then per record those that hold it under one of those consents.
+            let keys: Vec<(String, String)> = chunk
+                .revocations
+                .iter()
+                .map(|(id, period, _, _)| (id.clone(), period.clone()))
+                .collect();
+            let all = tx.holders(self.vendor, &keys).await?;
+            for (record_id, period, consents, subject) in &chunk.revocations {
+                let holders: Vec<Holder> = all
+                    .iter()
+                    .filter(|h| {
+                        h.record_id == *record_id
+                            && h.reporting_period == *period
+                            && h.consent_id.as_ref().is_some_and(|c| consents.contains(c))
+                    })
+                    .cloned()
+                    .collect();
+                lifecycle::notify(
+                    self.gw,
+                    tx,
+                    ItemKind::Revocation,
+                    &holders,
+                    self.delivery_id,
+                    self.received_at,
+                    subject.as_deref(),
+                )
+                .await?;
+            }
+        }
+        tx.put(&chunk.records, &chunk.items).await?;
+        audit.extend(chunk.audit);
+        if audit.len() >= AUDIT_BUFFER {
+            tx.audit(audit).await?;
+            audit.clear();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Receives one delivery, in an `ingest` span, and counts it in the metrics.
@@ -221,7 +291,6 @@ where
     let store_clock = crate::telemetry::StageClock::new("store");
     let received_at = gw.clock.now_ms();
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(2);
     let withdrawals: std::collections::HashMap<(String, String), String> =
         match gw.store.withdrawals(&req.vendor).await {
             Ok(list) => list
@@ -265,6 +334,9 @@ where
             };
             let mut reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
             let mut chunk = Chunk::default();
+            let mut stage = Staging::new(&gw.staging_dir);
+            // A staging failure stops the pipeline; the delivery is answered U001.
+            let mut failed: Option<staging::StagingError> = None;
             let mut outcome = pipeline::run(&job, &mut reader, &mut |acc| {
                 let period = acc.record.reporting_period.clone();
                 let record_id = acc.record.source.record_id.clone();
@@ -301,74 +373,28 @@ where
                     body: acc.json,
                     delivery_id: delivery_id.clone(),
                 });
-                if chunk.records.len() >= CHUNK {
-                    let full = std::mem::take(&mut chunk);
-                    chunk_tx.blocking_send(full).map_err(|_| {
-                        crate::adapt::AdaptError::Aborted("the store stopped".into())
-                    })?;
+                if chunk.records.len() >= CHUNK
+                    && let Err(e) = stage.push(std::mem::take(&mut chunk))
+                {
+                    let why = e.to_string();
+                    failed = Some(e);
+                    return Err(crate::adapt::AdaptError::Aborted(why));
                 }
                 Ok(())
             });
             if outcome.aborted.is_none()
                 && !chunk.records.is_empty()
-                && chunk_tx.blocking_send(chunk).is_err()
+                && let Err(e) = stage.push(chunk)
             {
-                outcome.aborted = Some("the store stopped".into());
+                outcome.aborted = Some(e.to_string());
+                failed = Some(e);
             }
-            (outcome, reader.finish())
+            let staged = match failed {
+                None => Ok(stage),
+                Some(e) => Err(e),
+            };
+            (outcome, reader.finish(), staged)
         })
-    };
-
-    let writer = {
-        let gw = gw.clone();
-        let vendor_id = req.vendor.clone();
-        let delivery_id = delivery_id.clone();
-        let store_clock = store_clock.clone();
-        let store = async move {
-            let mut tx: Option<Box<dyn DeliveryTx>> = None;
-            // Audit events are appended as late as possible: appending takes the chain's lock
-            // until commit (serialising deliveries on PostgreSQL), so only very large deliveries
-            // append early, to bound memory.
-            let mut audit: Vec<crate::store::NewAuditEvent> = Vec::new();
-            // Chunks wait here until STORE_START_BYTES are ready or the pipeline is done.
-            let mut waiting: Vec<Chunk> = Vec::new();
-            let mut waiting_bytes = 0usize;
-            loop {
-                let next = chunk_rx.recv().await;
-                let done = next.is_none();
-                if let Some(chunk) = next {
-                    waiting_bytes += chunk.bytes();
-                    waiting.push(chunk);
-                }
-                let start = done || waiting_bytes >= STORE_START_BYTES || tx.is_some();
-                if start && !waiting.is_empty() {
-                    let _timed = store_clock.start();
-                    if tx.is_none() {
-                        tx = Some(gw.store.begin_delivery().await?);
-                    }
-                    if let Some(t) = tx.as_mut() {
-                        for chunk in waiting.drain(..) {
-                            write_chunk(
-                                &gw,
-                                t,
-                                chunk,
-                                &vendor_id,
-                                &delivery_id,
-                                received_at,
-                                &mut audit,
-                            )
-                            .await?;
-                        }
-                    }
-                    waiting_bytes = 0;
-                }
-                if done {
-                    break;
-                }
-            }
-            Ok::<_, StoreError>((tx, audit))
-        };
-        tokio::spawn(store.instrument(store_span.clone()))
     };
 
     let idle = std::time::Duration::from_secs(gw.limits.body_idle_timeout_secs.max(1));
@@ -389,7 +415,7 @@ where
     }
     drop(body_tx);
 
-    let (outcome, content_hash) = match worker.await {
+    let (outcome, content_hash, staged) = match worker.await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(delivery_id = %delivery_id, "delivery worker failed: {e}");
@@ -399,27 +425,20 @@ where
             );
         }
     };
-    let (tx, audit) = match writer.await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
-            return error(
-                Code::U001,
-                "storage unavailable; nothing was stored, retry later".into(),
-            );
-        }
+    let unavailable = || {
+        error(
+            Code::U001,
+            "storage unavailable; nothing was stored, retry later".into(),
+        )
+    };
+    let staged = match staged {
+        Ok(s) => s,
         Err(e) => {
-            tracing::error!(delivery_id = %delivery_id, "store task failed: {e}");
-            return error(
-                Code::U001,
-                "storage unavailable; nothing was stored, retry later".into(),
-            );
+            tracing::warn!(delivery_id = %delivery_id, "staging failed: {e}");
+            return unavailable();
         }
     };
     if let Some(why) = outcome.aborted {
-        if let Some(tx) = tx {
-            let _ = tx.rollback().await;
-        }
         tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
         let message = if stalled {
             format!(
@@ -432,75 +451,41 @@ where
         return error(Code::X000, message);
     }
     let mut receipt = outcome.receipt;
-    let rejected_whole = receipt.status == Status::E4;
-    let mut tx = tx;
-    if !rejected_whole
-        && !receipt.test
-        && !audit.is_empty()
-        && let Some(t) = tx.as_mut()
-        && let Err(e) = t.audit(&audit).await
-    {
-        tracing::warn!(delivery_id = %delivery_id, "store failed writing audit events: {e}");
-        return error(
-            Code::U001,
-            "storage unavailable; nothing was stored, retry later".into(),
-        );
-    }
-    if receipt.mode == Mode::Full.as_str() && !rejected_whole && !receipt.test {
-        // A full delivery cancels the vendor's records it omits in the (program, month) pairs
-        // it covers; every recipient holding one is told.
-        let result = async {
-            let _timed = store_clock.start();
-            let mut t = match tx.take() {
-                Some(t) => t,
-                None => gw.store.begin_delivery().await?,
-            };
-            let scopes: Vec<(String, String)> = outcome.scopes.iter().cloned().collect();
-            let cancelled = t
-                .cancel_missing(&delivery_id, &req.vendor, &scopes, &outcome.rejected_ids)
-                .await?;
-            let holders = t.holders(&req.vendor, &cancelled).await?;
-            lifecycle::notify(
-                &gw,
-                &mut t,
-                ItemKind::Cancellation,
-                &holders,
-                &delivery_id,
-                received_at,
-                None,
+    // Deliveries rejected whole and test deliveries store nothing but their receipt.
+    let stores_records = receipt.status != Status::E4 && !receipt.test;
+    // The body has ended and the pipeline is done: only now does the store transaction begin.
+    let written = if stores_records {
+        let w = Written {
+            gw: &gw,
+            vendor: &req.vendor,
+            delivery_id: &delivery_id,
+            received_at,
+            clock: &store_clock,
+        };
+        let full = (receipt.mode == Mode::Full.as_str()).then(|| {
+            (
+                outcome.scopes.iter().cloned().collect(),
+                outcome.rejected_ids,
             )
-            .await?;
-            Ok::<_, StoreError>((t, cancelled.len() as u64))
-        }
-        .instrument(store_span.clone())
-        .await;
-        match result {
-            Ok((t, n)) => {
-                receipt.cancelled = n;
-                tx = Some(t);
-            }
-            Err(e) => {
-                tracing::warn!(delivery_id = %delivery_id, "store failed during cancellation: {e}");
-                return error(
-                    Code::U001,
-                    "storage unavailable; nothing was stored, retry later".into(),
-                );
-            }
-        }
-    }
-    let key = if rejected_whole || receipt.test {
-        None
+        });
+        w.write(staged, full).instrument(store_span.clone()).await
     } else {
-        outcome.payload_key.or(req.idempotency_key.clone())
+        Ok((None, 0))
     };
-    let tx = match (tx, rejected_whole || receipt.test) {
-        (Some(tx), true) => {
-            if let Err(e) = tx.rollback().await {
-                tracing::warn!(delivery_id = %delivery_id, "rollback failed: {e}");
-            }
-            None
+    let tx = match written {
+        Ok((tx, cancelled)) => {
+            receipt.cancelled = cancelled;
+            tx
         }
-        (tx, _) => tx,
+        Err(e) => {
+            tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
+            return unavailable();
+        }
+    };
+    let key = if stores_records {
+        outcome.payload_key.or(req.idempotency_key.clone())
+    } else {
+        None
     };
     let receipt_json = match serde_json::to_string(&receipt) {
         Ok(j) => j,
@@ -517,6 +502,7 @@ where
         test: receipt.test,
         received_at,
         receipt: receipt_json,
+        subjects: outcome.subjects,
     };
     let tx = match tx {
         Some(tx) => tx,

@@ -81,66 +81,144 @@ pub struct Outcome {
     pub scopes: BTreeSet<(String, String)>,
     /// Record ids present in the delivery but rejected (a full delivery does not cancel them).
     pub rejected_ids: Vec<String>,
+    /// The client (subject pseudonym) of each record the receipt has an entry about, when the
+    /// job has an audit key: what lets an erasure find those entries.
+    pub subjects: Vec<crate::store::ReceiptSubject>,
 }
 
-/// Processes one delivery.
+impl Outcome {
+    /// A delivery that could not be read or stored to its end: no receipt is due.
+    fn aborted(job: &Job, why: String) -> Outcome {
+        let mode = job.mode_param.unwrap_or(Mode::Partial).as_str();
+        Outcome {
+            receipt: Receipt::rejected(job.delivery_id, job.mapping.id(), mode, Code::U001, &why),
+            payload_key: None,
+            aborted: Some(why),
+            scopes: BTreeSet::new(),
+            rejected_ids: Vec::new(),
+            subjects: Vec::new(),
+        }
+    }
+}
+
+/// Records handed from the front thread to the back in one message.
+const BATCH: usize = 16;
+/// Messages in flight between the two threads.
+const IN_FLIGHT: usize = 4;
+
+/// Processes one delivery on two threads, keeping the record order: the **front** (a scoped
+/// thread) runs the mapping engine over `reader` and validates each draft, the **back** (the
+/// calling thread) routes each accepted record and hands it to `out`. A delivery's records thus
+/// keep both cores busy, and `out` runs where the caller is.
 pub fn run(
     job: &Job,
-    reader: &mut dyn Read,
+    reader: &mut (dyn Read + Send),
     out: &mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
 ) -> Outcome {
     // Per-delivery aggregate spans: `validate` and `route` are entered around each record's
-    // stage; each gets the stage's cumulative time (`adapt`: without the other stages and the
-    // hand-over to the store) as `weiche.stage_seconds`.
+    // stage; each gets the stage's cumulative time (`adapt`: the front's time without
+    // validation and without waiting for the back) as `weiche.stage_seconds`.
     let adapt_span = tracing::info_span!(
         "adapt",
         weiche.delivery_id = job.delivery_id,
         weiche.format = job.mapping.id(),
         weiche.stage_seconds = tracing::field::Empty,
     );
-    let mut c = Collector {
-        validate_span: tracing::info_span!(
-            "validate",
-            weiche.delivery_id = job.delivery_id,
-            weiche.records = tracing::field::Empty,
-            weiche.stage_seconds = tracing::field::Empty,
-        ),
+    let validate_span = tracing::info_span!(
+        "validate",
+        weiche.delivery_id = job.delivery_id,
+        weiche.records = tracing::field::Empty,
+        weiche.stage_seconds = tracing::field::Empty,
+    );
+    let mut back = Back {
         route_span: tracing::info_span!(
             "route",
             weiche.delivery_id = job.delivery_id,
             weiche.records = tracing::field::Empty,
             weiche.stage_seconds = tracing::field::Empty,
         ),
-        times: StageTimes::default(),
         job,
         out,
-        header: DeliveryHeader::default(),
-        received: 0,
-        accepted: 0,
-        rejected: 0,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        periods: BTreeSet::new(),
         routed: BTreeMap::new(),
-        seen: HashSet::new(),
         notes: Vec::new(),
-        scopes: BTreeSet::new(),
-        rejected_ids: Vec::new(),
+        route_time: Duration::ZERO,
+        routed_records: 0,
+        failed: None,
+        subjects: Vec::new(),
     };
-    let started = Instant::now();
-    let result = adapt_span.in_scope(|| job.mapping.run(reader, job.charset, &mut c));
-    let adapt = started
-        .elapsed()
-        .saturating_sub(c.times.validate + c.times.route + c.times.handover);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Checked>>(IN_FLIGHT);
+    let joined = std::thread::scope(|scope| {
+        let front = std::thread::Builder::new()
+            .name("weiche-adapt".into())
+            .spawn_scoped(scope, || {
+                let mut c = Front {
+                    validate_span,
+                    job,
+                    tx: Some(tx),
+                    batch: Vec::with_capacity(BATCH),
+                    validate_time: Duration::ZERO,
+                    validated: 0,
+                    waited: Duration::ZERO,
+                    header: DeliveryHeader::default(),
+                    received: 0,
+                    accepted: 0,
+                    rejected: 0,
+                    errors: Vec::new(),
+                    warnings: Vec::new(),
+                    periods: BTreeSet::new(),
+                    seen: HashSet::new(),
+                    scopes: BTreeSet::new(),
+                    rejected_ids: Vec::new(),
+                    subjects: Vec::new(),
+                };
+                let started = Instant::now();
+                let mut result =
+                    adapt_span.in_scope(|| job.mapping.run(reader, job.charset, &mut c));
+                if result.is_ok() {
+                    result = c.flush();
+                }
+                // The back stops once the sender is gone.
+                c.tx = None;
+                let adapt = started.elapsed().saturating_sub(c.validate_time + c.waited);
+                (result, c, adapt)
+            });
+        match front {
+            Ok(front) => {
+                for batch in rx.iter() {
+                    if let Err(e) = back.take(batch) {
+                        back.failed = Some(e);
+                        // Dropping the receiver stops the front at its next hand-over.
+                        break;
+                    }
+                }
+                drop(rx);
+                front.join().ok()
+            }
+            Err(_) => None,
+        }
+    });
+    let Some((result, mut c, adapt)) = joined else {
+        return Outcome::aborted(job, "the pipeline thread failed".into());
+    };
+    // The back's failure (the store stopped) is the cause when both stopped.
+    let result = match back.failed.take() {
+        Some(e) => Err(e),
+        None => result,
+    };
     for (span, stage, took, records) in [
         (&adapt_span, "adapt", adapt, None),
         (
             &c.validate_span,
             "validate",
-            c.times.validate,
-            Some(c.times.validated),
+            c.validate_time,
+            Some(c.validated),
         ),
-        (&c.route_span, "route", c.times.route, Some(c.times.routed)),
+        (
+            &back.route_span,
+            "route",
+            back.route_time,
+            Some(back.routed_records),
+        ),
     ] {
         span.record("weiche.stage_seconds", took.as_secs_f64());
         if let Some(n) = records {
@@ -148,6 +226,17 @@ pub fn run(
         }
         crate::telemetry::metrics::stage(stage, took);
     }
+    let Back {
+        routed,
+        notes,
+        subjects,
+        ..
+    } = back;
+    // Entries about one record may come from both threads (errors and warnings from the front,
+    // routing notes from the back): each record's client once, in record order.
+    c.subjects.extend(subjects);
+    c.subjects.sort_by_key(|s| s.record);
+    c.subjects.dedup_by_key(|s| s.record);
     let mode = c
         .header
         .mode
@@ -156,16 +245,10 @@ pub fn run(
         .as_str();
     let format = job.mapping.id();
     let mut receipt = match result {
-        Err(AdaptError::Aborted(why)) => {
-            return Outcome {
-                receipt: Receipt::rejected(job.delivery_id, format, mode, Code::U001, &why),
-                payload_key: None,
-                aborted: Some(why),
-                scopes: BTreeSet::new(),
-                rejected_ids: Vec::new(),
-            };
-        }
+        Err(AdaptError::Aborted(why)) => return Outcome::aborted(job, why),
         Err(AdaptError::Rejected { code, message }) => {
+            // The receipt holds no record entries, so no record's client is noted.
+            c.subjects.clear();
             Receipt::rejected(job.delivery_id, format, mode, code, &message)
         }
         Ok(()) => {
@@ -199,14 +282,14 @@ pub fn run(
                 routed: if status == Status::E4 || c.header.test {
                     BTreeMap::new()
                 } else {
-                    c.routed
+                    routed
                 },
                 errors,
                 warnings: c.warnings,
                 notes: if status == Status::E4 || c.header.test {
                     Vec::new()
                 } else {
-                    c.notes
+                    notes
                 },
                 mapping_version: None,
             }
@@ -220,26 +303,34 @@ pub fn run(
         aborted: None,
         scopes: c.scopes,
         rejected_ids: c.rejected_ids,
+        subjects: c.subjects,
     }
 }
 
-/// Cumulative stage times of one delivery.
-#[derive(Default)]
-struct StageTimes {
-    validate: Duration,
-    validated: u64,
-    route: Duration,
-    routed: u64,
-    /// Handing accepted records to the callback (the store), not part of `adapt`.
-    handover: Duration,
+/// A validated record on its way from the front to the back.
+struct Checked {
+    /// 1-based position in the delivery.
+    position: usize,
+    /// The canonical record.
+    record: CanonicalRecord,
+    /// Its canonical JSON.
+    json: String,
+    /// Whether the delivery is a test delivery (known from the header before any record).
+    test: bool,
 }
 
-struct Collector<'j, 'o> {
+/// The front of the pipeline: engine events → counts, `F005`, `L002`, validation, the
+/// receipt's errors and warnings; accepted records go to the back in batches.
+struct Front<'j> {
     validate_span: tracing::Span,
-    route_span: tracing::Span,
-    times: StageTimes,
     job: &'j Job<'j>,
-    out: &'o mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
+    /// To the back; `None` once the front is done.
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Checked>>>,
+    batch: Vec<Checked>,
+    validate_time: Duration,
+    validated: u64,
+    /// Time spent waiting for the back to take a batch.
+    waited: Duration,
     header: DeliveryHeader,
     received: u64,
     accepted: u64,
@@ -247,16 +338,45 @@ struct Collector<'j, 'o> {
     errors: Vec<Entry>,
     warnings: Vec<Entry>,
     periods: BTreeSet<String>,
-    routed: BTreeMap<String, u64>,
     /// 128-bit hashes of the record ids seen so far (`F005`); ids themselves would cost far
     /// more memory in a delivery of millions of records.
     seen: HashSet<u128>,
-    notes: Vec<super::receipt::Note>,
     scopes: BTreeSet<(String, String)>,
     rejected_ids: Vec<String>,
+    /// Clients of records with receipt entries from the front (see [`Outcome::subjects`]).
+    subjects: Vec<crate::store::ReceiptSubject>,
 }
 
-impl AdaptSink for Collector<'_, '_> {
+impl Front<'_> {
+    /// Notes the client of the record at `position` when entries about it were added since
+    /// `before` (lengths of errors and warnings) and the job keeps an audit trail.
+    fn note_subject(&mut self, position: usize, client_id: Option<&str>, before: (usize, usize)) {
+        let added = (self.errors.len(), self.warnings.len()) != before;
+        if let (true, Some(key), Some(client_id)) = (added, self.job.audit_key, client_id) {
+            self.subjects.push(crate::store::ReceiptSubject {
+                record: position as i64,
+                subject: key.subject(self.job.vendor, client_id),
+            });
+        }
+    }
+
+    /// Hands the collected records to the back.
+    fn flush(&mut self) -> Result<(), AdaptError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let started = Instant::now();
+        let sent = self.tx.as_ref().map(|tx| tx.send(batch));
+        self.waited += started.elapsed();
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(AdaptError::Aborted("the store stopped".into())),
+        }
+    }
+}
+
+impl AdaptSink for Front<'_> {
     fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError> {
         self.header = header.clone();
         Ok(())
@@ -282,10 +402,7 @@ impl AdaptSink for Collector<'_, '_> {
             draft.issues.push(Issue::new(
                 Code::F005,
                 "source.record_id",
-                format!(
-                    "record_id '{}' occurs twice in the delivery",
-                    crate::catalogue::echo(id)
-                ),
+                "the record id occurs twice in the delivery (this record is the second)",
             ));
         }
         draft
@@ -310,12 +427,22 @@ impl AdaptSink for Collector<'_, '_> {
             entry.source = source;
             entry
         };
+        // The client of a rejected record is known only from its draft.
+        let client_id = self.job.audit_key.and_then(|_| {
+            draft
+                .fields
+                .get("client")
+                .and_then(|c| c.get("client_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let before = (self.errors.len(), self.warnings.len());
         let started = Instant::now();
         let checked = self
             .validate_span
             .in_scope(|| self.job.validator.check(draft));
-        self.times.validate += started.elapsed();
-        self.times.validated += 1;
+        self.validate_time += started.elapsed();
+        self.validated += 1;
         for w in checked.warnings {
             self.warnings.push(entry(w));
         }
@@ -329,6 +456,7 @@ impl AdaptSink for Collector<'_, '_> {
                 if let Some(id) = record_id {
                     self.rejected_ids.push(id);
                 }
+                self.note_subject(position, client_id.as_deref(), before);
                 return Ok(());
             }
         };
@@ -336,31 +464,85 @@ impl AdaptSink for Collector<'_, '_> {
         self.periods.insert(record.reporting_period.clone());
         self.scopes
             .insert((record.program.clone(), record.reporting_period.clone()));
+        self.note_subject(position, client_id.as_deref(), before);
         if self.header.test && !self.job.emit_test_records {
             return Ok(());
         }
-        let started = Instant::now();
-        let routed = match (self.job.router, self.header.test) {
-            (Some(router), false) => self.route_span.in_scope(|| {
-                router.route(
-                    &record,
-                    &RouteContext {
-                        today: self.job.today,
-                        withdrawals: self.job.withdrawals,
-                        delivery_id: self.job.delivery_id,
-                        at: self.job.at,
-                        audit_key: self.job.audit_key,
-                    },
-                )
-            }),
+        let json = serde_json::to_string(&record)
+            .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
+        self.batch.push(Checked {
+            position,
+            record,
+            json,
+            test: self.header.test,
+        });
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The back of the pipeline: routes each accepted record and hands it to the caller.
+struct Back<'j, 'o> {
+    route_span: tracing::Span,
+    job: &'j Job<'j>,
+    out: &'o mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
+    routed: BTreeMap<String, u64>,
+    notes: Vec<super::receipt::Note>,
+    route_time: Duration,
+    routed_records: u64,
+    /// Why the back stopped (the caller's hand-over failed).
+    failed: Option<AdaptError>,
+    /// Clients of records with routing notes (see [`Outcome::subjects`]).
+    subjects: Vec<crate::store::ReceiptSubject>,
+}
+
+impl Back<'_, '_> {
+    /// Routes and hands over a batch of records, in order.
+    fn take(&mut self, batch: Vec<Checked>) -> Result<(), AdaptError> {
+        for checked in batch {
+            self.one(checked)?;
+        }
+        Ok(())
+    }
+
+    fn one(&mut self, checked: Checked) -> Result<(), AdaptError> {
+        let Checked {
+            position,
+            record,
+            json,
+            test,
+        } = checked;
+        let routed = match (self.job.router, test) {
+            (Some(router), false) => {
+                let started = Instant::now();
+                let routed = self.route_span.in_scope(|| {
+                    router.route(
+                        &record,
+                        &RouteContext {
+                            today: self.job.today,
+                            withdrawals: self.job.withdrawals,
+                            delivery_id: self.job.delivery_id,
+                            at: self.job.at,
+                            audit_key: self.job.audit_key,
+                        },
+                    )
+                });
+                self.route_time += started.elapsed();
+                self.routed_records += 1;
+                routed
+            }
             _ => Routed::default(),
         };
-        if self.job.router.is_some() && !self.header.test {
-            self.times.route += started.elapsed();
-            self.times.routed += 1;
-        }
         for item in &routed.items {
             *self.routed.entry(item.recipient.clone()).or_default() += 1;
+        }
+        if let (false, Some(key)) = (routed.notes.is_empty(), self.job.audit_key) {
+            self.subjects.push(crate::store::ReceiptSubject {
+                record: position as i64,
+                subject: key.subject(self.job.vendor, record.client.client_id.expose()),
+            });
         }
         for n in routed.notes {
             self.notes.push(super::receipt::Note {
@@ -371,10 +553,7 @@ impl AdaptSink for Collector<'_, '_> {
                 message: n.message,
             });
         }
-        let json = serde_json::to_string(&record)
-            .map_err(|e| AdaptError::Aborted(format!("serialising a record failed: {e}")))?;
-        let started = Instant::now();
-        let handed = (self.out)(Accepted {
+        (self.out)(Accepted {
             record,
             json,
             items: routed.items,
@@ -384,9 +563,7 @@ impl AdaptSink for Collector<'_, '_> {
                 Vec::new()
             },
             withdrawn: routed.withdrawn,
-        });
-        self.times.handover += started.elapsed();
-        handed
+        })
     }
 }
 

@@ -210,9 +210,14 @@ impl Router {
                     out.notes.push(RouteNote {
                         recipient: r.id().to_string(),
                         code: Code::C002,
+                        // The consent by its position: its id is the vendor's, about the client.
                         message: format!(
-                            "fields of group {g} dropped: consent {} does not cover them",
-                            crate::catalogue::echo(&c.consent_id)
+                            "fields of group {g} dropped: consents[{}] does not cover them",
+                            record
+                                .consents
+                                .iter()
+                                .position(|x| std::ptr::eq(x, c))
+                                .unwrap_or_default()
                         ),
                     });
                 }

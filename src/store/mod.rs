@@ -74,11 +74,100 @@ pub struct NewDelivery {
     pub received_at: i64,
     /// The receipt as JSON text.
     pub receipt: String,
+    /// The client of each record the receipt has an entry about (error, warning or note), by
+    /// its keyed subject pseudonym, so that an erasure finds the entries without reading any
+    /// receipt ([`DeliveryTx::erase_client`]).
+    pub subjects: Vec<ReceiptSubject>,
+}
+
+/// The client of one record of a receipt: the record's 1-based position in the delivery and the
+/// client's subject pseudonym ([`crate::audit::AuditKey::subject`]: keyed, never the client id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptSubject {
+    /// The `record` of the receipt's entries about it.
+    pub record: i64,
+    /// `AuditKey::subject(vendor, client_id)`.
+    pub subject: String,
+}
+
+/// What an erasure found of one client and removed, made unreadable or scrubbed: counts only.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct Erased {
+    /// Accepted records (canonical records) deleted.
+    pub records: u64,
+    /// Output items of those records (`record` items): deleted when not yet sealed, blanked to
+    /// `{"type","record_ref","erased":true}` when sealed into a batch.
+    pub items: u64,
+    /// Lifecycle items of those records (`cancellation`, `revocation`, earlier `erasure`):
+    /// deleted or blanked like `items`.
+    pub lifecycle_items: u64,
+    /// Receipts with entries about the client (errors of its rejected records, warnings and
+    /// notes) that were scrubbed.
+    pub receipts: u64,
+    /// Those entries: their messages are replaced by [`ERASED_MESSAGE`].
+    pub receipt_entries: u64,
+    /// Recorded consent withdrawals of the client deleted.
+    pub withdrawals: u64,
+    /// Recipients' feedback on the client's records deleted.
+    pub feedback: u64,
+}
+
+impl Erased {
+    /// Nothing of the client was found.
+    pub fn is_empty(&self) -> bool {
+        *self == Erased::default()
+    }
+}
+
+/// The message of a receipt entry after its client was erased.
+pub const ERASED_MESSAGE: &str = "erased: the client's data was erased (GDPR Art. 17)";
+
+/// Replaces the message of every entry (`errors`, `warnings`, `notes`) about one of `records`
+/// in a stored receipt by [`ERASED_MESSAGE`]. Returns the new receipt text (keys in their order)
+/// and how many entries changed; `None` when none did.
+fn scrub_receipt(receipt: &str, records: &[i64]) -> StoreResult<Option<(String, u64)>> {
+    let mut doc: serde_json::Value = serde_json::from_str(receipt)
+        .map_err(|e| StoreError::Corrupt(format!("stored receipt is not JSON: {e}")))?;
+    let mut changed = 0u64;
+    for list in ["errors", "warnings", "notes"] {
+        let Some(entries) = doc.get_mut(list).and_then(serde_json::Value::as_array_mut) else {
+            continue;
+        };
+        for entry in entries {
+            let about = entry
+                .get("record")
+                .and_then(serde_json::Value::as_i64)
+                .is_some_and(|r| records.contains(&r));
+            if about
+                && let Some(m) = entry.get_mut("message")
+                && m.as_str() != Some(ERASED_MESSAGE)
+            {
+                *m = ERASED_MESSAGE.into();
+                changed += 1;
+            }
+        }
+    }
+    if changed == 0 {
+        return Ok(None);
+    }
+    let text = serde_json::to_string(&doc)
+        .map_err(|e| StoreError::Corrupt(format!("receipt could not be serialised: {e}")))?;
+    Ok(Some((text, changed)))
 }
 
 /// A canonical record to store (insert, or replace the earlier version with the same vendor,
 /// record id and reporting period).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewRecord {
     /// Vendor.
     pub vendor: String,
@@ -107,7 +196,7 @@ impl std::fmt::Debug for NewRecord {
 }
 
 /// Kind of an output item (consent-and-pseudonyms.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ItemKind {
     /// New or replaced version of a record.
     Record,
@@ -143,7 +232,7 @@ impl ItemKind {
 }
 
 /// One output item for one recipient (the recipient's view of a record, with its envelope).
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewItem {
     /// Recipient id.
     pub recipient: String,
@@ -192,7 +281,7 @@ pub struct Holder {
 }
 
 /// An audit event to append to the hash chain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewAuditEvent {
     /// Unix milliseconds.
     pub at_ms: i64,
@@ -211,7 +300,7 @@ pub struct NewAuditEvent {
 /// stored once in `audit_field_sets` and referred to by the audit events by SHA-256: a
 /// recipient's list is the same for every record under one policy and consent scope, and
 /// repeating it in each event made it most of the audit trail's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldSet {
     /// `hex(SHA-256(fields))`.
     pub sha256: String,
@@ -632,10 +721,18 @@ pub trait DeliveryTx: Send {
         client_id: &str,
         consent_id: Option<&str>,
     ) -> StoreResult<Vec<Holder>>;
-    /// Erasure: deletes the client's records, deletes its items not yet sealed into a batch, and
-    /// replaces the body of its sealed items by `{"type":…,"record_ref":…,"erased":true}`.
-    /// Returns the number of records deleted.
-    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64>;
+    /// Erasure of a client wherever its data is: deletes its records (and what recipients held
+    /// of them, and their feedback), deletes their items not yet sealed into a batch and replaces
+    /// the body of their sealed items by `{"type":…,"record_ref":…,"erased":true}`, scrubs the
+    /// receipt entries about its records (found through `subject`, the client's subject
+    /// pseudonym, in the receipts' [`ReceiptSubject`]s, which are deleted) and deletes its
+    /// recorded withdrawals. Returns what it found; all zero for an unknown client or a repeat.
+    async fn erase_client(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        subject: &str,
+    ) -> StoreResult<Erased>;
 }
 
 /// The storage interface every backend implements.
@@ -887,6 +984,30 @@ fn batches_to_seal(open: i64, oldest: Option<i64>, rule: SealRule, now_ms: i64) 
     } else {
         i64::from(should_seal(open, oldest, rule, now_ms))
     }
+}
+
+/// Counts erased items by kind: `record` items, and lifecycle items (everything else).
+fn count_items<'a>(erased: &mut Erased, kinds: impl Iterator<Item = &'a String>) {
+    for kind in kinds {
+        if kind == ItemKind::Record.as_str() {
+            erased.items += 1;
+        } else {
+            erased.lifecycle_items += 1;
+        }
+    }
+}
+
+/// `(delivery id, record)` pairs grouped by delivery, in delivery-id order.
+fn by_delivery(mut pairs: Vec<(String, i64)>) -> Vec<(String, Vec<i64>)> {
+    pairs.sort_unstable();
+    let mut out: Vec<(String, Vec<i64>)> = Vec::new();
+    for (delivery, record) in pairs {
+        match out.last_mut() {
+            Some((d, records)) if *d == delivery => records.push(record),
+            _ => out.push((delivery, vec![record])),
+        }
+    }
+    out
 }
 
 /// Sorted distinct periods as a JSON array.

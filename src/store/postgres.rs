@@ -34,11 +34,12 @@
 
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
-    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
+    DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
-    StoreResult, StoredDelivery, Withdrawal, batches_to_seal, feedback_row, feedback_rows,
-    field_sets_of, findings_json, outcome_columns, periods_json, should_seal,
+    StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
+    feedback_row, feedback_rows, field_sets_of, findings_json, outcome_columns, periods_json,
+    scrub_receipt, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -314,6 +315,29 @@ async fn insert_items(
     Ok(())
 }
 
+/// The receipt's subjects of a delivery whose row was just inserted, as two parallel arrays (two
+/// parameters, however many).
+async fn insert_receipt_subjects(
+    tx: &mut Transaction<'static, Postgres>,
+    d: &NewDelivery,
+) -> StoreResult<()> {
+    if d.subjects.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<i64> = d.subjects.iter().map(|s| s.record).collect();
+    let subjects: Vec<&str> = d.subjects.iter().map(|s| s.subject.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO receipt_subjects (delivery_id, record, subject)          SELECT $1, r, s FROM UNNEST($2::bigint[], $3::text[]) AS u (r, s)          ON CONFLICT (delivery_id, record) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(records)
+    .bind(subjects)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// A delivery being written on one pooled connection.
 struct PgDeliveryTx {
     tx: Transaction<'static, Postgres>,
@@ -350,6 +374,7 @@ impl DeliveryTx for PgDeliveryTx {
         .map_err(map_err)?
         .rows_affected();
         if inserted == 1 {
+            insert_receipt_subjects(&mut self.tx, d).await?;
             self.tx.commit().await.map_err(map_err)?;
             return Ok(CommitOutcome::Committed);
         }
@@ -569,33 +594,40 @@ impl DeliveryTx for PgDeliveryTx {
         Ok(rows.into_iter().map(holder).collect())
     }
 
-    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64> {
+    async fn erase_client(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        subject: &str,
+    ) -> StoreResult<Erased> {
+        let mut erased = Erased::default();
         // Items first: they are found through the client's records.
-        sqlx::query(
+        let deleted: Vec<String> = sqlx::query_scalar(
             "DELETE FROM items WHERE batch_id IS NULL AND vendor = $1 \
              AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = $1 AND client_id = $2)",
+             FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
         )
         .bind(vendor)
         .bind(client_id)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(map_err)?;
         // Built as text (json_build_object would add spaces): to_json escapes like serde_json
         // and SQLite's json_quote, so both backends store the same bytes.
-        sqlx::query(
+        let blanked: Vec<String> = sqlx::query_scalar(
             "UPDATE items SET body = '{\"type\":' || to_json(kind)::text || ',\"record_ref\":' \
              || to_json(record_ref)::text || ',\"erased\":true}' \
              WHERE batch_id IS NOT NULL AND vendor = $1 \
              AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = $1 AND client_id = $2)",
+             FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
         )
         .bind(vendor)
         .bind(client_id)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(map_err)?;
-        sqlx::query(
+        count_items(&mut erased, deleted.iter().chain(&blanked));
+        erased.feedback = sqlx::query(
             "DELETE FROM feedback WHERE vendor = $1 AND (record_id, reporting_period) IN \
              (SELECT record_id, reporting_period FROM records WHERE vendor = $1 AND client_id = $2)",
         )
@@ -603,7 +635,8 @@ impl DeliveryTx for PgDeliveryTx {
         .bind(client_id)
         .execute(&mut *self.tx)
         .await
-        .map_err(map_err)?;
+        .map_err(map_err)?
+        .rows_affected();
         // What recipients held of the client's records, from purged items.
         sqlx::query(
             "DELETE FROM holdings WHERE vendor = $1 \
@@ -615,14 +648,51 @@ impl DeliveryTx for PgDeliveryTx {
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)?;
-        let deleted = sqlx::query("DELETE FROM records WHERE vendor = $1 AND client_id = $2")
+        erased.records = sqlx::query("DELETE FROM records WHERE vendor = $1 AND client_id = $2")
             .bind(vendor)
             .bind(client_id)
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?
             .rows_affected();
-        Ok(deleted)
+        erased.withdrawals =
+            sqlx::query("DELETE FROM withdrawals WHERE vendor = $1 AND client_id = $2")
+                .bind(vendor)
+                .bind(client_id)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        // Receipt entries about the client's records, found by its subject pseudonym.
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM receipt_subjects WHERE subject = $1 RETURNING delivery_id, record",
+        )
+        .bind(subject)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        for (delivery_id, records) in by_delivery(found) {
+            let receipt: Option<String> = sqlx::query_scalar(
+                "SELECT receipt FROM deliveries WHERE id = $1 AND vendor = $2 FOR UPDATE",
+            )
+            .bind(&delivery_id)
+            .bind(vendor)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+            let Some(receipt) = receipt else { continue };
+            if let Some((text, n)) = scrub_receipt(&receipt, &records)? {
+                sqlx::query("UPDATE deliveries SET receipt = $1 WHERE id = $2")
+                    .bind(text)
+                    .bind(&delivery_id)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                erased.receipts += 1;
+                erased.receipt_entries += n;
+            }
+        }
+        Ok(erased)
     }
 }
 

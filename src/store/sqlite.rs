@@ -28,11 +28,11 @@
 
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
-    DeliveryTx, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
+    DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
-    StoreResult, StoredDelivery, Withdrawal, feedback_row, feedback_rows, field_sets_of,
-    findings_json, outcome_columns, periods_json, should_seal,
+    StoreResult, StoredDelivery, Withdrawal, by_delivery, count_items, feedback_row, feedback_rows,
+    field_sets_of, findings_json, outcome_columns, periods_json, scrub_receipt, should_seal,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -40,6 +40,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// SQLite's limit on bound parameters in one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
@@ -57,10 +58,25 @@ const AUDIT_COLUMNS: usize = 7;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the writer connection (`PRAGMA cache_size`; negative = KiB): 32 MiB.
 const WRITER_CACHE_SIZE: &str = "-32768";
-/// WAL pages between automatic checkpoints (default 1,000). Checkpointing less often copies the
-/// pages every commit touches (B-tree interior and index pages) into the database file once
-/// instead of again and again; ingest measured about a third faster with 1 KB bodies.
-const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
+/// The writer never checkpoints inside a commit (`wal_autocheckpoint = 0`): the
+/// [`Housekeeper`] does, on its own connection, off every commit path.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "0";
+/// How often the housekeeper looks at the WAL's size.
+const HOUSEKEEPING_POLL: Duration = Duration::from_millis(250);
+/// The housekeeper copies the WAL into the database file (`PASSIVE`: never waits for the writer
+/// or readers) once it holds this much, or [`CHECKPOINT_EVERY`] after the last copy. Copying
+/// seldom copies each often-written page (B-tree interior and index pages) once instead of again
+/// and again.
+const CHECKPOINT_BYTES: u64 = 32 << 20;
+/// The longest time between two `PASSIVE` checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often the housekeeper truncates the WAL (`TRUNCATE`, which waits briefly for readers);
+/// also as soon as the WAL has grown past [`WAL_TRUNCATE_BYTES`] (after a large delivery).
+const TRUNCATE_EVERY: Duration = Duration::from_secs(300);
+/// A WAL larger than this is truncated at the next pass.
+const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
+/// A WAL reset leaves at most this much of the file behind (`journal_size_limit`).
+const WAL_KEEP_BYTES: u64 = 64 << 20;
 /// Connections in the reader pool.
 const READERS: u32 = 4;
 /// How long a caller waits for the writer connection (a long delivery holds it throughout).
@@ -72,11 +88,82 @@ const _: () = assert!(MAX_ROWS_PER_INSERT * RECORD_COLUMNS <= MAX_PARAMS);
 const _: () = assert!(MAX_ROWS_PER_INSERT * ITEM_COLUMNS <= MAX_PARAMS);
 const _: () = assert!(MAX_ROWS_PER_INSERT * AUDIT_COLUMNS <= MAX_PARAMS);
 
-/// The SQLite store: one writer connection, a few read-only readers.
+/// The SQLite store: one writer connection, a few read-only readers, and the housekeeper's
+/// connection for checkpoints.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Checkpoints the WAL in the background while the store lives (`None` in memory).
+    _housekeeper: Option<Arc<Housekeeper>>,
+}
+
+/// Runs `PRAGMA wal_checkpoint(<mode>)`; returns whether it was blocked (busy).
+async fn checkpoint(pool: &SqlitePool, mode: &str) -> StoreResult<bool> {
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(busy != 0)
+}
+
+/// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
+/// the database file (`PASSIVE`) once it holds [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`]
+/// after the last copy, and truncates the WAL every [`TRUNCATE_EVERY`] or as soon as it has
+/// grown past [`WAL_TRUNCATE_BYTES`] (after a large delivery), so the WAL never keeps
+/// gigabytes. Stopped when the store is dropped.
+#[derive(Debug)]
+struct Housekeeper {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Housekeeper {
+    async fn start(options: SqliteConnectOptions, path: std::path::PathBuf) -> StoreResult<Self> {
+        // A short busy timeout: a TRUNCATE that must wait for a reader gives up at once and is
+        // tried again at the next pass, instead of holding deliveries behind the lock it takes.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.busy_timeout(Duration::from_millis(100)))
+            .await
+            .map_err(map_err)?;
+        let mut wal = path.into_os_string();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        let task = tokio::spawn(async move {
+            let mut last_copy = std::time::Instant::now();
+            let mut last_truncate = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(HOUSEKEEPING_POLL).await;
+                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                let mode = if size > WAL_TRUNCATE_BYTES || last_truncate.elapsed() >= TRUNCATE_EVERY
+                {
+                    "TRUNCATE"
+                } else if size > CHECKPOINT_BYTES
+                    || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY)
+                {
+                    "PASSIVE"
+                } else {
+                    continue;
+                };
+                last_copy = std::time::Instant::now();
+                match checkpoint(&pool, mode).await {
+                    Ok(false) if mode == "TRUNCATE" => last_truncate = std::time::Instant::now(),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("SQLite {mode} checkpoint failed: {e}"),
+                }
+            }
+        });
+        Ok(Housekeeper { task })
+    }
+}
+
+impl Drop for Housekeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl SqliteStore {
@@ -110,7 +197,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Full)
             .pragma("cache_size", WRITER_CACHE_SIZE)
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .pragma("journal_size_limit", WAL_KEEP_BYTES.to_string());
         if !in_memory {
             writer_options = writer_options.journal_mode(SqliteJournalMode::Wal);
         }
@@ -128,21 +216,30 @@ impl SqliteStore {
             .await
             .map_err(map_migrate_err)?;
 
-        let reader = if in_memory {
+        let (reader, housekeeper) = if in_memory {
             // An in-memory database has no WAL: readers beside the writer would meet table
             // locks (SQLITE_LOCKED) instead of a snapshot, so one connection does everything.
-            writer.clone()
+            (writer.clone(), None)
         } else {
+            // A WAL left large by an earlier run (a crash, a huge delivery) is truncated now.
+            checkpoint(&writer, "TRUNCATE").await?;
+            let housekeeper =
+                Housekeeper::start(base.clone(), base.get_filename().to_path_buf()).await?;
             let reader_options = base.pragma("query_only", "ON");
-            SqlitePoolOptions::new()
+            let reader = SqlitePoolOptions::new()
                 .max_connections(READERS)
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(reader_options)
                 .await
-                .map_err(map_err)?
+                .map_err(map_err)?;
+            (reader, Some(Arc::new(housekeeper)))
         };
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            _housekeeper: housekeeper,
+        })
     }
 
     /// Starts a writing transaction on the writer connection (`BEGIN IMMEDIATE`).
@@ -310,6 +407,31 @@ async fn insert_items(
     Ok(())
 }
 
+/// The receipt's subjects of a delivery whose row was just inserted, as one JSON array of
+/// `[record, subject]` pairs (no parameter limit).
+async fn insert_receipt_subjects(
+    tx: &mut Transaction<'static, Sqlite>,
+    d: &NewDelivery,
+) -> StoreResult<()> {
+    if d.subjects.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(i64, &str)> = d
+        .subjects
+        .iter()
+        .map(|s| (s.record, s.subject.as_str()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO receipt_subjects (delivery_id, record, subject)          SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]')          FROM json_each(?2) WHERE true ON CONFLICT (delivery_id, record) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(json_array(&pairs)?)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// A delivery being written on the writer connection.
 struct SqliteDeliveryTx {
     tx: Transaction<'static, Sqlite>,
@@ -344,6 +466,7 @@ impl DeliveryTx for SqliteDeliveryTx {
         .map_err(map_err)?
         .rows_affected();
         if inserted == 1 {
+            insert_receipt_subjects(&mut self.tx, d).await?;
             self.tx.commit().await.map_err(map_err)?;
             return Ok(CommitOutcome::Committed);
         }
@@ -548,32 +671,39 @@ impl DeliveryTx for SqliteDeliveryTx {
         Ok(rows.into_iter().map(holder).collect())
     }
 
-    async fn erase_client(&mut self, vendor: &str, client_id: &str) -> StoreResult<u64> {
+    async fn erase_client(
+        &mut self,
+        vendor: &str,
+        client_id: &str,
+        subject: &str,
+    ) -> StoreResult<Erased> {
+        let mut erased = Erased::default();
         // Items first: they are found through the client's records.
-        sqlx::query(
+        let deleted: Vec<String> = sqlx::query_scalar(
             "DELETE FROM items WHERE batch_id IS NULL AND vendor = ?1 \
              AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2)",
+             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
         )
         .bind(vendor)
         .bind(client_id)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(map_err)?;
         // json_quote escapes like serde_json and PostgreSQL's to_json (compact, no spaces).
-        sqlx::query(
+        let blanked: Vec<String> = sqlx::query_scalar(
             "UPDATE items SET body = '{\"type\":' || json_quote(kind) || ',\"record_ref\":' \
              || json_quote(record_ref) || ',\"erased\":true}' \
              WHERE batch_id IS NOT NULL AND vendor = ?1 \
              AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2)",
+             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
         )
         .bind(vendor)
         .bind(client_id)
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await
         .map_err(map_err)?;
-        sqlx::query(
+        count_items(&mut erased, deleted.iter().chain(&blanked));
+        erased.feedback = sqlx::query(
             "DELETE FROM feedback WHERE vendor = ?1 AND (record_id, reporting_period) IN \
              (SELECT record_id, reporting_period FROM records WHERE vendor = ?1 AND client_id = ?2)",
         )
@@ -581,7 +711,8 @@ impl DeliveryTx for SqliteDeliveryTx {
         .bind(client_id)
         .execute(&mut *self.tx)
         .await
-        .map_err(map_err)?;
+        .map_err(map_err)?
+        .rows_affected();
         // What recipients held of the client's records, from purged items.
         sqlx::query(
             "DELETE FROM holdings WHERE vendor = ?1 \
@@ -593,14 +724,50 @@ impl DeliveryTx for SqliteDeliveryTx {
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)?;
-        let deleted = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
+        erased.records = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
             .bind(vendor)
             .bind(client_id)
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?
             .rows_affected();
-        Ok(deleted)
+        erased.withdrawals =
+            sqlx::query("DELETE FROM withdrawals WHERE vendor = ? AND client_id = ?")
+                .bind(vendor)
+                .bind(client_id)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        // Receipt entries about the client's records, found by its subject pseudonym.
+        let found: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM receipt_subjects WHERE subject = ? RETURNING delivery_id, record",
+        )
+        .bind(subject)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        for (delivery_id, records) in by_delivery(found) {
+            let receipt: Option<String> =
+                sqlx::query_scalar("SELECT receipt FROM deliveries WHERE id = ? AND vendor = ?")
+                    .bind(&delivery_id)
+                    .bind(vendor)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+            let Some(receipt) = receipt else { continue };
+            if let Some((text, n)) = scrub_receipt(&receipt, &records)? {
+                sqlx::query("UPDATE deliveries SET receipt = ? WHERE id = ?")
+                    .bind(text)
+                    .bind(&delivery_id)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                erased.receipts += 1;
+                erased.receipt_entries += n;
+            }
+        }
+        Ok(erased)
     }
 }
 

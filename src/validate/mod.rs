@@ -17,9 +17,10 @@ mod rules;
 mod schema;
 
 use crate::adapt::{Draft, Issue};
-use crate::catalogue::{Code, echo};
+use crate::catalogue::{Code, echo, shape, value_for};
 use crate::model::{CanonicalRecord, FIELD_GROUPS};
 use codelists::CodeList;
+pub(crate) use rules::date_problem;
 use rules::{BirthRange, NameProblem};
 use schema::FieldPath;
 use serde_json::Value;
@@ -359,7 +360,11 @@ impl Validator {
                     errors.push(Issue {
                         code: Code::F002,
                         field: None,
-                        message: format!("record does not fit the canonical model: {e}"),
+                        // serde's text may quote a value, so only its category is named.
+                        message: format!(
+                            "record does not fit the canonical model ({:?} error)",
+                            e.classify()
+                        ),
                     });
                     None
                 }
@@ -402,7 +407,11 @@ impl Validator {
                     r.add(
                         Code::F003,
                         field.path.display(ix),
-                        format!("'{}' is not in code list {}", echo(s), list.name),
+                        format!(
+                            "{} is not in code list {}",
+                            value_for(&field.path.pattern(), s),
+                            list.name
+                        ),
                     );
                 }
             });
@@ -416,7 +425,10 @@ impl Validator {
                     r.add(
                         Code::F002,
                         path.display(ix),
-                        format!("'{}' is not a date YYYY-MM-DD", echo(s)),
+                        format!(
+                            "not a date YYYY-MM-DD: {}",
+                            rules::date_problem(s, &["YYYY-MM-DD"])
+                        ),
                     );
                 }
             });
@@ -432,7 +444,10 @@ impl Validator {
                 None => r.add(
                     Code::F002,
                     FIELD.into(),
-                    format!("'{}' is not a date YYYY-MM-DD, YYYY-MM or YYYY", echo(s)),
+                    format!(
+                        "not a date YYYY-MM-DD, YYYY-MM or YYYY: {}",
+                        rules::date_problem(s, &["YYYY-MM-DD", "YYYY-MM", "YYYY"])
+                    ),
                 ),
                 Some(birth) => {
                     if birth.partial
@@ -443,7 +458,11 @@ impl Validator {
                         warnings.push(Issue::new(
                             Code::W001,
                             FIELD,
-                            format!("partial birth date '{}'", echo(s)),
+                            if s.len() == 4 {
+                                "partial birth date: the year only".to_string()
+                            } else {
+                                "partial birth date: the year and month only".to_string()
+                            },
                         ));
                     }
                     if let Some(period) = period {
@@ -455,17 +474,13 @@ impl Validator {
                             BirthRange::AfterPeriod => r.add(
                                 Code::F004,
                                 FIELD.into(),
-                                format!(
-                                    "birth date '{}' is after the reporting month {rp}",
-                                    echo(s)
-                                ),
+                                format!("birth date is after the reporting month {rp}"),
                             ),
                             BirthRange::TooOld => r.add(
                                 Code::F004,
                                 FIELD.into(),
                                 format!(
-                                    "birth date '{}' is more than 120 years before the end of the reporting month {rp}",
-                                    echo(s)
+                                    "birth date is more than 120 years before the end of the reporting month {rp}"
                                 ),
                             ),
                         }
@@ -487,8 +502,8 @@ impl Validator {
                         format!("{what} has {n} characters, more than {}", rules::NAME_MAX)
                     }
                     NameProblem::BadChar(c) => format!(
-                        "{what} '{}' contains '{}', which is not a letter, mark, space, '-', ''' or '.'",
-                        echo(s),
+                        "{what} ({}) contains '{}', which is not a letter, mark, space, '-', ''' or '.'",
+                        shape(s),
                         c.escape_debug()
                     ),
                 };
@@ -503,7 +518,7 @@ impl Validator {
                 r.add(
                     Code::F002,
                     "client.address.postal_code".into(),
-                    format!("postal code '{}' is not exactly 5 digits", echo(s)),
+                    format!("postal code: 5 digits expected, got {}", digits_shape(s)),
                 );
             }
             if let Some(Value::String(s)) = address.get("municipality_key")
@@ -512,7 +527,10 @@ impl Validator {
                 r.add(
                     Code::F002,
                     "client.address.municipality_key".into(),
-                    format!("municipality key '{}' is not exactly 8 digits", echo(s)),
+                    format!(
+                        "municipality key: 8 digits expected, got {}",
+                        digits_shape(s)
+                    ),
                 );
             }
         }
@@ -523,8 +541,8 @@ impl Validator {
                 Code::F002,
                 "client.contact.email".into(),
                 format!(
-                    "e-mail address '{}' does not contain exactly one '@'",
-                    echo(s)
+                    "e-mail address ({}) does not contain exactly one '@'",
+                    shape(s)
                 ),
             );
         }
@@ -580,8 +598,8 @@ impl Validator {
                             Code::F003,
                             format!("consents[{i}].fields[{j}]"),
                             format!(
-                                "'{}' is not a field group ({})",
-                                echo(g),
+                                "{} is not a field group ({})",
+                                value_for("consents[].fields[]", g),
                                 FIELD_GROUPS.join(", ")
                             ),
                         );
@@ -589,6 +607,16 @@ impl Validator {
                 }
             }
         }
+    }
+}
+
+/// What a value that should be N digits is instead: `4` (digits only), or its shape (`6
+/// characters: digits and spaces`) — never the value.
+fn digits_shape(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.len().to_string()
+    } else {
+        shape(s)
     }
 }
 

@@ -51,6 +51,71 @@ pub(crate) fn parse_date(s: &str) -> Option<Day> {
     ((1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)).then_some((y, m, d))
 }
 
+/// English month names, for messages.
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Why `s` is not a date of one of the `forms` (`YYYY-MM-DD`, `YYYY-MM`, `YYYY`), described by
+/// its shape and never quoting it: `a date with day 30 in February`, `a month 13`, or the
+/// value's [`shape`](crate::catalogue::shape) when it has none of the forms.
+pub(crate) fn date_problem(s: &str, forms: &[&str]) -> String {
+    let b = s.as_bytes();
+    let all_digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let ymd = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
+    let ym = b.len() == 7 && b[4] == b'-';
+    let y = b.len() == 4;
+    let form = if ymd {
+        "YYYY-MM-DD"
+    } else if ym {
+        "YYYY-MM"
+    } else {
+        "YYYY"
+    };
+    let fits = (ymd && all_digits(0..4) && all_digits(5..7) && all_digits(8..10))
+        || (ym && all_digits(0..4) && all_digits(5..7))
+        || (y && all_digits(0..4));
+    if !fits || !forms.contains(&form) {
+        return format!("a value of another form ({})", crate::catalogue::shape(s));
+    }
+    if year(&b[..4]).is_none() {
+        return "year zero does not exist".to_string();
+    }
+    if ym || ymd {
+        let m = digits(&b[5..7]).unwrap_or(0);
+        if !(1..=12).contains(&m) {
+            return format!("month {m} does not exist");
+        }
+        if ymd {
+            let yr = year(&b[..4]).unwrap_or(1);
+            let d = digits(&b[8..10]).unwrap_or(0);
+            let name = MONTHS[(m - 1) as usize];
+            if d == 0 {
+                return "a date with day 0".to_string();
+            }
+            if m == 2 && d == 29 {
+                return "a date with day 29 in February of a year that is not a leap year"
+                    .to_string();
+            }
+            if d > days_in_month(yr, m) {
+                return format!("a date with day {d} in {name}");
+            }
+        }
+    }
+    "a date that does not exist".to_string()
+}
+
 /// Parses a strict `YYYY-MM` month.
 pub(crate) fn parse_month(s: &str) -> Option<(i32, u32)> {
     let b = s.as_bytes();

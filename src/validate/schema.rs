@@ -2,7 +2,7 @@
 //! collected at load time (so the checked paths come from the schema file), canonical field paths
 //! over a record, and the translation of `jsonschema` errors into catalogue codes and messages.
 
-use crate::catalogue::{Code, echo};
+use crate::catalogue::{Code, echo, quotable, value_for};
 use jsonschema::ValidationError;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::paths::LocationSegment;
@@ -322,11 +322,13 @@ fn with_article(t: &str) -> String {
     }
 }
 
-/// The instance value as quoted text for a message (shortened).
-fn quoted(v: &Value) -> String {
+/// The instance value of `field` for a message: quoted (shortened) when the field is not
+/// personal ([`crate::catalogue::quotable`]), else only its type and shape.
+fn quoted(field: &str, v: &Value) -> String {
     match v {
-        Value::String(s) => format!("'{}'", echo(s)),
-        other => echo(&other.to_string()),
+        Value::String(s) => value_for(field, s),
+        other if quotable(field) => echo(&other.to_string()),
+        other => with_article(type_name(other)),
     }
 }
 
@@ -381,7 +383,7 @@ pub(crate) fn map_error(
             emit(Code::F002, field, msg);
         }
         ValidationErrorKind::Pattern { .. } | ValidationErrorKind::Format { .. } => {
-            let msg = format!("{} is not a valid {field}", quoted(instance));
+            let msg = format!("{} is not a valid {field}", quoted(&field, instance));
             emit(Code::F002, field, msg);
         }
         ValidationErrorKind::MinLength { .. } | ValidationErrorKind::MaxLength { .. } => {
@@ -401,7 +403,7 @@ pub(crate) fn map_error(
                 (Some(min), _) if (n as u64) < min => {
                     format!("{field} has {n} characters, fewer than {min}")
                 }
-                _ => format!("{field}: {}", echo(&err.to_string())),
+                _ => format!("{field} has {n} characters"),
             };
             emit(Code::F002, field, msg);
         }
@@ -414,31 +416,44 @@ pub(crate) fn map_error(
             let lo = bound("minimum").or_else(|| bound("exclusiveMinimum"));
             let hi = bound("maximum").or_else(|| bound("exclusiveMaximum"));
             let what = label(&field);
+            // The number itself is not quoted: it may be personal (hours a client works).
+            let side = match (instance.as_f64(), lo.and_then(Value::as_f64)) {
+                (Some(v), Some(l)) if v <= l => "below the minimum",
+                _ => "above the maximum",
+            };
             let msg = match (lo, hi) {
-                (Some(lo), Some(hi)) => format!("{what} {instance} outside {lo}-{hi}"),
-                (Some(lo), None) => format!("{what} {instance} below {lo}"),
-                (None, Some(hi)) => format!("{what} {instance} above {hi}"),
-                (None, None) => format!("{what} {instance} out of range"),
+                (Some(lo), Some(hi)) => format!("{what} outside {lo}-{hi} ({side})"),
+                (Some(lo), None) => format!("{what} below {lo}"),
+                (None, Some(hi)) => format!("{what} above {hi}"),
+                (None, None) => format!("{what} out of range"),
             };
             emit(Code::F006, field, msg);
         }
         ValidationErrorKind::Enum { .. } => {
-            let msg = format!("{} is not an allowed value of {field}", quoted(instance));
+            let msg = format!(
+                "{} is not an allowed value of {field}",
+                quoted(&field, instance)
+            );
             emit(Code::F003, field, msg);
         }
         ValidationErrorKind::Constant { expected_value } => {
-            let msg = format!("{field} must be {expected_value}, not {}", quoted(instance));
+            let msg = format!(
+                "{field} must be {expected_value}, not {}",
+                quoted(&field, instance)
+            );
             emit(Code::F002, field, msg);
         }
         ValidationErrorKind::MinItems { .. } | ValidationErrorKind::MinProperties { .. } => {
             let msg = format!("{field} is empty");
             emit(Code::F002, field, msg);
         }
-        _ => {
+        // Other keywords: named, without the validator's text (it quotes the value).
+        other => {
+            let rule = other.keyword();
             let msg = if field.is_empty() {
-                echo(&err.to_string())
+                format!("the record breaks the schema's rule {rule}")
             } else {
-                format!("{field}: {}", echo(&err.to_string()))
+                format!("{field} breaks the schema's rule {rule}")
             };
             emit(Code::F002, field, msg);
         }

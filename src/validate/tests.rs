@@ -291,19 +291,45 @@ fn f002_dates() {
         &c,
         Code::F002,
         "client.birth_date",
-        Some("'1990-02-30' is not a date YYYY-MM-DD, YYYY-MM or YYYY"),
+        Some("not a date YYYY-MM-DD, YYYY-MM or YYYY: a date with day 30 in February"),
     );
     let c = check(with(good(), "case.opened_on", json!("1990-02-30")));
     only_error(
         &c,
         Code::F002,
         "case.opened_on",
-        Some("'1990-02-30' is not a date YYYY-MM-DD"),
+        Some("not a date YYYY-MM-DD: a date with day 30 in February"),
     );
     let c = check(with(good(), "services.1.end", json!("2026-6-1")));
-    only_error(&c, Code::F002, "services[1].end", None);
+    only_error(
+        &c,
+        Code::F002,
+        "services[1].end",
+        Some("not a date YYYY-MM-DD: a value of another form (8 characters: digits and '-')"),
+    );
     let c = check(with(good(), "consents.0.valid_until", json!("2027-02-29")));
-    only_error(&c, Code::F002, "consents[0].valid_until", None);
+    only_error(
+        &c,
+        Code::F002,
+        "consents[0].valid_until",
+        Some(
+            "not a date YYYY-MM-DD: a date with day 29 in February of a year that is not a leap year",
+        ),
+    );
+    let c = check(with(good(), "case.opened_on", json!("2026-04-31")));
+    only_error(
+        &c,
+        Code::F002,
+        "case.opened_on",
+        Some("not a date YYYY-MM-DD: a date with day 31 in April"),
+    );
+    let c = check(with(good(), "case.opened_on", json!("2026-13-01")));
+    only_error(
+        &c,
+        Code::F002,
+        "case.opened_on",
+        Some("not a date YYYY-MM-DD: month 13 does not exist"),
+    );
     let c = check(with(good(), "reporting_period", json!("2026-13")));
     only_error(
         &c,
@@ -312,7 +338,14 @@ fn f002_dates() {
         Some("'2026-13' is not a month YYYY-MM"),
     );
     let c = check(with(good(), "client.birth_date", json!("12.04.1988")));
-    only_error(&c, Code::F002, "client.birth_date", None);
+    only_error(
+        &c,
+        Code::F002,
+        "client.birth_date",
+        Some(
+            "not a date YYYY-MM-DD, YYYY-MM or YYYY: a value of another form (10 characters: digits and '.')",
+        ),
+    );
 }
 
 #[test]
@@ -322,7 +355,7 @@ fn f002_formats() {
         &c,
         Code::F002,
         "client.address.postal_code",
-        Some("postal code '4022' is not exactly 5 digits"),
+        Some("postal code: 5 digits expected, got 4"),
     );
     let c = check(with(
         good(),
@@ -394,10 +427,15 @@ fn f003_code_lists() {
         &c,
         Code::F003,
         "client.sex",
-        Some("'f' is not in code list sex"),
+        Some("the value (1 character: letters) is not in code list sex"),
     );
     let c = check(with(good(), "services.1.kind", json!("115")));
-    only_error(&c, Code::F003, "services[1].kind", None);
+    only_error(
+        &c,
+        Code::F003,
+        "services[1].kind",
+        Some("'115' is not in code list service_kind"),
+    );
     let c = check(with(good(), "program", json!("SGB XII")));
     only_error(&c, Code::F003, "program", None);
     let c = check(with(good(), "consents.0.purpose", json!("werbung")));
@@ -495,17 +533,22 @@ fn f006_out_of_range() {
         &c,
         Code::F006,
         "services[0].hours_per_week",
-        Some("hours per week 120 outside 0-80"),
+        Some("hours per week outside 0-80 (above the maximum)"),
     );
     let c = check(with(good(), "services.1.hours_per_week", json!(82.5)));
     only_error(
         &c,
         Code::F006,
         "services[1].hours_per_week",
-        Some("hours per week 82.5 outside 0-80"),
+        Some("hours per week outside 0-80 (above the maximum)"),
     );
     let c = check(with(good(), "services.0.hours_per_week", json!(-1)));
-    only_error(&c, Code::F006, "services[0].hours_per_week", None);
+    only_error(
+        &c,
+        Code::F006,
+        "services[0].hours_per_week",
+        Some("hours per week outside 0-80 (below the minimum)"),
+    );
     for ok in [json!(0), json!(80), json!(80.0), json!(0.5)] {
         let c = check(with(good(), "services.0.hours_per_week", ok.clone()));
         assert!(c.errors.is_empty(), "{ok}");
@@ -520,10 +563,13 @@ fn w001_partial_birth_date() {
     assert_eq!(c.warnings.len(), 1);
     assert_eq!(c.warnings[0].code, Code::W001);
     assert_eq!(c.warnings[0].field.as_deref(), Some("client.birth_date"));
-    assert_eq!(c.warnings[0].message, "partial birth date '1983'");
+    assert_eq!(c.warnings[0].message, "partial birth date: the year only");
 
     let c = check(with(good(), "client.birth_date", json!("1992-07")));
-    assert_eq!(c.warnings[0].message, "partial birth date '1992-07'");
+    assert_eq!(
+        c.warnings[0].message,
+        "partial birth date: the year and month only"
+    );
     assert_eq!(
         c.record.unwrap().client.birth_date.expose().as_str(),
         "1992-07"
@@ -573,7 +619,7 @@ fn mapping_issues_are_carried_over_and_not_repeated() {
     d.issues.push(Issue::new(
         Code::F002,
         "client.birth_date",
-        "Geburtsdatum '31.04.1990' is not a valid date TT.MM.JJJJ",
+        "Geburtsdatum (10 characters: digits and '.') is not a valid date TT.MM.JJJJ",
     ));
     let c = validator().check(d);
     only_error(&c, Code::F002, "client.birth_date", None);
@@ -772,4 +818,37 @@ fn throughput() {
     }
     let s = t.elapsed().as_secs_f64() - build;
     println!("{n} records in {s:.3}s: {:.0} records/s", n as f64 / s);
+}
+
+#[test]
+fn messages_quote_no_personal_value() {
+    let cases = [
+        ("client.family_name", json!("Kowalczyk, Anna")),
+        ("client.given_names", json!("Zbigniew2")),
+        ("client.birth_date", json!("1990-02-30")),
+        ("client.birth_date", json!("2031-05-04")),
+        ("client.address.postal_code", json!("4022x")),
+        ("client.address.municipality_key", json!("0511100")),
+        ("client.contact.email", json!("anna.kowalczyk.example.org")),
+        ("client.sex", json!("weiblich")),
+        ("client.nationality", json!("Polen")),
+        ("sensitive.primary_substance", json!("Alkoholabhängigkeit")),
+        ("case.opened_on", json!("16.02.2026")),
+        ("client.client_id", json!("K".repeat(70))),
+    ];
+    for (field, value) in cases {
+        let c = check(with(good(), field, value.clone()));
+        assert!(!c.errors.is_empty(), "{field}: no error");
+        let text = value.as_str().unwrap();
+        for e in &c.errors {
+            assert!(!e.message.contains(text), "{field}: {}", e.message);
+        }
+    }
+    // Not personal: quoted as before.
+    let c = check(with(good(), "program", json!("sgb12")));
+    assert!(
+        c.errors[0].message.contains("'sgb12'"),
+        "{}",
+        c.errors[0].message
+    );
 }

@@ -277,8 +277,12 @@ async function erase() {
     return;
   }
   const b = res.body;
-  say('subject-status',
-    `erasure ${b.erasure_id}: ${b.erased_records} record(s) erased, ${b.notified} notice(s) to recipients`, 'ok');
+  const e = b.erased || {};
+  say('subject-status', b.found === false
+    ? `erasure ${b.erasure_id}: nothing of this client was found (the erasure is recorded in the audit trail)`
+    : `erasure ${b.erasure_id}: ${e.records} record(s), ${e.items} item(s), ${e.lifecycle_items} lifecycle item(s), ` +
+      `${e.receipt_entries} receipt entr(ies) in ${e.receipts} receipt(s), ${e.withdrawals} withdrawal(s), ` +
+      `${e.feedback} feedback entr(ies) erased; ${b.notified} notice(s) to recipients`, 'ok');
   fill('subject-table', []);
 }
 
