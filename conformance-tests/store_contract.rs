@@ -227,6 +227,7 @@ contract_tests!(
     holders_follow_the_latest_item_within_the_transaction,
     client_holders_with_and_without_consent_filter,
     erase_client_deletes_open_and_stubs_sealed_items,
+    open_items_are_counted_exactly_while_deliveries_run,
     withdrawals_keep_the_earliest_date,
     audit_chain_links_and_pages,
     audit_field_sets_are_stored_once_with_their_events,
@@ -3039,6 +3040,80 @@ async fn purge_receipts_by_age(b: &Backend) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------------
+// Counting open items (PostgreSQL keeps a counter, migration 0007)
+
+async fn open_items_are_counted_exactly_while_deliveries_run(b: &Backend) {
+    let s = &b.store;
+    let within = |f| tokio::time::timeout(std::time::Duration::from_secs(30), f);
+    // A delivery in progress: its items are not counted, and counting does not wait for it.
+    let mut open_tx = s.begin_delivery().await.unwrap();
+    open_tx.put(&[], &items("r1", "T", 5)).await.unwrap();
+    assert_eq!(within(s.open_items("r1")).await.unwrap().unwrap(), 0);
+    assert_eq!(
+        open_tx.commit(&delivery("v1", None, 3)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    assert_eq!(s.open_items("r1").await.unwrap(), 5);
+    // (On SQLite a second delivery waits for the first; on PostgreSQL it need not.)
+    deliver(s, &[], &items("r1", "A", 3), &delivery("v1", None, 1)).await;
+    deliver(s, &[], &items("r2", "B", 2), &delivery("v1", None, 2)).await;
+    assert_eq!(s.open_items("r2").await.unwrap(), 2);
+    // Counting again (and from another store) changes nothing.
+    assert_eq!(s.open_items("r1").await.unwrap(), 8);
+    assert_eq!(s.open_items("r1").await.unwrap(), 8);
+    let other = b.reopen().await;
+    assert_eq!(other.open_items("r1").await.unwrap(), 8);
+    // A rolled-back delivery leaves the count as it was.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(&[], &items("r1", "X", 4)).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(s.open_items("r1").await.unwrap(), 8);
+    // Sealing takes items out of the count, for that recipient only.
+    let rule = SealRule {
+        max_items: 5,
+        max_age_ms: NEVER,
+        push: false,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    assert_eq!(other.open_items("r1").await.unwrap(), 3);
+    assert_eq!(s.open_items("r2").await.unwrap(), 2);
+    assert_eq!(s.open_items("r3").await.unwrap(), 0);
+    if b.postgres {
+        // The counter agrees with the items themselves.
+        let counted = b
+            .count("SELECT COUNT(*) FROM items WHERE recipient = 'r1' AND batch_id IS NULL")
+            .await;
+        assert_eq!(counted, 3);
+    }
+}
+
+/// The open-items count reads no items on PostgreSQL: its plan scans only the counter tables.
+#[tokio::test]
+async fn postgres_counts_open_items_without_reading_them() {
+    let Some(b) = Backend::postgres().await else {
+        return;
+    };
+    let s = &b.store;
+    deliver(s, &[], &items("r1", "I", 2_000), &delivery("v1", None, 1)).await;
+    assert_eq!(s.open_items("r1").await.unwrap(), 2_000);
+    let sql = weiche::store::POSTGRES_OPEN_COUNT_SQL.replace("$1", "'r1'");
+    let plan: Vec<String> = b
+        .texts(&format!("EXPLAIN {sql}"))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let plan = plan.join("\n");
+    // Scans name their table: `Seq Scan on items_p2026_12`, `Index Scan using … on items`.
+    assert!(
+        !plan.contains(" on items"),
+        "the count reads items:\n{plan}"
+    );
+    assert!(plan.contains(" on open_item_deltas"), "{plan}");
+    b.finish().await;
+}
+
 // Connecting
 
 #[tokio::test]

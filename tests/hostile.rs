@@ -468,3 +468,267 @@ fn weiche_check_warns_about_world_readable_secret_files() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("warning:"), "{stderr}");
 }
+
+// --- Gzip bombs in every format, measured in the server process ------------------------------
+
+/// Peak resident memory (`VmHWM`) of a process, in KiB.
+fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("Linux /proc");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A `weiche serve` process of the real binary; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Served {
+    /// Starts on a free port. The port is chosen before the process binds it, so another server
+    /// of this test binary may take it first: then the process exits and another port is tried.
+    /// Ready means the process itself said it listens (`weiche listening on …`, after binding)
+    /// and answers `/health/ready`.
+    async fn start(config: &std::path::Path) -> Served {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = config.with_file_name(format!("serve-{port}.log"));
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
+                .args(["serve", "--config"])
+                .arg(config)
+                .env_remove("WEICHE_CONFIG")
+                .env("WEICHE_LISTEN", format!("127.0.0.1:{port}"))
+                .env("WEICHE_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start weiche serve");
+            let base = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let listening = std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("weiche listening on");
+                if listening
+                    && let Ok(r) = reqwest::get(format!("{base}/health/ready")).await
+                    && r.status() == 200
+                {
+                    return Served { child, base };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "weiche serve did not become ready"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("weiche serve found no free port in 5 tries");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("w.db").display());
+    gzip_bombs_in_every_format(dir.path(), &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gzip_bombs_in_every_format_stay_under_256_mb_in_the_server_on_postgres() {
+    let Some(db) = support::fresh_postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    gzip_bombs_in_every_format(dir.path(), &db).await;
+    support::drop_postgres_database(&db).await;
+}
+
+/// Four gzip bombs at once in each format against a real `weiche serve` on `db`: each is
+/// `413 L001`, and the server's peak RSS stays under 256 MB.
+async fn gzip_bombs_in_every_format(dir: &std::path::Path, db: &str) {
+    // The limit on decompressed bytes: four bodies held whole up to it would need 512 MiB.
+    let limit: u64 = 128 << 20;
+    let config = write_config(dir, db, &format!("[limits]\nmax_body_bytes = {limit}\n"));
+    let server = Served::start(&config).await;
+    // 32 MiB more spaces than the limit as one gzip member (about 160 KiB, a ratio of about
+    // 1,000); each bomb is a member with the start of an unfinished delivery of its format, then
+    // that one (concatenated members are one body). Only a little more than the limit, so that
+    // the client has sent (nearly) all of it when the early answer comes: a bigger bomb changes
+    // nothing on the server, which stops reading at the limit.
+    let spaces = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        let mib = vec![b' '; 1 << 20];
+        for _ in 0..(limit >> 20) + 32 {
+            e.write_all(&mib).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    assert!(spaces.len() < 1 << 20, "{} bytes", spaces.len());
+    let xml = String::from_utf8(
+        std::fs::read(repo().join("conformance-tests/cases/xsozial-lieferung/basic/input.xml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let csv =
+        std::fs::read(repo().join("conformance-tests/cases/fallwerk-csv/basic/input.csv")).unwrap();
+    let csv_head: Vec<u8> = {
+        // The header row and one case row, then a row whose first cell never ends.
+        let mut lines = csv.split(|b| *b == b'\n');
+        let mut head = Vec::new();
+        for _ in 0..2 {
+            head.extend_from_slice(lines.next().unwrap());
+            head.push(b'\n');
+        }
+        head.extend_from_slice(b"2026-9999");
+        head
+    };
+    let heads: [(&str, Vec<u8>); 3] = [
+        ("klidas-json", b"{\"klidas\": \"1.0\", ".to_vec()),
+        (
+            "xsozial-lieferung",
+            xml.as_bytes()[..xml.find("<fall>").unwrap()].to_vec(),
+        ),
+        ("fallwerk-csv", csv_head),
+    ];
+    let client = Client::new();
+    for (format, head) in heads {
+        let mut bomb = gzip(&head);
+        bomb.extend_from_slice(&spaces);
+        let posts = (0..4).map(|_| {
+            client
+                .post(format!("{}/api/v1/deliveries?format={format}", server.base))
+                .bearer_auth(VENDOR_TOKEN)
+                .header("Content-Encoding", "gzip")
+                .body(bomb.clone())
+                .timeout(Duration::from_secs(600))
+                .send()
+        });
+        for r in futures::future::join_all(posts).await {
+            let r = r.expect("the server answers a gzip bomb");
+            assert_eq!(r.status(), 413, "{format}");
+            let receipt: Value = r.json().await.unwrap();
+            assert_eq!(receipt["status"], "E4", "{format}: {receipt}");
+            assert_eq!(receipt["errors"][0]["code"], "L001", "{format}: {receipt}");
+        }
+        let peak = peak_rss_of(server.child.id());
+        eprintln!("{format}: peak RSS of the server {} MiB", peak >> 10);
+        assert!(
+            peak <= 256 << 10,
+            "{format}: the server's peak RSS is {} MiB",
+            peak >> 10
+        );
+    }
+    // The server still serves.
+    let r = client
+        .post(format!("{}/api/v1/deliveries", server.base))
+        .bearer_auth(VENDOR_TOKEN)
+        .body(
+            std::fs::read(repo().join("conformance-tests/cases/klidas-json/basic/input.json"))
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+// --- Characters XML 1.0 forbids, control characters in CSV -----------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_and_control_characters_are_refused_whole() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    refused_whole(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_and_control_characters_are_refused_whole_on_postgres() {
+    if let Some(s) = TestServer::start(Backend::Postgres).await {
+        refused_whole(s).await;
+    }
+}
+
+/// XML with characters XML 1.0 forbids and CSV with control characters: `422 X000` naming the
+/// character, nothing stored or routed.
+async fn refused_whole(s: TestServer) {
+    let c = Client::new();
+    let xml = String::from_utf8(
+        std::fs::read(repo().join("conformance-tests/cases/xsozial-lieferung/basic/input.xml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let csv =
+        std::fs::read(repo().join("conformance-tests/cases/fallwerk-csv/basic/input.csv")).unwrap();
+    let team = b"Team Nordstadt";
+    let at = csv.windows(team.len()).position(|w| w == team).unwrap();
+    let mut bodies: Vec<(&str, Vec<u8>, String)> = Vec::new();
+    for bad in ['\u{0}', '\u{1}', '\u{1b}'] {
+        let mut hostile = csv.clone();
+        hostile[at + 4] = bad as u8;
+        bodies.push(("fallwerk-csv", hostile, format!("U+{:04X}", bad as u32)));
+    }
+    for bad in ['\u{0}', '\u{8}', '\u{ffff}'] {
+        bodies.push((
+            "xsozial-lieferung",
+            xml.replacen("Team Oberbilk", &format!("Team{bad}Hostile"), 1)
+                .into_bytes(),
+            format!("U+{:04X}", bad as u32),
+        ));
+    }
+    bodies.push((
+        "xsozial-lieferung",
+        xml.replacen("Team Oberbilk", "Team&#1;Hostile", 1)
+            .into_bytes(),
+        "U+0001".into(),
+    ));
+    for (format, body, named) in bodies {
+        let r = c
+            .post(s.url(&format!("/api/v1/deliveries?format={format}")))
+            .bearer_auth(VENDOR_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{format} {named}");
+        let receipt: Value = r.json().await.unwrap();
+        assert_eq!(receipt["status"], "E4", "{receipt}");
+        assert_eq!(receipt["accepted"], 0, "{receipt}");
+        assert_eq!(receipt["errors"][0]["code"], "X000", "{receipt}");
+        let message = receipt["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(&named), "{format}: {message}");
+    }
+    // Nothing was stored or routed: every receipt is E4, and no batch has an item.
+    let list: Value = c
+        .get(s.url("/api/v1/deliveries"))
+        .bearer_auth(VENDOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receipts = list["deliveries"].as_array().unwrap();
+    assert_eq!(receipts.len(), 7, "{list}");
+    assert!(receipts.iter().all(|r| r["status"] == "E4"), "{list}");
+    assert_eq!(
+        s.gateway.store.open_items("statistik-nrw").await.unwrap(),
+        0
+    );
+    s.stop().await;
+}

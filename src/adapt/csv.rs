@@ -309,14 +309,43 @@ fn classify(e: csv::Error) -> AdaptError {
     }
 }
 
-/// Checks quoting as the text streams by: a quoted field must end with a quote followed by the
-/// separator, a line end or the end of input (`X000` otherwise), and may not be left open.
+/// The most columns a header row may have (`X001` beyond): a header row is held whole.
+pub(crate) const MAX_COLUMNS: usize = 10_000;
+
+/// Bytes of one cell passed on to the csv reader: more than [`MAX_VALUE_BYTES`], so a longer
+/// cell is still `L004` at the end of its row, but the reader never holds more of it.
+const CELL_KEEP: usize = MAX_VALUE_BYTES + 4;
+
+/// Checks the text as it streams by, in front of the csv reader (which holds a row whole):
+/// - quoting: a quoted field must end with a quote followed by the separator, a line end or the
+///   end of input (`X000` otherwise), and may not be left open;
+/// - control characters (U+0000–U+001F other than tab, CR and LF) are `X000` for the whole
+///   delivery, wherever they stand (docs/mapping-guide.md, "CSV");
+/// - a cell is passed on up to [`CELL_KEEP`] bytes (enough to be `L004` at its row's end), and a
+///   row up to one field more than the header has (enough to be `X000` at its end); the header row
+///   may have at most [`MAX_COLUMNS`] columns (`X001`).
+///
+/// So a row that never ends (a gzip bomb of white space) streams through in bounded memory until
+/// the body limit (`L001`) ends it. Bytes before a fault are passed on first; the error comes
+/// with the next read, so problems earlier in the body are reported first.
 struct QuoteCheck<R> {
     inner: R,
     sep: u8,
     quote: u8,
     state: QState,
     line: u64,
+    /// 0-based field of the current row.
+    field: usize,
+    /// Value bytes of the current field read so far.
+    cell: usize,
+    /// Bytes of the current cell are being dropped (started at a character boundary).
+    dropping: bool,
+    /// The current row has a byte (empty lines are no rows).
+    row_started: bool,
+    /// Fields of the header row, once it has ended.
+    header_fields: Option<usize>,
+    /// An error to report on the next read.
+    fault: Option<io::Error>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -327,6 +356,13 @@ enum QState {
     QuoteInQuoted,
 }
 
+/// What [`QuoteCheck`] does with one byte.
+enum Step {
+    Keep,
+    Drop,
+    Fault(io::Error),
+}
+
 impl<R: Read> QuoteCheck<R> {
     fn new(inner: R, sep: u8, quote: u8) -> Self {
         QuoteCheck {
@@ -335,11 +371,131 @@ impl<R: Read> QuoteCheck<R> {
             quote,
             state: QState::FieldStart,
             line: 1,
+            field: 0,
+            cell: 0,
+            dropping: false,
+            row_started: false,
+            header_fields: None,
+            fault: None,
         }
     }
 
     fn bad(&self, what: &str) -> io::Error {
         io::Error::other(QuoteFault(format!("line {}: {what}", self.line)))
+    }
+
+    /// A separator outside quotes: the next field starts.
+    fn next_field(&mut self) -> Step {
+        self.row_started = true;
+        self.field += 1;
+        self.cell = 0;
+        self.dropping = false;
+        match self.header_fields {
+            None if self.field >= MAX_COLUMNS => Step::Fault(super::refused(
+                Code::X001,
+                format!("the header row has more than {MAX_COLUMNS} columns"),
+            )),
+            Some(n) if self.field > n => Step::Drop,
+            _ => Step::Keep,
+        }
+    }
+
+    /// A line end outside quotes: the row ends.
+    fn end_row(&mut self, b: u8) -> Step {
+        if b == b'\n' {
+            self.line += 1;
+        }
+        if self.row_started && self.header_fields.is_none() {
+            self.header_fields = Some(self.field + 1);
+        }
+        self.row_started = false;
+        self.field = 0;
+        self.cell = 0;
+        self.dropping = false;
+        Step::Keep
+    }
+
+    /// A byte of a field's value.
+    fn content(&mut self, b: u8) -> Step {
+        self.row_started = true;
+        if self.header_fields.is_some_and(|n| self.field > n) {
+            return Step::Drop;
+        }
+        self.cell += 1;
+        // Drop only whole characters: start at a byte that is no UTF-8 continuation byte.
+        if self.cell > CELL_KEEP && (self.dropping || !(0x80..0xc0).contains(&b)) {
+            self.dropping = true;
+            return Step::Drop;
+        }
+        Step::Keep
+    }
+
+    fn step(&mut self, b: u8) -> Step {
+        if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
+            return Step::Fault(super::refused(
+                Code::X000,
+                format!(
+                    "line {}: control character U+{:04X} in the CSV text",
+                    self.line, b
+                ),
+            ));
+        }
+        let (state, step) = match self.state {
+            QState::FieldStart if b == self.quote => {
+                self.row_started = true;
+                let step = if self.header_fields.is_some_and(|n| self.field > n) {
+                    Step::Drop
+                } else {
+                    Step::Keep
+                };
+                (QState::Quoted, step)
+            }
+            QState::FieldStart | QState::Unquoted => {
+                if b == b'\n' || b == b'\r' {
+                    (QState::FieldStart, self.end_row(b))
+                } else if b == self.sep {
+                    (QState::FieldStart, self.next_field())
+                } else {
+                    (QState::Unquoted, self.content(b))
+                }
+            }
+            QState::Quoted => {
+                if b == self.quote {
+                    let step = if self.header_fields.is_some_and(|n| self.field > n) {
+                        Step::Drop
+                    } else {
+                        Step::Keep
+                    };
+                    (QState::QuoteInQuoted, step)
+                } else {
+                    if b == b'\n' {
+                        self.line += 1;
+                    }
+                    (QState::Quoted, self.content(b))
+                }
+            }
+            QState::QuoteInQuoted => {
+                if b == self.quote {
+                    // An escaped quote: one byte of the value, never dropped (it is syntax).
+                    let step = match self.content(b) {
+                        Step::Drop if self.header_fields.is_some_and(|n| self.field > n) => {
+                            Step::Drop
+                        }
+                        _ => Step::Keep,
+                    };
+                    self.dropping = false;
+                    (QState::Quoted, step)
+                } else if b == self.sep {
+                    (QState::FieldStart, self.next_field())
+                } else if b == b'\n' || b == b'\r' {
+                    (QState::FieldStart, self.end_row(b))
+                } else {
+                    return Step::Fault(self.bad("a character after a closing quote"));
+                }
+            }
+        };
+        self.state = state;
+        step
     }
 }
 
@@ -350,53 +506,42 @@ struct QuoteFault(String);
 
 impl<R: Read> Read for QuoteCheck<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 {
-            if matches!(self.state, QState::Quoted) {
-                return Err(self.bad("a quoted field is not closed"));
-            }
+        if let Some(e) = self.fault.take() {
+            return Err(e);
+        }
+        if buf.is_empty() {
             return Ok(0);
         }
-        for &b in &buf[..n] {
-            self.state = match self.state {
-                QState::FieldStart if b == self.quote => QState::Quoted,
-                QState::FieldStart | QState::Unquoted => {
-                    if b == b'\n' {
-                        self.line += 1;
-                        QState::FieldStart
-                    } else if b == self.sep {
-                        QState::FieldStart
-                    } else {
-                        QState::Unquoted
-                    }
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                if matches!(self.state, QState::Quoted) {
+                    return Err(self.bad("a quoted field is not closed"));
                 }
-                QState::Quoted => {
-                    if b == self.quote {
-                        QState::QuoteInQuoted
-                    } else {
-                        if b == b'\n' {
-                            self.line += 1;
+                return Ok(0);
+            }
+            let mut w = 0;
+            for i in 0..n {
+                let b = buf[i];
+                match self.step(b) {
+                    Step::Keep => {
+                        buf[w] = b;
+                        w += 1;
+                    }
+                    Step::Drop => {}
+                    Step::Fault(e) => {
+                        if w == 0 {
+                            return Err(e);
                         }
-                        QState::Quoted
+                        self.fault = Some(e);
+                        return Ok(w);
                     }
                 }
-                QState::QuoteInQuoted => {
-                    if b == self.quote {
-                        QState::Quoted
-                    } else if b == self.sep {
-                        QState::FieldStart
-                    } else if b == b'\n' {
-                        self.line += 1;
-                        QState::FieldStart
-                    } else if b == b'\r' {
-                        QState::Unquoted
-                    } else {
-                        return Err(self.bad("a character after a closing quote"));
-                    }
-                }
-            };
+            }
+            if w > 0 {
+                return Ok(w);
+            }
         }
-        Ok(n)
     }
 }
 

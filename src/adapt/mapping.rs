@@ -22,10 +22,12 @@ pub enum MappingError {
         message: String,
     },
     /// The file parsed but is inconsistent.
-    #[error("{file}: {message}")]
+    #[error("{}", located(file, *line, message))]
     Invalid {
         /// File name.
         file: String,
+        /// 1-based line of the key the problem is about (0 when unknown).
+        line: usize,
         /// What is wrong.
         message: String,
     },
@@ -39,7 +41,34 @@ pub enum MappingError {
     },
 }
 
+/// `file:line: message`, or `file: message` when the line is unknown.
+fn located(file: &str, line: usize, message: &str) -> String {
+    if line > 0 {
+        format!("{file}:{line}: {message}")
+    } else {
+        format!("{file}: {message}")
+    }
+}
+
 impl MappingError {
+    /// The 1-based line the error is about (0 when unknown).
+    pub fn line(&self) -> usize {
+        match self {
+            MappingError::Syntax { line, .. } | MappingError::Invalid { line, .. } => *line,
+            MappingError::Io { .. } => 0,
+        }
+    }
+
+    /// What is wrong, without file and line.
+    pub fn message(&self) -> String {
+        match self {
+            MappingError::Syntax { message, .. } | MappingError::Invalid { message, .. } => {
+                message.clone()
+            }
+            MappingError::Io { source, .. } => source.to_string(),
+        }
+    }
+
     /// The file the error is about.
     pub fn file(&self) -> &str {
         match self {
@@ -361,6 +390,31 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The 1-based line of a key in a TOML text (`["record", "fields", "program", "map"]`): of the
+/// deepest key of the path that the text has, whether written as a table header, a dotted key
+/// or inside an inline table; 0 when not even the first key is there (or the text is no TOML).
+/// For problems found after parsing (mappings, policies), so that they too name their line.
+pub fn key_line(text: &str, path: &[&str]) -> usize {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return 0;
+    };
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut line = 0;
+    for key in path {
+        let Some((k, item)) = table.get_key_value(key) else {
+            break;
+        };
+        if let Some(span) = k.span().or_else(|| item.span()) {
+            line = line_of(text, span.start);
+        }
+        match item.as_table_like() {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    line
+}
+
 /// Whether a mapping may fill a canonical path (list fields as `services[].kind`).
 fn is_canonical_target(target: &str) -> bool {
     matches!(target, "source.record_id" | "reporting_period" | "program")
@@ -396,42 +450,54 @@ impl MappingFile {
             line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
             message: e.message().to_string(),
         })?;
-        parsed.check(file)?;
+        parsed.check(file, text)?;
         Ok(parsed)
     }
 
-    fn check(&self, file: &str) -> Result<(), MappingError> {
-        let invalid = |message: String| MappingError::Invalid {
+    fn check(&self, file: &str, text: &str) -> Result<(), MappingError> {
+        // Each problem names the key it is about, for its line.
+        let at = |path: &[&str], message: String| MappingError::Invalid {
             file: file.to_string(),
+            line: key_line(text, path),
             message,
         };
+        fn key(path: &[String]) -> Vec<&str> {
+            path.iter().map(String::as_str).collect()
+        }
         if self.id.is_empty()
             || !self
                 .id
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
-            return Err(invalid(format!(
-                "id '{}' must be lowercase letters, digits and '-'",
-                self.id
-            )));
+            return Err(at(
+                &["id"],
+                format!("id '{}' must be lowercase letters, digits and '-'", self.id),
+            ));
         }
         match self.syntax {
             Syntax::Json | Syntax::Xml => {
                 let Some(records) = &self.delivery.records else {
-                    return Err(invalid(
+                    return Err(at(
+                        &["delivery"],
                         "delivery.records is required for JSON and XML".into(),
                     ));
                 };
                 if pointer_tokens(records).is_none_or(|t| t.len() != 1) {
-                    return Err(invalid(format!(
-                        "delivery.records '{records}' must name one member or element below the top, e.g. \"/cases\""
-                    )));
+                    return Err(at(
+                        &["delivery", "records"],
+                        format!(
+                            "delivery.records '{records}' must name one member or element below the top, e.g. \"/cases\""
+                        ),
+                    ));
                 }
             }
             Syntax::Csv => {
                 if self.csv.is_none() {
-                    return Err(invalid("syntax = \"csv\" needs a [csv] section".into()));
+                    return Err(at(
+                        &["syntax"],
+                        "syntax = \"csv\" needs a [csv] section".into(),
+                    ));
                 }
                 let d = &self.delivery;
                 if d.records.is_some()
@@ -444,150 +510,240 @@ impl MappingFile {
                     || !d.informational.is_empty()
                     || !d.fields.is_empty()
                 {
-                    return Err(invalid(
+                    return Err(at(&["delivery"],
                         "a CSV mapping has no [delivery] section: every value comes from the rows, the mode from ?mode= and the idempotency key from the Idempotency-Key header".into(),
                     ));
                 }
             }
         }
         if self.syntax == Syntax::Xml && self.xml.is_none() {
-            return Err(invalid("syntax = \"xml\" needs an [xml] section".into()));
+            return Err(at(
+                &["syntax"],
+                "syntax = \"xml\" needs an [xml] section".into(),
+            ));
         }
         if self.syntax != Syntax::Xml && self.xml.is_some() {
-            return Err(invalid("an [xml] section needs syntax = \"xml\"".into()));
+            return Err(at(
+                &["xml"],
+                "an [xml] section needs syntax = \"xml\"".into(),
+            ));
         }
         if self.syntax != Syntax::Csv && self.csv.is_some() {
-            return Err(invalid("a [csv] section needs syntax = \"csv\"".into()));
+            return Err(at(
+                &["csv"],
+                "a [csv] section needs syntax = \"csv\"".into(),
+            ));
         }
         if let Some(csv) = &self.csv {
             if encoding_rs::Encoding::for_label(csv.encoding.as_bytes()).is_none() {
-                return Err(invalid(format!(
-                    "csv.encoding '{}' is not an encoding label",
-                    csv.encoding
-                )));
+                return Err(at(
+                    &["csv", "encoding"],
+                    format!("csv.encoding '{}' is not an encoding label", csv.encoding),
+                ));
             }
             if !csv.separator.is_ascii() || !csv.quote.is_ascii() {
-                return Err(invalid(
+                let which = if csv.separator.is_ascii() {
+                    "quote"
+                } else {
+                    "separator"
+                };
+                return Err(at(
+                    &["csv", which],
                     "csv.separator and csv.quote must be ASCII characters".into(),
                 ));
             }
         }
-        let mut paths: Vec<&str> = Vec::new();
-        paths.extend(self.delivery.version.iter().map(|v| v.from.as_str()));
-        paths.extend(self.delivery.idempotency_key.iter().map(String::as_str));
-        paths.extend(self.delivery.mode.iter().map(|m| m.from.as_str()));
-        paths.extend(self.delivery.test.iter().map(|m| m.from.as_str()));
-        paths.extend(self.delivery.objects.iter().map(String::as_str));
-        paths.extend(self.delivery.once.iter().map(String::as_str));
-        paths.extend(self.delivery.informational.iter().map(String::as_str));
-        paths.extend(self.record.informational.iter().map(String::as_str));
-        let mut rules: Vec<(String, &FieldRule)> = Vec::new();
-        rules.extend(self.delivery.fields.iter().map(|(k, v)| (k.clone(), v)));
-        rules.extend(self.record.fields.iter().map(|(k, v)| (k.clone(), v)));
+        // Source paths, each with the key that names it.
+        let mut paths: Vec<(&str, Vec<String>)> = Vec::new();
+        let named = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        paths.extend(
+            self.delivery
+                .version
+                .iter()
+                .map(|v| (v.from.as_str(), named(&["delivery", "version", "from"]))),
+        );
+        paths.extend(
+            self.delivery
+                .idempotency_key
+                .iter()
+                .map(|p| (p.as_str(), named(&["delivery", "idempotency_key"]))),
+        );
+        paths.extend(
+            self.delivery
+                .mode
+                .iter()
+                .map(|m| (m.from.as_str(), named(&["delivery", "mode", "from"]))),
+        );
+        paths.extend(
+            self.delivery
+                .test
+                .iter()
+                .map(|m| (m.from.as_str(), named(&["delivery", "test", "from"]))),
+        );
+        for (list, keys) in [
+            (&self.delivery.objects, ["delivery", "objects"]),
+            (&self.delivery.once, ["delivery", "once"]),
+            (&self.delivery.informational, ["delivery", "informational"]),
+            (&self.record.informational, ["record", "informational"]),
+        ] {
+            paths.extend(list.iter().map(|p| (p.as_str(), named(&keys))));
+        }
+        // Field rules: (canonical target, the key of the rule, the rule).
+        let mut rules: Vec<(String, Vec<String>, &FieldRule)> = Vec::new();
+        rules.extend(
+            self.delivery
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), named(&["delivery", "fields", k]), v)),
+        );
+        rules.extend(
+            self.record
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), named(&["record", "fields", k]), v)),
+        );
         for (name, list) in &self.record.lists {
+            let list_key = named(&["record", "lists", name]);
             if name != "services" && name != "consents" {
-                return Err(invalid(format!(
-                    "list '{name}': only the canonical arrays 'services' and 'consents' can be built from a list"
-                )));
+                return Err(at(
+                    &key(&list_key),
+                    format!(
+                        "list '{name}': only the canonical arrays 'services' and 'consents' can be built from a list"
+                    ),
+                ));
             }
             match (self.syntax, &list.from, &list.rows) {
                 (Syntax::Csv, None, Some(rows)) => {
+                    let rows_key = [key(&list_key), vec!["rows"]].concat();
                     if rows.when_any.is_empty() == rows.first_with.is_none() {
-                        return Err(invalid(format!(
-                            "list '{name}': rows needs exactly one of when_any or first_with"
-                        )));
+                        return Err(at(
+                            &rows_key,
+                            format!(
+                                "list '{name}': rows needs exactly one of when_any or first_with"
+                            ),
+                        ));
                     }
-                    paths.extend(rows.when_any.iter().map(String::as_str));
-                    paths.extend(rows.first_with.iter().map(String::as_str));
+                    let when_any = [list_key.clone(), named(&["rows", "when_any"])].concat();
+                    let first_with = [list_key.clone(), named(&["rows", "first_with"])].concat();
+                    paths.extend(rows.when_any.iter().map(|p| (p.as_str(), when_any.clone())));
+                    paths.extend(
+                        rows.first_with
+                            .iter()
+                            .map(|p| (p.as_str(), first_with.clone())),
+                    );
                 }
                 (Syntax::Csv, _, _) => {
-                    return Err(invalid(format!(
-                        "list '{name}': CSV lists take rows = {{…}}, not from"
-                    )));
+                    return Err(at(
+                        &[key(&list_key), vec!["from"]].concat(),
+                        format!("list '{name}': CSV lists take rows = {{…}}, not from"),
+                    ));
                 }
-                (_, Some(from), None) => paths.push(from),
+                (_, Some(from), None) => {
+                    paths.push((from, [list_key.clone(), named(&["from"])].concat()));
+                }
                 _ => {
-                    return Err(invalid(format!(
-                        "list '{name}' needs from = \"…\" (and no rows)"
-                    )));
+                    return Err(at(
+                        &key(&list_key),
+                        format!("list '{name}' needs from = \"…\" (and no rows)"),
+                    ));
                 }
             }
-            rules.extend(
-                list.fields
-                    .iter()
-                    .map(|(k, v)| (format!("{name}[].{k}"), v)),
-            );
+            rules.extend(list.fields.iter().map(|(k, v)| {
+                (
+                    format!("{name}[].{k}"),
+                    [list_key.clone(), named(&["fields", k])].concat(),
+                    v,
+                )
+            }));
         }
-        for (target, _) in &rules {
+        for (target, rule_key, _) in &rules {
             if !is_canonical_target(target) {
-                return Err(invalid(format!(
-                    "'{target}' is not a canonical field a mapping can fill (see canonical-model.md)"
-                )));
+                return Err(at(
+                    &key(rule_key),
+                    format!(
+                        "'{target}' is not a canonical field a mapping can fill (see canonical-model.md)"
+                    ),
+                ));
             }
         }
-        for (target, rule) in self
-            .record
-            .fields
-            .iter()
-            .chain(self.record.lists.values().flat_map(|l| l.fields.iter()))
-        {
-            if rule.required {
-                return Err(invalid(format!(
-                    "field '{target}': required applies to [delivery.fields] only (a missing record value is F001 anyway)"
-                )));
+        for (target, rule_key, rule) in &rules {
+            if rule.required && rule_key[0] == "record" {
+                return Err(at(
+                    &[key(rule_key), vec!["required"]].concat(),
+                    format!(
+                        "field '{target}': required applies to [delivery.fields] only (a missing record value is F001 anyway)"
+                    ),
+                ));
             }
         }
-        for (target, rule) in &rules {
+        for (target, rule_key, rule) in &rules {
+            let fail = |k: &str, message: String| at(&[key(rule_key), vec![k]].concat(), message);
             if rule.map.is_some() && rule.kind == ValueKind::Number {
-                return Err(invalid(format!(
-                    "field '{target}': map does not apply to numbers"
-                )));
+                return Err(fail(
+                    "map",
+                    format!("field '{target}': map does not apply to numbers"),
+                ));
             }
             match (&rule.from, &rule.value) {
-                (Some(from), None) => paths.push(from),
+                (Some(from), None) => {
+                    paths.push((from, [rule_key.clone(), named(&["from"])].concat()))
+                }
                 (None, Some(_)) => {}
                 _ => {
-                    return Err(invalid(format!(
-                        "field '{target}' needs exactly one of from or value"
-                    )));
+                    return Err(at(
+                        &key(rule_key),
+                        format!("field '{target}' needs exactly one of from or value"),
+                    ));
                 }
             }
             if let Some(map) = &rule.map
                 && !self.maps.contains_key(map)
             {
-                return Err(invalid(format!(
-                    "field '{target}' uses value map '{map}', which [maps] does not define"
-                )));
+                return Err(fail(
+                    "map",
+                    format!(
+                        "field '{target}' uses value map '{map}', which [maps] does not define"
+                    ),
+                ));
             }
             if rule.join.is_some() && rule.kind != ValueKind::StringList {
-                return Err(invalid(format!(
-                    "field '{target}': join needs type = \"string_list\""
-                )));
+                return Err(fail(
+                    "join",
+                    format!("field '{target}': join needs type = \"string_list\""),
+                ));
             }
             if rule.split.is_some() && rule.kind != ValueKind::StringList {
-                return Err(invalid(format!(
-                    "field '{target}': split needs type = \"string_list\""
-                )));
+                return Err(fail(
+                    "split",
+                    format!("field '{target}': split needs type = \"string_list\""),
+                ));
             }
             if rule.decimal.is_some() && rule.kind != ValueKind::Number {
-                return Err(invalid(format!(
-                    "field '{target}': decimal needs type = \"number\""
-                )));
+                return Err(fail(
+                    "decimal",
+                    format!("field '{target}': decimal needs type = \"number\""),
+                ));
             }
             if let Some(pattern) = &rule.date
                 && super::rules::DatePattern::parse(pattern).is_none()
             {
-                return Err(invalid(format!(
-                    "field '{target}': date pattern '{pattern}' must be built from TT, MM and JJJJ with separators, e.g. TT.MM.JJJJ"
-                )));
+                return Err(fail(
+                    "date",
+                    format!(
+                        "field '{target}': date pattern '{pattern}' must be built from TT, MM and JJJJ with separators, e.g. TT.MM.JJJJ"
+                    ),
+                ));
             }
         }
-        for p in paths {
+        for (p, path_key) in paths {
             if path_tokens(self.syntax, p).is_none() {
-                return Err(invalid(match self.syntax {
-                    Syntax::Csv => format!("'{p}' is not a column name"),
-                    _ => format!("'{p}' is not a path (it must start with '/')"),
-                }));
+                return Err(at(
+                    &key(&path_key),
+                    match self.syntax {
+                        Syntax::Csv => format!("'{p}' is not a column name"),
+                        _ => format!("'{p}' is not a path (it must start with '/')"),
+                    },
+                ));
             }
         }
         Ok(())

@@ -9,6 +9,8 @@
 mod csv;
 mod decode;
 mod draft;
+#[cfg(test)]
+mod hostile_tests;
 mod json;
 pub mod mapping;
 mod rules;
@@ -79,6 +81,7 @@ impl AdaptError {
                 Self::rejected(Code::S001, format!("bytes are not valid {encoding}"))
             }
             Some(InputFault::Transport(m)) => AdaptError::Aborted(m.clone()),
+            Some(InputFault::Refused { code, message }) => Self::rejected(*code, message.clone()),
             None => AdaptError::Aborted(e.to_string()),
         }
     }
@@ -102,6 +105,23 @@ pub enum InputFault {
     /// The transfer broke off.
     #[error("body transfer failed: {0}")]
     Transport(String),
+    /// A guard in front of a parser refused the text (a forbidden character, a token over a
+    /// limit): the delivery is rejected whole with this code.
+    #[error("{code}: {message}")]
+    Refused {
+        /// Delivery-level code (`X000`, `X001`, `L004`).
+        code: Code,
+        /// Text for a person.
+        message: String,
+    },
+}
+
+/// An I/O error that rejects the delivery whole with `code` ([`InputFault::Refused`]).
+pub(crate) fn refused(code: Code, message: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        InputFault::Refused { code, message },
+    )
 }
 
 pub(crate) fn invalid_encoding(encoding: &str) -> io::Error {
@@ -311,24 +331,26 @@ impl MappingSet {
         previous: &MappingSet,
     ) -> MappingSet {
         let mut set = MappingSet::default();
-        let mut loaded: Vec<Mapping> = Vec::new();
+        let mut loaded: Vec<(Mapping, usize)> = Vec::new();
         for (origin, text) in sources {
             match Mapping::from_text(origin, text) {
-                Ok(m) => loaded.push(m),
+                // With the line of its id, in case another file has it too.
+                Ok(m) => loaded.push((m, mapping::key_line(text, &["id"]))),
                 Err(e) => set.failures.push(e),
             }
         }
         // The incumbent of each id goes first.
-        loaded.sort_by_key(|m| {
+        loaded.sort_by_key(|(m, _)| {
             previous
                 .mappings
                 .get(m.id())
                 .is_none_or(|p| p.origin != m.origin)
         });
-        for m in loaded {
+        for (m, id_line) in loaded {
             if let Some(prev) = set.mappings.get(m.id()) {
                 set.failures.push(MappingError::Invalid {
                     file: m.origin.clone(),
+                    line: id_line,
                     message: format!(
                         "format id '{}' is already defined by {}",
                         m.id(),

@@ -30,13 +30,23 @@ pub fn reload(dir: &Path, shared: &SharedMappings) -> Arc<MappingSet> {
             tracing::info!(format = %id, "mapping removed");
         }
     }
-    for failure in &next.failures {
-        tracing::warn!(
-            "mapping file failed to load (the previous version, if any, stays): {failure}"
-        );
-    }
+    log_failures(&next, "the previous version, if any, stays");
     shared.store(next.clone());
     next
+}
+
+/// Logs every file of `set` that failed to load, as a warning with its file, line (0 when
+/// unknown) and error as fields and all three in the message; `consequence` says what happens
+/// to its format.
+pub fn log_failures(set: &MappingSet, consequence: &str) {
+    for failure in &set.failures {
+        tracing::warn!(
+            file = %failure.file(),
+            line = failure.line(),
+            error = %failure.message(),
+            "mapping file failed to load ({consequence}): {failure}"
+        );
+    }
 }
 
 /// A running watcher; dropping it stops watching.

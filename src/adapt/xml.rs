@@ -8,13 +8,13 @@
 use super::decode::{ByteCharset, ByteReader, DecodingReader, Peeked};
 use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
 use super::rules::{Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat};
-use super::{AdaptError, AdaptSink, Issue, MAX_VALUE_BYTES};
+use super::{AdaptError, AdaptSink, Issue, MAX_VALUE_BYTES, refused};
 use crate::catalogue::{Code, echo};
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use serde_json::{Map, Value};
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 /// A mapping compiled for the XML engine.
 #[derive(Debug)]
@@ -94,6 +94,8 @@ struct Frame {
     skip: bool,
     /// A code-list parent: its `name` child is dropped.
     code_parent: bool,
+    /// More than [`MAX_VALUE_BYTES`] of white space came before any child (not kept in `text`).
+    blank_over: bool,
 }
 
 /// Adds a child value; a repeated name becomes an array (XML values are never arrays otherwise).
@@ -137,7 +139,8 @@ pub(crate) fn run(
         Charset::Rs(encoding) => Box::new(DecodingReader::new(peeked, encoding)),
         Charset::Byte(charset) => Box::new(ByteReader::new(peeked, charset)),
     };
-    let mut xml = NsReader::from_reader(BufReader::with_capacity(64 * 1024, decoded));
+    let guarded = XmlGuard::new(decoded);
+    let mut xml = NsReader::from_reader(BufReader::with_capacity(64 * 1024, guarded));
     {
         let c = xml.config_mut();
         c.expand_empty_elements = true;
@@ -186,6 +189,7 @@ pub(crate) fn run(
                         has_children: false,
                         skip: false,
                         code_parent: false,
+                        blank_over: false,
                     };
                     attributes(&xml, &e, plan, &mut frame)?;
                     for (k, v) in std::mem::take(&mut frame.map) {
@@ -203,6 +207,7 @@ pub(crate) fn run(
                 if let Some(parent) = stack.last_mut() {
                     parent.has_children = true;
                     parent.text.clear();
+                    parent.blank_over = false;
                 }
                 let foreign = !in_ns;
                 let xoev_name = parent_code && local == "name";
@@ -228,6 +233,7 @@ pub(crate) fn run(
                     text: String::new(),
                     has_children: false,
                     skip: parent_skip || foreign || xoev_name,
+                    blank_over: false,
                 };
                 if !frame.skip {
                     attributes(&xml, &e, plan, &mut frame)?;
@@ -247,6 +253,9 @@ pub(crate) fn run(
                 }
                 if frame.skip {
                     continue;
+                }
+                if frame.blank_over && !frame.has_children {
+                    return Err(AdaptError::too_long());
                 }
                 let value = if frame.has_children || !frame.map.is_empty() {
                     let mut map = frame.map;
@@ -283,7 +292,13 @@ pub(crate) fn run(
             Event::GeneralRef(r) => {
                 let c = if r.is_char_ref() {
                     match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
+                        Ok(Some(c)) if !forbidden_char(c) => c.to_string(),
+                        Ok(Some(c)) => {
+                            return Err(x000(format!(
+                                "character reference to U+{:04X}, which XML 1.0 does not allow",
+                                u32::from(c)
+                            )));
+                        }
                         _ => return Err(x000("invalid character reference")),
                     }
                 } else {
@@ -333,10 +348,18 @@ fn push_text(
             // Text of an element that holds elements is not a value (white space between
             // records, mixed content): it is neither kept nor counted against the value limit.
             if !frame.skip && !frame.has_children {
-                frame.text.push_str(text);
-                if frame.text.len() > MAX_VALUE_BYTES {
+                let blank = text.trim().is_empty();
+                if frame.text.len() + text.len() > MAX_VALUE_BYTES || frame.blank_over {
+                    // White space over the limit is only remembered, not kept: it is a value
+                    // over the limit if the element stays a leaf (checked at its end), and
+                    // nothing if a child follows (indentation before the first child).
+                    if blank && frame.text.trim().is_empty() {
+                        frame.blank_over = true;
+                        return Ok(());
+                    }
                     return Err(AdaptError::too_long());
                 }
+                frame.text.push_str(text);
             }
             Ok(())
         }
@@ -404,4 +427,133 @@ fn attributes<R>(
             .insert(format!("@{local}"), Value::String(value.into_owned()));
     }
     Ok(())
+}
+
+/// Runs of XML white space longer than this are shortened to it by [`XmlGuard`]. Any run this
+/// long makes a value longer than [`MAX_VALUE_BYTES`] (even after `\r\n` → `\n`), so no outcome
+/// changes, and quick-xml never holds more of it.
+const SPACE_KEEP: usize = 4 * MAX_VALUE_BYTES;
+
+/// The most bytes (after white space is shortened) [`XmlGuard`] passes without a `<` or `>`:
+/// beyond it no value can be short enough (`L004`), and quick-xml would hold the whole token.
+pub(crate) const TOKEN_MAX: usize = 1 << 20;
+
+/// Characters XML 1.0 does not allow (its `Char` production): the C0 controls other than tab,
+/// LF and CR, and U+FFFE, U+FFFF. (Surrogates cannot occur in decoded text.)
+fn forbidden_char(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}')
+}
+
+/// Sits between the decoded (UTF-8) text and quick-xml, which holds each token whole before it
+/// reports it: refuses the characters XML 1.0 does not allow anywhere in a document (`X000`),
+/// shortens runs of white space to [`SPACE_KEEP`] bytes, and refuses more than [`TOKEN_MAX`]
+/// bytes between two `<`/`>` (`L004`). So a body of endless white space (a gzip bomb) streams
+/// through in bounded memory until the body limit (`L001`) ends it.
+///
+/// Bytes before a refused character are passed on first; the error comes with the next read,
+/// so problems earlier in the document are reported first.
+pub(crate) struct XmlGuard<R> {
+    inner: R,
+    /// 1-based line of the next byte (for messages).
+    line: u64,
+    /// Length of the current run of white space.
+    space_run: usize,
+    /// Bytes passed since the last `<` or `>`.
+    token: usize,
+    /// The two bytes before the current one (to find U+FFFE and U+FFFF).
+    last2: [u8; 2],
+    /// An error to report on the next read.
+    fault: Option<io::Error>,
+}
+
+impl<R: Read> XmlGuard<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        XmlGuard {
+            inner,
+            line: 1,
+            space_run: 0,
+            token: 0,
+            last2: [0, 0],
+            fault: None,
+        }
+    }
+}
+
+impl<R: Read> Read for XmlGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.fault.take() {
+            return Err(e);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut w = 0;
+            for i in 0..n {
+                let b = buf[i];
+                let bad = match b {
+                    b'\t' | b'\n' | b'\r' => None,
+                    0x00..=0x1f => Some(u32::from(b)),
+                    0xbe | 0xbf if self.last2 == [0xef, 0xbf] => {
+                        Some(0xff00 | (u32::from(b) + 0x40))
+                    }
+                    _ => None,
+                };
+                if let Some(c) = bad {
+                    let e = refused(
+                        Code::X000,
+                        format!(
+                            "line {}: character U+{c:04X} is not allowed in XML 1.0",
+                            self.line
+                        ),
+                    );
+                    if w == 0 {
+                        return Err(e);
+                    }
+                    self.fault = Some(e);
+                    return Ok(w);
+                }
+                self.last2 = [self.last2[1], b];
+                if b == b'\n' {
+                    self.line += 1;
+                }
+                if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                    self.space_run += 1;
+                    if self.space_run > SPACE_KEEP {
+                        continue;
+                    }
+                } else {
+                    self.space_run = 0;
+                }
+                if b == b'<' || b == b'>' {
+                    self.token = 0;
+                } else {
+                    self.token += 1;
+                    if self.token > TOKEN_MAX {
+                        let e = refused(
+                            Code::L004,
+                            format!(
+                                "line {}: more than {TOKEN_MAX} bytes of text or markup without '<' or '>' (no value may be longer than {MAX_VALUE_BYTES} bytes)",
+                                self.line
+                            ),
+                        );
+                        if w == 0 {
+                            return Err(e);
+                        }
+                        self.fault = Some(e);
+                        return Ok(w);
+                    }
+                }
+                buf[w] = b;
+                w += 1;
+            }
+            if w > 0 {
+                return Ok(w);
+            }
+        }
+    }
 }

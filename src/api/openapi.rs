@@ -67,7 +67,7 @@ use utoipa::{OpenApi, PartialSchema, ToResponse, ToSchema};
             Unavailable
         )
     ),
-    modifiers(&SecuritySchemes, &OptionalAckBody),
+    modifiers(&SecuritySchemes, &OptionalAckBody, &PublicRoutes),
     tags(
         (name = "operations", description = "Health, metrics and this document; no authentication."),
         (name = "vendor", description = "Deliveries, receipts, feedback and consent withdrawals of the calling vendor."),
@@ -110,6 +110,36 @@ impl utoipa::Modify for SecuritySchemes {
                 extensions: None,
             },
         );
+    }
+}
+
+/// Marks every operation that names no security requirement as public with an explicit
+/// `security: []` (OpenAPI: no authentication), so that clients and tools can tell the public
+/// routes (health, metrics, this document, the console's page and files) from the protected
+/// ones, which all name `bearer` (and `mutualTLS` for vendors).
+struct PublicRoutes;
+
+impl utoipa::Modify for PublicRoutes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if op.security.is_none() {
+                    op.security = Some(Vec::new());
+                }
+            }
+        }
     }
 }
 

@@ -311,6 +311,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        crate::adapt::watch::log_failures(
+            &loaded.mappings,
+            "its format is not served until the file loads",
+        );
         for n in &loaded.notices {
             tracing::info!("{n}");
         }

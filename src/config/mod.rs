@@ -18,7 +18,7 @@ use crate::consent::{Policy, PseudonymKey};
 use crate::route::{Recipient, Router};
 use crate::validate::Validator;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -413,6 +413,22 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The policy ids a policy file that failed to load may have meant: its `id` if the text is
+/// TOML with one, and its file name without `.toml`.
+fn policy_ids_of(file: &str, text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .into_iter()
+        .collect();
+    if let Ok(table) = text.parse::<toml::Table>()
+        && let Some(id) = table.get("id").and_then(|v| v.as_str())
+    {
+        ids.push(id.to_string());
+    }
+    ids
+}
+
 /// Settings of a vendor after loading.
 #[derive(Debug, Clone)]
 pub struct VendorSettings {
@@ -706,6 +722,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
 
     // Policies and recipients.
     let mut policies: BTreeMap<String, Policy> = BTreeMap::new();
+    // The ids the policy files that failed to load would have given: a recipient of one of them
+    // is not told again that it has no policy (the file's own problem says it, once).
+    let mut failed_policies: BTreeSet<String> = BTreeSet::new();
     let policy_sources: Vec<(String, Result<String, String>)> = match &policies_dir {
         Some(dir) => match std::fs::read_dir(dir) {
             Ok(entries) => {
@@ -751,7 +770,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                     if let Some(prev) = policies.get(p.id()) {
                         problems.push(Problem {
                             file: name.clone(),
-                            line: 0,
+                            line: crate::adapt::mapping::key_line(&text, &["id"]),
                             message: format!(
                                 "policy id '{}' is already defined by {}",
                                 p.id(),
@@ -762,9 +781,15 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                         policies.insert(p.id().to_string(), p);
                     }
                 }
-                Err(e) => problems.push(problem_from(&e.to_string())),
+                Err(e) => {
+                    problems.push(problem_from(&e.to_string()));
+                    failed_policies.extend(policy_ids_of(&name, &text));
+                }
             },
-            Err(p) => problems.push(p),
+            Err(p) => {
+                problems.push(p);
+                failed_policies.extend(policy_ids_of(&name, ""));
+            }
         }
     }
     let mut recipients = Vec::new();
@@ -782,6 +807,9 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             );
         }
         let Some(policy) = policies.remove(&r.id) else {
+            if failed_policies.contains(&r.id) {
+                continue;
+            }
             problems.push(Problem {
                 file: origin.clone(),
                 line: 0,

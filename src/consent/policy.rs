@@ -19,10 +19,12 @@ pub enum PolicyError {
         message: String,
     },
     /// Parsed but not acceptable.
-    #[error("{file}: {message}")]
+    #[error("{file}:{line}: {message}")]
     Invalid {
         /// File.
         file: String,
+        /// 1-based line of the key the problem is about.
+        line: usize,
         /// What is wrong.
         message: String,
     },
@@ -320,40 +322,60 @@ impl Policy {
                 .unwrap_or(0),
             message: e.message().to_string(),
         })?;
-        let invalid = |message: String| PolicyError::Invalid {
+        // Each problem names the key it is about, for its line (the first line if none).
+        let at = |path: &[&str], message: String| PolicyError::Invalid {
             file: origin.to_string(),
+            line: crate::adapt::mapping::key_line(text, path).max(1),
             message,
         };
         if file.legal_basis == LegalBasis::Statute
             && file.citation.as_deref().is_none_or(|c| c.trim().is_empty())
         {
-            return Err(invalid(
+            let key: &[&str] = if file.citation.is_some() {
+                &["citation"]
+            } else {
+                &["legal_basis"]
+            };
+            return Err(at(
+                key,
                 "legal_basis = \"statute\" needs a citation (e.g. citation = \"§ 51b SGB II\")"
                     .into(),
             ));
         }
         if file.route.programs.is_empty() {
-            return Err(invalid(
+            return Err(at(
+                &["route", "programs"],
                 "route.programs must name at least one program".into(),
             ));
         }
         if file.delivery.batch_max_items == 0 {
-            return Err(invalid(
+            return Err(at(
+                &["delivery", "batch_max_items"],
                 "delivery.batch_max_items must be at least 1".into(),
             ));
         }
         if file.delivery.batch_size == 0 || file.delivery.batch_size > 10_000 {
-            return Err(invalid(
+            return Err(at(
+                &["delivery", "batch_size"],
                 "delivery.batch_size must be between 1 and 10000".into(),
             ));
         }
         if file.delivery.max_attempts == 0 {
-            return Err(invalid("delivery.max_attempts must be at least 1".into()));
+            return Err(at(
+                &["delivery", "max_attempts"],
+                "delivery.max_attempts must be at least 1".into(),
+            ));
         }
         if file.delivery.backoff_base_ms == 0
             || file.delivery.backoff_cap_ms < file.delivery.backoff_base_ms
         {
-            return Err(invalid(
+            let key = if file.delivery.backoff_base_ms == 0 {
+                "backoff_base_ms"
+            } else {
+                "backoff_cap_ms"
+            };
+            return Err(at(
+                &["delivery", key],
                 "delivery.backoff_base_ms must be at least 1 and at most delivery.backoff_cap_ms"
                     .into(),
             ));
@@ -361,6 +383,8 @@ impl Policy {
         let mut actions: BTreeMap<&'static str, Action> = BTreeMap::new();
         let mut exact: BTreeMap<&'static str, Action> = BTreeMap::new();
         for (name, spelled) in &file.fields {
+            let field = ["fields", name.as_str()];
+            let invalid = |message: String| at(&field, message);
             let action = Action::parse(spelled).ok_or_else(|| {
                 invalid(format!(
                     "fields.\"{name}\": unknown action '{spelled}' (keep, drop, pseudonymise, generalise:year, generalise:year_month, generalise:age_band, generalise:prefix:N)"
@@ -391,7 +415,17 @@ impl Policy {
             && (!file.special_categories
                 || file.citation.as_deref().is_none_or(|c| c.trim().is_empty()))
         {
-            return Err(invalid(
+            let key = if !file.special_categories
+                && crate::adapt::mapping::key_line(text, &["special_categories"]) == 0
+            {
+                "fields"
+            } else if file.special_categories {
+                "citation"
+            } else {
+                "special_categories"
+            };
+            return Err(at(
+                &[key],
                 "the policy lets sensitive.* through, which needs special_categories = true and a citation of the law that allows processing special categories (Art. 9 GDPR)".into(),
             ));
         }

@@ -21,7 +21,7 @@ mod postgres;
 mod sqlite;
 
 pub use month::Month;
-pub use postgres::PostgresStore;
+pub use postgres::{OPEN_COUNT_SQL as POSTGRES_OPEN_COUNT_SQL, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
