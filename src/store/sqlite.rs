@@ -74,6 +74,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// runs only when a `PASSIVE` pass has copied every frame); also as soon as the WAL has grown
 /// past [`WAL_TRUNCATE_BYTES`] (after a large delivery).
 const TRUNCATE_EVERY: Duration = Duration::from_secs(300);
+/// How long the housekeeper waits after a `TRUNCATE` that readers blocked.
+const TRUNCATE_BACK_OFF: Duration = Duration::from_secs(5);
 /// A WAL larger than this is truncated at the next pass.
 const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
 /// A WAL reset leaves at most this much of the file behind (`journal_size_limit`).
@@ -144,11 +146,13 @@ impl Housekeeper {
             let mut last_copy = std::time::Instant::now();
             // `None`: never truncated by this process, so the first pass truncates.
             let mut last_truncate: Option<std::time::Instant> = None;
+            let mut truncate_again = std::time::Instant::now();
             loop {
                 tokio::time::sleep(HOUSEKEEPING_POLL).await;
                 let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                let truncate = size > WAL_TRUNCATE_BYTES
-                    || last_truncate.is_none_or(|t| t.elapsed() >= TRUNCATE_EVERY);
+                let truncate = (size > WAL_TRUNCATE_BYTES
+                    || last_truncate.is_none_or(|t| t.elapsed() >= TRUNCATE_EVERY))
+                    && std::time::Instant::now() >= truncate_again;
                 let copy = truncate
                     || size > CHECKPOINT_BYTES
                     || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY);
@@ -162,7 +166,11 @@ impl Housekeeper {
                 match checkpoint_frames(&pool, "PASSIVE").await {
                     Ok((_, true)) if truncate => match checkpoint(&pool, "TRUNCATE").await {
                         Ok(false) => last_truncate = Some(std::time::Instant::now()),
-                        Ok(true) => {}
+                        // Readers held it: back off, since every try blocks new writers for
+                        // up to the busy timeout.
+                        Ok(true) => {
+                            truncate_again = std::time::Instant::now() + TRUNCATE_BACK_OFF;
+                        }
                         Err(e) => tracing::debug!("SQLite TRUNCATE checkpoint failed: {e}"),
                     },
                     Ok(_) => {}
