@@ -91,8 +91,9 @@ impl Staging {
 
     /// Adds the next chunk.
     pub fn push(&mut self, chunk: Chunk) -> Result<(), StagingError> {
-        if self.file.is_none() && self.memory_bytes + chunk.bytes() <= self.budget {
-            self.memory_bytes += chunk.bytes();
+        let bytes = chunk.bytes();
+        if self.file.is_none() && self.memory_bytes + bytes <= self.budget {
+            self.memory_bytes += bytes;
             self.memory.push_back(chunk);
             return Ok(());
         }
@@ -101,10 +102,10 @@ impl Staging {
             let file = tempfile::tempfile_in(&self.dir).map_err(|e| self.io(e))?;
             self.file = Some(BufWriter::with_capacity(1 << 20, file));
         }
-        let bytes = postcard::to_stdvec(&chunk)?;
-        let len = (bytes.len() as u64).to_le_bytes();
+        let encoded = postcard::to_stdvec(&chunk)?;
+        let len = (encoded.len() as u64).to_le_bytes();
         let file = self.file.as_mut().expect("opened above");
-        let written = file.write_all(&len).and_then(|()| file.write_all(&bytes));
+        let written = file.write_all(&len).and_then(|()| file.write_all(&encoded));
         written.map_err(|e| self.io(e))?;
         self.spilled += 1;
         Ok(())

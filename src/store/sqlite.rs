@@ -1226,11 +1226,7 @@ impl Store for SqliteStore {
         // leaves no older page image behind. Readers that still hold an old snapshot make the
         // checkpoint report busy; it is retried briefly.
         for attempt in 0..50 {
-            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&self.writer)
-                .await
-                .map_err(map_err)?;
-            if busy == 0 {
+            if !checkpoint(&self.writer, "TRUNCATE").await? {
                 return Ok(());
             }
             if attempt < 49 {
