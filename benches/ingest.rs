@@ -26,6 +26,7 @@
 //! - `WEICHE_BENCH_STAGE_DELIVERIES` (default 10): deliveries the stage costs are measured on,
 //! - `WEICHE_BENCH_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`): also run the
 //!   end-to-end peak against a fresh PostgreSQL database created next to the one named.
+//! - `WEICHE_BENCH_STAGES_ONLY=1`: stop after the stage costs (no server runs).
 //!
 //! Only receipts are asserted (every one must be E1 with 1,000 accepted and 1,000 routed to each
 //! recipient); timings are reported, never asserted.
@@ -1701,6 +1702,10 @@ fn main() {
     );
     let with_items = st.parse_map + st.validate + st.route_serialise + st.store_items();
     row("  pipeline with that write set (faster store)", with_items);
+    if std::env::var("WEICHE_BENCH_STAGES_ONLY").is_ok_and(|v| v == "1") {
+        println!("\nend to end: not run (WEICHE_BENCH_STAGES_ONLY=1)");
+        return;
+    }
 
     // ---- SQLite end to end -----------------------------------------------------------------
     let client = reqwest::Client::builder()

@@ -1119,6 +1119,25 @@ proptest! {
 proptest! {
     #![proptest_config(config(500))]
 
+    /// 1b. The compiled projection the router writes is byte for byte the reference view
+    /// (`consent::apply`, a filter over the record's JSON tree), under no consent and under each
+    /// of the record's consents.
+    #[test]
+    fn projections_equal_the_reference_view(spec in policy_spec(RECIPIENT), input in input(&[RECIPIENT])) {
+        if let Some(policy) = load(&spec)? {
+            let key = key_for(KID, 3);
+            let record = &input.record;
+            let scopes = std::iter::once(None).chain(record.consents.iter().map(Some));
+            for consent in scopes {
+                let reference = serde_json::Value::Object(weiche::consent::apply(&policy, &key, record, consent)).to_string();
+                let record_ref = key.field("source.record_id", VENDOR, &record.source.record_id);
+                let mut out = Vec::new();
+                policy.projection(consent).write(&mut out, record, &key, &policy.version, consent, &record_ref);
+                prop_assert_eq!(String::from_utf8(out).unwrap(), reference);
+            }
+        }
+    }
+
     /// 2. Withdrawn (in the record or recorded), expired, not yet granted (or otherwise
     /// non-matching) consents never let a record through to a consent-based recipient.
     #[test]

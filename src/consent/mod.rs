@@ -6,9 +6,11 @@
 
 pub mod aggregates;
 pub mod policy;
+pub mod projection;
 pub mod pseudonym;
 
 pub use policy::{Action, Policy, PolicyError};
+pub use projection::Projection;
 pub use pseudonym::PseudonymKey;
 
 use crate::model::{CanonicalRecord, Consent};
@@ -16,6 +18,10 @@ use chrono::{Datelike, NaiveDate};
 use serde_json::{Map, Value};
 
 /// A recipient's view of one record: the envelope plus the fields its policy lets through.
+///
+/// This is the reference definition, a filter over the record's JSON tree. The router writes
+/// views with the policy's compiled [`Projection`] instead, which tests prove equal to it byte
+/// for byte (on every golden record and on generated records and policies).
 ///
 /// Under a consent only the fields whose field group the consent lists go out (`consent`
 /// `Some`); the envelope then names the consent.
@@ -206,16 +212,11 @@ pub fn delivered_field_set(
     policy: &Policy,
     consent: Option<&Consent>,
 ) -> std::sync::Arc<crate::store::FieldSet> {
-    let scope = consent.map(|c| {
-        crate::model::FIELD_GROUPS
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| c.fields.iter().any(|f| f == *g))
-            .fold(0u8, |bits, (i, _)| bits | (1 << i))
-    });
-    policy.field_sets.get_or_make(scope, || {
-        crate::audit::field_set(&delivered_field_actions(policy, consent))
-    })
+    policy
+        .field_sets
+        .get_or_make(projection::scope(consent), || {
+            crate::audit::field_set(&delivered_field_actions(policy, consent))
+        })
 }
 
 /// [`delivered_fields`] as the audit trail lists them.

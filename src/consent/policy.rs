@@ -1,6 +1,8 @@
 //! Recipient policies: one TOML file per recipient (purpose, legal basis, route filter, field
 //! actions, delivery settings), checked at load. A field a policy does not name is dropped.
 
+use super::projection::Projection;
+use crate::model::Consent;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -275,6 +277,36 @@ pub struct Policy {
     /// The audit field sets of this policy per consent scope, made on first use
     /// ([`super::delivered_field_set`]).
     pub(crate) field_sets: FieldSetCache,
+    /// The compiled projections of this policy per consent scope, made on first use
+    /// ([`Policy::projection`]).
+    projections: ProjectionCache,
+}
+
+/// Compiled projections of one policy, one slot per consent scope
+/// ([`super::projection::scope_index`]).
+struct ProjectionCache(Box<[std::sync::OnceLock<Box<Projection>>]>);
+
+impl Default for ProjectionCache {
+    fn default() -> Self {
+        ProjectionCache(
+            (0..super::projection::SCOPES)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        )
+    }
+}
+
+impl Clone for ProjectionCache {
+    /// An empty cache: the projections are compiled again on use.
+    fn clone(&self) -> Self {
+        ProjectionCache::default()
+    }
+}
+
+impl std::fmt::Debug for ProjectionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProjectionCache")
+    }
 }
 
 /// Field sets of one policy by consent scope (`None`: no consent; else the bit set of the
@@ -435,6 +467,7 @@ impl Policy {
             file,
             actions,
             field_sets: FieldSetCache::default(),
+            projections: ProjectionCache::default(),
         })
     }
 
@@ -446,6 +479,13 @@ impl Policy {
     /// The resolved action of a leaf path.
     pub fn action(&self, path: &str) -> Action {
         self.actions.get(path).copied().unwrap_or(Action::Drop)
+    }
+
+    /// This policy narrowed by a consent (by its scope), compiled on first use.
+    pub fn projection(&self, consent: Option<&Consent>) -> &Projection {
+        let slot =
+            &self.projections.0[super::projection::scope_index(super::projection::scope(consent))];
+        slot.get_or_init(|| Box::new(Projection::compile(self, consent)))
     }
 }
 

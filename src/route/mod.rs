@@ -2,7 +2,7 @@
 //!
 //! Each recipient has a policy ([`crate::consent::Policy`]) whose route filter selects records by
 //! program, vendor and municipality-key prefix; a selected record becomes one output item, the
-//! recipient's view of it ([`crate::consent::apply_to`]).
+//! recipient's view of it, written by the policy's compiled [`crate::consent::Projection`].
 
 use crate::audit::{AuditKey, Event};
 use crate::catalogue::Code;
@@ -168,11 +168,12 @@ impl Router {
                 out.withdrawn.push(c.consent_id.clone());
             }
         }
+        let at_ms = chrono::DateTime::parse_from_rfc3339(ctx.at)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default();
         let subject = ctx
             .audit_key
             .map(|k| k.subject(&record.source.vendor, client_id));
-        // The record as a JSON tree, made once for all recipients' views.
-        let mut tree = None;
         for r in self.recipients.iter().filter(|r| r.selects(record)) {
             let policy = &r.policy;
             let consent = match policy.file.legal_basis {
@@ -199,6 +200,7 @@ impl Router {
                                 subject.clone(),
                                 Some("C001: no valid consent"),
                                 r.record_ref(record),
+                                at_ms,
                             ));
                             continue;
                         }
@@ -222,12 +224,16 @@ impl Router {
                     });
                 }
             }
-            let tree = tree.get_or_insert_with(|| match serde_json::to_value(record) {
-                Ok(serde_json::Value::Object(m)) => m,
-                _ => serde_json::Map::new(),
-            });
             let record_ref = r.record_ref(record);
-            let view = consent::apply_to(policy, &r.key, record, tree, consent, record_ref.clone());
+            let mut body = Vec::with_capacity(1024);
+            policy.projection(consent).write(
+                &mut body,
+                record,
+                &r.key,
+                &policy.version,
+                consent,
+                &record_ref,
+            );
             out.audit.push(self.event(
                 ctx,
                 r,
@@ -237,11 +243,12 @@ impl Router {
                 subject.clone(),
                 None,
                 record_ref.clone(),
+                at_ms,
             ));
             out.items.push(RoutedItem {
                 recipient: r.id().to_string(),
                 record_ref,
-                body: serde_json::Value::Object(view).to_string(),
+                body: String::from_utf8(body).expect("a projection writes UTF-8"),
                 consent_id: consent.map(|c| c.consent_id.clone()),
             });
         }
@@ -259,6 +266,7 @@ impl Router {
         subject: Option<String>,
         note: Option<&str>,
         record_ref: String,
+        at_ms: i64,
     ) -> NewAuditEvent {
         let policy = &r.policy;
         let field_set = (kind == "routing").then(|| consent::delivered_field_set(policy, consent));
@@ -282,9 +290,7 @@ impl Router {
             note: note.map(str::to_string),
         };
         NewAuditEvent {
-            at_ms: chrono::DateTime::parse_from_rfc3339(ctx.at)
-                .map(|t| t.timestamp_millis())
-                .unwrap_or_default(),
+            at_ms,
             kind: kind.to_string(),
             subject,
             body: event.to_json(),
