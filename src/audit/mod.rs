@@ -72,39 +72,40 @@ pub struct FieldAction {
 }
 
 /// The canonical JSON body of an audit event. Key order is fixed by this struct; absent values
-/// are omitted. Pseudonymous only.
+/// are omitted. Pseudonymous only. `S` is the text type: `String` when read, `&str` when the
+/// router writes an event from borrowed values (the JSON is the same).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Event {
+pub struct Event<S = String> {
     /// RFC 3339 time.
-    pub at: String,
+    pub at: S,
     /// `routing`, `not_routed`, `cancellation`, `revocation`, `erasure`, `withdrawal`.
-    pub kind: String,
+    pub kind: S,
     /// Delivery (or action) id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_id: Option<String>,
+    pub delivery_id: Option<S>,
     /// Vendor.
-    pub vendor: String,
+    pub vendor: S,
     /// The recipient's pseudonym of the record id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_ref: Option<String>,
+    pub record_ref: Option<S>,
     /// Reporting period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reporting_period: Option<String>,
+    pub reporting_period: Option<S>,
     /// Recipient.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<String>,
+    pub recipient: Option<S>,
     /// `statute` or `consent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub legal_basis: Option<String>,
+    pub legal_basis: Option<S>,
     /// Citation of the statute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub citation: Option<String>,
+    pub citation: Option<S>,
     /// Consent id used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consent_id: Option<String>,
+    pub consent_id: Option<S>,
     /// SHA-256 of the policy as loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_version: Option<String>,
+    pub policy_version: Option<S>,
     /// Each delivered field with its action (events written before field sets existed; new
     /// routing events refer to a field set instead, `fields_sha256`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -112,13 +113,13 @@ pub struct Event {
     /// SHA-256 of the stored field set ([`crate::store::FieldSet`]) that lists each delivered
     /// field with its action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fields_sha256: Option<String>,
+    pub fields_sha256: Option<S>,
     /// Why nothing was routed (`C001`) or other remarks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<S>,
 }
 
-impl Event {
+impl<S: serde::Serialize> Event<S> {
     /// The event's canonical JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("audit events serialise")

@@ -199,7 +199,7 @@ impl Router {
                                 "not_routed",
                                 subject.clone(),
                                 Some("C001: no valid consent"),
-                                r.record_ref(record),
+                                &r.record_ref(record),
                                 at_ms,
                             ));
                             continue;
@@ -242,7 +242,7 @@ impl Router {
                 "routing",
                 subject.clone(),
                 None,
-                record_ref.clone(),
+                &record_ref,
                 at_ms,
             ));
             out.items.push(RoutedItem {
@@ -265,29 +265,29 @@ impl Router {
         kind: &str,
         subject: Option<String>,
         note: Option<&str>,
-        record_ref: String,
+        record_ref: &str,
         at_ms: i64,
     ) -> NewAuditEvent {
         let policy = &r.policy;
         let field_set = (kind == "routing").then(|| consent::delivered_field_set(policy, consent));
-        let event = Event {
-            at: ctx.at.to_string(),
-            kind: kind.to_string(),
-            delivery_id: Some(ctx.delivery_id.to_string()),
-            vendor: record.source.vendor.clone(),
+        let event = Event::<&str> {
+            at: ctx.at,
+            kind,
+            delivery_id: Some(ctx.delivery_id),
+            vendor: &record.source.vendor,
             record_ref: Some(record_ref),
-            reporting_period: Some(record.reporting_period.clone()),
-            recipient: Some(r.id().to_string()),
+            reporting_period: Some(&record.reporting_period),
+            recipient: Some(r.id()),
             legal_basis: Some(match policy.file.legal_basis {
-                LegalBasis::Statute => "statute".into(),
-                LegalBasis::Consent => "consent".into(),
+                LegalBasis::Statute => "statute",
+                LegalBasis::Consent => "consent",
             }),
-            citation: policy.file.citation.clone(),
-            consent_id: consent.map(|c| c.consent_id.clone()),
-            policy_version: Some(policy.version.clone()),
+            citation: policy.file.citation.as_deref(),
+            consent_id: consent.map(|c| c.consent_id.as_str()),
+            policy_version: Some(&policy.version),
             fields: Vec::new(),
-            fields_sha256: field_set.as_ref().map(|f| f.sha256.clone()),
-            note: note.map(str::to_string),
+            fields_sha256: field_set.as_ref().map(|f| f.sha256.as_str()),
+            note,
         };
         NewAuditEvent {
             at_ms,
