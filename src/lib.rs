@@ -30,9 +30,11 @@
 
 pub mod adapt;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod catalogue;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod deliver;
@@ -43,4 +45,8 @@ pub mod retention;
 pub mod route;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
+
+#[cfg(test)]
+mod layering;

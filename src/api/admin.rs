@@ -158,7 +158,7 @@ pub(super) async fn preview(
             validator: &gw.validator,
             router: Some(&gw.router),
             emit_test_records: true,
-            today: crate::gateway::berlin_date(gw.clock.now_ms()),
+            today: crate::clock::berlin_date(gw.clock.now_ms()),
             at: "",
             withdrawals: Job::no_withdrawals(),
             audit_key: None,
@@ -297,7 +297,7 @@ fn erasure_event(
     erased: &crate::store::Erased,
 ) -> crate::store::NewAuditEvent {
     let event = crate::audit::Event {
-        at: crate::ingest::lifecycle::rfc3339(now),
+        at: crate::clock::rfc3339_ms(now),
         kind: "erasure".into(),
         delivery_id: Some(cause.to_string()),
         vendor: vendor.to_string(),

@@ -14,16 +14,10 @@ use std::sync::Arc;
 /// Items fetched from the store per page while streaming a batch.
 const PAGE: i64 = 1000;
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
 pub(super) fn info_json(b: &BatchInfo) -> serde_json::Value {
     serde_json::json!({
         "batch_id": b.batch_id,
-        "created_at": rfc3339(b.created_at),
+        "created_at": crate::clock::rfc3339_ms(b.created_at),
         "items": b.items,
         "periods": b.periods,
         "state": b.state.as_str(),
@@ -190,7 +184,7 @@ pub(super) async fn one(
         BatchFormat::Xml => formats::xml_head(&BatchHead {
             batch_id: &batch.batch_id,
             recipient: &batch.recipient,
-            created_at: &rfc3339(batch.created_at),
+            created_at: &crate::clock::rfc3339_ms(batch.created_at),
             items: batch.items,
             periods: &batch.periods,
         })

@@ -89,14 +89,14 @@ pub(super) async fn withdraw(
             },
         )
         .await?;
-        let holders = if day <= crate::gateway::berlin_date(now) {
+        let holders = if day <= crate::clock::berlin_date(now) {
             tx.client_holders(&vendor.id, &w.client_id, Some(&w.consent_id))
                 .await?
         } else {
             Vec::new()
         };
         let event = crate::audit::Event {
-            at: lifecycle::rfc3339(now),
+            at: crate::clock::rfc3339_ms(now),
             kind: "withdrawal".into(),
             delivery_id: Some(cause.clone()),
             vendor: vendor.id.clone(),

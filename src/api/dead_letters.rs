@@ -2,8 +2,9 @@
 //! `max_attempts`. List, replay (sent again, first in line, attempts reset) and discard; replay
 //! and discard are audit events.
 
-use super::{ApiError, authenticate, rfc3339_ms};
+use super::{ApiError, authenticate};
 use crate::catalogue::Code;
+use crate::clock::rfc3339_ms;
 use crate::config::Role;
 use crate::deliver::push;
 use crate::gateway::Gateway;

@@ -193,7 +193,7 @@ pub(super) async fn list(
                 "recipient": f.recipient,
                 "code": f.code,
                 "message": f.message,
-                "received_at": super::rfc3339_ms(f.received_at),
+                "received_at": crate::clock::rfc3339_ms(f.received_at),
             })
         })
         .collect();

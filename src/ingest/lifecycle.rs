@@ -55,7 +55,7 @@ pub fn event(
 ) -> NewAuditEvent {
     let policy = gw.router.recipient(&holder.recipient).map(|r| &r.policy);
     let body = Event {
-        at: rfc3339(at_ms),
+        at: crate::clock::rfc3339_ms(at_ms),
         kind: kind.as_str().to_string(),
         delivery_id: Some(cause_id.to_string()),
         vendor: holder.vendor.clone(),
@@ -77,13 +77,6 @@ pub fn event(
         body: body.to_json(),
         field_set: None,
     }
-}
-
-/// RFC 3339 text of a unix-millisecond time.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 /// Writes one lifecycle item and audit event per holder.

@@ -232,7 +232,10 @@ where
         .instrument(span)
         .await;
     match &answer {
-        Answer::Receipt { receipt, .. } => crate::telemetry::metrics::delivery(receipt),
+        Answer::Receipt { receipt, .. } if receipt.duplicate => {
+            crate::telemetry::metrics::delivery_duplicate()
+        }
+        Answer::Receipt { receipt, .. } => crate::telemetry::metrics::delivery(&receipt.counts()),
         Answer::Error { code, .. } => crate::telemetry::metrics::delivery_failed(*code),
     }
     answer
@@ -305,8 +308,8 @@ where
                 );
             }
         };
-    let today = crate::gateway::berlin_date(received_at);
-    let at = lifecycle::rfc3339(received_at);
+    let today = crate::clock::berlin_date(received_at);
+    let at = crate::clock::rfc3339_ms(received_at);
 
     let worker = {
         let gw = gw.clone();

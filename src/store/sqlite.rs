@@ -26,15 +26,17 @@
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
+use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
+use super::shared::{BATCH_COLUMNS, batch_info, map_migrate_err, now_ms};
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
     StoreResult, StoredDelivery, Withdrawal, by_delivery, count_items, feedback_row, feedback_rows,
-    field_sets_of, findings_json, outcome_columns, periods_json, scrub_receipt, should_seal,
+    field_sets_of, findings_json, outcome_columns, periods_json, push_group_row, scrub_receipt,
+    should_seal,
 };
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -236,7 +238,7 @@ impl SqliteStore {
         sqlx::migrate!("src/store/migrations/sqlite")
             .run(&writer)
             .await
-            .map_err(map_migrate_err)?;
+            .map_err(|e| map_migrate_err(e, map_err))?;
 
         let (reader, housekeeper) = if in_memory {
             // An in-memory database has no WAL: readers beside the writer would meet table
@@ -263,6 +265,16 @@ impl SqliteStore {
             reader,
             _housekeeper: housekeeper,
         })
+    }
+
+    /// The pool of reading connections.
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// The one writing connection.
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// Starts a writing transaction on the writer connection (`BEGIN IMMEDIATE`).
@@ -312,55 +324,6 @@ fn map_err(e: sqlx::Error) -> StoreError {
         _ => StoreError::Database(e),
     }
 }
-
-/// Maps a migration error, reporting a lost connection as [`StoreError::Unavailable`].
-fn map_migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
-    match e {
-        sqlx::migrate::MigrateError::Execute(inner) => match map_err(inner) {
-            StoreError::Database(inner) => {
-                StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner))
-            }
-            other => other,
-        },
-        other => StoreError::Migrate(other),
-    }
-}
-
-/// This process's clock in unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Decodes a batch row.
-fn batch_info(
-    (batch_id, recipient, created_at, items, periods, state): (
-        String,
-        String,
-        i64,
-        i64,
-        String,
-        String,
-    ),
-) -> StoreResult<BatchInfo> {
-    let periods: Vec<String> = serde_json::from_str(&periods)
-        .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: periods: {e}")))?;
-    let state = BatchState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("batch {batch_id}: state '{state}'")))?;
-    Ok(BatchInfo {
-        batch_id,
-        recipient,
-        created_at,
-        items,
-        periods,
-        state,
-    })
-}
-
-/// Columns of a batch row, in [`batch_info`]'s order.
-const BATCH_COLUMNS: &str = "batch_id, recipient, created_at, item_count, periods, state";
 
 /// Inserts or replaces records with multi-row `INSERT … ON CONFLICT DO UPDATE` statements.
 async fn insert_records(
@@ -460,70 +423,7 @@ struct SqliteDeliveryTx {
     tx: Transaction<'static, Sqlite>,
 }
 
-#[async_trait]
-impl DeliveryTx for SqliteDeliveryTx {
-    async fn put(&mut self, records: &[NewRecord], items: &[NewItem]) -> StoreResult<()> {
-        let now = now_ms();
-        insert_records(&mut self.tx, records, now).await?;
-        insert_items(&mut self.tx, items, now).await
-    }
-
-    async fn commit(mut self: Box<Self>, d: &NewDelivery) -> StoreResult<CommitOutcome> {
-        let inserted = sqlx::query(
-            "INSERT INTO deliveries (id, vendor, idempotency_key, content_hash, format, mode, \
-             status, test, received_at, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (vendor, idempotency_key) DO NOTHING",
-        )
-        .bind(&d.id)
-        .bind(&d.vendor)
-        .bind(d.idempotency_key.as_deref())
-        .bind(&d.content_hash)
-        .bind(&d.format)
-        .bind(&d.mode)
-        .bind(&d.status)
-        .bind(d.test)
-        .bind(d.received_at)
-        .bind(&d.receipt)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        if inserted == 1 {
-            insert_receipt_subjects(&mut self.tx, d).await?;
-            self.tx.commit().await.map_err(map_err)?;
-            return Ok(CommitOutcome::Committed);
-        }
-        // Only the (vendor, idempotency_key) conflict is absorbed, so the key is set here.
-        let first: Option<(String, String)> = sqlx::query_as(
-            "SELECT content_hash, receipt FROM deliveries \
-             WHERE vendor = ? AND idempotency_key = ?",
-        )
-        .bind(&d.vendor)
-        .bind(d.idempotency_key.as_deref())
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        self.tx.rollback().await.map_err(map_err)?;
-        let (content_hash, receipt) = first.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "delivery {} conflicted on its idempotency key, but no earlier delivery was found",
-                d.id
-            ))
-        })?;
-        Ok(CommitOutcome::Duplicate {
-            content_hash,
-            receipt,
-        })
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.tx.rollback().await.map_err(map_err)
-    }
-
-    async fn commit_plain(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_err)
-    }
-
+super::sql::impl_delivery_tx!(SqliteDeliveryTx, Sqlite, {
     async fn holders(
         &mut self,
         vendor: &str,
@@ -616,7 +516,7 @@ impl DeliveryTx for SqliteDeliveryTx {
             .fetch_optional(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        let rows = chain(last, events);
+        let rows = super::chain::link(last, events);
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
             let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
@@ -636,23 +536,6 @@ impl DeliveryTx for SqliteDeliveryTx {
                 .await
                 .map_err(map_err)?;
         }
-        Ok(())
-    }
-
-    async fn put_withdrawal(&mut self, vendor: &str, w: &Withdrawal) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO withdrawals (vendor, client_id, consent_id, withdrawn_on) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (vendor, client_id, consent_id) DO UPDATE \
-             SET withdrawn_on = excluded.withdrawn_on \
-             WHERE excluded.withdrawn_on < withdrawals.withdrawn_on",
-        )
-        .bind(vendor)
-        .bind(&w.client_id)
-        .bind(&w.consent_id)
-        .bind(&w.withdrawn_on)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
         Ok(())
     }
 
@@ -792,114 +675,17 @@ impl DeliveryTx for SqliteDeliveryTx {
         }
         Ok(erased)
     }
-}
+});
 
-#[async_trait]
-impl Store for SqliteStore {
+super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
     fn backend(&self) -> &'static str {
         "sqlite"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>> {
         Ok(Box::new(SqliteDeliveryTx {
             tx: self.begin_write().await?,
         }))
-    }
-
-    async fn delivery_by_key(
-        &self,
-        vendor: &str,
-        key: &str,
-    ) -> StoreResult<Option<(String, String)>> {
-        sqlx::query_as(
-            "SELECT content_hash, receipt FROM deliveries \
-             WHERE vendor = ? AND idempotency_key = ?",
-        )
-        .bind(vendor)
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)
-    }
-
-    async fn delivery(&self, vendor: &str, id: &str) -> StoreResult<Option<StoredDelivery>> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT id, received_at, receipt FROM deliveries WHERE id = ? AND vendor = ?",
-        )
-        .bind(id)
-        .bind(vendor)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(row.map(|(id, received_at, receipt)| StoredDelivery {
-            id,
-            received_at,
-            receipt,
-        }))
-    }
-
-    async fn deliveries(
-        &self,
-        vendor: &str,
-        since: Option<i64>,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> StoreResult<Vec<StoredDelivery>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT id, received_at, receipt FROM deliveries WHERE vendor = ",
-        );
-        qb.push_bind(vendor);
-        if let Some(since) = since {
-            qb.push(" AND received_at >= ").push_bind(since);
-        }
-        if let Some((at, id)) = after {
-            qb.push(" AND (received_at, id) < (")
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .push_bind(limit.max(0));
-        let rows: Vec<(String, i64, String)> = qb
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, received_at, receipt)| StoredDelivery {
-                id,
-                received_at,
-                receipt,
-            })
-            .collect())
-    }
-
-    async fn record(
-        &self,
-        vendor: &str,
-        record_id: &str,
-        period: &str,
-    ) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT body FROM records \
-             WHERE vendor = ? AND record_id = ? AND reporting_period = ?",
-        )
-        .bind(vendor)
-        .bind(record_id)
-        .bind(period)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)
     }
 
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
@@ -968,62 +754,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(sealed)
-    }
-
-    async fn batches(
-        &self,
-        recipient: &str,
-        state: Option<BatchState>,
-    ) -> StoreResult<Vec<BatchInfo>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
-        qb.push(BATCH_COLUMNS)
-            .push(" FROM batches WHERE recipient = ")
-            .push_bind(recipient);
-        if let Some(state) = state {
-            qb.push(" AND state = ").push_bind(state.as_str());
-        }
-        qb.push(" ORDER BY seal_no");
-        let rows = qb
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        rows.into_iter().map(batch_info).collect()
-    }
-
-    async fn batch(&self, recipient: &str, batch_id: &str) -> StoreResult<Option<BatchInfo>> {
-        let row = sqlx::query_as(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND recipient = ?"
-        ))
-        .bind(batch_id)
-        .bind(recipient)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        row.map(batch_info).transpose()
-    }
-
-    async fn batch_items(
-        &self,
-        batch_id: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<BatchItem>> {
-        // A range scan of the index items_sealed (batch_id, seq).
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, body FROM items WHERE batch_id = ?1 AND seq > ?2 \
-             ORDER BY seq LIMIT ?3",
-        )
-        .bind(batch_id)
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, body)| BatchItem { seq, body })
-            .collect())
     }
 
     async fn batch_items_joined(
@@ -1141,50 +871,6 @@ impl Store for SqliteStore {
             .map_err(map_err)
     }
 
-    async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT client_id, consent_id, withdrawn_on FROM withdrawals WHERE vendor = ? \
-             ORDER BY client_id, consent_id",
-        )
-        .bind(vendor)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(client_id, consent_id, withdrawn_on)| Withdrawal {
-                client_id,
-                consent_id,
-                withdrawn_on,
-            })
-            .collect())
-    }
-
-    async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(&format!(
-            "SELECT r.body FROM records AS r \
-             WHERE r.state = 'active' AND r.reporting_period = ?1 \
-             AND {LATEST_KIND} = 'record' ORDER BY r.vendor, r.record_id"
-        ))
-        .bind(period)
-        .bind(recipient)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)
-    }
-
-    async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
-        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_SELECT} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(audit_row).collect())
-    }
-
     async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>> {
         let mut out = Vec::new();
         for chunk in sha256s.chunks(500) {
@@ -1207,17 +893,6 @@ impl Store for SqliteStore {
             );
         }
         Ok(out)
-    }
-
-    async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
-        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_SELECT} FROM audit WHERE subject = ? ORDER BY seq"
-        ))
-        .bind(subject)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(audit_row).collect())
     }
 
     async fn compact(&self) -> StoreResult<()> {
@@ -1261,31 +936,6 @@ impl Store for SqliteStore {
         .map_err(map_err)?
         .rows_affected();
         Ok(claimed == 1)
-    }
-
-    async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE push_lanes SET owner = NULL, lease_until = 0 WHERE recipient = ? AND owner = ?",
-        )
-        .bind(recipient)
-        .bind(owner)
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn push_heads(&self, recipient: &str, limit: i64) -> StoreResult<Vec<PushGroup>> {
-        let rows: Vec<PushGroupTuple> = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE recipient = ? AND state = 'pending' \
-             ORDER BY seal_no LIMIT ?"
-        ))
-        .bind(recipient)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter().map(super::push_group).collect()
     }
 
     async fn push_results(
@@ -1350,75 +1000,6 @@ impl Store for SqliteStore {
         Ok(recorded)
     }
 
-    async fn push_groups(
-        &self,
-        state: PushState,
-        recipient: Option<&str>,
-    ) -> StoreResult<Vec<PushGroup>> {
-        let rows: Vec<PushGroupTuple> = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE state = ?1 \
-             AND (?2 IS NULL OR recipient = ?2) ORDER BY updated_at, batch_id"
-        ))
-        .bind(state.as_str())
-        .bind(recipient)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter().map(super::push_group).collect()
-    }
-
-    async fn push_group(&self, batch_id: &str) -> StoreResult<Option<PushGroup>> {
-        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE batch_id = ?"
-        ))
-        .bind(batch_id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        row.map(super::push_group).transpose()
-    }
-
-    async fn settle_dead_letter(
-        &self,
-        batch_id: &str,
-        to: PushState,
-        now_ms: i64,
-        audit: &[NewAuditEvent],
-    ) -> StoreResult<Option<PushGroup>> {
-        let mut dtx = SqliteDeliveryTx {
-            tx: self.begin_write().await?,
-        };
-        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
-            "UPDATE push_groups SET state = ?2, \
-             attempts = CASE WHEN ?2 = 'pending' THEN 0 ELSE attempts END, \
-             next_at = ?3, updated_at = ?3 WHERE batch_id = ?1 AND state = 'dead' \
-             RETURNING {PUSH_COLUMNS}"
-        ))
-        .bind(batch_id)
-        .bind(to.as_str())
-        .bind(now_ms)
-        .fetch_optional(&mut *dtx.tx)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else {
-            dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(None);
-        };
-        if to == PushState::Discarded {
-            sqlx::query(
-                "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
-            )
-            .bind(now_ms)
-            .bind(batch_id)
-            .execute(&mut *dtx.tx)
-            .await
-            .map_err(map_err)?;
-        }
-        dtx.audit(audit).await?;
-        dtx.tx.commit().await.map_err(map_err)?;
-        super::push_group(row).map(Some)
-    }
-
     async fn push_backlog(&self, recipient: &str) -> StoreResult<i64> {
         sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM items WHERE recipient = ?1 AND batch_id IS NULL) + \
@@ -1431,24 +1012,6 @@ impl Store for SqliteStore {
         .map_err(map_err)
     }
 
-    async fn feedback(
-        &self,
-        vendor: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<FeedbackRow>> {
-        let rows: Vec<FeedbackTuple> = sqlx::query_as(&format!(
-            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE vendor = ? AND seq > ? \
-             ORDER BY seq LIMIT ?"
-        ))
-        .bind(vendor)
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(feedback_row).collect())
-    }
     /// Nothing to do: SQLite tables are not partitioned.
     async fn maintain_partitions(
         &self,
@@ -1484,16 +1047,7 @@ impl Store for SqliteStore {
         }
         Ok(r)
     }
-
-    async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(map_err)?;
-        Ok(row.map(|(seq, hash)| AuditAnchor { seq, hash }))
-    }
-}
+});
 
 impl SqliteStore {
     /// Deletes with `sql` — `DELETE … WHERE rowid IN (SELECT rowid … ?1 … LIMIT ?2)` — one chunk
@@ -1743,7 +1297,7 @@ impl SqliteStore {
             }
             .map_err(map_err)?;
             let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
-            let prefix = crate::audit::purge_prefix(anchor.as_ref(), &rows, before_ms);
+            let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
             if let Some(b) = &prefix.broken {
                 r.notes.push(format!(
                     "audit chain broken at event {}: not purged past it ({})",
@@ -1904,44 +1458,4 @@ fn holder(
 /// A collection bound as one JSON array parameter (read back with `json_each`).
 fn json_array<T: serde::Serialize + ?Sized>(values: &T) -> StoreResult<String> {
     serde_json::to_string(values).map_err(|e| StoreError::Corrupt(format!("json parameter: {e}")))
-}
-
-/// An audit row as read: seq, at, kind, subject, body, prev hash, hash.
-type AuditTuple = (i64, i64, String, Option<String>, String, String, String);
-
-/// Columns of an audit row, in [`AuditTuple`]'s order.
-const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
-
-/// Decodes an audit row.
-fn audit_row((seq, at_ms, kind, subject, body, prev_hash, hash): AuditTuple) -> AuditRow {
-    AuditRow {
-        seq,
-        at_ms,
-        kind,
-        subject,
-        body,
-        prev_hash,
-        hash,
-    }
-}
-
-/// Links events to the chain whose last row is `last` (`None`: empty chain).
-fn chain(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
-    let (mut seq, mut prev) = last.unwrap_or_else(|| (0, crate::audit::GENESIS.to_string()));
-    events
-        .iter()
-        .map(|e| {
-            seq += 1;
-            let hash = crate::audit::link_hash(&prev, &e.body);
-            AuditRow {
-                seq,
-                at_ms: e.at_ms,
-                kind: e.kind.clone(),
-                subject: e.subject.clone(),
-                body: e.body.clone(),
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            }
-        })
-        .collect()
 }

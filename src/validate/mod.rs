@@ -20,7 +20,6 @@ use crate::adapt::{Draft, Issue};
 use crate::catalogue::{Code, echo, shape, value_for};
 use crate::model::{CanonicalRecord, FIELD_GROUPS};
 use codelists::CodeList;
-pub(crate) use rules::date_problem;
 use rules::{BirthRange, NameProblem};
 use schema::FieldPath;
 use serde_json::Value;
