@@ -2,8 +2,8 @@
 //! scrubbing and the other pure helpers both call.
 
 use super::{
-    BatchInfo, BatchState, ERASED_MESSAGE, Erased, FeedbackRow, FieldSet, Finding, ItemKind,
-    NewAuditEvent, PushGroup, PushOutcome, PushState, SealRule, StoreError, StoreResult,
+    BatchInfo, BatchState, ERASED_MESSAGE, Erased, FeedbackRow, FieldSet, Finding, Holder,
+    ItemKind, NewAuditEvent, PushGroup, PushOutcome, PushState, SealRule, StoreError, StoreResult,
 };
 
 /// Replaces the message of every entry (`errors`, `warnings`, `notes`) about one of `records`
@@ -262,3 +262,44 @@ pub(super) fn batch_info(
 /// Columns of a batch row, in [`batch_info`]'s order.
 pub(super) const BATCH_COLUMNS: &str =
     "batch_id, recipient, created_at, item_count, periods, state";
+
+/// A holder row: recipient, vendor, record id, period, record ref, consent id.
+pub(super) type HolderRow = (String, String, String, String, String, Option<String>);
+
+/// Columns of an item or a holding (by table alias) read as a [`HolderRow`].
+pub(super) fn holder_columns(alias: &str) -> String {
+    format!(
+        "{alias}.recipient, {alias}.vendor, {alias}.record_id, {alias}.reporting_period, \
+         {alias}.record_ref, {alias}.consent_id"
+    )
+}
+
+/// No holding (purged item) of item `i`'s record and recipient is newer than `i`.
+pub(super) const NO_NEWER_HOLDING: &str = "NOT EXISTS (SELECT 1 FROM holdings AS n \
+     WHERE n.vendor = i.vendor AND n.record_id = i.record_id \
+     AND n.reporting_period = i.reporting_period AND n.recipient = i.recipient AND n.seq > i.seq)";
+
+/// No item of holding `h`'s record and recipient is newer than `h`.
+pub(super) const NO_NEWER_ITEM: &str = "NOT EXISTS (SELECT 1 FROM items AS n \
+     WHERE n.vendor = h.vendor AND n.record_id = h.record_id \
+     AND n.reporting_period = h.reporting_period AND n.recipient = h.recipient AND n.seq > h.seq)";
+
+/// The last link of the audit chain: its newest event, or the anchor when every event was
+/// purged.
+pub(super) const LAST_LINK: &str = "SELECT seq, hash FROM (\
+     SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) \
+     UNION ALL SELECT seq, hash FROM audit_anchor) AS l ORDER BY seq DESC LIMIT 1";
+
+/// Decodes a holder row.
+pub(super) fn holder(
+    (recipient, vendor, record_id, reporting_period, record_ref, consent_id): HolderRow,
+) -> Holder {
+    Holder {
+        recipient,
+        vendor,
+        record_id,
+        reporting_period,
+        record_ref,
+        consent_id,
+    }
+}

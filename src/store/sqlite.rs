@@ -27,7 +27,10 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
-use super::shared::{BATCH_COLUMNS, batch_info, map_migrate_err, now_ms};
+use super::shared::{
+    BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
+    holder_columns, map_migrate_err, now_ms,
+};
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
@@ -300,6 +303,38 @@ fn is_in_memory(url: &str, options: &SqliteConnectOptions) -> bool {
             .starts_with("file:sqlx-in-memory-")
 }
 
+// --- Where SQLite's SQL differs: the names the shared SQL (sql.rs) asks for ------------------
+
+super::sql::shared_fns!(Sqlite);
+use shared_sql::{insert_items, insert_records, open_head};
+
+/// Joins so that the left table is the outer loop: SQLite's planner keeps a CROSS JOIN's order.
+const LOOP_JOIN: &str = "CROSS JOIN";
+
+/// Row locks of a writing transaction: none needed, `BEGIN IMMEDIATE` holds SQLite's write lock
+/// (no other connection or process writes meanwhile).
+const FOR_UPDATE: &str = "";
+
+/// Shared row locks: none needed, as for [`FOR_UPDATE`].
+const FOR_SHARE: &str = "";
+
+/// A text column as a JSON string: `json_quote` escapes like serde_json (compact, no spaces).
+fn json_text(column: &str) -> String {
+    format!("json_quote({column})")
+}
+
+/// One appender of the audit chain at a time: the transaction began with `BEGIN IMMEDIATE`, so
+/// it holds SQLite's write lock already.
+async fn lock_audit(_tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+    Ok(())
+}
+
+/// The records to write: all of them; SQLite applies the rows of one `INSERT … ON CONFLICT DO
+/// UPDATE` in order, so of several versions of a record the last wins by itself.
+fn last_versions(records: &[NewRecord]) -> &[NewRecord] {
+    records
+}
+
 /// Maps a sqlx error: connection-level failures (and a database that stays locked or cannot be
 /// written) are [`StoreError::Unavailable`], everything else [`StoreError::Database`].
 fn map_err(e: sqlx::Error) -> StoreError {
@@ -323,74 +358,6 @@ fn map_err(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Database(e),
     }
-}
-
-/// Inserts or replaces records with multi-row `INSERT … ON CONFLICT DO UPDATE` statements.
-async fn insert_records(
-    tx: &mut Transaction<'static, Sqlite>,
-    records: &[NewRecord],
-    now: i64,
-) -> StoreResult<()> {
-    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO records (vendor, record_id, reporting_period, program, client_id, \
-             delivery_id, body, updated_at, state) ",
-        );
-        qb.push_values(chunk, |mut row, r| {
-            row.push_bind(r.vendor.as_str())
-                .push_bind(r.record_id.as_str())
-                .push_bind(r.reporting_period.as_str())
-                .push_bind(r.program.as_str())
-                .push_bind(r.client_id.as_str())
-                .push_bind(r.delivery_id.as_str())
-                .push_bind(r.body.as_str())
-                .push_bind(now)
-                .push_unseparated(", 'active'");
-        });
-        qb.push(
-            " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
-             program = excluded.program, client_id = excluded.client_id, \
-             delivery_id = excluded.delivery_id, body = excluded.body, \
-             updated_at = excluded.updated_at, state = 'active'",
-        );
-        qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Inserts items with multi-row `INSERT`s; their `seq` follows the order of `items`.
-async fn insert_items(
-    tx: &mut Transaction<'static, Sqlite>,
-    items: &[NewItem],
-    now: i64,
-) -> StoreResult<()> {
-    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
-             record_ref, body, created_at, consent_id) ",
-        );
-        qb.push_values(chunk, |mut row, i| {
-            row.push_bind(i.recipient.as_str())
-                .push_bind(i.kind.as_str())
-                .push_bind(i.vendor.as_str())
-                .push_bind(i.record_id.as_str())
-                .push_bind(i.reporting_period.as_str())
-                .push_bind(i.record_ref.as_str())
-                .push_bind(i.body.as_str())
-                .push_bind(now)
-                .push_bind(i.consent_id.as_deref());
-        });
-        qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
 }
 
 /// The receipt's subjects of a delivery whose row was just inserted, as one JSON array of
@@ -493,187 +460,6 @@ super::sql::impl_delivery_tx!(SqliteDeliveryTx, Sqlite, {
         .map_err(map_err)?;
         cancelled.sort_unstable();
         Ok(cancelled)
-    }
-
-    async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let sets = field_sets_of(events);
-        if !sets.is_empty() {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("INSERT INTO audit_field_sets (sha256, fields) ");
-            qb.push_values(sets, |mut row, set| {
-                row.push_bind(set.sha256.as_str())
-                    .push_bind(set.fields.as_str());
-            });
-            qb.push(" ON CONFLICT (sha256) DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
-        }
-        // The transaction began with BEGIN IMMEDIATE: it holds SQLite's write lock, so no other
-        // connection or process appends meanwhile.
-        let last: Option<(i64, String)> = sqlx::query_as(LAST_LINK)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        let rows = super::chain::link(last, events);
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut row, a| {
-                row.push_bind(a.seq)
-                    .push_bind(a.at_ms)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(a.subject.as_deref())
-                    .push_bind(a.body.as_str())
-                    .push_bind(a.prev_hash.as_str())
-                    .push_bind(a.hash.as_str());
-            });
-            qb.build()
-                .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
-        }
-        Ok(())
-    }
-
-    async fn client_holders(
-        &mut self,
-        vendor: &str,
-        client_id: &str,
-        consent_id: Option<&str>,
-    ) -> StoreResult<Vec<Holder>> {
-        // CROSS JOIN: the client's few records (index records_vendor_client) are the outer loop,
-        // each probing items_latest (and holdings); left to itself the planner would scan the
-        // vendor's items. The latest of items and holdings by seq decides.
-        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {items} FROM items AS i WHERE i.seq IN (\
-             SELECT MAX(j.seq) FROM records AS r \
-             CROSS JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
-             AND j.reporting_period = r.reporting_period \
-             WHERE r.vendor = ?1 AND r.client_id = ?2 \
-             GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND i.kind = 'record' AND (?3 IS NULL OR i.consent_id = ?3) AND {no_newer_holding} \
-             UNION ALL \
-             SELECT {held} FROM records AS r \
-             CROSS JOIN holdings AS h ON h.vendor = r.vendor AND h.record_id = r.record_id \
-             AND h.reporting_period = r.reporting_period \
-             WHERE r.vendor = ?1 AND r.client_id = ?2 AND h.kind = 'record' \
-             AND (?3 IS NULL OR h.consent_id = ?3) AND {no_newer_item} \
-             ORDER BY 3, 4, 1",
-            items = holder_columns("i"),
-            held = holder_columns("h"),
-            no_newer_holding = NO_NEWER_HOLDING,
-            no_newer_item = NO_NEWER_ITEM,
-        ))
-        .bind(vendor)
-        .bind(client_id)
-        .bind(consent_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(holder).collect())
-    }
-
-    async fn erase_client(
-        &mut self,
-        vendor: &str,
-        client_id: &str,
-        subject: &str,
-    ) -> StoreResult<Erased> {
-        let mut erased = Erased::default();
-        // Items first: they are found through the client's records.
-        let deleted: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM items WHERE batch_id IS NULL AND vendor = ?1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        // json_quote escapes like serde_json and PostgreSQL's to_json (compact, no spaces).
-        let blanked: Vec<String> = sqlx::query_scalar(
-            "UPDATE items SET body = '{\"type\":' || json_quote(kind) || ',\"record_ref\":' \
-             || json_quote(record_ref) || ',\"erased\":true}' \
-             WHERE batch_id IS NOT NULL AND vendor = ?1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        count_items(&mut erased, deleted.iter().chain(&blanked));
-        erased.feedback = sqlx::query(
-            "DELETE FROM feedback WHERE vendor = ?1 AND (record_id, reporting_period) IN \
-             (SELECT record_id, reporting_period FROM records WHERE vendor = ?1 AND client_id = ?2)",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        // What recipients held of the client's records, from purged items.
-        sqlx::query(
-            "DELETE FROM holdings WHERE vendor = ?1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2)",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        erased.records = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
-            .bind(vendor)
-            .bind(client_id)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        erased.withdrawals =
-            sqlx::query("DELETE FROM withdrawals WHERE vendor = ? AND client_id = ?")
-                .bind(vendor)
-                .bind(client_id)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-        // Receipt entries about the client's records, found by its subject pseudonym.
-        let found: Vec<(String, i64)> = sqlx::query_as(
-            "DELETE FROM receipt_subjects WHERE subject = ? RETURNING delivery_id, record",
-        )
-        .bind(subject)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        for (delivery_id, records) in by_delivery(found) {
-            let receipt: Option<String> =
-                sqlx::query_scalar("SELECT receipt FROM deliveries WHERE id = ? AND vendor = ?")
-                    .bind(&delivery_id)
-                    .bind(vendor)
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-            let Some(receipt) = receipt else { continue };
-            if let Some((text, n)) = scrub_receipt(&receipt, &records)? {
-                sqlx::query("UPDATE deliveries SET receipt = ? WHERE id = ?")
-                    .bind(text)
-                    .bind(&delivery_id)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-                erased.receipts += 1;
-                erased.receipt_entries += n;
-            }
-        }
-        Ok(erased)
     }
 });
 
@@ -936,68 +722,6 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         .map_err(map_err)?
         .rows_affected();
         Ok(claimed == 1)
-    }
-
-    async fn push_results(
-        &self,
-        recipient: &str,
-        owner: &str,
-        results: &[PushResult],
-    ) -> StoreResult<usize> {
-        if results.is_empty() {
-            return Ok(0);
-        }
-        // BEGIN IMMEDIATE: nobody claims the lane while the results are written.
-        let mut dtx = SqliteDeliveryTx {
-            tx: self.begin_write().await?,
-        };
-        let held: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM push_lanes WHERE recipient = ? AND owner = ?")
-                .bind(recipient)
-                .bind(owner)
-                .fetch_optional(&mut *dtx.tx)
-                .await
-                .map_err(map_err)?;
-        if held.is_none() {
-            dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(0);
-        }
-        let mut recorded = 0;
-        for r in results {
-            let (state, next_at, error) = outcome_columns(&r.outcome, r.at_ms);
-            let changed = sqlx::query(
-                "UPDATE push_groups SET state = ?3, attempts = attempts + 1, next_at = ?4, \
-                 last_error = ?5, updated_at = ?6 \
-                 WHERE batch_id = ?1 AND recipient = ?2 AND state = 'pending'",
-            )
-            .bind(&r.batch_id)
-            .bind(recipient)
-            .bind(state.as_str())
-            .bind(next_at)
-            .bind(error)
-            .bind(r.at_ms)
-            .execute(&mut *dtx.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            if changed != 1 {
-                continue;
-            }
-            if state == PushState::Delivered {
-                sqlx::query(
-                    "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
-                )
-                .bind(r.at_ms)
-                .bind(&r.batch_id)
-                .execute(&mut *dtx.tx)
-                .await
-                .map_err(map_err)?;
-            }
-            dtx.audit(&r.audit).await?;
-            recorded += 1;
-        }
-        dtx.tx.commit().await.map_err(map_err)?;
-        Ok(recorded)
     }
 
     async fn push_backlog(&self, recipient: &str) -> StoreResult<i64> {
@@ -1372,49 +1096,6 @@ async fn oldest_event_before(reader: &SqlitePool, before_ms: i64) -> StoreResult
     Ok(oldest.is_some_and(|at| at < before_ms))
 }
 
-/// The number of open items among the recipient's first `max_items` open ones (so at most
-/// `max_items`) and the oldest `created_at` among them.
-async fn open_head<'c, E>(
-    executor: E,
-    recipient: &str,
-    max_items: i64,
-) -> StoreResult<(i64, Option<i64>)>
-where
-    E: sqlx::Executor<'c, Database = Sqlite>,
-{
-    sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM (\
-         SELECT created_at FROM items WHERE recipient = ? AND batch_id IS NULL \
-         ORDER BY seq LIMIT ?)",
-    )
-    .bind(recipient)
-    .bind(max_items)
-    .fetch_one(executor)
-    .await
-    .map_err(map_err)
-}
-
-/// A holder row: recipient, vendor, record id, period, record ref, consent id.
-type HolderRow = (String, String, String, String, String, Option<String>);
-
-/// Columns of an item or a holding (by table alias) read as a [`HolderRow`].
-fn holder_columns(alias: &str) -> String {
-    format!(
-        "{alias}.recipient, {alias}.vendor, {alias}.record_id, {alias}.reporting_period, \
-         {alias}.record_ref, {alias}.consent_id"
-    )
-}
-
-/// No holding (purged item) of item `i`'s record and recipient is newer than `i`.
-const NO_NEWER_HOLDING: &str = "NOT EXISTS (SELECT 1 FROM holdings AS n \
-     WHERE n.vendor = i.vendor AND n.record_id = i.record_id \
-     AND n.reporting_period = i.reporting_period AND n.recipient = i.recipient AND n.seq > i.seq)";
-
-/// No item of holding `h`'s record and recipient is newer than `h`.
-const NO_NEWER_ITEM: &str = "NOT EXISTS (SELECT 1 FROM items AS n \
-     WHERE n.vendor = h.vendor AND n.record_id = h.record_id \
-     AND n.reporting_period = h.reporting_period AND n.recipient = h.recipient AND n.seq > h.seq)";
-
 /// The kind of the latest item or holding (by seq) of record `r` for the recipient `?2`; NULL
 /// when there is neither.
 const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
@@ -1426,12 +1107,6 @@ const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
      (SELECT h.kind FROM holdings AS h WHERE h.vendor = r.vendor AND h.record_id = r.record_id \
      AND h.reporting_period = r.reporting_period AND h.recipient = ?2))";
 
-/// The last link of the audit chain: its newest event, or the anchor when every event was
-/// purged.
-const LAST_LINK: &str = "SELECT seq, hash FROM (\
-     SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) \
-     UNION ALL SELECT seq, hash FROM audit_anchor) AS l ORDER BY seq DESC LIMIT 1";
-
 /// Item `alias` is delivered: sealed into a batch that is not waiting for its acknowledgement
 /// (acknowledged, or already purged with an earlier month of items).
 fn delivered(alias: &str) -> String {
@@ -1439,20 +1114,6 @@ fn delivered(alias: &str) -> String {
         "{alias}.batch_id IS NOT NULL \
          AND {alias}.batch_id NOT IN (SELECT batch_id FROM batches WHERE state = 'ready')"
     )
-}
-
-/// Decodes a holder row.
-fn holder(
-    (recipient, vendor, record_id, reporting_period, record_ref, consent_id): HolderRow,
-) -> Holder {
-    Holder {
-        recipient,
-        vendor,
-        record_id,
-        reporting_period,
-        record_ref,
-        consent_id,
-    }
 }
 
 /// A collection bound as one JSON array parameter (read back with `json_each`).
