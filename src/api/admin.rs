@@ -229,11 +229,7 @@ pub(super) async fn erase(
     let now = gw.clock.now_ms();
     let cause = uuid::Uuid::now_v7().to_string();
     let subject = gw.audit_key.subject(&vendor, &client_id);
-    let mut tx = gw
-        .store
-        .begin_delivery()
-        .await
-        .map_err(ApiError::unavailable)?;
+    let mut tx = gw.store.begin_delivery().await?;
     let result = async {
         let holders = tx.client_holders(&vendor, &client_id, None).await?;
         let erased = tx.erase_client(&vendor, &client_id, &subject).await?;
@@ -256,11 +252,11 @@ pub(super) async fn erase(
         Ok(v) => v,
         Err(e) => {
             let _ = tx.rollback().await;
-            return Err(ApiError::unavailable(e));
+            return Err(e.into());
         }
     };
-    tx.commit_plain().await.map_err(ApiError::unavailable)?;
-    gw.store.compact().await.map_err(ApiError::unavailable)?;
+    tx.commit_plain().await?;
+    gw.store.compact().await?;
     let found = !erased.is_empty() || notified > 0;
     tracing::info!(
         admin = %admin.id,

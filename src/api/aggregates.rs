@@ -92,11 +92,7 @@ pub(super) async fn get(
         )
     })?;
     let k = policy.file.min_cell;
-    let texts = gw
-        .store
-        .current_records(&me.id, &period)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let texts = gw.store.current_records(&me.id, &period).await?;
     let mut records = Vec::with_capacity(texts.len());
     for text in &texts {
         match serde_json::from_str::<serde_json::Value>(text) {

@@ -67,14 +67,8 @@ pub(super) async fn list(
                 .ok_or_else(|| ApiError::new(Code::R400, "state must be ready or acknowledged"))?,
         ),
     };
-    crate::deliver::seal(&gw, &me.id)
-        .await
-        .map_err(ApiError::unavailable)?;
-    let batches = gw
-        .store
-        .batches(&me.id, state)
-        .await
-        .map_err(ApiError::unavailable)?;
+    crate::deliver::seal(&gw, &me.id).await?;
+    let batches = gw.store.batches(&me.id, state).await?;
     let list: Vec<_> = batches.iter().map(info_json).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "batches": list })))
 }
@@ -84,11 +78,7 @@ async fn csv_columns(gw: &Gateway, batch_id: &str) -> Result<CsvColumns, ApiErro
     let mut columns = CsvColumns::new();
     let mut after = 0;
     loop {
-        let page = gw
-            .store
-            .batch_items(batch_id, after, PAGE)
-            .await
-            .map_err(ApiError::unavailable)?;
+        let page = gw.store.batch_items(batch_id, after, PAGE).await?;
         for item in &page {
             columns
                 .add_item(&item.body)
@@ -153,8 +143,7 @@ pub(super) async fn one(
     let batch = gw
         .store
         .batch(&me.id, &path.into_inner())
-        .await
-        .map_err(ApiError::unavailable)?
+        .await?
         .ok_or_else(ApiError::not_found)?;
     let accept = req
         .headers()
@@ -234,7 +223,7 @@ pub(super) async fn one(
                     Ok(p) => p,
                     Err(e) => {
                         cur.done = true;
-                        return Some((Err(ApiError::unavailable(e)), cur));
+                        return Some((Err(ApiError::from(e)), cur));
                     }
                 };
                 let mut out = Vec::new();
@@ -265,7 +254,7 @@ pub(super) async fn one(
                 Ok(p) => p,
                 Err(e) => {
                     cur.done = true;
-                    return Some((Err(ApiError::unavailable(e)), cur));
+                    return Some((Err(ApiError::from(e)), cur));
                 }
             };
             let rendered = match &csv {

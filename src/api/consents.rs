@@ -74,11 +74,7 @@ pub(super) async fn withdraw(
     let now = gw.clock.now_ms();
     let cause = uuid::Uuid::now_v7().to_string();
     let subject = gw.audit_key.subject(&vendor.id, &w.client_id);
-    let mut tx = gw
-        .store
-        .begin_delivery()
-        .await
-        .map_err(ApiError::unavailable)?;
+    let mut tx = gw.store.begin_delivery().await?;
     let result = async {
         tx.put_withdrawal(
             &vendor.id,
@@ -136,10 +132,10 @@ pub(super) async fn withdraw(
         Ok(n) => n,
         Err(e) => {
             let _ = tx.rollback().await;
-            return Err(ApiError::unavailable(e));
+            return Err(e.into());
         }
     };
-    tx.commit_plain().await.map_err(ApiError::unavailable)?;
+    tx.commit_plain().await?;
     tracing::info!(vendor = %vendor.id, revocations = revoked, "consent withdrawal recorded");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "withdrawal_id": cause,

@@ -201,8 +201,7 @@ pub(super) async fn list(
     let rows = gw
         .store
         .deliveries(&vendor.id, since, after, limit + 1)
-        .await
-        .map_err(ApiError::unavailable)?;
+        .await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = if more {
@@ -246,8 +245,7 @@ pub(super) async fn one(
     let found = gw
         .store
         .delivery(&vendor.id, &path.into_inner())
-        .await
-        .map_err(ApiError::unavailable)?
+        .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

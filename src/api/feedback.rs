@@ -113,8 +113,7 @@ pub(super) async fn ack(
     match gw
         .store
         .ack_batch(&me.id, &path.into_inner(), &findings, gw.clock.now_ms())
-        .await
-        .map_err(ApiError::unavailable)?
+        .await?
     {
         AckOutcome::NotFound => Err(ApiError::not_found()),
         AckOutcome::UnknownRef(i) => Err(ApiError::new(
@@ -172,11 +171,7 @@ pub(super) async fn list(
         Some(c) => decode_cursor(c).ok_or_else(|| ApiError::new(Code::R400, "invalid cursor"))?,
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = gw
-        .store
-        .feedback(&vendor.id, after, limit + 1)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let rows = gw.store.feedback(&vendor.id, after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = if more {

@@ -18,6 +18,7 @@ mod ratelimit;
 use crate::catalogue::{Code, ErrorBody};
 use crate::config::{Principal, Role};
 use crate::gateway::Gateway;
+use crate::store::StoreError;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use std::future::Future;
@@ -65,6 +66,20 @@ impl ApiError {
     pub fn unavailable(e: impl std::fmt::Display) -> Self {
         tracing::warn!("storage unavailable: {e}");
         Self::new(Code::U001, "storage unavailable, retry later")
+    }
+}
+
+/// A store error as an API error: stored data that cannot be read back is `500 I500` (a fault
+/// here, logged with what was found), anything else `503 U001` (retry later).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "stored data cannot be read");
+                Self::new(Code::I500, "stored data cannot be read")
+            }
+            other => Self::unavailable(other),
+        }
     }
 }
 
