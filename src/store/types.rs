@@ -30,7 +30,7 @@ pub struct NewDelivery {
     pub receipt: String,
     /// The client of each record the receipt has an entry about (error, warning or note), by
     /// its keyed subject pseudonym, so that an erasure finds the entries without reading any
-    /// receipt ([`DeliveryTx::erase_client`]).
+    /// receipt ([`super::DeliveryTx::erase_client`]).
     pub subjects: Vec<ReceiptSubject>,
 }
 
@@ -264,7 +264,7 @@ pub struct AuditRow {
     pub body: String,
     /// Hash of the previous event (64 zeros for the first).
     pub prev_hash: String,
-    /// `hex(SHA-256(prev_hash ‖ body))`, see [`chain::link_hash`].
+    /// `hex(SHA-256(prev_hash ‖ body))`, see [`super::chain::link_hash`].
     pub hash: String,
 }
 
@@ -289,7 +289,7 @@ pub struct AuditAnchor {
     pub hash: String,
 }
 
-/// What [`Store::purge`] removes: everything older than these limits (`None`: kept forever).
+/// What [`super::Store::purge`] removes: everything older than these limits (`None`: kept forever).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cutoffs {
     /// Records of reporting periods before this month, with what recipients hold of them
@@ -307,7 +307,7 @@ pub struct Cutoffs {
     pub dry_run: bool,
 }
 
-/// What [`Store::purge`] removed (or, in a dry run, would remove). Counts and partition names
+/// What [`super::Store::purge`] removed (or, in a dry run, would remove). Counts and partition names
 /// only: nothing in it is personal data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PurgeReport {
@@ -343,7 +343,7 @@ pub struct PurgeReport {
     pub notes: Vec<String>,
 }
 
-/// What [`Store::maintain_partitions`] did.
+/// What [`super::Store::maintain_partitions`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionReport {
     /// Another process was maintaining the partitions; this call did nothing.
@@ -356,7 +356,7 @@ pub struct PartitionReport {
     pub notes: Vec<String>,
 }
 
-/// What [`DeliveryTx::commit`] did.
+/// What [`super::DeliveryTx::commit`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Everything is durably stored.
@@ -538,7 +538,7 @@ pub enum PushOutcome {
     },
 }
 
-/// The outcome of one attempt on a push group, to record with [`Store::push_results`].
+/// The outcome of one attempt on a push group, to record with [`super::Store::push_results`].
 #[derive(Debug, Clone)]
 pub struct PushResult {
     /// The group (its batch id).
@@ -586,7 +586,7 @@ pub struct FeedbackRow {
     pub received_at: i64,
 }
 
-/// What [`Store::ack_batch`] did.
+/// What [`super::Store::ack_batch`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckOutcome {
     /// No such batch of this recipient.
