@@ -11,14 +11,51 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use serde::Deserialize;
 
-pub(super) fn info_json(b: &BatchInfo) -> serde_json::Value {
-    serde_json::json!({
-        "batch_id": b.batch_id,
-        "created_at": crate::clock::rfc3339_ms(b.created_at),
-        "items": b.items,
-        "periods": b.periods,
-        "state": b.state.as_str(),
-    })
+/// `ready` or `acknowledged`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum BatchStateName {
+    /// Not acknowledged yet.
+    Ready,
+    /// Acknowledged.
+    Acknowledged,
+}
+
+/// A batch: `{batch_id, created_at, items, periods, state}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct BatchSummary {
+    /// Batch id (UUID).
+    batch_id: String,
+    /// Sealing time (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Number of items.
+    items: u64,
+    /// Sorted distinct reporting months `YYYY-MM`.
+    periods: Vec<String>,
+    /// State.
+    state: BatchStateName,
+}
+
+/// `GET /api/v1/batches`: the recipient's batches, oldest first (in sealing order).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct BatchList {
+    /// The batches.
+    batches: Vec<BatchSummary>,
+}
+
+/// A batch's summary, as listed and as answered to an acknowledgement.
+pub(super) fn summary(b: &BatchInfo) -> BatchSummary {
+    BatchSummary {
+        batch_id: b.batch_id.clone(),
+        created_at: crate::clock::rfc3339_ms(b.created_at),
+        items: u64::try_from(b.items).unwrap_or(0),
+        periods: b.periods.clone(),
+        state: match b.state {
+            BatchState::Ready => BatchStateName::Ready,
+            BatchState::Acknowledged => BatchStateName::Acknowledged,
+        },
+    }
 }
 
 /// Query of `GET /batches`.
@@ -42,7 +79,7 @@ pub struct ListQuery {
         reaching `batch_max_age_secs`). A sealed batch never changes.",
     params(ListQuery),
     responses(
-        (status = 200, description = "The batches.", body = super::openapi::BatchList),
+        (status = 200, description = "The batches.", body = BatchList),
         (status = 400, description = "`R400`: `state` is neither `ready` nor `acknowledged`.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -66,8 +103,8 @@ pub(super) async fn list(
     };
     crate::deliver::seal(&gw, &me.id).await?;
     let batches = gw.store.batches(&me.id, state).await?;
-    let list: Vec<_> = batches.iter().map(info_json).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "batches": list })))
+    let batches: Vec<BatchSummary> = batches.iter().map(summary).collect();
+    Ok(HttpResponse::Ok().json(BatchList { batches }))
 }
 
 /// A batch that cannot be fetched as an API error: a stored item that cannot be rendered (never
