@@ -163,20 +163,25 @@ impl TestServer {
         database_url: String,
         now_ms: Option<i64>,
     ) -> TestServer {
-        let loaded = weiche::config::load(Some(config)).unwrap_or_else(|p| {
+        let (loaded, runtime) = weiche::app::load(Some(config)).unwrap_or_else(|p| {
             panic!("test configuration: {p:?}");
         });
         let mut gateway = Gateway::open(loaded).await.expect("open store");
         if let Some(ms) = now_ms {
-            gateway.clock = Arc::new(weiche::gateway::FixedClock(ms));
+            gateway.clock = Arc::new(weiche::clock::FixedClock(ms));
         }
         let gateway = Arc::new(gateway);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(weiche::api::serve(listener, gateway.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let handle = tokio::spawn(weiche::app::serve(
+            listener,
+            gateway.clone(),
+            runtime,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             base,
             gateway,

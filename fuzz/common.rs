@@ -142,7 +142,7 @@ fn deliver(mapping: &Mapping, body: &[u8], piece: usize, charset: Option<&str>) 
         router: Some(&e.router),
         emit_test_records: true,
         // The processing day of every fuzzed delivery: 2026-11-02.
-        today: weiche::gateway::berlin_date(1_793_617_200_000),
+        today: weiche::clock::berlin_date(1_793_617_200_000),
         at: "2026-11-02T12:00:00Z",
         withdrawals: Job::no_withdrawals(),
         audit_key: Some(&e.audit_key),

@@ -89,64 +89,144 @@ pub enum Code {
     R409,
 }
 
+/// The catalogue, one row per code: the code, as the spec spells it, the HTTP status an API
+/// error of it answers with (`422` for the codes that only stand in receipts), and its title. In
+/// the order of [`Code`].
+const CATALOGUE: &[(Code, &str, u16, &str)] = &[
+    (
+        Code::X000,
+        "X000",
+        422,
+        "Not well-formed, or a DTD / entity declaration",
+    ),
+    (Code::X001, "X001", 422, "Structure does not fit the format"),
+    (
+        Code::S001,
+        "S001",
+        422,
+        "Bytes not valid in the declared or default encoding",
+    ),
+    (
+        Code::S010,
+        "S010",
+        422,
+        "Unsupported code list id or version",
+    ),
+    (Code::S020, "S020", 422, "Every record was rejected"),
+    (Code::S100, "S100", 200, "Duplicate delivery"),
+    (
+        Code::S101,
+        "S101",
+        409,
+        "Same idempotency key, different content",
+    ),
+    (
+        Code::V000,
+        "V000",
+        400,
+        "Format or version not supported, or no mapping for this vendor",
+    ),
+    (Code::L001, "L001", 413, "Body larger than the limit"),
+    (Code::L002, "L002", 422, "Too many records"),
+    (Code::L003, "L003", 422, "Nesting too deep"),
+    (Code::L004, "L004", 422, "A value longer than 4 KiB"),
+    (Code::T070, "T070", 401, "Not authenticated"),
+    (Code::T071, "T071", 403, "Not allowed"),
+    (Code::U001, "U001", 503, "Storage unavailable"),
+    (Code::F001, "F001", 422, "Required field missing"),
+    (Code::F002, "F002", 422, "Bad format"),
+    (
+        Code::F003,
+        "F003",
+        422,
+        "Code not in the code list or the mapping's value map",
+    ),
+    (Code::F004, "F004", 422, "Inconsistent values"),
+    (
+        Code::F005,
+        "F005",
+        422,
+        "The same `record_id` twice in one delivery",
+    ),
+    (Code::F006, "F006", 422, "Value out of range"),
+    (Code::W001, "W001", 422, "Partial birth date"),
+    (Code::W002, "W002", 422, "Unknown field or column ignored"),
+    (
+        Code::C001,
+        "C001",
+        422,
+        "Not routed to a recipient for lack of valid consent",
+    ),
+    (
+        Code::C002,
+        "C002",
+        422,
+        "A field dropped because the consent does not cover it",
+    ),
+    (
+        Code::A001,
+        "A001",
+        400,
+        "Aggregate dimension not allowed for this recipient",
+    ),
+    (Code::N404, "N404", 404, "Resource not found"),
+    (
+        Code::M405,
+        "M405",
+        405,
+        "Method not allowed on this endpoint",
+    ),
+    (
+        Code::R400,
+        "R400",
+        400,
+        "Request malformed in a way no other code covers (bad query parameter, bad JSON body)",
+    ),
+    (
+        Code::I500,
+        "I500",
+        500,
+        "An internal failure; never caused by input",
+    ),
+    (
+        Code::R415,
+        "R415",
+        415,
+        "A `Content-Encoding` the endpoint does not accept",
+    ),
+    (
+        Code::R429,
+        "R429",
+        429,
+        "Too many requests from one principal, or failed authentications from one address",
+    ),
+    (
+        Code::R409,
+        "R409",
+        409,
+        "The resource is not in a state that allows the action (e.g. replaying a push group that is not a dead letter)",
+    ),
+];
+
 impl Code {
+    /// This code's row of the catalogue.
+    fn row(self) -> &'static (Code, &'static str, u16, &'static str) {
+        &CATALOGUE[self as usize]
+    }
+
     /// The code as the spec spells it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Code::X000 => "X000",
-            Code::X001 => "X001",
-            Code::S001 => "S001",
-            Code::S010 => "S010",
-            Code::S020 => "S020",
-            Code::S100 => "S100",
-            Code::S101 => "S101",
-            Code::V000 => "V000",
-            Code::L001 => "L001",
-            Code::L002 => "L002",
-            Code::L003 => "L003",
-            Code::L004 => "L004",
-            Code::T070 => "T070",
-            Code::T071 => "T071",
-            Code::U001 => "U001",
-            Code::F001 => "F001",
-            Code::F002 => "F002",
-            Code::F003 => "F003",
-            Code::F004 => "F004",
-            Code::F005 => "F005",
-            Code::F006 => "F006",
-            Code::W001 => "W001",
-            Code::W002 => "W002",
-            Code::C001 => "C001",
-            Code::C002 => "C002",
-            Code::A001 => "A001",
-            Code::N404 => "N404",
-            Code::M405 => "M405",
-            Code::R400 => "R400",
-            Code::I500 => "I500",
-            Code::R415 => "R415",
-            Code::R429 => "R429",
-            Code::R409 => "R409",
-        }
+        self.row().1
     }
 
     /// The HTTP status an API error of this code answers with.
     pub fn http_status(self) -> u16 {
-        match self {
-            Code::S100 => 200,
-            Code::S101 => 409,
-            Code::V000 | Code::A001 | Code::R400 => 400,
-            Code::L001 => 413,
-            Code::T070 => 401,
-            Code::T071 => 403,
-            Code::U001 => 503,
-            Code::N404 => 404,
-            Code::M405 => 405,
-            Code::I500 => 500,
-            Code::R415 => 415,
-            Code::R429 => 429,
-            Code::R409 => 409,
-            _ => 422,
-        }
+        self.row().2
+    }
+
+    /// The code's title (what the spec's catalogue calls it).
+    pub fn title(self) -> &'static str {
+        self.row().3
     }
 
     /// True for the codes that reject a whole delivery (receipt status `E4`).
@@ -282,6 +362,25 @@ pub fn value_for(field: &str, value: &str) -> String {
         format!("'{}'", echo(value))
     } else {
         format!("the value ({})", shape(value))
+    }
+}
+
+#[cfg(test)]
+mod catalogue_tests {
+    use super::*;
+
+    #[test]
+    fn one_row_per_code_in_the_order_of_the_enum() {
+        for (i, (code, spelt, status, title)) in CATALOGUE.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code}: row {i}");
+            assert_eq!(format!("{code:?}"), *spelt);
+            assert!((200..600).contains(status), "{code}");
+            assert!(!title.is_empty(), "{code}");
+        }
+        assert_eq!(Code::R409 as usize, CATALOGUE.len() - 1);
+        assert_eq!(Code::U001.http_status(), 503);
+        assert_eq!(Code::F003.http_status(), 422);
+        assert_eq!(Code::S100.http_status(), 200);
     }
 }
 

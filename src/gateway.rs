@@ -2,6 +2,7 @@
 //! every request. Built once at start-up (or per test) from [`crate::config::Loaded`].
 
 use crate::adapt::watch::SharedMappings;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Limits, Loaded, Principals, VendorSettings};
 use crate::route::Router;
 use crate::store::{self, Store, StoreError};
@@ -10,57 +11,6 @@ use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Where "now" comes from; tests pin it.
-pub trait Clock: Send + Sync {
-    /// Unix milliseconds.
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis()
-    }
-}
-
-/// A clock pinned to one instant (tests).
-#[derive(Debug)]
-pub struct FixedClock(pub i64);
-
-impl Clock for FixedClock {
-    fn now_ms(&self) -> i64 {
-        self.0
-    }
-}
-
-/// The calendar day in Europe/Berlin at a unix-millisecond instant: CET (UTC+1), or CEST
-/// (UTC+2) from the last Sunday of March 01:00 UTC to the last Sunday of October 01:00 UTC.
-pub fn berlin_date(now_ms: i64) -> chrono::NaiveDate {
-    use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
-    let utc = Utc
-        .timestamp_millis_opt(now_ms)
-        .single()
-        .unwrap_or_else(Utc::now);
-    let year = utc.year();
-    let last_sunday = |month: u32| {
-        let mut d =
-            NaiveDate::from_ymd_opt(year, month, 31).expect("March and October have 31 days");
-        while d.weekday() != Weekday::Sun {
-            d = d.pred_opt().expect("in range");
-        }
-        Utc.from_utc_datetime(&d.and_hms_opt(1, 0, 0).expect("valid time"))
-    };
-    let offset = if utc >= last_sunday(3) && utc < last_sunday(10) {
-        2
-    } else {
-        1
-    };
-    (utc + chrono::Duration::hours(offset)).date_naive()
-}
 
 /// Everything a request needs.
 pub struct Gateway {
@@ -84,8 +34,6 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Subject key of the audit trail.
     pub audit_key: crate::audit::AuditKey,
-    /// Push recipients' endpoints, by recipient id.
-    pub push: BTreeMap<String, Arc<crate::deliver::push::Target>>,
     /// Push worker settings.
     pub push_worker: crate::config::push::PushWorkerConfig,
     /// This process's id among several on one database (owner of push lanes).
@@ -111,7 +59,6 @@ impl Gateway {
             store,
             clock: Arc::new(SystemClock),
             audit_key: loaded.audit_key,
-            push: loaded.push_targets,
             push_worker: loaded.push_worker,
             instance: uuid::Uuid::new_v4().to_string(),
             retention: loaded.retention,
@@ -123,49 +70,5 @@ impl Gateway {
     pub async fn open(loaded: Loaded) -> Result<Gateway, StoreError> {
         let store = store::connect(&loaded.database_url).await?;
         Ok(Gateway::new(loaded, store))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
-    }
-
-    #[test]
-    fn berlin_days_around_midnight_and_dst() {
-        assert_eq!(
-            berlin_date(ms("2026-01-15T22:59:59Z")).to_string(),
-            "2026-01-15"
-        );
-        assert_eq!(
-            berlin_date(ms("2026-01-15T23:00:00Z")).to_string(),
-            "2026-01-16"
-        );
-        assert_eq!(
-            berlin_date(ms("2026-07-15T21:59:59Z")).to_string(),
-            "2026-07-15"
-        );
-        assert_eq!(
-            berlin_date(ms("2026-07-15T22:00:00Z")).to_string(),
-            "2026-07-16"
-        );
-        // 2026: CEST from 29 March 01:00 UTC to 25 October 01:00 UTC.
-        assert_eq!(
-            berlin_date(ms("2026-03-28T23:30:00Z")).to_string(),
-            "2026-03-29"
-        );
-        assert_eq!(
-            berlin_date(ms("2026-10-25T22:30:00Z")).to_string(),
-            "2026-10-25"
-        );
-        assert_eq!(
-            berlin_date(ms("2026-10-24T22:30:00Z")).to_string(),
-            "2026-10-25"
-        );
     }
 }

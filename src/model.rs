@@ -230,6 +230,46 @@ pub struct Consent {
     pub withdrawn_on: Option<String>,
 }
 
+/// Every canonical leaf path (array entries as `[]`), plus the derived `client.linkage_key`.
+pub const LEAF_PATHS: &[&str] = &[
+    "client.client_id",
+    "client.family_name",
+    "client.given_names",
+    "client.birth_date",
+    "client.sex",
+    "client.nationality",
+    "client.household_id",
+    "client.household_role",
+    "client.address.street",
+    "client.address.house_number",
+    "client.address.postal_code",
+    "client.address.municipality_key",
+    "client.address.district",
+    "client.contact.phone",
+    "client.contact.email",
+    "client.school_qualification",
+    "client.employment_status",
+    "case.case_id",
+    "case.opened_on",
+    "case.closed_on",
+    "case.unit",
+    "services[].kind",
+    "services[].legal_basis",
+    "services[].start",
+    "services[].end",
+    "services[].hours_per_week",
+    "sensitive.child_protection_risk",
+    "sensitive.primary_substance",
+    "consents[].consent_id",
+    "consents[].purpose",
+    "consents[].recipient",
+    "consents[].fields",
+    "consents[].granted_on",
+    "consents[].valid_until",
+    "consents[].withdrawn_on",
+    "client.linkage_key",
+];
+
 /// The canonical field groups of canonical-model.md, in its order.
 pub const FIELD_GROUPS: [&str; 7] = [
     "client.identity",

@@ -480,3 +480,44 @@ async fn two_processes_deliver_each_item_once_when_the_lane_holder_is_killed() {
     drop(processes);
     support::drop_postgres_database(&url).await;
 }
+
+/// Runs `weiche <args>` and returns its exit code and output (stdout and stderr).
+fn weiche(args: &[&str], config: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weiche"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("WEICHE_LOG", "warn")
+        .output()
+        .expect("run weiche");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `weiche purge` and `weiche audit verify` read the settings and open the store, nothing else:
+/// a push recipient whose CA file is missing does not stop them. `weiche check`, which builds
+/// what `serve` starts with, still reports the file.
+#[test]
+fn purge_and_audit_verify_need_no_push_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = support::fresh_sqlite_url(dir.path());
+    let (ca_pem, _) = pki();
+    let config = push_config(dir.path(), &url, free_port(), &ca_pem, 30, 7);
+    std::fs::remove_file(dir.path().join("push-ca.pem")).unwrap();
+
+    let (code, out) = weiche(&["purge", "--dry-run"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("would purge"), "{out}");
+
+    let (code, out) = weiche(&["audit", "verify"], &config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("audit chain intact"), "{out}");
+
+    let (code, out) = weiche(&["check"], &config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("push-ca.pem"), "{out}");
+}

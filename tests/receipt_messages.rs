@@ -310,7 +310,7 @@ proptest! {
             validator: &e.validator,
             router: Some(&e.router),
             emit_test_records: true,
-            today: weiche::gateway::berlin_date(1_793_617_200_000),
+            today: weiche::clock::berlin_date(1_793_617_200_000),
             at: "2026-11-02T12:00:00Z",
             withdrawals: Job::no_withdrawals(),
             audit_key: Some(&e.audit_key),

@@ -175,7 +175,11 @@ impl TlsServer {
             .unwrap_or_else(|p| panic!("test configuration: {p:?}"));
         let settings = loaded.tls.clone().expect("[tls] is configured");
         assert_eq!(settings.cert, dir.path().join("tls/server.pem"));
-        let tls = weiche::api::tls::server_config(&settings).unwrap();
+        let tls = weiche::tls::server_config(&settings).unwrap();
+        let runtime = weiche::app::Runtime {
+            tls: Some(tls),
+            ..Default::default()
+        };
         let gateway = Arc::new(Gateway::open(loaded).await.expect("open store"));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!(
@@ -183,13 +187,13 @@ impl TlsServer {
             listener.local_addr().unwrap().port()
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(weiche::api::serve_tls(
+        let handle = tokio::spawn(weiche::app::serve(
             listener,
             gateway.clone(),
+            runtime,
             async move {
                 let _ = stopped.await;
             },
-            tls,
         ));
         TlsServer {
             base,
@@ -535,7 +539,7 @@ fn plain_config(dir: &Path, listen: &str, extra: &str) -> std::path::PathBuf {
 }
 
 fn problems(path: &Path) -> Vec<String> {
-    match weiche::config::load(Some(path)) {
+    match weiche::app::load(Some(path)) {
         Ok(_) => Vec::new(),
         Err(p) => p.iter().map(ToString::to_string).collect(),
     }

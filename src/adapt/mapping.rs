@@ -418,7 +418,7 @@ pub fn key_line(text: &str, path: &[&str]) -> usize {
 /// Whether a mapping may fill a canonical path (list fields as `services[].kind`).
 fn is_canonical_target(target: &str) -> bool {
     matches!(target, "source.record_id" | "reporting_period" | "program")
-        || (crate::consent::policy::LEAF_PATHS.contains(&target) && target != "client.linkage_key")
+        || (crate::model::LEAF_PATHS.contains(&target) && target != "client.linkage_key")
 }
 
 /// A source path split into tokens: a pointer for JSON and XML (`/a/@b`), a column for CSV.

@@ -159,7 +159,7 @@ impl DatePattern {
             (true, false) => format!("{}-{}", take(&Part::Year), take(&Part::Month)),
             _ => take(&Part::Year),
         };
-        crate::validate::date_problem(&iso, &["YYYY-MM-DD", "YYYY-MM", "YYYY"])
+        crate::clock::date_problem(&iso, &["YYYY-MM-DD", "YYYY-MM", "YYYY"])
     }
 }
 

@@ -12,6 +12,25 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+/// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: the erasure done.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Erasure {
+    /// Id of the erasure: `source.delivery_id` of the `erasure` items and of the `erasure`
+    /// audit event.
+    erasure_id: String,
+    /// Whether anything of the client was found (`false`: nothing; the erasure is recorded
+    /// all the same).
+    found: bool,
+    /// What was done, for a person.
+    message: String,
+    /// Records of the client deleted (the same as `erased.records`).
+    erased_records: u64,
+    /// Recipients' records told about the erasure (`erasure` items).
+    notified: u64,
+    /// What was found of the client, by kind.
+    erased: crate::store::Erased,
+}
+
 /// Largest sample a preview takes (it is held in memory).
 pub const PREVIEW_LIMIT: usize = 10 << 20;
 
@@ -158,7 +177,7 @@ pub(super) async fn preview(
             validator: &gw.validator,
             router: Some(&gw.router),
             emit_test_records: true,
-            today: crate::gateway::berlin_date(gw.clock.now_ms()),
+            today: crate::clock::berlin_date(gw.clock.now_ms()),
             at: "",
             withdrawals: Job::no_withdrawals(),
             audit_key: None,
@@ -211,7 +230,7 @@ pub(super) async fn preview(
         ("client_id" = String, Path, description = "The vendor's client id."),
     ),
     responses(
-        (status = 200, description = "Erased.", body = super::openapi::Erasure),
+        (status = 200, description = "Erased.", body = Erasure),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 429, response = super::openapi::TooManyRequests),
@@ -226,41 +245,11 @@ pub(super) async fn erase(
 ) -> Result<HttpResponse, ApiError> {
     let admin = authenticate(&req, &gw, Role::Admin)?;
     let (vendor, client_id) = path.into_inner();
-    let now = gw.clock.now_ms();
-    let cause = uuid::Uuid::now_v7().to_string();
-    let subject = gw.audit_key.subject(&vendor, &client_id);
-    let mut tx = gw
-        .store
-        .begin_delivery()
-        .await
-        .map_err(ApiError::unavailable)?;
-    let result = async {
-        let holders = tx.client_holders(&vendor, &client_id, None).await?;
-        let erased = tx.erase_client(&vendor, &client_id, &subject).await?;
-        crate::ingest::lifecycle::notify(
-            &gw,
-            &mut tx,
-            crate::store::ItemKind::Erasure,
-            &holders,
-            &cause,
-            now,
-            Some(&subject),
-        )
-        .await?;
-        tx.audit(&[erasure_event(&vendor, &subject, &cause, now, &erased)])
-            .await?;
-        Ok::<_, crate::store::StoreError>((erased, holders.len()))
-    }
-    .await;
-    let (erased, notified) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = tx.rollback().await;
-            return Err(ApiError::unavailable(e));
-        }
-    };
-    tx.commit_plain().await.map_err(ApiError::unavailable)?;
-    gw.store.compact().await.map_err(ApiError::unavailable)?;
+    let crate::lifecycle::ErasureDone {
+        erasure_id: cause,
+        erased,
+        notified,
+    } = crate::lifecycle::erase(&gw, &vendor, &client_id).await?;
     let found = !erased.is_empty() || notified > 0;
     tracing::info!(
         admin = %admin.id,
@@ -273,50 +262,17 @@ pub(super) async fn erase(
         notified,
         "client erased"
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "erasure_id": cause,
-        "found": found,
-        "message": if found {
+    Ok(HttpResponse::Ok().json(Erasure {
+        erasure_id: cause,
+        found,
+        message: if found {
             "the client's data was erased"
         } else {
             "nothing of this client was found; the erasure is recorded in the audit trail"
-        },
-        "erased_records": erased.records,
-        "notified": notified,
-        "erased": erased,
-    })))
-}
-
-/// The audit event of an erasure as a whole (beside the per-recipient `erasure` events): the
-/// counts of what was found, as JSON in `note`; written also when nothing was found.
-fn erasure_event(
-    vendor: &str,
-    subject: &str,
-    cause: &str,
-    now: i64,
-    erased: &crate::store::Erased,
-) -> crate::store::NewAuditEvent {
-    let event = crate::audit::Event {
-        at: crate::ingest::lifecycle::rfc3339(now),
-        kind: "erasure".into(),
-        delivery_id: Some(cause.to_string()),
-        vendor: vendor.to_string(),
-        record_ref: None,
-        reporting_period: None,
-        recipient: None,
-        legal_basis: None,
-        citation: None,
-        consent_id: None,
-        policy_version: None,
-        fields: Vec::new(),
-        fields_sha256: None,
-        note: Some(serde_json::to_string(erased).unwrap_or_default()),
-    };
-    crate::store::NewAuditEvent {
-        at_ms: now,
-        kind: "erasure".into(),
-        subject: Some(subject.to_string()),
-        body: event.to_json(),
-        field_set: None,
-    }
+        }
+        .to_string(),
+        erased_records: erased.records,
+        notified: notified as u64,
+        erased,
+    }))
 }

@@ -92,11 +92,7 @@ pub(super) async fn get(
         )
     })?;
     let k = policy.file.min_cell;
-    let texts = gw
-        .store
-        .current_records(&me.id, &period)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let texts = gw.store.current_records(&me.id, &period).await?;
     let mut records = Vec::with_capacity(texts.len());
     for text in &texts {
         match serde_json::from_str::<serde_json::Value>(text) {
@@ -111,8 +107,8 @@ pub(super) async fn get(
             }
         }
     }
-    let cells = aggregates::count(&by, &period, policy, &records);
-    let disclosed = aggregates::disclose(&by, k, cells);
+    let cells = aggregates::count(&by, &period, policy, &records, &gw.validator);
+    let disclosed = aggregates::disclose(&by, k, cells, &gw.validator);
     let names: Vec<&str> = by.iter().map(|d| Dimension::name(*d)).collect();
     tracing::info!(
         recipient = %me.id,

@@ -5,21 +5,9 @@ use super::{ApiError, authenticate};
 use crate::catalogue::Code;
 use crate::config::Role;
 use crate::gateway::Gateway;
-use crate::store::StoreError;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
-
-/// A store error as an API error: corrupt stored data is `500 I500`, anything else `503 U001`.
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Corrupt(msg) => {
-            tracing::error!("audit trail unreadable: {msg}");
-            ApiError::new(Code::I500, "the audit trail holds an unreadable event")
-        }
-        other => ApiError::unavailable(other),
-    }
-}
 
 /// `GET /api/v1/admin/audit/verify`: checks the audit hash chain. `200` with the
 /// [`crate::audit::Verification`], also when the chain is broken (`"intact": false`).
@@ -48,9 +36,7 @@ pub(super) async fn verify(
     gw: web::Data<Gateway>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = authenticate(&req, &gw, Role::Admin)?;
-    let v = crate::audit::verify(gw.store.as_ref())
-        .await
-        .map_err(store_error)?;
+    let v = crate::audit::verify(gw.store.as_ref()).await?;
     match &v.first_broken {
         None => tracing::info!(admin = %admin.id, events = v.events, "audit chain intact"),
         Some(b) => tracing::warn!(
@@ -115,9 +101,8 @@ pub(super) async fn disclosures(
     };
     let vendor = required(q.vendor, "vendor")?;
     let client_id = required(q.client_id, "client_id")?;
-    let events = crate::audit::disclosure(gw.store.as_ref(), &gw.audit_key, &vendor, &client_id)
-        .await
-        .map_err(store_error)?;
+    let events =
+        crate::audit::disclosure(gw.store.as_ref(), &gw.audit_key, &vendor, &client_id).await?;
     // The client id is personal data: it is not logged.
     tracing::info!(admin = %admin.id, vendor = %vendor, events = events.len(), "disclosure report");
     Ok(HttpResponse::Ok().json(json!({

@@ -6,10 +6,24 @@ use super::{ApiError, authenticate};
 use crate::catalogue::Code;
 use crate::config::Role;
 use crate::gateway::Gateway;
-use crate::ingest::lifecycle;
-use crate::store::{ItemKind, Withdrawal};
+use crate::store::Withdrawal;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+
+/// `POST /api/v1/consents/withdrawals`: the recorded withdrawal.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct WithdrawalAnswer {
+    /// Id of the withdrawal: `source.delivery_id` of the revocation items and the audit events.
+    withdrawal_id: String,
+    /// The consent withdrawn.
+    consent_id: String,
+    /// The withdrawal day, `YYYY-MM-DD`.
+    #[schema(format = Date)]
+    withdrawn_on: String,
+    /// Revocation items sent now (`0` for a day in the future, an unknown client or consent,
+    /// or when all holders were already told).
+    revocations: u64,
+}
 
 /// Body of a withdrawal.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -40,7 +54,7 @@ pub struct WithdrawalBody {
         affected. The body is JSON (its `Content-Type` is not checked), at most 1 MiB.",
     request_body(content = WithdrawalBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Recorded.", body = super::openapi::WithdrawalAnswer),
+        (status = 200, description = "Recorded.", body = WithdrawalAnswer),
         (status = 400, description = "`R400`: the body is not valid JSON, a member is missing or unknown, `client_id` or `consent_id` is empty, `withdrawn_on` is not a date.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -71,80 +85,23 @@ pub(super) async fn withdraw(
             "client_id and consent_id are required",
         ));
     }
-    let now = gw.clock.now_ms();
-    let cause = uuid::Uuid::now_v7().to_string();
-    let subject = gw.audit_key.subject(&vendor.id, &w.client_id);
-    let mut tx = gw
-        .store
-        .begin_delivery()
-        .await
-        .map_err(ApiError::unavailable)?;
-    let result = async {
-        tx.put_withdrawal(
-            &vendor.id,
-            &Withdrawal {
-                client_id: w.client_id.clone(),
-                consent_id: w.consent_id.clone(),
-                withdrawn_on: w.withdrawn_on.clone(),
-            },
-        )
-        .await?;
-        let holders = if day <= crate::gateway::berlin_date(now) {
-            tx.client_holders(&vendor.id, &w.client_id, Some(&w.consent_id))
-                .await?
-        } else {
-            Vec::new()
-        };
-        let event = crate::audit::Event {
-            at: lifecycle::rfc3339(now),
-            kind: "withdrawal".into(),
-            delivery_id: Some(cause.clone()),
-            vendor: vendor.id.clone(),
-            record_ref: None,
-            reporting_period: None,
-            recipient: None,
-            legal_basis: None,
-            citation: None,
-            consent_id: Some(w.consent_id.clone()),
-            policy_version: None,
-            fields: Vec::new(),
-            fields_sha256: None,
-            note: Some(format!("withdrawn on {}", w.withdrawn_on)),
-        };
-        tx.audit(&[crate::store::NewAuditEvent {
-            at_ms: now,
-            kind: "withdrawal".into(),
-            subject: Some(subject.clone()),
-            body: event.to_json(),
-            field_set: None,
-        }])
-        .await?;
-        lifecycle::notify(
-            &gw,
-            &mut tx,
-            ItemKind::Revocation,
-            &holders,
-            &cause,
-            now,
-            Some(&subject),
-        )
-        .await?;
-        Ok::<_, crate::store::StoreError>(holders.len())
-    }
-    .await;
-    let revoked = match result {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = tx.rollback().await;
-            return Err(ApiError::unavailable(e));
-        }
-    };
-    tx.commit_plain().await.map_err(ApiError::unavailable)?;
+    let done = crate::lifecycle::withdraw(
+        &gw,
+        &vendor.id,
+        &Withdrawal {
+            client_id: w.client_id.clone(),
+            consent_id: w.consent_id.clone(),
+            withdrawn_on: w.withdrawn_on.clone(),
+        },
+        day,
+    )
+    .await?;
+    let (cause, revoked) = (done.withdrawal_id, done.revocations);
     tracing::info!(vendor = %vendor.id, revocations = revoked, "consent withdrawal recorded");
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "withdrawal_id": cause,
-        "consent_id": w.consent_id,
-        "withdrawn_on": w.withdrawn_on,
-        "revocations": revoked,
-    })))
+    Ok(HttpResponse::Ok().json(WithdrawalAnswer {
+        withdrawal_id: cause,
+        consent_id: w.consent_id,
+        withdrawn_on: w.withdrawn_on,
+        revocations: revoked as u64,
+    }))
 }

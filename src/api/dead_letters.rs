@@ -2,8 +2,9 @@
 //! `max_attempts`. List, replay (sent again, first in line, attempts reset) and discard; replay
 //! and discard are audit events.
 
-use super::{ApiError, authenticate, rfc3339_ms};
+use super::{ApiError, authenticate};
 use crate::catalogue::Code;
+use crate::clock::rfc3339_ms;
 use crate::config::Role;
 use crate::deliver::push;
 use crate::gateway::Gateway;
@@ -64,8 +65,7 @@ pub(super) async fn list(
     let groups = gw
         .store
         .push_groups(PushState::Dead, query.recipient.as_deref())
-        .await
-        .map_err(ApiError::unavailable)?;
+        .await?;
     let list: Vec<_> = groups.iter().map(group_json).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "dead_letters": list })))
 }
@@ -136,12 +136,7 @@ async fn settle(
     to: PushState,
 ) -> Result<HttpResponse, ApiError> {
     let admin = authenticate(&req, &gw, Role::Admin)?;
-    let Some(group) = gw
-        .store
-        .push_group(&id)
-        .await
-        .map_err(ApiError::unavailable)?
-    else {
+    let Some(group) = gw.store.push_group(&id).await? else {
         return Err(ApiError::not_found());
     };
     if group.state != PushState::Dead {
@@ -152,12 +147,7 @@ async fn settle(
     }
     let now = gw.clock.now_ms();
     let event = push::settle_event(&group, to, &admin.id, now);
-    match gw
-        .store
-        .settle_dead_letter(&id, to, now, &[event])
-        .await
-        .map_err(ApiError::unavailable)?
-    {
+    match gw.store.settle_dead_letter(&id, to, now, &[event]).await? {
         Some(g) => Ok(HttpResponse::Ok().json(group_json(&g))),
         // Settled by someone else in between.
         None => Err(ApiError::new(

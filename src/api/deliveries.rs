@@ -12,6 +12,17 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+/// `GET /api/v1/deliveries`: one page of the vendor's receipts, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct DeliveryList {
+    /// The stored receipts (as stored).
+    #[schema(value_type = Vec<Receipt>)]
+    deliveries: Vec<serde_json::Value>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
 /// Query of `POST /deliveries`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -125,10 +136,9 @@ pub(super) async fn post(
         Encoding::Gzip => ingest::receive(gw.into_inner(), request, Gunzip::new(payload)).await,
     };
     match answer {
-        Answer::Receipt { http, receipt } => Ok(HttpResponse::build(
-            StatusCode::from_u16(http).unwrap_or(StatusCode::OK),
-        )
-        .json(receipt)),
+        Answer::Receipt { receipt } => {
+            Ok(HttpResponse::build(receipt_status(&receipt)).json(receipt))
+        }
         Answer::Error { code, message } => Err(ApiError::new(code, message)),
     }
 }
@@ -145,6 +155,21 @@ pub struct ListQuery {
     limit: Option<i64>,
     /// `next_cursor` of the previous page (opaque; `400 R400` if malformed).
     cursor: Option<String>,
+}
+
+/// The HTTP status of a receipt: `200`, or for a delivery rejected whole (`E4`) the status of its
+/// delivery-level code (`V000` 400, `L001` 413, the others 422). A repeated delivery answered
+/// with the first receipt is `200`.
+fn receipt_status(receipt: &Receipt) -> StatusCode {
+    if receipt.duplicate {
+        return StatusCode::OK;
+    }
+    match receipt.rejection_code() {
+        None => StatusCode::OK,
+        Some(code) => {
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+        }
+    }
 }
 
 fn encode_cursor(received_at: i64, id: &str) -> String {
@@ -168,7 +193,7 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
         time, then id). `next_cursor` is `null` on the last page.",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of receipts.", body = super::openapi::DeliveryList),
+        (status = 200, description = "One page of receipts.", body = DeliveryList),
         (status = 400, description = "`R400`: malformed `since`, `limit` or `cursor`.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -201,8 +226,7 @@ pub(super) async fn list(
     let rows = gw
         .store
         .deliveries(&vendor.id, since, after, limit + 1)
-        .await
-        .map_err(ApiError::unavailable)?;
+        .await?;
     let more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = if more {
@@ -214,7 +238,10 @@ pub(super) async fn list(
         .iter()
         .filter_map(|d| serde_json::from_str(&d.receipt).ok())
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deliveries": receipts, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(DeliveryList {
+        deliveries: receipts,
+        next_cursor: next,
+    }))
 }
 
 #[utoipa::path(
@@ -246,8 +273,7 @@ pub(super) async fn one(
     let found = gw
         .store
         .delivery(&vendor.id, &path.into_inner())
-        .await
-        .map_err(ApiError::unavailable)?
+        .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

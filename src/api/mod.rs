@@ -1,5 +1,7 @@
-//! The HTTP surface (http-api.md): routes, authentication, error bodies, and the server's start
-//! on any listener with a shutdown future, so tests run the real server on port 0.
+//! The HTTP surface (http-api.md): routes, authentication, error bodies, and the HTTP server on
+//! any listener with a shutdown future, so tests run the real server on port 0. Handlers
+//! authenticate, parse and answer; what a request does is done by the stages below, and the
+//! HTTP status of an answer is decided here alone.
 
 mod admin;
 mod aggregates;
@@ -12,15 +14,30 @@ mod deliveries;
 mod feedback;
 mod openapi;
 mod ratelimit;
-pub mod tls;
 
 use crate::catalogue::{Code, ErrorBody};
 use crate::config::{Principal, Role};
 use crate::gateway::Gateway;
+use crate::store::StoreError;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use std::future::Future;
 use std::sync::Arc;
+
+/// `GET /health/live`: `{"status": "ok"}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Live {
+    /// Always `ok`.
+    status: LiveStatus,
+}
+
+/// `ok`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum LiveStatus {
+    /// The process is up.
+    Ok,
+}
 
 /// An API error: a catalogue code and a message, answered as `{"code","message","details"}`.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +84,20 @@ impl ApiError {
     }
 }
 
+/// A store error as an API error: stored data that cannot be read back is `500 I500` (a fault
+/// here, logged with what was found), anything else `503 U001` (retry later).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "stored data cannot be read");
+                Self::new(Code::I500, "stored data cannot be read")
+            }
+            other => Self::unavailable(other),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -107,7 +138,9 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let cert = req.conn_data::<tls::ClientCertificate>().map(|c| &c.sha256);
+    let cert = req
+        .conn_data::<crate::tls::ClientCertificate>()
+        .map(|c| &c.sha256);
     // Rate limits (src/api/ratelimit.rs): absent when the app is built without `serve_with`.
     let limits = req.app_data::<web::Data<ratelimit::RateLimits>>();
     let Some(principal) = gw.principals.resolve(token, cert) else {
@@ -144,10 +177,12 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
     tag = "operations",
     summary = "The process is up",
     description = "Role: none (no authentication).",
-    responses((status = 200, description = "Always `{\"status\": \"ok\"}`.", body = openapi::Live)),
+    responses((status = 200, description = "Always `{\"status\": \"ok\"}`.", body = Live)),
 )]
 async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Live {
+        status: LiveStatus::Ok,
+    })
 }
 
 #[utoipa::path(
@@ -291,13 +326,6 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Unix milliseconds as RFC 3339 UTC with milliseconds (empty when out of range).
-pub(crate) fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
 /// Registers every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/admin").route(web::get().to(console::to_index)))
@@ -349,34 +377,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// Runs the server (plain HTTP) on a bound listener until `shutdown` resolves. Also runs the
-/// batch sealer, the push lanes and retention (partitions prepared before the first request,
-/// purges at start and every hour).
-pub async fn serve(
+/// Runs the HTTP server on a bound listener until `shutdown` resolves: plain HTTP, or HTTPS
+/// with `tls` (see [`crate::tls::server_config`]; a client certificate's fingerprint is kept per
+/// connection for [`authenticate`]). Only the HTTP surface: the background workers are started
+/// by the composition root ([`crate::app::serve`]).
+pub async fn run(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with(listener, gw, shutdown, None).await
-}
-
-/// Like [`serve`], over HTTPS with `tls` (see [`tls::server_config`]). A client certificate's
-/// fingerprint is kept per connection for [`authenticate`].
-pub async fn serve_tls(
-    listener: std::net::TcpListener,
-    gw: Arc<Gateway>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    tls: Arc<rustls::ServerConfig>,
-) -> std::io::Result<()> {
-    serve_with(listener, gw, shutdown, Some(tls)).await
-}
-
-/// [`serve`] or [`serve_tls`], by whether `tls` is given.
-pub async fn serve_with(
-    listener: std::net::TcpListener,
-    gw: Arc<Gateway>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
     tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let data = web::Data::from(gw.clone());
     let json_config = web::JsonConfig::default()
@@ -389,8 +398,6 @@ pub async fn serve_with(
     });
     // One set of rate limiters for all workers.
     let rate_limits = web::Data::new(ratelimit::RateLimits::new(&gw.limits));
-    // The partitions this month's deliveries need exist before the first request.
-    crate::retention::prepare(gw.store.as_ref(), &gw.retention).await;
     let server = HttpServer::new(move || {
         App::new()
             // Encoded bodies are refused before any extractor reads them (only deliveries
@@ -405,7 +412,7 @@ pub async fn serve_with(
             .app_data(query_config.clone())
             .configure(routes)
     })
-    .on_connect(tls::on_connect)
+    .on_connect(crate::tls::on_connect)
     .keep_alive(match gw.limits.keep_alive_secs {
         0 => actix_web::http::KeepAlive::Disabled,
         secs => actix_web::http::KeepAlive::Timeout(std::time::Duration::from_secs(secs)),
@@ -418,39 +425,9 @@ pub async fn serve_with(
     }
     .run();
     let handle = server.handle();
-    // Hot reload of the mappings directory, for as long as the server runs.
-    let _watcher = match &gw.mappings_dir {
-        Some(dir) => match crate::adapt::watch::watch(dir.clone(), gw.mappings.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!("cannot watch {} for mapping changes: {e}", dir.display());
-                None
-            }
-        },
-        None => None,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (push_stop_tx, push_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let pusher = tokio::spawn(crate::deliver::push::run_pusher(gw.clone(), async move {
-        let _ = push_stop_rx.await;
-    }));
-    let sealer = tokio::spawn(crate::deliver::run_sealer(gw.clone(), async move {
-        let _ = stop_rx.await;
-    }));
-    let (stop_retention, retention_stopped) = tokio::sync::oneshot::channel::<()>();
-    let retention = tokio::spawn(crate::retention::run(gw, async move {
-        let _ = retention_stopped.await;
-    }));
     tokio::spawn(async move {
         shutdown.await;
         handle.stop(true).await;
     });
-    let result = server.await;
-    let _ = stop_tx.send(());
-    let _ = push_stop_tx.send(());
-    let _ = sealer.await;
-    let _ = stop_retention.send(());
-    let _ = pusher.await;
-    let _ = retention.await;
-    result
+    server.await
 }

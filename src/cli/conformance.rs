@@ -116,7 +116,7 @@ pub fn run_case(case: &Case, mappings: &MappingSet, validator: &Validator) -> Ve
         validator,
         router: None,
         emit_test_records: true,
-        today: crate::gateway::berlin_date(chrono::Utc::now().timestamp_millis()),
+        today: crate::clock::berlin_date(chrono::Utc::now().timestamp_millis()),
         at: "",
         withdrawals: Job::no_withdrawals(),
         audit_key: None,

@@ -1,5 +1,6 @@
 //! The `weiche` command line: `serve`, `check`, `convert`, `conformance`, `pseudonym`, `audit`,
-//! `purge`.
+//! `purge`. `serve` and `check` assemble the runtime through [`crate::app`]; the others read the
+//! settings ([`crate::config::load`]) and open only what they use.
 
 pub mod conformance;
 mod convert;
@@ -259,8 +260,8 @@ fn print_warnings(loaded: &config::Loaded) {
 }
 
 fn check(config_path: Option<PathBuf>) -> ExitCode {
-    match config::load(config_path.as_deref()) {
-        Ok(loaded) if !loaded.mappings.failures.is_empty() => {
+    match crate::app::load(config_path.as_deref()) {
+        Ok((loaded, _)) if !loaded.mappings.failures.is_empty() => {
             print_warnings(&loaded);
             let problems: Vec<config::Problem> = loaded
                 .mappings
@@ -271,7 +272,7 @@ fn check(config_path: Option<PathBuf>) -> ExitCode {
             print_problems(&problems);
             ExitCode::from(1)
         }
-        Ok(loaded) => {
+        Ok((loaded, _)) => {
             print_warnings(&loaded);
             for n in &loaded.notices {
                 println!("note: {n}");
@@ -296,7 +297,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     // Logging, and OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set; flushed and stopped when
     // `serve` returns (after the runtime, declared later, has been dropped).
     let _telemetry = crate::telemetry::init_from_env();
-    let loaded = match config::load(config_path.as_deref()) {
+    let (loaded, app) = match crate::app::load(config_path.as_deref()) {
         Ok(l) => l,
         Err(problems) => {
             print_problems(&problems);
@@ -323,16 +324,6 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
         let listen = loaded.listen.clone();
         let demo = loaded.demo_tokens.clone();
-        let tls = match &loaded.tls {
-            Some(settings) => match crate::api::tls::server_config(settings) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    eprintln!("cannot set up TLS: {e}");
-                    return ExitCode::from(1);
-                }
-            },
-            None => None,
-        };
         let gw = match crate::gateway::Gateway::open(loaded).await {
             Ok(gw) => std::sync::Arc::new(gw),
             Err(e) => {
@@ -353,7 +344,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             .unwrap_or(listen);
         eprintln!(
             "weiche listening on {}://{addr} (store: {})",
-            if tls.is_some() { "https" } else { "http" },
+            if app.tls.is_some() { "https" } else { "http" },
             gw.store.backend()
         );
         for (id, path) in &demo {
@@ -374,7 +365,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down: finishing requests in flight");
         };
-        match crate::api::serve_with(listener, gw, shutdown, tls).await {
+        match crate::app::serve(listener, gw, app, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("server failed: {e}");

@@ -1,10 +1,12 @@
 //! Configuration: one TOML file, environment overrides, secrets from files or the environment,
 //! and embedded defaults so that `weiche serve` with no arguments runs a complete demo.
 //!
-//! [`load`] reads and checks everything start-up needs — the file, the principals and their
-//! secrets, the mappings, the policies, the canonical schema and code lists — and returns either
-//! a [`Loaded`] gateway configuration or every [`Problem`] found, each with file and line.
-//! `weiche check` and `weiche serve` share it, so they can never disagree.
+//! [`load`] reads and checks the settings — the file, the principals and their secrets, the
+//! mappings, the policies, the canonical schema and code lists — and returns either a [`Loaded`]
+//! configuration or every [`Problem`] found, each with file and line. It builds no runtime
+//! object: TLS configurations, push clients, the gateway and its workers are assembled by the
+//! composition root ([`crate::app`]), which `weiche check` and `weiche serve` share, so they can
+//! never disagree; `weiche purge` and `weiche audit verify` use the settings alone.
 
 mod permissions;
 mod principals;
@@ -476,8 +478,12 @@ pub struct Loaded {
     /// Secret files that every user may read or write, one warning each (`weiche check`
     /// prints them, `weiche serve` logs them).
     pub warnings: Vec<String>,
-    /// Push recipients' endpoints, by recipient id.
-    pub push_targets: BTreeMap<String, Arc<crate::deliver::push::Target>>,
+    /// Push recipients' endpoints (settings: paths resolved, secret read; the HTTPS clients are
+    /// built by [`crate::app`]), by recipient id.
+    pub push_endpoints: BTreeMap<String, push::PushEndpoint>,
+    /// Where the configuration came from (its path, or `(built-in defaults)`), for problems
+    /// found while building the runtime from it.
+    pub origin: String,
     /// Push worker settings.
     pub push_worker: push::PushWorkerConfig,
     /// How long stored data is kept.
@@ -794,7 +800,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
     }
     let mut recipients = Vec::new();
     let mut older_keys: BTreeMap<String, Vec<PseudonymKey>> = BTreeMap::new();
-    let mut push_targets = BTreeMap::new();
+    let mut push_endpoints = BTreeMap::new();
     for r in &file.recipients {
         if let Some(token) = &r.token {
             credentials(
@@ -843,18 +849,15 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
                 } else {
                     &file.data_dir
                 };
-                match push
-                    .build(base, &secret_base)
-                    .and_then(|e| crate::deliver::push::Target::new(&r.id, &e))
-                {
-                    Ok(target) => {
-                        if target.timeout().as_secs() >= file.push.lease_secs {
+                match push.build(base, &secret_base) {
+                    Ok(endpoint) => {
+                        if endpoint.timeout.as_secs() >= file.push.lease_secs {
                             recipient_problem(format!(
                                 "push.timeout_secs must be shorter than [push] lease_secs ({})",
                                 file.push.lease_secs
                             ));
                         }
-                        push_targets.insert(r.id.clone(), Arc::new(target));
+                        push_endpoints.insert(r.id.clone(), endpoint);
                     }
                     Err(m) => recipient_problem(format!("[recipients.push]: {m}")),
                 }
@@ -956,14 +959,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         }
     });
     match &tls {
-        Some(settings) => {
-            if let Err(m) = crate::api::tls::server_config(settings) {
-                problems.push(Problem {
-                    file: origin.clone(),
-                    line: 0,
-                    message: format!("[tls]: {m}"),
-                });
-            }
+        Some(_) => {
             if file.allow_plain_http {
                 notices.push("allow_plain_http has no effect: [tls] is configured".into());
             }
@@ -1053,7 +1049,8 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             router: Router::new(recipients),
             demo_tokens,
             notices,
-            push_targets,
+            push_endpoints,
+            origin,
             push_worker: file.push,
             retention: file.retention,
         }),

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use sha2::Sha512;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     /// Builds the HTTPS client of an endpoint: TLS 1.2/1.3 with the BSI suites
-    /// ([`crate::api::tls::provider`]), trusting the endpoint's CA file (or the system's roots),
+    /// ([`crate::tls::provider`]), trusting the endpoint's CA file (or the system's roots),
     /// presenting its client certificate if configured. Redirects are not followed.
     pub fn new(recipient: &str, endpoint: &PushEndpoint) -> Result<Target, String> {
         use rustls::pki_types::PrivateKeyDer;
@@ -88,7 +89,7 @@ impl Target {
         let mut roots = rustls::RootCertStore::empty();
         match &endpoint.ca_file {
             Some(path) => {
-                for cert in crate::api::tls::load_certs(path)? {
+                for cert in crate::tls::load_certs(path)? {
                     roots
                         .add(cert)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -101,14 +102,13 @@ impl Target {
                 }
             }
         }
-        let builder =
-            rustls::ClientConfig::builder_with_provider(Arc::new(crate::api::tls::provider()))
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(|e| format!("TLS: {e}"))?
-                .with_root_certificates(roots);
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots);
         let tls = match &endpoint.client_identity {
             Some((cert, key)) => {
-                let chain = crate::api::tls::load_certs(cert)?;
+                let chain = crate::tls::load_certs(cert)?;
                 let key = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| format!("{}: {e}", key.display()))?;
                 builder
@@ -313,26 +313,21 @@ fn event(
     by: Option<&str>,
     now_ms: i64,
 ) -> NewAuditEvent {
-    let at = crate::api::rfc3339_ms(now_ms);
-    let mut body = serde_json::json!({
-        "at": at,
-        "kind": kind,
-        "batch_id": group.batch_id,
-        "recipient": group.recipient,
-        "items": group.items,
-        "attempts": group.attempts,
-    });
-    if let Some(reason) = reason {
-        body["reason"] = reason.into();
-    }
-    if let Some(by) = by {
-        body["by"] = by.into();
-    }
+    let body = crate::audit::PushEvent {
+        at: crate::clock::rfc3339_ms(now_ms),
+        kind: kind.to_string(),
+        batch_id: group.batch_id.clone(),
+        recipient: group.recipient.clone(),
+        items: group.items,
+        attempts: group.attempts,
+        reason: reason.map(str::to_string),
+        by: by.map(str::to_string),
+    };
     NewAuditEvent {
         at_ms: now_ms,
         kind: kind.to_string(),
         subject: None,
-        body: body.to_string(),
+        body: body.to_json(),
         field_set: None,
     }
 }
@@ -542,11 +537,16 @@ impl Lane {
     }
 }
 
-/// Runs one task per push recipient until `stop` resolves, then gives the lanes up.
-pub async fn run_pusher(gw: Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
+/// Runs one task per push recipient (its endpoint in `targets`) until `stop` resolves, then
+/// gives the lanes up.
+pub async fn run_pusher(
+    gw: Arc<Gateway>,
+    targets: BTreeMap<String, Arc<Target>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for (recipient, target) in &gw.push {
+    for (recipient, target) in &targets {
         let Some(settings) = settings(&gw, recipient) else {
             continue;
         };

@@ -165,6 +165,33 @@ impl Receipt {
         }
     }
 
+    /// What the receipt adds to the metrics: the rejected records counted under the code of
+    /// their first error.
+    pub fn counts(&self) -> crate::telemetry::metrics::DeliveryCounts<'_> {
+        let mut first: BTreeMap<usize, Code> = BTreeMap::new();
+        for e in &self.errors {
+            if let Some(position) = e.record {
+                first.entry(position).or_insert(e.code);
+            }
+        }
+        let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+        for code in first.values() {
+            *rejected.entry(code.as_str().to_string()).or_default() += 1;
+        }
+        let counted: u64 = rejected.values().sum();
+        if self.rejected > counted {
+            // Cannot happen with the current receipts; keeps the sum honest if it ever does.
+            *rejected.entry("unknown".to_string()).or_default() += self.rejected - counted;
+        }
+        crate::telemetry::metrics::DeliveryCounts {
+            status: self.status.as_str(),
+            received: self.received,
+            accepted: self.accepted,
+            rejected,
+            routed: Some(&self.routed),
+        }
+    }
+
     /// The delivery-level code that rejected the delivery, if it was rejected whole.
     pub fn rejection_code(&self) -> Option<Code> {
         if self.status != Status::E4 {

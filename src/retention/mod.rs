@@ -32,7 +32,7 @@ pub fn cutoffs(cfg: &Retention, now_ms: i64, dry_run: bool) -> Cutoffs {
     let days_before = |days: u32| {
         (days > 0).then(|| now_ms.saturating_sub(i64::from(days).saturating_mul(DAY_MS)))
     };
-    let this_month = Month::of_date(crate::gateway::berlin_date(now_ms));
+    let this_month = Month::of_date(crate::clock::berlin_date(now_ms));
     Cutoffs {
         records_before: (cfg.records_months > 0)
             .then(|| this_month.plus(-i64::from(cfg.records_months))),

@@ -32,6 +32,11 @@
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
+use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
+use super::shared::{
+    BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
+    holder_columns, map_migrate_err, now_ms,
+};
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
@@ -39,9 +44,8 @@ use super::{
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
     StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
     feedback_row, feedback_rows, field_sets_of, findings_json, outcome_columns, periods_json,
-    scrub_receipt, should_seal,
+    push_group_row, scrub_receipt, should_seal,
 };
-use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Transaction};
@@ -122,8 +126,23 @@ impl PostgresStore {
         sqlx::migrate!("src/store/migrations/postgres")
             .run(&pool)
             .await
-            .map_err(map_migrate_err)?;
+            .map_err(|e| map_migrate_err(e, map_err))?;
         Ok(PostgresStore { pool })
+    }
+
+    /// The pool reads use (the same as writes on PostgreSQL).
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The pool writes use.
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Starts a writing transaction (READ COMMITTED; statements that need a lock take it).
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(map_err)
     }
 }
 
@@ -139,6 +158,40 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+// --- Where PostgreSQL's SQL differs: the names the shared SQL (sql.rs) asks for -------------
+
+super::sql::shared_fns!(Postgres);
+use shared_sql::{insert_items, insert_records, open_head};
+
+/// Joins so that the left table is the outer loop: PostgreSQL's planner picks the order itself.
+const LOOP_JOIN: &str = "JOIN";
+
+/// Row locks of rows read in a writing transaction (READ COMMITTED): what is read stays as read
+/// until the transaction ends.
+const FOR_UPDATE: &str = " FOR UPDATE";
+
+/// Shared row locks: the lane row stays share-locked until commit, so a claim (`FOR UPDATE SKIP
+/// LOCKED`) skips it meanwhile and results are recorded only by the lane's holder.
+const FOR_SHARE: &str = " FOR SHARE";
+
+/// A text column as a JSON string (`to_json` escapes like serde_json and SQLite's `json_quote`;
+/// `json_build_object` would add spaces).
+fn json_text(column: &str) -> String {
+    format!("to_json({column})::text")
+}
+
+/// One appender of the audit chain at a time across all processes, until this transaction
+/// ends: the last link read next stays the last until these rows are committed (or rolled
+/// back). The next statement (READ COMMITTED) sees what the previous holder committed.
+async fn lock_audit(tx: &mut Transaction<'static, Postgres>) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(AUDIT_LOCK)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }
 
 /// Maps a sqlx error: connection-level failures are [`StoreError::Unavailable`], everything
@@ -164,55 +217,6 @@ fn map_err(e: sqlx::Error) -> StoreError {
         _ => StoreError::Database(e),
     }
 }
-
-/// Maps a migration error, reporting a lost connection as [`StoreError::Unavailable`].
-fn map_migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
-    match e {
-        sqlx::migrate::MigrateError::Execute(inner) => match map_err(inner) {
-            StoreError::Database(inner) => {
-                StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner))
-            }
-            other => other,
-        },
-        other => StoreError::Migrate(other),
-    }
-}
-
-/// This process's clock in unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Decodes a batch row.
-fn batch_info(
-    (batch_id, recipient, created_at, items, periods, state): (
-        String,
-        String,
-        i64,
-        i64,
-        String,
-        String,
-    ),
-) -> StoreResult<BatchInfo> {
-    let periods: Vec<String> = serde_json::from_str(&periods)
-        .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: periods: {e}")))?;
-    let state = BatchState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("batch {batch_id}: state '{state}'")))?;
-    Ok(BatchInfo {
-        batch_id,
-        recipient,
-        created_at,
-        items,
-        periods,
-        state,
-    })
-}
-
-/// Columns of a batch row, in [`batch_info`]'s order.
-const BATCH_COLUMNS: &str = "batch_id, recipient, created_at, item_count, periods, state";
 
 /// The records to write, keeping only the last of several with the same key: PostgreSQL refuses
 /// an `INSERT … ON CONFLICT DO UPDATE` that touches one row twice, and the last version wins
@@ -246,75 +250,6 @@ fn last_versions(records: &[NewRecord]) -> Vec<&NewRecord> {
         .collect()
 }
 
-/// Inserts or replaces records with multi-row `INSERT … ON CONFLICT DO UPDATE` statements.
-async fn insert_records(
-    tx: &mut Transaction<'static, Postgres>,
-    records: &[NewRecord],
-    now: i64,
-) -> StoreResult<()> {
-    let records = last_versions(records);
-    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO records (vendor, record_id, reporting_period, program, client_id, \
-             delivery_id, body, updated_at, state) ",
-        );
-        qb.push_values(chunk, |mut row, r| {
-            row.push_bind(r.vendor.as_str())
-                .push_bind(r.record_id.as_str())
-                .push_bind(r.reporting_period.as_str())
-                .push_bind(r.program.as_str())
-                .push_bind(r.client_id.as_str())
-                .push_bind(r.delivery_id.as_str())
-                .push_bind(r.body.as_str())
-                .push_bind(now)
-                .push_unseparated(", 'active'");
-        });
-        qb.push(
-            " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
-             program = excluded.program, client_id = excluded.client_id, \
-             delivery_id = excluded.delivery_id, body = excluded.body, \
-             updated_at = excluded.updated_at, state = 'active'",
-        );
-        qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Inserts items with multi-row `INSERT`s; their `seq` follows the order of `items`.
-async fn insert_items(
-    tx: &mut Transaction<'static, Postgres>,
-    items: &[NewItem],
-    now: i64,
-) -> StoreResult<()> {
-    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
-             record_ref, body, created_at, consent_id) ",
-        );
-        qb.push_values(chunk, |mut row, i| {
-            row.push_bind(i.recipient.as_str())
-                .push_bind(i.kind.as_str())
-                .push_bind(i.vendor.as_str())
-                .push_bind(i.record_id.as_str())
-                .push_bind(i.reporting_period.as_str())
-                .push_bind(i.record_ref.as_str())
-                .push_bind(i.body.as_str())
-                .push_bind(now)
-                .push_bind(i.consent_id.as_deref());
-        });
-        qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
-}
-
 /// The receipt's subjects of a delivery whose row was just inserted, as two parallel arrays (two
 /// parameters, however many).
 async fn insert_receipt_subjects(
@@ -343,73 +278,7 @@ struct PgDeliveryTx {
     tx: Transaction<'static, Postgres>,
 }
 
-#[async_trait]
-impl DeliveryTx for PgDeliveryTx {
-    async fn put(&mut self, records: &[NewRecord], items: &[NewItem]) -> StoreResult<()> {
-        let now = now_ms();
-        insert_records(&mut self.tx, records, now).await?;
-        insert_items(&mut self.tx, items, now).await
-    }
-
-    async fn commit(mut self: Box<Self>, d: &NewDelivery) -> StoreResult<CommitOutcome> {
-        // A concurrent transaction with the same key makes this statement wait for its outcome:
-        // if it commits, nothing is inserted here; if it rolls back, this row goes in.
-        let inserted = sqlx::query(
-            "INSERT INTO deliveries (id, vendor, idempotency_key, content_hash, format, mode, \
-             status, test, received_at, receipt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (vendor, idempotency_key) DO NOTHING",
-        )
-        .bind(&d.id)
-        .bind(&d.vendor)
-        .bind(d.idempotency_key.as_deref())
-        .bind(&d.content_hash)
-        .bind(&d.format)
-        .bind(&d.mode)
-        .bind(&d.status)
-        .bind(d.test)
-        .bind(d.received_at)
-        .bind(&d.receipt)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        if inserted == 1 {
-            insert_receipt_subjects(&mut self.tx, d).await?;
-            self.tx.commit().await.map_err(map_err)?;
-            return Ok(CommitOutcome::Committed);
-        }
-        // Only the (vendor, idempotency_key) conflict is absorbed, so the key is set here; in
-        // READ COMMITTED this statement sees the conflicting, committed row.
-        let first: Option<(String, String)> = sqlx::query_as(
-            "SELECT content_hash, receipt FROM deliveries \
-             WHERE vendor = $1 AND idempotency_key = $2",
-        )
-        .bind(&d.vendor)
-        .bind(d.idempotency_key.as_deref())
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        self.tx.rollback().await.map_err(map_err)?;
-        let (content_hash, receipt) = first.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "delivery {} conflicted on its idempotency key, but no earlier delivery was found",
-                d.id
-            ))
-        })?;
-        Ok(CommitOutcome::Duplicate {
-            content_hash,
-            receipt,
-        })
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.tx.rollback().await.map_err(map_err)
-    }
-
-    async fn commit_plain(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_err)
-    }
-
+super::sql::impl_delivery_tx!(PgDeliveryTx, Postgres, {
     async fn holders(
         &mut self,
         vendor: &str,
@@ -488,320 +357,17 @@ impl DeliveryTx for PgDeliveryTx {
         cancelled.sort_unstable();
         Ok(cancelled)
     }
+});
 
-    async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let sets = field_sets_of(events);
-        if !sets.is_empty() {
-            let mut qb =
-                QueryBuilder::<Postgres>::new("INSERT INTO audit_field_sets (sha256, fields) ");
-            qb.push_values(sets, |mut row, set| {
-                row.push_bind(set.sha256.as_str())
-                    .push_bind(set.fields.as_str());
-            });
-            qb.push(" ON CONFLICT (sha256) DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
-        }
-        // One appender at a time across all processes, until this transaction ends: the last
-        // row read below stays the last until these rows are committed (or rolled back). The
-        // next statement (READ COMMITTED) sees what the previous holder committed.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(AUDIT_LOCK)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        let last: Option<(i64, String)> = sqlx::query_as(LAST_LINK)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        let rows = chain(last, events);
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb = QueryBuilder::<Postgres>::new(
-                "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut row, a| {
-                row.push_bind(a.seq)
-                    .push_bind(a.at_ms)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(a.subject.as_deref())
-                    .push_bind(a.body.as_str())
-                    .push_bind(a.prev_hash.as_str())
-                    .push_bind(a.hash.as_str());
-            });
-            qb.build()
-                .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
-        }
-        Ok(())
-    }
-
-    async fn put_withdrawal(&mut self, vendor: &str, w: &Withdrawal) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO withdrawals (vendor, client_id, consent_id, withdrawn_on) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (vendor, client_id, consent_id) DO UPDATE \
-             SET withdrawn_on = excluded.withdrawn_on \
-             WHERE excluded.withdrawn_on < withdrawals.withdrawn_on",
-        )
-        .bind(vendor)
-        .bind(&w.client_id)
-        .bind(&w.consent_id)
-        .bind(&w.withdrawn_on)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn client_holders(
-        &mut self,
-        vendor: &str,
-        client_id: &str,
-        consent_id: Option<&str>,
-    ) -> StoreResult<Vec<Holder>> {
-        // The client's few records (index records_vendor_client), each probing items_latest
-        // (and holdings). The latest of items and holdings by seq decides.
-        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {items} FROM items AS i WHERE i.seq IN (\
-             SELECT MAX(j.seq) FROM records AS r \
-             JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
-             AND j.reporting_period = r.reporting_period \
-             WHERE r.vendor = $1 AND r.client_id = $2 \
-             GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND i.kind = 'record' AND ($3::text IS NULL OR i.consent_id = $3) \
-             AND {no_newer_holding} \
-             UNION ALL \
-             SELECT {held} FROM records AS r \
-             JOIN holdings AS h ON h.vendor = r.vendor AND h.record_id = r.record_id \
-             AND h.reporting_period = r.reporting_period \
-             WHERE r.vendor = $1 AND r.client_id = $2 AND h.kind = 'record' \
-             AND ($3::text IS NULL OR h.consent_id = $3) AND {no_newer_item} \
-             ORDER BY 3, 4, 1",
-            items = holder_columns("i"),
-            held = holder_columns("h"),
-            no_newer_holding = NO_NEWER_HOLDING,
-            no_newer_item = NO_NEWER_ITEM,
-        ))
-        .bind(vendor)
-        .bind(client_id)
-        .bind(consent_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(holder).collect())
-    }
-
-    async fn erase_client(
-        &mut self,
-        vendor: &str,
-        client_id: &str,
-        subject: &str,
-    ) -> StoreResult<Erased> {
-        let mut erased = Erased::default();
-        // Items first: they are found through the client's records.
-        let deleted: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM items WHERE batch_id IS NULL AND vendor = $1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        // Built as text (json_build_object would add spaces): to_json escapes like serde_json
-        // and SQLite's json_quote, so both backends store the same bytes.
-        let blanked: Vec<String> = sqlx::query_scalar(
-            "UPDATE items SET body = '{\"type\":' || to_json(kind)::text || ',\"record_ref\":' \
-             || to_json(record_ref)::text || ',\"erased\":true}' \
-             WHERE batch_id IS NOT NULL AND vendor = $1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        count_items(&mut erased, deleted.iter().chain(&blanked));
-        erased.feedback = sqlx::query(
-            "DELETE FROM feedback WHERE vendor = $1 AND (record_id, reporting_period) IN \
-             (SELECT record_id, reporting_period FROM records WHERE vendor = $1 AND client_id = $2)",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        // What recipients held of the client's records, from purged items.
-        sqlx::query(
-            "DELETE FROM holdings WHERE vendor = $1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = $1 AND client_id = $2)",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        erased.records = sqlx::query("DELETE FROM records WHERE vendor = $1 AND client_id = $2")
-            .bind(vendor)
-            .bind(client_id)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        erased.withdrawals =
-            sqlx::query("DELETE FROM withdrawals WHERE vendor = $1 AND client_id = $2")
-                .bind(vendor)
-                .bind(client_id)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-        // Receipt entries about the client's records, found by its subject pseudonym.
-        let found: Vec<(String, i64)> = sqlx::query_as(
-            "DELETE FROM receipt_subjects WHERE subject = $1 RETURNING delivery_id, record",
-        )
-        .bind(subject)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        for (delivery_id, records) in by_delivery(found) {
-            let receipt: Option<String> = sqlx::query_scalar(
-                "SELECT receipt FROM deliveries WHERE id = $1 AND vendor = $2 FOR UPDATE",
-            )
-            .bind(&delivery_id)
-            .bind(vendor)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-            let Some(receipt) = receipt else { continue };
-            if let Some((text, n)) = scrub_receipt(&receipt, &records)? {
-                sqlx::query("UPDATE deliveries SET receipt = $1 WHERE id = $2")
-                    .bind(text)
-                    .bind(&delivery_id)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-                erased.receipts += 1;
-                erased.receipt_entries += n;
-            }
-        }
-        Ok(erased)
-    }
-}
-
-#[async_trait]
-impl Store for PostgresStore {
+super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
     fn backend(&self) -> &'static str {
         "postgres"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>> {
         Ok(Box::new(PgDeliveryTx {
             tx: self.pool.begin().await.map_err(map_err)?,
         }))
-    }
-
-    async fn delivery_by_key(
-        &self,
-        vendor: &str,
-        key: &str,
-    ) -> StoreResult<Option<(String, String)>> {
-        sqlx::query_as(
-            "SELECT content_hash, receipt FROM deliveries \
-             WHERE vendor = $1 AND idempotency_key = $2",
-        )
-        .bind(vendor)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)
-    }
-
-    async fn delivery(&self, vendor: &str, id: &str) -> StoreResult<Option<StoredDelivery>> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT id, received_at, receipt FROM deliveries WHERE id = $1 AND vendor = $2",
-        )
-        .bind(id)
-        .bind(vendor)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(row.map(|(id, received_at, receipt)| StoredDelivery {
-            id,
-            received_at,
-            receipt,
-        }))
-    }
-
-    async fn deliveries(
-        &self,
-        vendor: &str,
-        since: Option<i64>,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> StoreResult<Vec<StoredDelivery>> {
-        let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT id, received_at, receipt FROM deliveries WHERE vendor = ",
-        );
-        qb.push_bind(vendor);
-        if let Some(since) = since {
-            qb.push(" AND received_at >= ").push_bind(since);
-        }
-        if let Some((at, id)) = after {
-            qb.push(" AND (received_at, id) < (")
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .push_bind(limit.max(0));
-        let rows: Vec<(String, i64, String)> = qb
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, received_at, receipt)| StoredDelivery {
-                id,
-                received_at,
-                receipt,
-            })
-            .collect())
-    }
-
-    async fn record(
-        &self,
-        vendor: &str,
-        record_id: &str,
-        period: &str,
-    ) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT body FROM records \
-             WHERE vendor = $1 AND record_id = $2 AND reporting_period = $3",
-        )
-        .bind(vendor)
-        .bind(record_id)
-        .bind(period)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)
     }
 
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
@@ -909,62 +475,6 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(sealed)
-    }
-
-    async fn batches(
-        &self,
-        recipient: &str,
-        state: Option<BatchState>,
-    ) -> StoreResult<Vec<BatchInfo>> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
-        qb.push(BATCH_COLUMNS)
-            .push(" FROM batches WHERE recipient = ")
-            .push_bind(recipient);
-        if let Some(state) = state {
-            qb.push(" AND state = ").push_bind(state.as_str());
-        }
-        qb.push(" ORDER BY seal_no");
-        let rows = qb
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        rows.into_iter().map(batch_info).collect()
-    }
-
-    async fn batch(&self, recipient: &str, batch_id: &str) -> StoreResult<Option<BatchInfo>> {
-        let row = sqlx::query_as(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = $1 AND recipient = $2"
-        ))
-        .bind(batch_id)
-        .bind(recipient)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.map(batch_info).transpose()
-    }
-
-    async fn batch_items(
-        &self,
-        batch_id: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<BatchItem>> {
-        // A range scan of the index items_sealed (batch_id, seq).
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, body FROM items WHERE batch_id = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(batch_id)
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, body)| BatchItem { seq, body })
-            .collect())
     }
 
     async fn batch_items_joined(
@@ -1076,50 +586,6 @@ impl Store for PostgresStore {
         open_count(&self.pool, recipient).await
     }
 
-    async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT client_id, consent_id, withdrawn_on FROM withdrawals WHERE vendor = $1 \
-             ORDER BY client_id, consent_id",
-        )
-        .bind(vendor)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(client_id, consent_id, withdrawn_on)| Withdrawal {
-                client_id,
-                consent_id,
-                withdrawn_on,
-            })
-            .collect())
-    }
-
-    async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(&format!(
-            "SELECT r.body FROM records AS r \
-             WHERE r.state = 'active' AND r.reporting_period = $1 \
-             AND {LATEST_KIND} = 'record' ORDER BY r.vendor, r.record_id"
-        ))
-        .bind(period)
-        .bind(recipient)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)
-    }
-
-    async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
-        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_SELECT} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(audit_row).collect())
-    }
-
     async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT sha256, fields FROM audit_field_sets WHERE sha256 = ANY($1::text[])",
@@ -1132,17 +598,6 @@ impl Store for PostgresStore {
             .into_iter()
             .map(|(sha256, fields)| FieldSet { sha256, fields })
             .collect())
-    }
-
-    async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
-        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_SELECT} FROM audit WHERE subject = $1 ORDER BY seq"
-        ))
-        .bind(subject)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(audit_row).collect())
     }
 
     /// A no-op: deleted and updated rows become dead tuples that (auto)VACUUM reclaims for
@@ -1190,165 +645,6 @@ impl Store for PostgresStore {
         Ok(free.is_some())
     }
 
-    async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE push_lanes SET owner = NULL, lease_until = 0 \
-             WHERE recipient = $1 AND owner = $2",
-        )
-        .bind(recipient)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn push_heads(&self, recipient: &str, limit: i64) -> StoreResult<Vec<PushGroup>> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE recipient = $1 AND state = 'pending' \
-             ORDER BY seal_no LIMIT $2"
-        ))
-        .bind(recipient)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter().map(push_group).collect()
-    }
-
-    async fn push_results(
-        &self,
-        recipient: &str,
-        owner: &str,
-        results: &[PushResult],
-    ) -> StoreResult<usize> {
-        if results.is_empty() {
-            return Ok(0);
-        }
-        let mut dtx = PgDeliveryTx {
-            tx: self.pool.begin().await.map_err(map_err)?,
-        };
-        // The lane row stays share-locked until commit: a claim (FOR UPDATE SKIP LOCKED)
-        // skips it meanwhile, so results are recorded only by the lane's holder.
-        let held: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM push_lanes WHERE recipient = $1 AND owner = $2 FOR SHARE",
-        )
-        .bind(recipient)
-        .bind(owner)
-        .fetch_optional(&mut *dtx.tx)
-        .await
-        .map_err(map_err)?;
-        if held.is_none() {
-            dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(0);
-        }
-        let mut recorded = 0;
-        for r in results {
-            let (state, next_at, error) = outcome_columns(&r.outcome, r.at_ms);
-            let changed = sqlx::query(
-                "UPDATE push_groups SET state = $3, attempts = attempts + 1, next_at = $4, \
-                 last_error = $5, updated_at = $6 \
-                 WHERE batch_id = $1 AND recipient = $2 AND state = 'pending'",
-            )
-            .bind(&r.batch_id)
-            .bind(recipient)
-            .bind(state.as_str())
-            .bind(next_at)
-            .bind(error)
-            .bind(r.at_ms)
-            .execute(&mut *dtx.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            if changed != 1 {
-                continue;
-            }
-            if state == PushState::Delivered {
-                sqlx::query(
-                    "UPDATE batches SET state = 'acknowledged', acked_at = $2 WHERE batch_id = $1",
-                )
-                .bind(&r.batch_id)
-                .bind(r.at_ms)
-                .execute(&mut *dtx.tx)
-                .await
-                .map_err(map_err)?;
-            }
-            dtx.audit(&r.audit).await?;
-            recorded += 1;
-        }
-        dtx.tx.commit().await.map_err(map_err)?;
-        Ok(recorded)
-    }
-
-    async fn push_groups(
-        &self,
-        state: PushState,
-        recipient: Option<&str>,
-    ) -> StoreResult<Vec<PushGroup>> {
-        let rows = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE state = $1 \
-             AND ($2::text IS NULL OR recipient = $2) ORDER BY updated_at, batch_id"
-        ))
-        .bind(state.as_str())
-        .bind(recipient)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter().map(push_group).collect()
-    }
-
-    async fn push_group(&self, batch_id: &str) -> StoreResult<Option<PushGroup>> {
-        let row = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE batch_id = $1"
-        ))
-        .bind(batch_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
-        row.map(push_group).transpose()
-    }
-
-    async fn settle_dead_letter(
-        &self,
-        batch_id: &str,
-        to: PushState,
-        now_ms: i64,
-        audit: &[NewAuditEvent],
-    ) -> StoreResult<Option<PushGroup>> {
-        let mut dtx = PgDeliveryTx {
-            tx: self.pool.begin().await.map_err(map_err)?,
-        };
-        let row = sqlx::query_as(&format!(
-            "UPDATE push_groups SET state = $2, \
-             attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END, \
-             next_at = $3, updated_at = $3 WHERE batch_id = $1 AND state = 'dead' \
-             RETURNING {PUSH_COLUMNS}"
-        ))
-        .bind(batch_id)
-        .bind(to.as_str())
-        .bind(now_ms)
-        .fetch_optional(&mut *dtx.tx)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else {
-            dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(None);
-        };
-        if to == PushState::Discarded {
-            sqlx::query(
-                "UPDATE batches SET state = 'acknowledged', acked_at = $2 WHERE batch_id = $1",
-            )
-            .bind(batch_id)
-            .bind(now_ms)
-            .execute(&mut *dtx.tx)
-            .await
-            .map_err(map_err)?;
-        }
-        dtx.audit(audit).await?;
-        dtx.tx.commit().await.map_err(map_err)?;
-        push_group(row).map(Some)
-    }
-
     async fn push_backlog(&self, recipient: &str) -> StoreResult<i64> {
         let pending: i64 = sqlx::query_scalar(
             "SELECT COALESCE((SELECT SUM(item_count) FROM push_groups \
@@ -1361,24 +657,6 @@ impl Store for PostgresStore {
         Ok(open_count(&self.pool, recipient).await? + pending)
     }
 
-    async fn feedback(
-        &self,
-        vendor: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<FeedbackRow>> {
-        let rows: Vec<FeedbackTuple> = sqlx::query_as(&format!(
-            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE vendor = $1 AND seq > $2 \
-             ORDER BY seq LIMIT $3"
-        ))
-        .bind(vendor)
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(feedback_row).collect())
-    }
     async fn maintain_partitions(
         &self,
         now_ms: i64,
@@ -1407,16 +685,7 @@ impl Store for PostgresStore {
         release_retention(conn).await;
         result
     }
-
-    async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
-        Ok(row.map(|(seq, hash)| AuditAnchor { seq, hash }))
-    }
-}
+});
 
 // ---------------------------------------------------------------------------------------------
 // Retention: monthly partitions and purging.
@@ -2035,7 +1304,7 @@ async fn purge_audit(
         .await
         .map_err(map_err)?;
         let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
-        let prefix = crate::audit::purge_prefix(anchor.as_ref(), &rows, before_ms);
+        let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
         if let Some(b) = &prefix.broken {
             r.notes.push(format!(
                 "audit chain broken at event {}: not purged past it ({})",
@@ -2077,57 +1346,9 @@ async fn purge_audit(
     }
 }
 
-/// Columns of a push group row, in [`push_group`]'s order.
+/// Columns of a push group row, in [`PushGroupTuple`]'s order.
 const PUSH_COLUMNS: &str = "batch_id, recipient, seal_no, item_count, state, attempts::BIGINT, \
                             next_at, last_error, updated_at";
-
-/// Decodes a push group row.
-fn push_group(row: PushGroupTuple) -> StoreResult<PushGroup> {
-    super::push_group(row)
-}
-
-/// The number of open items among the recipient's first `max_items` open ones (so at most
-/// `max_items`) and the oldest `created_at` among them.
-async fn open_head<'c, E>(
-    executor: E,
-    recipient: &str,
-    max_items: i64,
-) -> StoreResult<(i64, Option<i64>)>
-where
-    E: sqlx::Executor<'c, Database = Postgres>,
-{
-    sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM (\
-         SELECT created_at FROM items WHERE recipient = $1 AND batch_id IS NULL \
-         ORDER BY seq LIMIT $2) AS head",
-    )
-    .bind(recipient)
-    .bind(max_items)
-    .fetch_one(executor)
-    .await
-    .map_err(map_err)
-}
-
-/// A holder row: recipient, vendor, record id, period, record ref, consent id.
-type HolderRow = (String, String, String, String, String, Option<String>);
-
-/// Columns of an item or a holding (by table alias) read as a [`HolderRow`].
-fn holder_columns(alias: &str) -> String {
-    format!(
-        "{alias}.recipient, {alias}.vendor, {alias}.record_id, {alias}.reporting_period, \
-         {alias}.record_ref, {alias}.consent_id"
-    )
-}
-
-/// No holding (purged item) of item `i`'s record and recipient is newer than `i`.
-const NO_NEWER_HOLDING: &str = "NOT EXISTS (SELECT 1 FROM holdings AS n \
-     WHERE n.vendor = i.vendor AND n.record_id = i.record_id \
-     AND n.reporting_period = i.reporting_period AND n.recipient = i.recipient AND n.seq > i.seq)";
-
-/// No item of holding `h`'s record and recipient is newer than `h`.
-const NO_NEWER_ITEM: &str = "NOT EXISTS (SELECT 1 FROM items AS n \
-     WHERE n.vendor = h.vendor AND n.record_id = h.record_id \
-     AND n.reporting_period = h.reporting_period AND n.recipient = h.recipient AND n.seq > h.seq)";
 
 /// The kind of the latest item or holding (by seq) of record `r` for the recipient `$2`; NULL
 /// when there is neither.
@@ -2139,63 +1360,3 @@ const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
      AND h.recipient = $2), -1) ORDER BY i.seq DESC LIMIT 1), \
      (SELECT h.kind FROM holdings AS h WHERE h.vendor = r.vendor AND h.record_id = r.record_id \
      AND h.reporting_period = r.reporting_period AND h.recipient = $2))";
-
-/// The last link of the audit chain: its newest event, or the anchor when every event was
-/// purged.
-const LAST_LINK: &str = "SELECT seq, hash FROM (\
-     SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) \
-     UNION ALL SELECT seq, hash FROM audit_anchor) AS l ORDER BY seq DESC LIMIT 1";
-
-/// Decodes a holder row.
-fn holder(
-    (recipient, vendor, record_id, reporting_period, record_ref, consent_id): HolderRow,
-) -> Holder {
-    Holder {
-        recipient,
-        vendor,
-        record_id,
-        reporting_period,
-        record_ref,
-        consent_id,
-    }
-}
-
-/// An audit row as read: seq, at, kind, subject, body, prev hash, hash.
-type AuditTuple = (i64, i64, String, Option<String>, String, String, String);
-
-/// Columns of an audit row, in [`AuditTuple`]'s order.
-const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
-
-/// Decodes an audit row.
-fn audit_row((seq, at_ms, kind, subject, body, prev_hash, hash): AuditTuple) -> AuditRow {
-    AuditRow {
-        seq,
-        at_ms,
-        kind,
-        subject,
-        body,
-        prev_hash,
-        hash,
-    }
-}
-
-/// Links events to the chain whose last row is `last` (`None`: empty chain).
-fn chain(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
-    let (mut seq, mut prev) = last.unwrap_or_else(|| (0, crate::audit::GENESIS.to_string()));
-    events
-        .iter()
-        .map(|e| {
-            seq += 1;
-            let hash = crate::audit::link_hash(&prev, &e.body);
-            AuditRow {
-                seq,
-                at_ms: e.at_ms,
-                kind: e.kind.clone(),
-                subject: e.subject.clone(),
-                body: e.body.clone(),
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            }
-        })
-        .collect()
-}

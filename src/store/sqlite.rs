@@ -26,15 +26,20 @@
 //! ([`std::time::SystemTime::now`]) when [`DeliveryTx::put`] runs, the same clock the callers of
 //! [`Store::seal`] use for `now_ms`.
 
+use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
+use super::shared::{
+    BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
+    holder_columns, map_migrate_err, now_ms,
+};
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
     StoreResult, StoredDelivery, Withdrawal, by_delivery, count_items, feedback_row, feedback_rows,
-    field_sets_of, findings_json, outcome_columns, periods_json, scrub_receipt, should_seal,
+    field_sets_of, findings_json, outcome_columns, periods_json, push_group_row, scrub_receipt,
+    should_seal,
 };
-use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -236,7 +241,7 @@ impl SqliteStore {
         sqlx::migrate!("src/store/migrations/sqlite")
             .run(&writer)
             .await
-            .map_err(map_migrate_err)?;
+            .map_err(|e| map_migrate_err(e, map_err))?;
 
         let (reader, housekeeper) = if in_memory {
             // An in-memory database has no WAL: readers beside the writer would meet table
@@ -265,6 +270,16 @@ impl SqliteStore {
         })
     }
 
+    /// The pool of reading connections.
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// The one writing connection.
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     /// Starts a writing transaction on the writer connection (`BEGIN IMMEDIATE`).
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.writer
@@ -286,6 +301,38 @@ fn is_in_memory(url: &str, options: &SqliteConnectOptions) -> bool {
             .get_filename()
             .to_string_lossy()
             .starts_with("file:sqlx-in-memory-")
+}
+
+// --- Where SQLite's SQL differs: the names the shared SQL (sql.rs) asks for ------------------
+
+super::sql::shared_fns!(Sqlite);
+use shared_sql::{insert_items, insert_records, open_head};
+
+/// Joins so that the left table is the outer loop: SQLite's planner keeps a CROSS JOIN's order.
+const LOOP_JOIN: &str = "CROSS JOIN";
+
+/// Row locks of a writing transaction: none needed, `BEGIN IMMEDIATE` holds SQLite's write lock
+/// (no other connection or process writes meanwhile).
+const FOR_UPDATE: &str = "";
+
+/// Shared row locks: none needed, as for [`FOR_UPDATE`].
+const FOR_SHARE: &str = "";
+
+/// A text column as a JSON string: `json_quote` escapes like serde_json (compact, no spaces).
+fn json_text(column: &str) -> String {
+    format!("json_quote({column})")
+}
+
+/// One appender of the audit chain at a time: the transaction began with `BEGIN IMMEDIATE`, so
+/// it holds SQLite's write lock already.
+async fn lock_audit(_tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+    Ok(())
+}
+
+/// The records to write: all of them; SQLite applies the rows of one `INSERT … ON CONFLICT DO
+/// UPDATE` in order, so of several versions of a record the last wins by itself.
+fn last_versions(records: &[NewRecord]) -> &[NewRecord] {
+    records
 }
 
 /// Maps a sqlx error: connection-level failures (and a database that stays locked or cannot be
@@ -311,123 +358,6 @@ fn map_err(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Database(e),
     }
-}
-
-/// Maps a migration error, reporting a lost connection as [`StoreError::Unavailable`].
-fn map_migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
-    match e {
-        sqlx::migrate::MigrateError::Execute(inner) => match map_err(inner) {
-            StoreError::Database(inner) => {
-                StoreError::Migrate(sqlx::migrate::MigrateError::Execute(inner))
-            }
-            other => other,
-        },
-        other => StoreError::Migrate(other),
-    }
-}
-
-/// This process's clock in unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Decodes a batch row.
-fn batch_info(
-    (batch_id, recipient, created_at, items, periods, state): (
-        String,
-        String,
-        i64,
-        i64,
-        String,
-        String,
-    ),
-) -> StoreResult<BatchInfo> {
-    let periods: Vec<String> = serde_json::from_str(&periods)
-        .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: periods: {e}")))?;
-    let state = BatchState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("batch {batch_id}: state '{state}'")))?;
-    Ok(BatchInfo {
-        batch_id,
-        recipient,
-        created_at,
-        items,
-        periods,
-        state,
-    })
-}
-
-/// Columns of a batch row, in [`batch_info`]'s order.
-const BATCH_COLUMNS: &str = "batch_id, recipient, created_at, item_count, periods, state";
-
-/// Inserts or replaces records with multi-row `INSERT … ON CONFLICT DO UPDATE` statements.
-async fn insert_records(
-    tx: &mut Transaction<'static, Sqlite>,
-    records: &[NewRecord],
-    now: i64,
-) -> StoreResult<()> {
-    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO records (vendor, record_id, reporting_period, program, client_id, \
-             delivery_id, body, updated_at, state) ",
-        );
-        qb.push_values(chunk, |mut row, r| {
-            row.push_bind(r.vendor.as_str())
-                .push_bind(r.record_id.as_str())
-                .push_bind(r.reporting_period.as_str())
-                .push_bind(r.program.as_str())
-                .push_bind(r.client_id.as_str())
-                .push_bind(r.delivery_id.as_str())
-                .push_bind(r.body.as_str())
-                .push_bind(now)
-                .push_unseparated(", 'active'");
-        });
-        qb.push(
-            " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
-             program = excluded.program, client_id = excluded.client_id, \
-             delivery_id = excluded.delivery_id, body = excluded.body, \
-             updated_at = excluded.updated_at, state = 'active'",
-        );
-        qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Inserts items with multi-row `INSERT`s; their `seq` follows the order of `items`.
-async fn insert_items(
-    tx: &mut Transaction<'static, Sqlite>,
-    items: &[NewItem],
-    now: i64,
-) -> StoreResult<()> {
-    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
-             record_ref, body, created_at, consent_id) ",
-        );
-        qb.push_values(chunk, |mut row, i| {
-            row.push_bind(i.recipient.as_str())
-                .push_bind(i.kind.as_str())
-                .push_bind(i.vendor.as_str())
-                .push_bind(i.record_id.as_str())
-                .push_bind(i.reporting_period.as_str())
-                .push_bind(i.record_ref.as_str())
-                .push_bind(i.body.as_str())
-                .push_bind(now)
-                .push_bind(i.consent_id.as_deref());
-        });
-        qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
-    }
-    Ok(())
 }
 
 /// The receipt's subjects of a delivery whose row was just inserted, as one JSON array of
@@ -460,70 +390,7 @@ struct SqliteDeliveryTx {
     tx: Transaction<'static, Sqlite>,
 }
 
-#[async_trait]
-impl DeliveryTx for SqliteDeliveryTx {
-    async fn put(&mut self, records: &[NewRecord], items: &[NewItem]) -> StoreResult<()> {
-        let now = now_ms();
-        insert_records(&mut self.tx, records, now).await?;
-        insert_items(&mut self.tx, items, now).await
-    }
-
-    async fn commit(mut self: Box<Self>, d: &NewDelivery) -> StoreResult<CommitOutcome> {
-        let inserted = sqlx::query(
-            "INSERT INTO deliveries (id, vendor, idempotency_key, content_hash, format, mode, \
-             status, test, received_at, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (vendor, idempotency_key) DO NOTHING",
-        )
-        .bind(&d.id)
-        .bind(&d.vendor)
-        .bind(d.idempotency_key.as_deref())
-        .bind(&d.content_hash)
-        .bind(&d.format)
-        .bind(&d.mode)
-        .bind(&d.status)
-        .bind(d.test)
-        .bind(d.received_at)
-        .bind(&d.receipt)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        if inserted == 1 {
-            insert_receipt_subjects(&mut self.tx, d).await?;
-            self.tx.commit().await.map_err(map_err)?;
-            return Ok(CommitOutcome::Committed);
-        }
-        // Only the (vendor, idempotency_key) conflict is absorbed, so the key is set here.
-        let first: Option<(String, String)> = sqlx::query_as(
-            "SELECT content_hash, receipt FROM deliveries \
-             WHERE vendor = ? AND idempotency_key = ?",
-        )
-        .bind(&d.vendor)
-        .bind(d.idempotency_key.as_deref())
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        self.tx.rollback().await.map_err(map_err)?;
-        let (content_hash, receipt) = first.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "delivery {} conflicted on its idempotency key, but no earlier delivery was found",
-                d.id
-            ))
-        })?;
-        Ok(CommitOutcome::Duplicate {
-            content_hash,
-            receipt,
-        })
-    }
-
-    async fn rollback(self: Box<Self>) -> StoreResult<()> {
-        self.tx.rollback().await.map_err(map_err)
-    }
-
-    async fn commit_plain(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_err)
-    }
-
+super::sql::impl_delivery_tx!(SqliteDeliveryTx, Sqlite, {
     async fn holders(
         &mut self,
         vendor: &str,
@@ -594,312 +461,17 @@ impl DeliveryTx for SqliteDeliveryTx {
         cancelled.sort_unstable();
         Ok(cancelled)
     }
+});
 
-    async fn audit(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let sets = field_sets_of(events);
-        if !sets.is_empty() {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("INSERT INTO audit_field_sets (sha256, fields) ");
-            qb.push_values(sets, |mut row, set| {
-                row.push_bind(set.sha256.as_str())
-                    .push_bind(set.fields.as_str());
-            });
-            qb.push(" ON CONFLICT (sha256) DO NOTHING");
-            qb.build().execute(&mut *self.tx).await.map_err(map_err)?;
-        }
-        // The transaction began with BEGIN IMMEDIATE: it holds SQLite's write lock, so no other
-        // connection or process appends meanwhile.
-        let last: Option<(i64, String)> = sqlx::query_as(LAST_LINK)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        let rows = chain(last, events);
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut row, a| {
-                row.push_bind(a.seq)
-                    .push_bind(a.at_ms)
-                    .push_bind(a.kind.as_str())
-                    .push_bind(a.subject.as_deref())
-                    .push_bind(a.body.as_str())
-                    .push_bind(a.prev_hash.as_str())
-                    .push_bind(a.hash.as_str());
-            });
-            qb.build()
-                .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
-        }
-        Ok(())
-    }
-
-    async fn put_withdrawal(&mut self, vendor: &str, w: &Withdrawal) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO withdrawals (vendor, client_id, consent_id, withdrawn_on) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (vendor, client_id, consent_id) DO UPDATE \
-             SET withdrawn_on = excluded.withdrawn_on \
-             WHERE excluded.withdrawn_on < withdrawals.withdrawn_on",
-        )
-        .bind(vendor)
-        .bind(&w.client_id)
-        .bind(&w.consent_id)
-        .bind(&w.withdrawn_on)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn client_holders(
-        &mut self,
-        vendor: &str,
-        client_id: &str,
-        consent_id: Option<&str>,
-    ) -> StoreResult<Vec<Holder>> {
-        // CROSS JOIN: the client's few records (index records_vendor_client) are the outer loop,
-        // each probing items_latest (and holdings); left to itself the planner would scan the
-        // vendor's items. The latest of items and holdings by seq decides.
-        let rows: Vec<HolderRow> = sqlx::query_as(&format!(
-            "SELECT {items} FROM items AS i WHERE i.seq IN (\
-             SELECT MAX(j.seq) FROM records AS r \
-             CROSS JOIN items AS j ON j.vendor = r.vendor AND j.record_id = r.record_id \
-             AND j.reporting_period = r.reporting_period \
-             WHERE r.vendor = ?1 AND r.client_id = ?2 \
-             GROUP BY j.record_id, j.reporting_period, j.recipient) \
-             AND i.kind = 'record' AND (?3 IS NULL OR i.consent_id = ?3) AND {no_newer_holding} \
-             UNION ALL \
-             SELECT {held} FROM records AS r \
-             CROSS JOIN holdings AS h ON h.vendor = r.vendor AND h.record_id = r.record_id \
-             AND h.reporting_period = r.reporting_period \
-             WHERE r.vendor = ?1 AND r.client_id = ?2 AND h.kind = 'record' \
-             AND (?3 IS NULL OR h.consent_id = ?3) AND {no_newer_item} \
-             ORDER BY 3, 4, 1",
-            items = holder_columns("i"),
-            held = holder_columns("h"),
-            no_newer_holding = NO_NEWER_HOLDING,
-            no_newer_item = NO_NEWER_ITEM,
-        ))
-        .bind(vendor)
-        .bind(client_id)
-        .bind(consent_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(holder).collect())
-    }
-
-    async fn erase_client(
-        &mut self,
-        vendor: &str,
-        client_id: &str,
-        subject: &str,
-    ) -> StoreResult<Erased> {
-        let mut erased = Erased::default();
-        // Items first: they are found through the client's records.
-        let deleted: Vec<String> = sqlx::query_scalar(
-            "DELETE FROM items WHERE batch_id IS NULL AND vendor = ?1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        // json_quote escapes like serde_json and PostgreSQL's to_json (compact, no spaces).
-        let blanked: Vec<String> = sqlx::query_scalar(
-            "UPDATE items SET body = '{\"type\":' || json_quote(kind) || ',\"record_ref\":' \
-             || json_quote(record_ref) || ',\"erased\":true}' \
-             WHERE batch_id IS NOT NULL AND vendor = ?1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2) RETURNING kind",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        count_items(&mut erased, deleted.iter().chain(&blanked));
-        erased.feedback = sqlx::query(
-            "DELETE FROM feedback WHERE vendor = ?1 AND (record_id, reporting_period) IN \
-             (SELECT record_id, reporting_period FROM records WHERE vendor = ?1 AND client_id = ?2)",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        // What recipients held of the client's records, from purged items.
-        sqlx::query(
-            "DELETE FROM holdings WHERE vendor = ?1 \
-             AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-             FROM records WHERE vendor = ?1 AND client_id = ?2)",
-        )
-        .bind(vendor)
-        .bind(client_id)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        erased.records = sqlx::query("DELETE FROM records WHERE vendor = ? AND client_id = ?")
-            .bind(vendor)
-            .bind(client_id)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        erased.withdrawals =
-            sqlx::query("DELETE FROM withdrawals WHERE vendor = ? AND client_id = ?")
-                .bind(vendor)
-                .bind(client_id)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-        // Receipt entries about the client's records, found by its subject pseudonym.
-        let found: Vec<(String, i64)> = sqlx::query_as(
-            "DELETE FROM receipt_subjects WHERE subject = ? RETURNING delivery_id, record",
-        )
-        .bind(subject)
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        for (delivery_id, records) in by_delivery(found) {
-            let receipt: Option<String> =
-                sqlx::query_scalar("SELECT receipt FROM deliveries WHERE id = ? AND vendor = ?")
-                    .bind(&delivery_id)
-                    .bind(vendor)
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-            let Some(receipt) = receipt else { continue };
-            if let Some((text, n)) = scrub_receipt(&receipt, &records)? {
-                sqlx::query("UPDATE deliveries SET receipt = ? WHERE id = ?")
-                    .bind(text)
-                    .bind(&delivery_id)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-                erased.receipts += 1;
-                erased.receipt_entries += n;
-            }
-        }
-        Ok(erased)
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
+super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
     fn backend(&self) -> &'static str {
         "sqlite"
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>> {
         Ok(Box::new(SqliteDeliveryTx {
             tx: self.begin_write().await?,
         }))
-    }
-
-    async fn delivery_by_key(
-        &self,
-        vendor: &str,
-        key: &str,
-    ) -> StoreResult<Option<(String, String)>> {
-        sqlx::query_as(
-            "SELECT content_hash, receipt FROM deliveries \
-             WHERE vendor = ? AND idempotency_key = ?",
-        )
-        .bind(vendor)
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)
-    }
-
-    async fn delivery(&self, vendor: &str, id: &str) -> StoreResult<Option<StoredDelivery>> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT id, received_at, receipt FROM deliveries WHERE id = ? AND vendor = ?",
-        )
-        .bind(id)
-        .bind(vendor)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(row.map(|(id, received_at, receipt)| StoredDelivery {
-            id,
-            received_at,
-            receipt,
-        }))
-    }
-
-    async fn deliveries(
-        &self,
-        vendor: &str,
-        since: Option<i64>,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> StoreResult<Vec<StoredDelivery>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT id, received_at, receipt FROM deliveries WHERE vendor = ",
-        );
-        qb.push_bind(vendor);
-        if let Some(since) = since {
-            qb.push(" AND received_at >= ").push_bind(since);
-        }
-        if let Some((at, id)) = after {
-            qb.push(" AND (received_at, id) < (")
-                .push_bind(at)
-                .push(", ")
-                .push_bind(id)
-                .push(")");
-        }
-        qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
-            .push_bind(limit.max(0));
-        let rows: Vec<(String, i64, String)> = qb
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, received_at, receipt)| StoredDelivery {
-                id,
-                received_at,
-                receipt,
-            })
-            .collect())
-    }
-
-    async fn record(
-        &self,
-        vendor: &str,
-        record_id: &str,
-        period: &str,
-    ) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT body FROM records \
-             WHERE vendor = ? AND record_id = ? AND reporting_period = ?",
-        )
-        .bind(vendor)
-        .bind(record_id)
-        .bind(period)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)
     }
 
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
@@ -968,62 +540,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(sealed)
-    }
-
-    async fn batches(
-        &self,
-        recipient: &str,
-        state: Option<BatchState>,
-    ) -> StoreResult<Vec<BatchInfo>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT ");
-        qb.push(BATCH_COLUMNS)
-            .push(" FROM batches WHERE recipient = ")
-            .push_bind(recipient);
-        if let Some(state) = state {
-            qb.push(" AND state = ").push_bind(state.as_str());
-        }
-        qb.push(" ORDER BY seal_no");
-        let rows = qb
-            .build_query_as()
-            .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        rows.into_iter().map(batch_info).collect()
-    }
-
-    async fn batch(&self, recipient: &str, batch_id: &str) -> StoreResult<Option<BatchInfo>> {
-        let row = sqlx::query_as(&format!(
-            "SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ? AND recipient = ?"
-        ))
-        .bind(batch_id)
-        .bind(recipient)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        row.map(batch_info).transpose()
-    }
-
-    async fn batch_items(
-        &self,
-        batch_id: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<BatchItem>> {
-        // A range scan of the index items_sealed (batch_id, seq).
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, body FROM items WHERE batch_id = ?1 AND seq > ?2 \
-             ORDER BY seq LIMIT ?3",
-        )
-        .bind(batch_id)
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, body)| BatchItem { seq, body })
-            .collect())
     }
 
     async fn batch_items_joined(
@@ -1141,50 +657,6 @@ impl Store for SqliteStore {
             .map_err(map_err)
     }
 
-    async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT client_id, consent_id, withdrawn_on FROM withdrawals WHERE vendor = ? \
-             ORDER BY client_id, consent_id",
-        )
-        .bind(vendor)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(client_id, consent_id, withdrawn_on)| Withdrawal {
-                client_id,
-                consent_id,
-                withdrawn_on,
-            })
-            .collect())
-    }
-
-    async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(&format!(
-            "SELECT r.body FROM records AS r \
-             WHERE r.state = 'active' AND r.reporting_period = ?1 \
-             AND {LATEST_KIND} = 'record' ORDER BY r.vendor, r.record_id"
-        ))
-        .bind(period)
-        .bind(recipient)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)
-    }
-
-    async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
-        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_SELECT} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(audit_row).collect())
-    }
-
     async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>> {
         let mut out = Vec::new();
         for chunk in sha256s.chunks(500) {
@@ -1207,17 +679,6 @@ impl Store for SqliteStore {
             );
         }
         Ok(out)
-    }
-
-    async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
-        let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-            "SELECT {AUDIT_SELECT} FROM audit WHERE subject = ? ORDER BY seq"
-        ))
-        .bind(subject)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(audit_row).collect())
     }
 
     async fn compact(&self) -> StoreResult<()> {
@@ -1263,162 +724,6 @@ impl Store for SqliteStore {
         Ok(claimed == 1)
     }
 
-    async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE push_lanes SET owner = NULL, lease_until = 0 WHERE recipient = ? AND owner = ?",
-        )
-        .bind(recipient)
-        .bind(owner)
-        .execute(&self.writer)
-        .await
-        .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn push_heads(&self, recipient: &str, limit: i64) -> StoreResult<Vec<PushGroup>> {
-        let rows: Vec<PushGroupTuple> = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE recipient = ? AND state = 'pending' \
-             ORDER BY seal_no LIMIT ?"
-        ))
-        .bind(recipient)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter().map(super::push_group).collect()
-    }
-
-    async fn push_results(
-        &self,
-        recipient: &str,
-        owner: &str,
-        results: &[PushResult],
-    ) -> StoreResult<usize> {
-        if results.is_empty() {
-            return Ok(0);
-        }
-        // BEGIN IMMEDIATE: nobody claims the lane while the results are written.
-        let mut dtx = SqliteDeliveryTx {
-            tx: self.begin_write().await?,
-        };
-        let held: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM push_lanes WHERE recipient = ? AND owner = ?")
-                .bind(recipient)
-                .bind(owner)
-                .fetch_optional(&mut *dtx.tx)
-                .await
-                .map_err(map_err)?;
-        if held.is_none() {
-            dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(0);
-        }
-        let mut recorded = 0;
-        for r in results {
-            let (state, next_at, error) = outcome_columns(&r.outcome, r.at_ms);
-            let changed = sqlx::query(
-                "UPDATE push_groups SET state = ?3, attempts = attempts + 1, next_at = ?4, \
-                 last_error = ?5, updated_at = ?6 \
-                 WHERE batch_id = ?1 AND recipient = ?2 AND state = 'pending'",
-            )
-            .bind(&r.batch_id)
-            .bind(recipient)
-            .bind(state.as_str())
-            .bind(next_at)
-            .bind(error)
-            .bind(r.at_ms)
-            .execute(&mut *dtx.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-            if changed != 1 {
-                continue;
-            }
-            if state == PushState::Delivered {
-                sqlx::query(
-                    "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
-                )
-                .bind(r.at_ms)
-                .bind(&r.batch_id)
-                .execute(&mut *dtx.tx)
-                .await
-                .map_err(map_err)?;
-            }
-            dtx.audit(&r.audit).await?;
-            recorded += 1;
-        }
-        dtx.tx.commit().await.map_err(map_err)?;
-        Ok(recorded)
-    }
-
-    async fn push_groups(
-        &self,
-        state: PushState,
-        recipient: Option<&str>,
-    ) -> StoreResult<Vec<PushGroup>> {
-        let rows: Vec<PushGroupTuple> = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE state = ?1 \
-             AND (?2 IS NULL OR recipient = ?2) ORDER BY updated_at, batch_id"
-        ))
-        .bind(state.as_str())
-        .bind(recipient)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        rows.into_iter().map(super::push_group).collect()
-    }
-
-    async fn push_group(&self, batch_id: &str) -> StoreResult<Option<PushGroup>> {
-        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
-            "SELECT {PUSH_COLUMNS} FROM push_groups WHERE batch_id = ?"
-        ))
-        .bind(batch_id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
-        row.map(super::push_group).transpose()
-    }
-
-    async fn settle_dead_letter(
-        &self,
-        batch_id: &str,
-        to: PushState,
-        now_ms: i64,
-        audit: &[NewAuditEvent],
-    ) -> StoreResult<Option<PushGroup>> {
-        let mut dtx = SqliteDeliveryTx {
-            tx: self.begin_write().await?,
-        };
-        let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
-            "UPDATE push_groups SET state = ?2, \
-             attempts = CASE WHEN ?2 = 'pending' THEN 0 ELSE attempts END, \
-             next_at = ?3, updated_at = ?3 WHERE batch_id = ?1 AND state = 'dead' \
-             RETURNING {PUSH_COLUMNS}"
-        ))
-        .bind(batch_id)
-        .bind(to.as_str())
-        .bind(now_ms)
-        .fetch_optional(&mut *dtx.tx)
-        .await
-        .map_err(map_err)?;
-        let Some(row) = row else {
-            dtx.tx.rollback().await.map_err(map_err)?;
-            return Ok(None);
-        };
-        if to == PushState::Discarded {
-            sqlx::query(
-                "UPDATE batches SET state = 'acknowledged', acked_at = ? WHERE batch_id = ?",
-            )
-            .bind(now_ms)
-            .bind(batch_id)
-            .execute(&mut *dtx.tx)
-            .await
-            .map_err(map_err)?;
-        }
-        dtx.audit(audit).await?;
-        dtx.tx.commit().await.map_err(map_err)?;
-        super::push_group(row).map(Some)
-    }
-
     async fn push_backlog(&self, recipient: &str) -> StoreResult<i64> {
         sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM items WHERE recipient = ?1 AND batch_id IS NULL) + \
@@ -1431,24 +736,6 @@ impl Store for SqliteStore {
         .map_err(map_err)
     }
 
-    async fn feedback(
-        &self,
-        vendor: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<FeedbackRow>> {
-        let rows: Vec<FeedbackTuple> = sqlx::query_as(&format!(
-            "SELECT {FEEDBACK_COLUMNS} FROM feedback WHERE vendor = ? AND seq > ? \
-             ORDER BY seq LIMIT ?"
-        ))
-        .bind(vendor)
-        .bind(after_seq)
-        .bind(limit.max(0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(map_err)?;
-        Ok(rows.into_iter().map(feedback_row).collect())
-    }
     /// Nothing to do: SQLite tables are not partitioned.
     async fn maintain_partitions(
         &self,
@@ -1484,16 +771,7 @@ impl Store for SqliteStore {
         }
         Ok(r)
     }
-
-    async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>> {
-        let row: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(map_err)?;
-        Ok(row.map(|(seq, hash)| AuditAnchor { seq, hash }))
-    }
-}
+});
 
 impl SqliteStore {
     /// Deletes with `sql` — `DELETE … WHERE rowid IN (SELECT rowid … ?1 … LIMIT ?2)` — one chunk
@@ -1743,7 +1021,7 @@ impl SqliteStore {
             }
             .map_err(map_err)?;
             let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
-            let prefix = crate::audit::purge_prefix(anchor.as_ref(), &rows, before_ms);
+            let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
             if let Some(b) = &prefix.broken {
                 r.notes.push(format!(
                     "audit chain broken at event {}: not purged past it ({})",
@@ -1818,49 +1096,6 @@ async fn oldest_event_before(reader: &SqlitePool, before_ms: i64) -> StoreResult
     Ok(oldest.is_some_and(|at| at < before_ms))
 }
 
-/// The number of open items among the recipient's first `max_items` open ones (so at most
-/// `max_items`) and the oldest `created_at` among them.
-async fn open_head<'c, E>(
-    executor: E,
-    recipient: &str,
-    max_items: i64,
-) -> StoreResult<(i64, Option<i64>)>
-where
-    E: sqlx::Executor<'c, Database = Sqlite>,
-{
-    sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM (\
-         SELECT created_at FROM items WHERE recipient = ? AND batch_id IS NULL \
-         ORDER BY seq LIMIT ?)",
-    )
-    .bind(recipient)
-    .bind(max_items)
-    .fetch_one(executor)
-    .await
-    .map_err(map_err)
-}
-
-/// A holder row: recipient, vendor, record id, period, record ref, consent id.
-type HolderRow = (String, String, String, String, String, Option<String>);
-
-/// Columns of an item or a holding (by table alias) read as a [`HolderRow`].
-fn holder_columns(alias: &str) -> String {
-    format!(
-        "{alias}.recipient, {alias}.vendor, {alias}.record_id, {alias}.reporting_period, \
-         {alias}.record_ref, {alias}.consent_id"
-    )
-}
-
-/// No holding (purged item) of item `i`'s record and recipient is newer than `i`.
-const NO_NEWER_HOLDING: &str = "NOT EXISTS (SELECT 1 FROM holdings AS n \
-     WHERE n.vendor = i.vendor AND n.record_id = i.record_id \
-     AND n.reporting_period = i.reporting_period AND n.recipient = i.recipient AND n.seq > i.seq)";
-
-/// No item of holding `h`'s record and recipient is newer than `h`.
-const NO_NEWER_ITEM: &str = "NOT EXISTS (SELECT 1 FROM items AS n \
-     WHERE n.vendor = h.vendor AND n.record_id = h.record_id \
-     AND n.reporting_period = h.reporting_period AND n.recipient = h.recipient AND n.seq > h.seq)";
-
 /// The kind of the latest item or holding (by seq) of record `r` for the recipient `?2`; NULL
 /// when there is neither.
 const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
@@ -1872,12 +1107,6 @@ const LATEST_KIND: &str = "COALESCE((SELECT i.kind FROM items AS i \
      (SELECT h.kind FROM holdings AS h WHERE h.vendor = r.vendor AND h.record_id = r.record_id \
      AND h.reporting_period = r.reporting_period AND h.recipient = ?2))";
 
-/// The last link of the audit chain: its newest event, or the anchor when every event was
-/// purged.
-const LAST_LINK: &str = "SELECT seq, hash FROM (\
-     SELECT seq, hash FROM audit WHERE seq = (SELECT MAX(seq) FROM audit) \
-     UNION ALL SELECT seq, hash FROM audit_anchor) AS l ORDER BY seq DESC LIMIT 1";
-
 /// Item `alias` is delivered: sealed into a batch that is not waiting for its acknowledgement
 /// (acknowledged, or already purged with an earlier month of items).
 fn delivered(alias: &str) -> String {
@@ -1887,61 +1116,7 @@ fn delivered(alias: &str) -> String {
     )
 }
 
-/// Decodes a holder row.
-fn holder(
-    (recipient, vendor, record_id, reporting_period, record_ref, consent_id): HolderRow,
-) -> Holder {
-    Holder {
-        recipient,
-        vendor,
-        record_id,
-        reporting_period,
-        record_ref,
-        consent_id,
-    }
-}
-
 /// A collection bound as one JSON array parameter (read back with `json_each`).
 fn json_array<T: serde::Serialize + ?Sized>(values: &T) -> StoreResult<String> {
     serde_json::to_string(values).map_err(|e| StoreError::Corrupt(format!("json parameter: {e}")))
-}
-
-/// An audit row as read: seq, at, kind, subject, body, prev hash, hash.
-type AuditTuple = (i64, i64, String, Option<String>, String, String, String);
-
-/// Columns of an audit row, in [`AuditTuple`]'s order.
-const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
-
-/// Decodes an audit row.
-fn audit_row((seq, at_ms, kind, subject, body, prev_hash, hash): AuditTuple) -> AuditRow {
-    AuditRow {
-        seq,
-        at_ms,
-        kind,
-        subject,
-        body,
-        prev_hash,
-        hash,
-    }
-}
-
-/// Links events to the chain whose last row is `last` (`None`: empty chain).
-fn chain(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
-    let (mut seq, mut prev) = last.unwrap_or_else(|| (0, crate::audit::GENESIS.to_string()));
-    events
-        .iter()
-        .map(|e| {
-            seq += 1;
-            let hash = crate::audit::link_hash(&prev, &e.body);
-            AuditRow {
-                seq,
-                at_ms: e.at_ms,
-                kind: e.kind.clone(),
-                subject: e.subject.clone(),
-                body: e.body.clone(),
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                hash,
-            }
-        })
-        .collect()
 }

@@ -33,7 +33,6 @@
 //!   `items` (not delivered yet) or `records` (a partition could not be dropped yet).
 
 use crate::catalogue::Code;
-use crate::ingest::Receipt;
 use arc_swap::ArcSwapOption;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
@@ -205,53 +204,55 @@ fn otel(f: impl FnOnce(&Instruments)) {
     }
 }
 
+/// What one delivery that got a receipt adds to the counters: plain counts, filled in by the
+/// ingest stage from its receipt.
+#[derive(Debug, Default)]
+pub struct DeliveryCounts<'a> {
+    /// The receipt status (`E1`…`E4`).
+    pub status: &'a str,
+    /// Records received.
+    pub received: u64,
+    /// Records accepted.
+    pub accepted: u64,
+    /// Rejected records by the catalogue code of their first error.
+    pub rejected: BTreeMap<String, u64>,
+    /// Records routed, by recipient.
+    pub routed: Option<&'a BTreeMap<String, u64>>,
+}
+
 /// Counts a delivery that got a receipt (records received, accepted, rejected by code, routed
-/// per recipient, and the delivery by status). A duplicate answered with the first receipt
-/// counts only as a delivery with status `S100`.
-pub fn delivery(receipt: &Receipt) {
-    if receipt.duplicate {
-        delivery_status(Code::S100.as_str());
-        return;
-    }
-    // The first error code of each rejected record.
-    let mut first: BTreeMap<usize, Code> = BTreeMap::new();
-    for e in &receipt.errors {
-        if let Some(position) = e.record {
-            first.entry(position).or_insert(e.code);
-        }
-    }
-    let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
-    for code in first.values() {
-        *rejected.entry(code.as_str().to_string()).or_default() += 1;
-    }
-    let counted: u64 = rejected.values().sum();
-    if receipt.rejected > counted {
-        // Cannot happen with the current receipts; keeps the sum honest if it ever does.
-        *rejected.entry("unknown".to_string()).or_default() += receipt.rejected - counted;
-    }
+/// per recipient, and the delivery by status).
+pub fn delivery(counts: &DeliveryCounts<'_>) {
+    let routed = counts.routed.into_iter().flatten();
     {
         let mut s = state();
-        s.received += receipt.received;
-        s.accepted += receipt.accepted;
-        for (code, n) in &rejected {
+        s.received += counts.received;
+        s.accepted += counts.accepted;
+        for (code, n) in &counts.rejected {
             *s.rejected.entry(code.clone()).or_default() += n;
         }
-        for (recipient, n) in &receipt.routed {
+        for (recipient, n) in routed.clone() {
             *s.routed.entry(recipient.clone()).or_default() += n;
         }
     }
     otel(|i| {
-        i.received.add(receipt.received, &[]);
-        i.accepted.add(receipt.accepted, &[]);
-        for (code, n) in &rejected {
+        i.received.add(counts.received, &[]);
+        i.accepted.add(counts.accepted, &[]);
+        for (code, n) in &counts.rejected {
             i.rejected.add(*n, &[KeyValue::new("code", code.clone())]);
         }
-        for (recipient, n) in &receipt.routed {
+        for (recipient, n) in routed {
             i.routed
                 .add(*n, &[KeyValue::new("recipient", recipient.clone())]);
         }
     });
-    delivery_status(receipt.status.as_str());
+    delivery_status(counts.status);
+}
+
+/// Counts a repeated delivery answered with the first one's receipt: only as a delivery with
+/// status `S100`.
+pub fn delivery_duplicate() {
+    delivery_status(Code::S100.as_str());
 }
 
 /// Counts a delivery answered with an error body (`status` = its catalogue code).

@@ -20,7 +20,6 @@ use crate::adapt::{Draft, Issue};
 use crate::catalogue::{Code, echo, shape, value_for};
 use crate::model::{CanonicalRecord, FIELD_GROUPS};
 use codelists::CodeList;
-pub(crate) use rules::date_problem;
 use rules::{BirthRange, NameProblem};
 use schema::FieldPath;
 use serde_json::Value;
@@ -300,6 +299,20 @@ impl Validator {
     /// True if `code` is in list `list` (exact, case-sensitive); false for an unknown list.
     pub fn has_code(&self, list: &str, code: &str) -> bool {
         self.list(list).is_some_and(|l| l.contains(code))
+    }
+
+    /// The position of `code` in list `list`, in the order the list's file gives its rows;
+    /// `None` for a code not in the list or an unknown list.
+    pub fn code_rank(&self, list: &str, code: &str) -> Option<usize> {
+        self.list(list).and_then(|l| l.rank(code))
+    }
+
+    /// The codes of list `list` in the order its file gives its rows; `None` for an unknown list.
+    pub fn codes_in_order(&self, list: &str) -> Option<Vec<&str>> {
+        let l = self.list(list)?;
+        let mut codes: Vec<(&str, usize)> = l.codes.iter().map(|(c, i)| (c.as_str(), *i)).collect();
+        codes.sort_by_key(|(_, i)| *i);
+        Some(codes.into_iter().map(|(c, _)| c).collect())
     }
 
     fn list(&self, name: &str) -> Option<&CodeList> {

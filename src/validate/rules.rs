@@ -2,6 +2,8 @@
 //! reporting months, partial birth dates and their 120-year window, and the character rule for
 //! names (conformance-rules.md, "Record level" and "Text"). No allocation on the success path.
 
+pub(crate) use crate::clock::{date_problem, days_in_month};
+use crate::clock::{digits, year};
 use unicode_general_category::{GeneralCategory, get_general_category};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
@@ -10,34 +12,6 @@ pub(crate) type Day = (i32, u32, u32);
 
 /// Longest name in code points (after NFC).
 pub(crate) const NAME_MAX: usize = 100;
-
-/// Number of days in a month of the proleptic Gregorian calendar.
-pub(crate) fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-    }
-}
-
-fn digits(b: &[u8]) -> Option<u32> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(b.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
-}
-
-fn year(b: &[u8]) -> Option<i32> {
-    let y = digits(b)?;
-    // Year 0000 is not a calendar year of xs:date.
-    (b.len() == 4 && y >= 1).then_some(y as i32)
-}
 
 /// Parses a strict `YYYY-MM-DD` calendar day.
 pub(crate) fn parse_date(s: &str) -> Option<Day> {
@@ -49,71 +23,6 @@ pub(crate) fn parse_date(s: &str) -> Option<Day> {
     let m = digits(&b[5..7])?;
     let d = digits(&b[8..10])?;
     ((1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)).then_some((y, m, d))
-}
-
-/// English month names, for messages.
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// Why `s` is not a date of one of the `forms` (`YYYY-MM-DD`, `YYYY-MM`, `YYYY`), described by
-/// its shape and never quoting it: `a date with day 30 in February`, `a month 13`, or the
-/// value's [`shape`](crate::catalogue::shape) when it has none of the forms.
-pub(crate) fn date_problem(s: &str, forms: &[&str]) -> String {
-    let b = s.as_bytes();
-    let all_digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    let ymd = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
-    let ym = b.len() == 7 && b[4] == b'-';
-    let y = b.len() == 4;
-    let form = if ymd {
-        "YYYY-MM-DD"
-    } else if ym {
-        "YYYY-MM"
-    } else {
-        "YYYY"
-    };
-    let fits = (ymd && all_digits(0..4) && all_digits(5..7) && all_digits(8..10))
-        || (ym && all_digits(0..4) && all_digits(5..7))
-        || (y && all_digits(0..4));
-    if !fits || !forms.contains(&form) {
-        return format!("a value of another form ({})", crate::catalogue::shape(s));
-    }
-    if year(&b[..4]).is_none() {
-        return "year zero does not exist".to_string();
-    }
-    if ym || ymd {
-        let m = digits(&b[5..7]).unwrap_or(0);
-        if !(1..=12).contains(&m) {
-            return format!("month {m} does not exist");
-        }
-        if ymd {
-            let yr = year(&b[..4]).unwrap_or(1);
-            let d = digits(&b[8..10]).unwrap_or(0);
-            let name = MONTHS[(m - 1) as usize];
-            if d == 0 {
-                return "a date with day 0".to_string();
-            }
-            if m == 2 && d == 29 {
-                return "a date with day 29 in February of a year that is not a leap year"
-                    .to_string();
-            }
-            if d > days_in_month(yr, m) {
-                return format!("a date with day {d} in {name}");
-            }
-        }
-    }
-    "a date that does not exist".to_string()
 }
 
 /// Parses a strict `YYYY-MM` month.

@@ -1,4 +1,5 @@
-//! HTTPS with rustls (quality.md, Security): TLS 1.2 and 1.3 only, BSI TR-02102-2 cipher suites
+//! TLS for both directions (quality.md, Security): the server's HTTPS and the push clients' HTTPS,
+//! with rustls: TLS 1.2 and 1.3 only, BSI TR-02102-2 cipher suites
 //! and groups, certificate and key from PEM files (re-read when they change), and — with a
 //! client CA — client certificates whose SHA-256 fingerprint identifies a vendor.
 //!
