@@ -160,7 +160,12 @@ impl Projection {
             period_end: super::period_end(&record.reporting_period),
         };
         w.out.push(b'{');
-        let mut top = Obj::default();
+        let mut top = Obj {
+            mark: 0,
+            parent_any: false,
+            any: false,
+            close: b'}',
+        };
         w.str(&mut top, "type", "record");
         w.str(&mut top, "record_ref", record_ref);
         w.str(&mut top, "policy_version", policy_version);
@@ -296,9 +301,9 @@ impl Projection {
                 if let Some(h) = s.hours_per_week {
                     w.hours(&mut item, "hours_per_week", Leaf::ServiceHours, h);
                 }
-                w.close_item(&mut list, item);
+                w.close(&mut list, item);
             }
-            w.close_list(&mut top, list);
+            w.close(&mut top, list);
         }
 
         if let Some(s) = &record.sensitive {
@@ -342,9 +347,9 @@ impl Projection {
                 if let Some(v) = &c.withdrawn_on {
                     w.leaf(&mut item, "withdrawn_on", Leaf::ConsentWithdrawnOn, v);
                 }
-                w.close_item(&mut list, item);
+                w.close(&mut list, item);
             }
-            w.close_list(&mut top, list);
+            w.close(&mut top, list);
         }
 
         if linkage && !client_written {
@@ -358,7 +363,6 @@ impl Projection {
 
 /// An object being written: where it began (to take it back when nothing went in) and whether
 /// a member has been written.
-#[derive(Default)]
 struct Obj {
     /// Length of the output before the member's key (and its comma).
     mark: usize,
@@ -366,6 +370,8 @@ struct Obj {
     parent_any: bool,
     /// Whether this object has a member.
     any: bool,
+    /// The byte that closes it (`}` or `]`).
+    close: u8,
 }
 
 struct Writer<'a> {
@@ -399,65 +405,50 @@ impl Writer<'_> {
 
     /// Opens a member object; [`Writer::close`] takes it back if nothing went in.
     fn open(&mut self, parent: &mut Obj, name: &str) -> Obj {
-        let mark = self.out.len();
-        let parent_any = parent.any;
-        self.key(parent, name);
-        self.out.push(b'{');
-        Obj {
-            mark,
-            parent_any,
-            any: false,
-        }
+        self.open_as(parent, Some(name), b'{', b'}')
     }
 
-    fn close(&mut self, parent: &mut Obj, obj: Obj) {
-        if obj.any {
-            self.out.push(b'}');
-        } else {
-            self.out.truncate(obj.mark);
-            parent.any = obj.parent_any;
-        }
-    }
-
+    /// Opens a member list; [`Writer::close`] takes it back if nothing went in.
     fn open_list(&mut self, parent: &mut Obj, name: &str) -> Obj {
-        let mark = self.out.len();
-        let parent_any = parent.any;
-        self.key(parent, name);
-        self.out.push(b'[');
-        Obj {
-            mark,
-            parent_any,
-            any: false,
-        }
-    }
-
-    fn close_list(&mut self, parent: &mut Obj, list: Obj) {
-        if list.any {
-            self.out.push(b']');
-        } else {
-            self.out.truncate(list.mark);
-            parent.any = list.parent_any;
-        }
+        self.open_as(parent, Some(name), b'[', b']')
     }
 
     /// Opens an object as the next element of a list.
     fn open_item(&mut self, list: &mut Obj) -> Obj {
+        self.open_as(list, None, b'{', b'}')
+    }
+
+    /// Opens a container (`open` … `close`), as the member `name` of `parent`, or as its next
+    /// element when `name` is `None`.
+    fn open_as(&mut self, parent: &mut Obj, name: Option<&str>, open: u8, close: u8) -> Obj {
         let mark = self.out.len();
-        let parent_any = list.any;
-        if list.any {
-            self.out.push(b',');
+        let parent_any = parent.any;
+        match name {
+            Some(name) => self.key(parent, name),
+            None => {
+                if parent.any {
+                    self.out.push(b',');
+                }
+                parent.any = true;
+            }
         }
-        list.any = true;
-        self.out.push(b'{');
+        self.out.push(open);
         Obj {
             mark,
             parent_any,
             any: false,
+            close,
         }
     }
 
-    fn close_item(&mut self, list: &mut Obj, item: Obj) {
-        self.close(list, item);
+    /// Closes a container, or takes it back (its key and comma too) when nothing went in.
+    fn close(&mut self, parent: &mut Obj, obj: Obj) {
+        if obj.any {
+            self.out.push(obj.close);
+        } else {
+            self.out.truncate(obj.mark);
+            parent.any = obj.parent_any;
+        }
     }
 
     /// A text leaf under its action.
