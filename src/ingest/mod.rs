@@ -71,6 +71,16 @@ pub enum Answer {
 /// rejected records (which it does not cancel).
 type FullScope = (Vec<(String, String)>, Vec<String>);
 
+/// A delivery's staged output: records, items and revocations in one staging, the audit events
+/// of its routing decisions in another, so that the audit chain is appended to only after every
+/// record and item is written.
+struct Staged {
+    /// Chunks of records, items and revocations (their `audit` empty).
+    output: Staging,
+    /// Chunks holding only audit events, in decision order.
+    audit: Staging,
+}
+
 /// Why a delivery's staged output could not be written.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
@@ -94,42 +104,32 @@ struct Written<'a> {
 }
 
 impl Written<'_> {
-    /// Writes the staged chunks and their audit events and, for a full delivery (`full` = its
+    /// Writes the staged chunks, then their audit events and, for a full delivery (`full` = its
     /// scopes and the ids of its rejected records), cancels the records it omits. Returns the
     /// open transaction (`None` when nothing was written) and the number of cancelled records.
     async fn write(
         &self,
-        staged: Staging,
+        staged: Staged,
         full: Option<FullScope>,
     ) -> Result<(Option<Box<dyn DeliveryTx>>, u64), WriteError> {
         let _timed = self.clock.start();
         let mut tx: Option<Box<dyn DeliveryTx>> = None;
-        if !staged.is_empty() {
+        if !staged.output.is_empty() {
             let mut t = self.gw.store.begin_delivery().await?;
-            // Audit events are appended as late as possible: appending takes the chain's lock
-            // until commit (serialising deliveries on PostgreSQL), so only very large deliveries
-            // append early, to bound memory.
+            for_each_chunk(staged.output, async |chunk| self.chunk(&mut t, chunk).await).await?;
+            // Audit events come last: appending takes the chain's lock until commit
+            // (serialising deliveries on PostgreSQL), so it is held only for the appends, the
+            // cancellations of a full delivery and the commit, never while records are written.
             let mut audit = Vec::new();
-            let chunks = staged.into_chunks()?;
-            if chunks.in_memory() {
-                for chunk in chunks {
-                    self.chunk(&mut t, chunk?, &mut audit).await?;
+            for_each_chunk(staged.audit, async |chunk| {
+                audit.extend(chunk.audit);
+                if audit.len() >= AUDIT_BUFFER {
+                    t.audit(&audit).await?;
+                    audit.clear();
                 }
-            } else {
-                // Spilled chunks are read back on a blocking thread, one ahead of the writes.
-                let (chunk_tx, mut chunk_rx) = mpsc::channel(1);
-                let reader = tokio::task::spawn_blocking(move || {
-                    for chunk in chunks {
-                        if chunk_tx.blocking_send(chunk).is_err() {
-                            break;
-                        }
-                    }
-                });
-                while let Some(chunk) = chunk_rx.recv().await {
-                    self.chunk(&mut t, chunk?, &mut audit).await?;
-                }
-                let _ = reader.await;
-            }
+                Ok(())
+            })
+            .await?;
             if !audit.is_empty() {
                 t.audit(&audit).await?;
             }
@@ -158,14 +158,8 @@ impl Written<'_> {
         Ok((tx, cancelled))
     }
 
-    /// Writes one chunk: revocations for its withdrawn consents, its records and items; its
-    /// audit events join `audit` (appended early only past [`AUDIT_BUFFER`]).
-    async fn chunk(
-        &self,
-        tx: &mut Box<dyn DeliveryTx>,
-        chunk: Chunk,
-        audit: &mut Vec<crate::store::NewAuditEvent>,
-    ) -> Result<(), StoreError> {
+    /// Writes one chunk: revocations for its withdrawn consents, its records and items.
+    async fn chunk(&self, tx: &mut Box<dyn DeliveryTx>, chunk: Chunk) -> Result<(), WriteError> {
         crate::lifecycle::revoke(
             self.gw,
             tx,
@@ -176,13 +170,36 @@ impl Written<'_> {
         )
         .await?;
         tx.put(&chunk.records, &chunk.items).await?;
-        audit.extend(chunk.audit);
-        if audit.len() >= AUDIT_BUFFER {
-            tx.audit(audit).await?;
-            audit.clear();
-        }
         Ok(())
     }
+}
+
+/// Hands every staged chunk to `write`, in order; spilled chunks are read back on a blocking
+/// thread, one ahead of the writes.
+async fn for_each_chunk(
+    staged: Staging,
+    mut write: impl AsyncFnMut(Chunk) -> Result<(), WriteError>,
+) -> Result<(), WriteError> {
+    let chunks = staged.into_chunks()?;
+    if chunks.in_memory() {
+        for chunk in chunks {
+            write(chunk?).await?;
+        }
+        return Ok(());
+    }
+    let (chunk_tx, mut chunk_rx) = mpsc::channel(1);
+    let reader = tokio::task::spawn_blocking(move || {
+        for chunk in chunks {
+            if chunk_tx.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(chunk) = chunk_rx.recv().await {
+        write(chunk?).await?;
+    }
+    let _ = reader.await;
+    Ok(())
 }
 
 /// Receives one delivery, in an `ingest` span, and counts it in the metrics.
@@ -411,10 +428,11 @@ fn run_and_stage(
 ) -> (
     pipeline::Outcome,
     String,
-    Result<Staging, staging::StagingError>,
+    Result<Staged, staging::StagingError>,
 ) {
     let mut chunk = Chunk::default();
     let mut stage = Staging::new(&gw.staging_dir);
+    let mut audit_stage = Staging::new(&gw.staging_dir);
     // A staging failure stops the pipeline; the delivery is answered U001.
     let mut failed: Option<staging::StagingError> = None;
     let mut outcome = pipeline::run(job, &mut reader, &mut |acc| {
@@ -454,7 +472,7 @@ fn run_and_stage(
             delivery_id: job.delivery_id.to_string(),
         });
         if chunk.records.len() >= CHUNK
-            && let Err(e) = stage.push(std::mem::take(&mut chunk))
+            && let Err(e) = stage_chunk(&mut stage, &mut audit_stage, std::mem::take(&mut chunk))
         {
             let why = e.to_string();
             failed = Some(e);
@@ -464,16 +482,33 @@ fn run_and_stage(
     });
     if outcome.aborted.is_none()
         && !chunk.records.is_empty()
-        && let Err(e) = stage.push(chunk)
+        && let Err(e) = stage_chunk(&mut stage, &mut audit_stage, chunk)
     {
         outcome.aborted = Some(e.to_string());
         failed = Some(e);
     }
     let staged = match failed {
-        None => Ok(stage),
+        None => Ok(Staged {
+            output: stage,
+            audit: audit_stage,
+        }),
         Some(e) => Err(e),
     };
     (outcome, reader.finish(), staged)
+}
+
+/// Stages a chunk: its audit events into `audit`, the rest into `output`.
+fn stage_chunk(
+    output: &mut Staging,
+    audit: &mut Staging,
+    mut chunk: Chunk,
+) -> Result<(), staging::StagingError> {
+    let events = std::mem::take(&mut chunk.audit);
+    output.push(chunk)?;
+    audit.push(Chunk {
+        audit: events,
+        ..Chunk::default()
+    })
 }
 
 /// The store half of a delivery, once its body has ended and its pipeline is done: writes the
@@ -487,7 +522,7 @@ async fn store_and_commit(
     received_at: i64,
     outcome: pipeline::Outcome,
     content_hash: String,
-    staged: Staging,
+    staged: Staged,
 ) -> Answer {
     let error = |code, message: String| Answer::Error { code, message };
     let unavailable = || {
