@@ -177,6 +177,7 @@ async fn crash_run(database_url: String) {
             max_items: 1_000_000,
             max_age_ms: 0,
             push: false,
+            call_items: weiche::store::SEAL_ITEMS_PER_CALL,
         };
         store.seal(recipient, rule, i64::MAX / 2).await.unwrap();
         let items: i64 = store

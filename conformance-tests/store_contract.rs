@@ -209,6 +209,7 @@ contract_tests!(
     records_are_replaced_by_vendor_id_and_period,
     deliveries_newest_first_with_since_and_keyset_pages,
     seal_full_batches_then_remainder_by_age,
+    a_backlog_is_sealed_a_bounded_number_of_batches_per_call,
     seal_by_age_only,
     seal_many_batches_in_one_call,
     batch_items_in_seq_order_with_paging,
@@ -778,6 +779,7 @@ async fn seal_full_batches_then_remainder_by_age(b: &Backend) {
         max_items: 10,
         max_age_ms: 3_600_000,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     let now = now_ms();
     assert_eq!(s.seal("r1", rule, now).await.unwrap(), 2);
@@ -825,12 +827,52 @@ async fn seal_full_batches_then_remainder_by_age(b: &Backend) {
     assert!(s.batches("r2", None).await.unwrap().is_empty());
 }
 
+/// One call seals at most `call_items` items (in whole batches), in one transaction; the rest
+/// waits for the next call, in order.
+async fn a_backlog_is_sealed_a_bounded_number_of_batches_per_call(b: &Backend) {
+    let s = &b.store;
+    let mut tx = s.begin_delivery().await.unwrap();
+    let all = items("r1", "i", 25);
+    tx.put(&[], &all).await.unwrap();
+    tx.commit(&delivery("v1", None, 1)).await.unwrap();
+    let rule = SealRule {
+        max_items: 5,
+        max_age_ms: 3_600_000,
+        push: false,
+        call_items: 12,
+    };
+    assert_eq!(rule.batches_per_call(), 2);
+    let now = now_ms();
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 2);
+    assert_eq!(s.open_items("r1").await.unwrap(), 15);
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 2);
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 1);
+    assert_eq!(s.seal("r1", rule, now).await.unwrap(), 0);
+    let batches = s.batches("r1", None).await.unwrap();
+    assert_eq!(
+        batches.iter().map(|b| b.items).collect::<Vec<_>>(),
+        vec![5; 5]
+    );
+    let mut seen = Vec::new();
+    for batch in &batches {
+        seen.extend(
+            all_batch_items(s, &batch.batch_id, 100)
+                .await
+                .into_iter()
+                .map(|(_, body)| body),
+        );
+    }
+    let want: Vec<String> = all.iter().map(|i| i.body.clone()).collect();
+    assert_eq!(seen, want);
+}
+
 async fn seal_by_age_only(b: &Backend) {
     let s = &b.store;
     let rule = SealRule {
         max_items: 10,
         max_age_ms: 60_000,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     let before = now_ms();
     deliver(s, &[], &items("r1", "a", 3), &delivery("v1", None, 1)).await;
@@ -870,6 +912,7 @@ async fn seal_many_batches_in_one_call(b: &Backend) {
         max_items: 2,
         max_age_ms: 0,
         push: true,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("j1", rule, now_ms()).await.unwrap(), 151);
     assert_eq!(s.open_items("j1").await.unwrap(), 0);
@@ -912,6 +955,7 @@ async fn batch_items_in_seq_order_with_paging(b: &Backend) {
         max_items: 100,
         max_age_ms: 0,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     let batch = s.batches("r1", None).await.unwrap().remove(0);
@@ -987,6 +1031,7 @@ async fn batch_of_another_recipient_is_none(b: &Backend) {
         max_items: 2,
         max_age_ms: NEVER,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     let batch = s.batches("r1", None).await.unwrap().remove(0);
@@ -1021,6 +1066,7 @@ async fn ack_is_idempotent_and_keeps_first_findings(b: &Backend) {
         max_items: 2,
         max_age_ms: NEVER,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 2);
     let batches = s.batches("r1", None).await.unwrap();
@@ -1116,6 +1162,7 @@ async fn push_groups_are_sealed_pending_and_in_order(b: &Backend) {
         max_items: 2,
         max_age_ms: 0,
         push: true,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.push_backlog("j1").await.unwrap(), 5);
     assert!(s.push_head("j1").await.unwrap().is_none());
@@ -1264,6 +1311,7 @@ async fn push_groups_are_sealed_pending_and_in_order(b: &Backend) {
         max_items: 10,
         max_age_ms: 0,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", pull, now_ms()).await.unwrap(), 1);
     assert!(s.push_head("r1").await.unwrap().is_none());
@@ -1297,6 +1345,7 @@ async fn push_lanes_are_leased_and_taken_over(b: &Backend) {
         max_items: 10,
         max_age_ms: 0,
         push: true,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("j1", rule, now_ms()).await.unwrap(), 1);
     let head = s.push_head("j1").await.unwrap().unwrap();
@@ -1325,6 +1374,7 @@ async fn push_results_of_a_window_in_one_call(b: &Backend) {
         max_items: 2,
         max_age_ms: 0,
         push: true,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     let now = now_ms();
     assert_eq!(s.seal("j1", rule, now).await.unwrap(), 4);
@@ -1428,6 +1478,7 @@ async fn batches_filter_by_state(b: &Backend) {
         max_items: 2,
         max_age_ms: NEVER,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 3);
     let all = s.batches("r1", None).await.unwrap();
@@ -1507,6 +1558,7 @@ async fn chunked_put_of_5000_records_in_one_transaction(b: &Backend) {
         max_items: 6_000,
         max_age_ms: 0,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 3);
     let batches = s.batches("r1", None).await.unwrap();
@@ -1528,6 +1580,7 @@ async fn concurrent_sealing_from_two_stores_seals_each_item_once(b: &Backend) {
         max_items: 10,
         max_age_ms: NEVER,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     let writing = Arc::new(AtomicBool::new(true));
     let mut sealers = Vec::new();
@@ -2008,6 +2061,7 @@ async fn erase_client_deletes_open_and_stubs_sealed_items(b: &Backend) {
         max_items: 100,
         max_age_ms: 0,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     let batch = s.batches("r1", None).await.unwrap().remove(0);
@@ -2714,6 +2768,7 @@ async fn purge_outputs_once_delivered_and_keep_what_recipients_hold(b: &Backend)
         max_items: 100,
         max_age_ms: 0,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     assert_eq!(s.seal("r2", rule, now_ms()).await.unwrap(), 1);
@@ -3074,6 +3129,7 @@ async fn open_items_are_counted_exactly_while_deliveries_run(b: &Backend) {
         max_items: 5,
         max_age_ms: NEVER,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
     assert_eq!(other.open_items("r1").await.unwrap(), 3);
@@ -3156,6 +3212,7 @@ async fn sqlite_in_memory_works() {
         max_items: 2,
         max_age_ms: 0,
         push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
     };
     assert_eq!(store.seal("r1", rule, now_ms()).await.unwrap(), 2);
     assert_eq!(store.open_items("r1").await.unwrap(), 0);

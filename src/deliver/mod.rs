@@ -22,6 +22,7 @@ pub fn seal_rule(gw: &Gateway, recipient: &str) -> Option<SealRule> {
             max_age_ms: i64::try_from(d.batch_max_age_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             push: false,
+            call_items: crate::store::SEAL_ITEMS_PER_CALL,
         }),
         // Push recipients' items are sealed by their lane (see [`push`]).
         DeliveryKind::Push => None,
@@ -34,9 +35,19 @@ pub async fn seal(gw: &Gateway, recipient: &str) -> Result<u64, StoreError> {
         // Items are stamped by the store with the system time, so sealing compares with it too
         // (the injectable clock fixes the processing day of consent checks).
         Some(rule) => {
-            gw.store
-                .seal(recipient, rule, chrono::Utc::now().timestamp_millis())
-                .await
+            // A backlog is sealed in many short transactions, so that deliveries can write
+            // between them.
+            let cap = u64::try_from(rule.batches_per_call()).unwrap_or(1);
+            let mut sealed = 0;
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                let n = gw.store.seal(recipient, rule, now).await?;
+                sealed += n;
+                if n < cap {
+                    return Ok(sealed);
+                }
+                tokio::task::yield_now().await;
+            }
         }
         None => Ok(0),
     }

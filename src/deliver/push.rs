@@ -417,6 +417,7 @@ impl Lane {
             max_items: i64::from(self.settings.batch_size),
             max_age_ms: 0,
             push: true,
+            call_items: crate::store::SEAL_ITEMS_PER_CALL,
         };
         while !*stop.borrow() && self.hold(gw).await? {
             let groups = gw.store.push_heads(&self.recipient, WINDOW).await?;

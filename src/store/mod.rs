@@ -152,8 +152,9 @@ pub trait Store: Send + Sync {
         period: &str,
     ) -> StoreResult<Option<String>>;
     /// Seals the recipient's open items into batches per the rule (several if more than
-    /// `max_items` are open; none if too few and too young). Safe to call from several processes.
-    /// Returns the number of batches sealed.
+    /// `max_items` are open; none if too few and too young), at most
+    /// [`SealRule::batches_per_call`] in one transaction. Safe to call from several processes.
+    /// Returns the number of batches sealed; when that is the cap, more may be due.
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64>;
     /// The recipient's batches, oldest first, optionally only in one state.
     async fn batches(

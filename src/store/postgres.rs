@@ -397,7 +397,10 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
                 rule.max_items.saturating_mul(SEAL_CHUNK),
             )
             .await?;
-            let n = batches_to_seal(open, oldest, rule, now_ms).min(SEAL_CHUNK);
+            let left = rule.batches_per_call() - i64::try_from(sealed).unwrap_or(i64::MAX);
+            let n = batches_to_seal(open, oldest, rule, now_ms)
+                .min(SEAL_CHUNK)
+                .min(left.max(0));
             if n == 0 {
                 break;
             }

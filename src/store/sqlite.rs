@@ -487,7 +487,8 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         // or process can add, seal or change items meanwhile.
         let mut tx = self.begin_write().await?;
         let mut sealed = 0u64;
-        loop {
+        let cap = u64::try_from(rule.batches_per_call()).unwrap_or(1);
+        while sealed < cap {
             let (open, oldest) = open_head(&mut *tx, recipient, rule.max_items).await?;
             if !should_seal(open, oldest, rule, now_ms) {
                 break;

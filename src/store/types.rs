@@ -458,6 +458,22 @@ pub struct SealRule {
     /// The recipient is a push recipient: every sealed batch also becomes a pending push group
     /// (due at once).
     pub push: bool,
+    /// Items one call of [`super::Store::seal`] seals at most, rounded up to whole batches
+    /// (normally [`SEAL_ITEMS_PER_CALL`]).
+    pub call_items: i64,
+}
+
+/// Items one call of [`super::Store::seal`] seals at most (rounded up to whole batches), so that
+/// sealing a large backlog is many short transactions, not one that holds the write lock for
+/// minutes.
+pub const SEAL_ITEMS_PER_CALL: i64 = 100_000;
+
+impl SealRule {
+    /// Batches one call of [`super::Store::seal`] seals at most: a call that sealed this many
+    /// may have left more to seal.
+    pub fn batches_per_call(&self) -> i64 {
+        (self.call_items / self.max_items.max(1)).max(1)
+    }
 }
 
 /// State of a push group.
