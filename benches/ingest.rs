@@ -27,6 +27,10 @@
 //! - `WEICHE_BENCH_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`): also run the
 //!   end-to-end peak against a fresh PostgreSQL database created next to the one named.
 //! - `WEICHE_BENCH_STAGES_ONLY=1`: stop after the stage costs (no server runs).
+//! - `WEICHE_BENCH_FORMAT_BYTES` (default 100,000,000; 0 skips): size of the generated
+//!   xsozial-lieferung (XML) and fallwerk-csv (CSV) exports that are run through `weiche convert`
+//!   and posted to the SQLite server after its klidas-json runs (quality.md: convert ≥ 50 MB/s,
+//!   the server ≥ 0.8 × convert on the same file).
 //!
 //! Only receipts are asserted (every one must be E1 with 1,000 accepted and 1,000 routed to each
 //! recipient); timings are reported, never asserted.
@@ -54,6 +58,8 @@ use weiche::validate::Validator;
 
 #[path = "support/ceiling.rs"]
 mod ceiling;
+#[path = "support/exports.rs"]
+mod exports;
 #[path = "../conformance-tests/pushkit.rs"]
 mod pushkit;
 #[allow(dead_code)]
@@ -251,7 +257,7 @@ fn write_config(dir: &Path, listen: &str, database_url: Option<&str>, sink: &Sin
     writeln!(cfg, "token = {{ sha256 = \"{}\" }}", sha(VENDOR)).unwrap();
     writeln!(
         cfg,
-        "formats = [\"{FORMAT}\"]\ndefault_format = \"{FORMAT}\""
+        "formats = [\"{FORMAT}\", \"xsozial-lieferung\", \"fallwerk-csv\"]\ndefault_format = \"{FORMAT}\""
     )
     .unwrap();
     for (id, text) in policies() {
@@ -1507,6 +1513,127 @@ async fn peak_run(
     })
 }
 
+/// XML and CSV exports of `WEICHE_BENCH_FORMAT_BYTES` each: `weiche convert` on the file, then
+/// the file posted (streamed from disk) to the running server; prints MB/s and records/s of both
+/// and the server ÷ convert ratio. Receipts must be E1/E2 with every generated case accepted.
+async fn formats_run(server: &Server, client: &reqwest::Client, dir: &Path) {
+    let target = env_usize("WEICHE_BENCH_FORMAT_BYTES", 100_000_000) as u64;
+    if target == 0 {
+        println!("  XML and CSV: not run (WEICHE_BENCH_FORMAT_BYTES=0)");
+        return;
+    }
+    println!(
+        "  XML and CSV exports of about {:.0} MB each, `weiche convert` and the server (3 recipients) on the same file:",
+        target as f64 / 1e6
+    );
+    for format in ["xsozial-lieferung", "fallwerk-csv"] {
+        let path = dir.join(format!("export-{format}"));
+        let file = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || match format {
+                "fallwerk-csv" => exports::generate_csv(&path, target, 3),
+                _ => exports::generate_xml(&path, target, None, false),
+            })
+            .await
+            .expect("generate export")
+        };
+        let convert = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || convert_once(format, &path))
+                .await
+                .expect("weiche convert")
+        };
+        check_format_receipt(format, "convert", &convert.1, file.cases);
+        let (content_type, query) = match format {
+            "fallwerk-csv" => ("text/csv", "&mode=partial"),
+            _ => ("application/xml", ""),
+        };
+        let t = Instant::now();
+        let cpu0 = server.cpu_secs();
+        let resp = client
+            .post(format!(
+                "{}/api/v1/deliveries?format={format}{query}",
+                server.base
+            ))
+            .bearer_auth(token(VENDOR))
+            .header("content-type", content_type)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .timeout(Duration::from_secs(3600))
+            .body(exports::file_body(&path, Arc::default()).await)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{format}: POST: {e}\n{}", server.log_tail()));
+        let http = resp.status();
+        let text = resp.text().await.expect("receipt");
+        let wall = t.elapsed();
+        let cpu = server.cpu_secs() - cpu0;
+        assert!(
+            http.is_success(),
+            "{format}: HTTP {http}: {}",
+            &text[..text.len().min(2000)]
+        );
+        let receipt: Value = serde_json::from_str(&text).expect("receipt is JSON");
+        check_format_receipt(format, "server", &receipt, file.cases);
+        let mb = file.bytes as f64 / 1e6;
+        let (cw, sw) = (convert.0.as_secs_f64(), wall.as_secs_f64());
+        println!(
+            "    {format:<18} {mb:>6.0} MB {:>9} records  convert {:>6.1} MB/s {:>7.0} rec/s (≥ 50 MB/s: {})  server {:>6.1} MB/s {:>7.0} rec/s, {:>4.0} µs CPU/record  server ÷ convert {:.2} (≥ 0.8: {})",
+            file.cases,
+            mb / cw,
+            file.cases as f64 / cw,
+            if mb / cw >= 50.0 { "met" } else { "MISSED" },
+            mb / sw,
+            file.cases as f64 / sw,
+            cpu * 1e6 / file.cases as f64,
+            cw / sw,
+            if cw / sw >= 0.8 { "met" } else { "MISSED" },
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Runs `weiche convert` once on an export (canonical records to /dev/null); its wall time and
+/// receipt.
+fn convert_once(format: &str, path: &Path) -> (Duration, Value) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_weiche"))
+        .args([
+            "convert", "--format", format, "--mode", "partial", "--vendor", VENDOR,
+        ])
+        .arg("--mappings-dir")
+        .arg(manifest.join("mappings"))
+        .arg("--schemas-dir")
+        .arg(manifest.join("schemas"))
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("start weiche convert");
+    let wall = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let receipt = exports::last_json(&stderr)
+        .unwrap_or_else(|| panic!("{format}: no receipt from weiche convert:\n{stderr}"));
+    (wall, receipt)
+}
+
+/// Panics unless a receipt is E1/E2 with every generated case accepted.
+fn check_format_receipt(format: &str, path: &str, r: &Value, cases: u64) {
+    let ok = matches!(r["status"].as_str(), Some("E1" | "E2"))
+        && r["received"] == cases
+        && r["accepted"] == cases;
+    assert!(
+        ok,
+        "{format} via {path}: expected E1/E2 with {cases} records accepted; receipt: {}",
+        serde_json::to_string(&r)
+            .unwrap_or_default()
+            .chars()
+            .take(3000)
+            .collect::<String>()
+    );
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -1760,6 +1887,7 @@ fn main() {
             "{}",
             paced_run.line(&format!("SQLite paced @ {half:.0} rec/s"))
         );
+        formats_run(&server, &client, dir.path()).await;
         let hwm = server.status_kb("VmHWM");
         let rss = server.status_kb("VmRSS");
         println!(
