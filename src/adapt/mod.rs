@@ -12,6 +12,8 @@ mod draft;
 #[cfg(test)]
 mod hostile_tests;
 mod json;
+#[cfg(test)]
+mod language_tests;
 pub mod mapping;
 mod nest;
 mod rules;

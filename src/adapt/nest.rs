@@ -162,7 +162,10 @@ impl<'a> Nest<'a> {
                 .frozen
                 .iter()
                 .enumerate()
-                .map(|(l, f)| f.as_ref().unwrap_or(&self.levels[l].map))
+                .map(|(l, f)| match f {
+                    Some(frozen) => frozen,
+                    None => &self.levels[l].map,
+                })
                 .collect();
             asm.record_in(&p.tree, &ancestors, p.issues)?;
         }
