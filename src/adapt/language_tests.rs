@@ -490,3 +490,29 @@ fn the_loader_refuses_rules_that_cannot_give_their_target_type() {
         refused("id = \"t\"\nsyntax = \"json\"\n[delivery]\nrecords = \"/f/0\"\n[record.fields]\n");
     assert!(message.contains("through every list"), "{message}");
 }
+
+#[test]
+fn an_xml_export_without_a_namespace() {
+    let m = load(
+        r#"
+id = "nons"
+syntax = "xml"
+[xml]
+namespace = ""
+root = "export"
+[delivery]
+records = "/fall"
+[record.fields]
+"source.record_id" = { from = "/@nr" }
+"#,
+    );
+    let c = run(&m, r#"<export><fall nr="1"/><fall nr="2"/></export>"#).unwrap();
+    assert_eq!(c.drafts.len(), 2);
+    assert_eq!(
+        run(&m, r#"<export xmlns="urn:x"><fall nr="1"/></export>"#)
+            .err()
+            .unwrap()
+            .0,
+        Code::X001
+    );
+}
