@@ -1068,6 +1068,15 @@ fn walk_members(
     out: &mut Vec<(String, String)>,
 ) {
     for (key, value) in obj {
+        if let [node] = nodes {
+            // The usual case: one tree, no allocation.
+            match node.children.get(key) {
+                None => out.push((join_path(prefix, key), key.clone())),
+                Some(n) if n.leaf => {}
+                Some(n) => walk_value(value, &[n], &join_path(prefix, key), key, out),
+            }
+            continue;
+        }
         let path = join_path(prefix, key);
         let next: Vec<&KnownTree> = nodes.iter().filter_map(|n| n.children.get(key)).collect();
         if next.is_empty() {
