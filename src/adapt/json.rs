@@ -413,23 +413,28 @@ struct ListSeed<'s, 'a> {
 impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        let level = self.level;
         let visitor = ListVisitor {
             state: self.state,
-            level,
+            level: self.level,
         };
-        if level == 0 {
-            d.deserialize_seq(visitor)
-        } else {
-            // Inside an enclosing element, `null` is an empty list.
-            d.deserialize_any(visitor)
-        }
+        // `any`, so that another type is named by the visitor, never quoted by serde_json.
+        // Inside an enclosing element, `null` is an empty list.
+        d.deserialize_any(visitor)
     }
 }
 
 struct ListVisitor<'s, 'a> {
     state: &'s mut State<'a>,
     level: usize,
+}
+
+impl ListVisitor<'_, '_> {
+    fn not_a_list(&self, found: &str) -> String {
+        format!(
+            "'{}' must be an array, not {found}",
+            self.state.plan.steps[self.level]
+        )
+    }
 }
 
 impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
@@ -446,6 +451,25 @@ impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
             return Err(E::invalid_type(serde::de::Unexpected::Unit, &self));
         }
         Ok(())
+    }
+    // Another type: named without quoting the value (it may be personal).
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a text")))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("true or false")))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a number")))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a number")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a number")))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(self.not_a_list("an object")))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let last = self.state.plan.steps.len() - 1;
@@ -493,7 +517,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
             }
             return Ok(());
         }
-        d.deserialize_map(ElementVisitor {
+        d.deserialize_any(ElementVisitor {
             state: self.state,
             level: self.level,
             index: self.index,
@@ -505,6 +529,19 @@ struct ElementVisitor<'s, 'a> {
     state: &'s mut State<'a>,
     level: usize,
     index: usize,
+}
+
+impl ElementVisitor<'_, '_> {
+    fn not_an_object(&self) -> String {
+        if self.state.plan.lines.is_some() && self.level == 0 {
+            "each line must be a JSON object".to_string()
+        } else {
+            format!(
+                "each entry of '{}' must be an object",
+                self.state.plan.steps[self.level]
+            )
+        }
+    }
 }
 
 impl<'de> Visitor<'de> for ElementVisitor<'_, '_> {
@@ -519,6 +556,21 @@ impl<'de> Visitor<'de> for ElementVisitor<'_, '_> {
                 self.state.plan.steps[self.level]
             )
         }
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let state = self.state;

@@ -516,3 +516,18 @@ records = "/fall"
         Code::X001
     );
 }
+
+#[test]
+fn a_list_or_entry_of_another_type_is_named_not_quoted() {
+    let m = load(NESTED);
+    for body in [
+        r#"{"traeger": "Geheim Name"}"#,
+        r#"{"traeger": [{"klienten": "Geheim Name"}]}"#,
+        r#"{"traeger": [{"klienten": ["Geheim Name"]}]}"#,
+        r#"{"traeger": [{"klienten": {"nr": "Geheim Name"}}]}"#,
+    ] {
+        let (code, message) = run(&m, body).err().unwrap();
+        assert_eq!(code, Code::X001, "{body}: {message}");
+        assert!(!message.contains("Geheim"), "{body}: {message}");
+    }
+}
