@@ -38,6 +38,19 @@ pub const MAPPINGS: &[(&str, &str)] = &[
         "xsozial-lieferung.toml",
         include_str!("../mappings/xsozial-lieferung.toml"),
     ),
+    (
+        "klientplus-json.toml",
+        include_str!("../mappings/klientplus-json.toml"),
+    ),
+    (
+        "sozialakte-xml.toml",
+        include_str!("../mappings/sozialakte-xml.toml"),
+    ),
+    (
+        "fallmonitor-jsonl.toml",
+        include_str!("../mappings/fallmonitor-jsonl.toml"),
+    ),
+    ("kasso-csv.toml", include_str!("../mappings/kasso-csv.toml")),
 ];
 
 /// The deliveries a fuzzed mapping is run on, by syntax.
@@ -46,6 +59,8 @@ const SAMPLE_JSON: &[u8] =
 const SAMPLE_XML: &[u8] =
     include_bytes!("../conformance-tests/cases/xsozial-lieferung/basic/input.xml");
 const SAMPLE_CSV: &[u8] = include_bytes!("../conformance-tests/cases/fallwerk-csv/basic/input.csv");
+const SAMPLE_JSONL: &[u8] =
+    include_bytes!("../conformance-tests/cases/fallmonitor-jsonl/basic/input.jsonl");
 
 /// The most records one fuzzed delivery may have (`L002` above).
 const MAX_RECORDS: u64 = 1_000;
@@ -53,7 +68,7 @@ const MAX_RECORDS: u64 = 1_000;
 /// Which engine a format target drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// The JSON engine (klidas-json).
+    /// The JSON engine (klidas-json, klientplus-json, and JSON Lines: fallmonitor-jsonl).
     Json,
     /// The XML engine (xsozial-lieferung, caseflow-xml).
     Xml,
@@ -185,11 +200,10 @@ pub fn run_format(target: Target, data: &[u8]) {
         2 => Some("windows-1252"),
         _ => Some("iso-8859-1"),
     };
-    for m in engines()
-        .mappings
-        .iter()
-        .filter(|m| m.file.syntax == target.syntax())
-    {
+    for m in engines().mappings.iter().filter(|m| {
+        m.file.syntax == target.syntax()
+            || (target == Target::Json && m.file.syntax == Syntax::Jsonl)
+    }) {
         deliver(m, body, piece, charset);
     }
 }
@@ -202,6 +216,7 @@ pub fn run_mapping(data: &[u8]) {
     };
     let sample = match mapping.file.syntax {
         Syntax::Json => SAMPLE_JSON,
+        Syntax::Jsonl => SAMPLE_JSONL,
         Syntax::Xml => SAMPLE_XML,
         Syntax::Csv => SAMPLE_CSV,
     };

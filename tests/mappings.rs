@@ -102,6 +102,7 @@ macro_rules! both_backends {
 both_backends!(
     xml_and_csv_deliveries_are_received,
     a_fourth_vendor_is_connected_by_one_file,
+    a_client_major_nested_vendor_is_connected_by_one_file,
     admin_preview_stores_nothing,
 );
 
@@ -329,6 +330,86 @@ async fn a_fourth_vendor_is_connected_by_one_file(s: &TestServer) {
     )
     .await;
     assert_ne!(r["mapping_version"], version_before);
+}
+
+/// Issue 16: a vendor whose export is client-major nested JSON (clients → cases) is connected by
+/// dropping one mapping file into the running server's mappings directory: no rebuild, no
+/// restart, no configuration change (the mapping names its vendor in `vendors`).
+async fn a_client_major_nested_vendor_is_connected_by_one_file(s: &TestServer) {
+    let dir = s.dir.path().join("mappings");
+    let sample = case_input("klientplus-json", "client-major");
+    let (st, e) = deliver(
+        s,
+        "klientplus-json",
+        "application/json",
+        sample.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(e["code"], "V000");
+
+    std::fs::copy(
+        repo().join("mappings/klientplus-json.toml"),
+        dir.join("klientplus-json.toml"),
+    )
+    .unwrap();
+    eventually(|| async {
+        admin_mappings(s).await["mappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["format"] == "klientplus-json")
+    })
+    .await;
+    let (st, r) = deliver(
+        s,
+        "klientplus-json",
+        "application/json",
+        sample.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["received"].as_u64(),
+            r["accepted"].as_u64(),
+            r["mode"].as_str()
+        ),
+        (Some("E1"), Some(3), Some(3), Some("partial")),
+        "{r}"
+    );
+    // The payload's message id is the idempotency key: the same export again is a duplicate.
+    let (_, again) = deliver(s, "klientplus-json", "application/json", sample, None).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+
+    // Every case of every client arrived, each with its client's data.
+    let (_, r) = deliver(
+        s,
+        "klientplus-json",
+        "application/json",
+        case_input("klientplus-json", "cookbook"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["accepted"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some("E3"), Some(3), Some(1)),
+        "{r}"
+    );
+    let errors = r["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["code"] == "F002" && e["source"] == "../name"),
+        "{errors:?}"
+    );
 }
 
 async fn admin_preview_stores_nothing(s: &TestServer) {

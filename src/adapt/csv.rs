@@ -261,7 +261,9 @@ fn build(
         };
         tree.insert(csv_list_key(&list.target), Value::Array(selected));
     }
-    let mut draft = plan.record.map(file, position, &Value::Object(tree), false);
+    let mut draft = plan
+        .record
+        .map(file, position, &Value::Object(tree), &[], false);
     let mut extra: Vec<Issue> = Vec::new();
     for (i, name) in unknown {
         if rows.iter().any(|r| !normalize(&r[*i]).is_empty()) {

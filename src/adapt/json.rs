@@ -1,23 +1,38 @@
-//! The JSON engine: reads one JSON document as a stream, one record at a time, and applies a
-//! mapping's JSON pointers and value maps. It knows no vendor field names; the mapping file does.
+//! The JSON and JSON Lines engines: read a JSON document (or one JSON value a line) as a
+//! stream, one record at a time, and apply a mapping's JSON pointers and value maps. They know no
+//! vendor field names; the mapping file does.
 //!
-//! The top-level object is walked member by member. The records array (the mapping's
-//! `delivery.records`) is never held whole: each element is parsed, mapped and handed to the sink
-//! before the next one is read. Other top-level members form the header. Should the records come
-//! before the header members they need, the drafts wait until the header is complete.
+//! JSON: the top-level object is walked member by member. The records (the mapping's
+//! `delivery.records`, through every list on the way: `/faelle`, `/klienten/faelle`) are never
+//! held whole: each record is parsed, mapped and handed to the sink before the next one is read;
+//! an enclosing element (a client) is walked member by member too, holding only its own members
+//! ([`super::nest`]). Other top-level members form the header. Should the records come before the
+//! header members they need, the drafts wait until the header is complete.
+//!
+//! JSON Lines: every non-empty line is one JSON object, parsed as a stream of its own (a line is
+//! never held whole either); with `[jsonl] header_line = true` the first one is the header.
+//! Errors name the line.
 
-use super::mapping::{MappingFile, pointer_tokens};
-use super::rules::{Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat, check_limits};
+use super::mapping::{JsonlSpec, MappingFile, Syntax, pointer_tokens};
+use super::nest::Nest;
+use super::rules::{
+    Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat, check_limits, unknown_issue,
+};
 use super::{AdaptError, AdaptSink, MAX_VALUE_BYTES};
-use crate::catalogue::Code;
+use crate::catalogue::{Code, echo};
+use serde::Deserialize as _;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
-/// A mapping compiled for the JSON engine.
+/// A mapping compiled for the JSON (or JSON Lines) engine.
 #[derive(Debug)]
 pub(crate) struct JsonPlan {
-    records_member: String,
+    /// The member names from the top down to the records; for JSON Lines the first is the line
+    /// itself (an empty name).
+    steps: Vec<String>,
+    /// JSON Lines settings (JSON Lines only).
+    lines: Option<JsonlSpec>,
     header: HeaderPlan,
     record: RecordPlan,
 }
@@ -25,15 +40,22 @@ pub(crate) struct JsonPlan {
 impl JsonPlan {
     /// Compiles a checked mapping file.
     pub(crate) fn compile(file: &MappingFile) -> JsonPlan {
-        let records_member = file
+        let records = file
             .delivery
             .records
             .as_deref()
             .and_then(pointer_tokens)
-            .and_then(|t| t.into_iter().next())
             .unwrap_or_default();
+        let (steps, lines) = if file.syntax == Syntax::Jsonl {
+            let mut steps = vec![String::new()];
+            steps.extend(records);
+            (steps, Some(file.jsonl.clone().unwrap_or_default()))
+        } else {
+            (records, None)
+        };
         JsonPlan {
-            records_member,
+            steps,
+            lines,
             header: HeaderPlan::compile(file),
             record: RecordPlan::compile(file),
         }
@@ -47,13 +69,19 @@ pub(crate) fn run(
     reader: &mut dyn Read,
     sink: &mut dyn AdaptSink,
 ) -> Result<(), AdaptError> {
+    if plan.lines.is_some() {
+        return run_lines(file, plan, reader, sink);
+    }
     let reader = io::BufReader::with_capacity(64 * 1024, Utf8Reader::new(reader));
     let mut de = serde_json::Deserializer::from_reader(reader);
     let mut state = State {
         plan,
         asm: Assembler::new(file, &plan.header, &plan.record, sink),
+        nest: Nest::new(&plan.record, plan.steps.len()),
         records_seen: false,
         failure: None,
+        base: 3,
+        line: None,
     };
     let parsed = TopSeed { state: &mut state }.deserialize(&mut de);
     let parsed = parsed.and_then(|()| de.end());
@@ -61,20 +89,180 @@ pub(crate) fn run(
         return Err(failure);
     }
     if let Err(e) = parsed {
-        return Err(classify(e));
+        let trailing = e.to_string().contains("trailing characters");
+        let mut err = classify(e, None);
+        if trailing && let AdaptError::Rejected { message, .. } = &mut err {
+            message.push_str(
+                " (one JSON document expected; an export of one JSON object a line needs a mapping with syntax = \"jsonl\")",
+            );
+        }
+        return Err(err);
     }
     if !state.records_seen {
         return Err(AdaptError::rejected(
             Code::X001,
-            format!("member '{}' (the records) is missing", plan.records_member),
+            format!("member '{}' (the records) is missing", plan.steps[0]),
         ));
     }
+    state.nest.finish(&mut state.asm)?;
     state.asm.finish()
 }
 
-/// Maps a serde_json error to the delivery-level code it stands for.
-fn classify(e: serde_json::Error) -> AdaptError {
+/// Runs the JSON Lines engine over a body.
+fn run_lines(
+    file: &MappingFile,
+    plan: &JsonPlan,
+    reader: &mut dyn Read,
+    sink: &mut dyn AdaptSink,
+) -> Result<(), AdaptError> {
+    let header_line = plan.lines.as_ref().is_some_and(|l| l.header_line);
+    let mut reader = io::BufReader::with_capacity(64 * 1024, Utf8Reader::new(reader));
+    let mut state = State {
+        plan,
+        asm: Assembler::new(file, &plan.header, &plan.record, sink),
+        nest: Nest::new(&plan.record, plan.steps.len()),
+        records_seen: true,
+        failure: None,
+        base: 1,
+        line: None,
+    };
+    let mut line_no: u64 = 0;
+    let mut header_done = !header_line;
+    if !header_line {
+        state.asm.finish()?;
+    }
+    let mut index = 0usize;
+    loop {
+        // Skip blank lines; stop at the end.
+        loop {
+            let buf = reader.fill_buf().map_err(AdaptError::from_io)?;
+            let Some(&b) = buf.first() else {
+                if !header_done {
+                    return Err(AdaptError::rejected(
+                        Code::X001,
+                        "the header line (the first line) is missing",
+                    ));
+                }
+                state.nest.finish(&mut state.asm)?;
+                return state.asm.finish();
+            };
+            match b {
+                b'\n' => {
+                    line_no += 1;
+                    reader.consume(1);
+                }
+                b' ' | b'\t' | b'\r' => reader.consume(1),
+                _ => break,
+            }
+        }
+        line_no += 1;
+        state.line = Some(line_no);
+        let at_line = |e: AdaptError| match e {
+            AdaptError::Rejected { code, message } if !message.starts_with("line ") => {
+                AdaptError::Rejected {
+                    code,
+                    message: format!("line {line_no}: {message}"),
+                }
+            }
+            other => other,
+        };
+        let mut de = serde_json::Deserializer::from_reader(OneLine {
+            inner: &mut reader,
+            done: false,
+        });
+        let parsed = if !header_done {
+            header_done = true;
+            match Value::deserialize(&mut de) {
+                Ok(value) => {
+                    check_limits(&value, 1).map_err(at_line)?;
+                    let Value::Object(members) = value else {
+                        return Err(at_line(AdaptError::rejected(
+                            Code::X001,
+                            "the header line must be a JSON object",
+                        )));
+                    };
+                    for (k, v) in members {
+                        state
+                            .asm
+                            .header_member(k, v, Repeat::Replace)
+                            .map_err(at_line)?;
+                    }
+                    state.asm.finish().map_err(at_line)?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let seed = ElementSeed {
+                state: &mut state,
+                level: 0,
+                index,
+            };
+            index += 1;
+            seed.deserialize(&mut de)
+        };
+        let parsed = parsed.and_then(|()| de.end());
+        if let Some(failure) = state.failure.take() {
+            return Err(at_line(failure));
+        }
+        if let Err(e) = parsed {
+            return Err(classify(e, Some(line_no)));
+        }
+    }
+}
+
+/// A reader of one line of a buffered reader: ends before the line's `\n` (which it consumes).
+struct OneLine<'r, R> {
+    inner: &'r mut R,
+    done: bool,
+}
+
+impl<R: BufRead> Read for OneLine<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.done || out.is_empty() {
+            return Ok(0);
+        }
+        let buf = self.inner.fill_buf()?;
+        if buf.is_empty() {
+            self.done = true;
+            return Ok(0);
+        }
+        let avail = buf.len().min(out.len());
+        match buf[..avail].iter().position(|b| *b == b'\n') {
+            Some(0) => {
+                self.inner.consume(1);
+                self.done = true;
+                Ok(0)
+            }
+            Some(n) => {
+                out[..n].copy_from_slice(&buf[..n]);
+                self.inner.consume(n);
+                Ok(n)
+            }
+            None => {
+                out[..avail].copy_from_slice(&buf[..avail]);
+                self.inner.consume(avail);
+                Ok(avail)
+            }
+        }
+    }
+}
+
+/// Maps a serde_json error to the delivery-level code it stands for (naming the line of a JSON
+/// Lines body).
+fn classify(e: serde_json::Error, line: Option<u64>) -> AdaptError {
     use serde_json::error::Category;
+    let at = |m: String| match line {
+        Some(n) => {
+            // serde_json counts lines of the line alone: give the body's line and the column.
+            let text = m
+                .rsplit_once(" at line ")
+                .map(|(head, _)| head.to_string())
+                .unwrap_or(m.clone());
+            format!("line {n}, column {}: {text}", e.column())
+        }
+        None => m,
+    };
     match e.classify() {
         Category::Io => {
             let io: io::Error = e.into();
@@ -85,11 +273,11 @@ fn classify(e: serde_json::Error) -> AdaptError {
             format!("nesting deeper than {MAX_DEPTH} levels"),
         ),
         Category::Syntax | Category::Eof => {
-            AdaptError::rejected(Code::X000, format!("not well-formed JSON: {e}"))
+            AdaptError::rejected(Code::X000, at(format!("not well-formed JSON: {e}")))
         }
         Category::Data => AdaptError::rejected(
             Code::X001,
-            format!("the document does not fit the format: {e}"),
+            at(format!("the document does not fit the format: {e}")),
         ),
     }
 }
@@ -97,8 +285,14 @@ fn classify(e: serde_json::Error) -> AdaptError {
 struct State<'a> {
     plan: &'a JsonPlan,
     asm: Assembler<'a>,
+    nest: Nest<'a>,
     records_seen: bool,
     failure: Option<AdaptError>,
+    /// Nesting level of an element of the first list (3 in a JSON document: the top object, the
+    /// array, the element; 1 for a JSON Lines line).
+    base: usize,
+    /// The line being read (JSON Lines).
+    line: Option<u64>,
 }
 
 impl State<'_> {
@@ -114,18 +308,53 @@ impl State<'_> {
         self.asm.header_member(key, value, Repeat::Replace)
     }
 
+    /// The name of list `level` for messages.
+    fn list_name(&self, level: usize) -> String {
+        match (&self.plan.lines, level) {
+            (Some(_), 0) => "the lines".to_string(),
+            _ => format!("'{}'", self.plan.steps[level]),
+        }
+    }
+
     fn record(&mut self, value: Value) -> Result<(), AdaptError> {
-        check_limits(&value, 3)?;
+        let level = self.plan.steps.len() - 1;
+        check_limits(&value, self.base + 2 * level)?;
         if !value.is_object() {
             return Err(AdaptError::rejected(
                 Code::X001,
-                format!(
-                    "each entry of '{}' must be an object",
-                    self.plan.records_member
-                ),
+                match (&self.plan.lines, level) {
+                    (Some(_), 0) => "each line must be a JSON object".to_string(),
+                    _ => format!("each entry of {} must be an object", self.list_name(level)),
+                },
             ));
         }
-        self.asm.record(&value, Vec::new())
+        self.nest.record(&mut self.asm, value, Vec::new())
+    }
+
+    /// A member of an open enclosing element (not its list).
+    fn element_member(
+        &mut self,
+        level: usize,
+        key: String,
+        value: Value,
+    ) -> Result<(), AdaptError> {
+        check_limits(&value, self.base + 2 * level + 1)?;
+        if self.nest.knows(&key) {
+            return self.nest.member(&mut self.asm, key, value, Repeat::Replace);
+        }
+        if value.is_null() {
+            return Ok(());
+        }
+        let (path, note) = self.nest.path();
+        let path = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        let mut issue = unknown_issue(path, &key);
+        issue.message = format!("{note}{}", issue.message);
+        self.asm.sink.warning(issue);
+        Ok(())
     }
 }
 
@@ -154,14 +383,15 @@ impl<'de> Visitor<'de> for TopVisitor<'_, '_> {
             if key.len() > MAX_VALUE_BYTES {
                 return Err(self.state.fail(AdaptError::too_long()));
             }
-            if key == self.state.plan.records_member {
+            if key == self.state.plan.steps[0] {
                 if self.state.records_seen {
                     let msg = format!("member '{key}' given twice");
                     return Err(self.state.fail(AdaptError::rejected(Code::X001, msg)));
                 }
                 self.state.records_seen = true;
-                map.next_value_seed(RecordsSeed {
+                map.next_value_seed(ListSeed {
                     state: &mut *self.state,
+                    level: 0,
                 })?;
             } else {
                 let value: Value = map.next_value()?;
@@ -174,31 +404,221 @@ impl<'de> Visitor<'de> for TopVisitor<'_, '_> {
     }
 }
 
-struct RecordsSeed<'s, 'a> {
+/// List `level` of the records path (the records themselves at the last level).
+struct ListSeed<'s, 'a> {
     state: &'s mut State<'a>,
+    level: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(RecordsVisitor { state: self.state })
+        let visitor = ListVisitor {
+            state: self.state,
+            level: self.level,
+        };
+        // `any`, so that another type is named by the visitor, never quoted by serde_json.
+        // Inside an enclosing element, `null` is an empty list.
+        d.deserialize_any(visitor)
     }
 }
 
-struct RecordsVisitor<'s, 'a> {
+struct ListVisitor<'s, 'a> {
     state: &'s mut State<'a>,
+    level: usize,
 }
 
-impl<'de> Visitor<'de> for RecordsVisitor<'_, '_> {
+impl ListVisitor<'_, '_> {
+    fn not_a_list(&self, found: &str) -> String {
+        format!(
+            "'{}' must be an array, not {found}",
+            self.state.plan.steps[self.level]
+        )
+    }
+}
+
+impl<'de> Visitor<'de> for ListVisitor<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of records")
+        if self.level == 0 {
+            f.write_str("an array of records")
+        } else {
+            write!(f, "an array ('{}')", self.state.plan.steps[self.level])
+        }
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        if self.level == 0 {
+            return Err(E::invalid_type(serde::de::Unexpected::Unit, &self));
+        }
+        Ok(())
+    }
+    // Another type: named without quoting the value (it may be personal).
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a text")))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("true or false")))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a number")))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a number")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(self.not_a_list("a number")))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(self.not_a_list("an object")))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<Value>()? {
+        let last = self.state.plan.steps.len() - 1;
+        let mut index = 0;
+        if self.level == last {
+            while let Some(value) = seq.next_element::<Value>()? {
+                if let Err(e) = self.state.record(value) {
+                    return Err(self.state.fail(e));
+                }
+            }
+            return Ok(());
+        }
+        loop {
+            let seed = ElementSeed {
+                state: &mut *self.state,
+                level: self.level,
+                index,
+            };
+            if seq.next_element_seed(seed)?.is_none() {
+                break;
+            }
+            index += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One element of list `level` that encloses records (a client of `/klienten/faelle`), or a
+/// JSON Lines line.
+struct ElementSeed<'s, 'a> {
+    state: &'s mut State<'a>,
+    level: usize,
+    index: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let last = self.state.plan.steps.len() - 1;
+        if self.level == last {
+            // A JSON Lines line that is the record.
+            let value = Value::deserialize(d)?;
             if let Err(e) = self.state.record(value) {
                 return Err(self.state.fail(e));
             }
+            return Ok(());
+        }
+        d.deserialize_any(ElementVisitor {
+            state: self.state,
+            level: self.level,
+            index: self.index,
+        })
+    }
+}
+
+struct ElementVisitor<'s, 'a> {
+    state: &'s mut State<'a>,
+    level: usize,
+    index: usize,
+}
+
+impl ElementVisitor<'_, '_> {
+    fn not_an_object(&self) -> String {
+        if self.state.plan.lines.is_some() && self.level == 0 {
+            "each line must be a JSON object".to_string()
+        } else {
+            format!(
+                "each entry of '{}' must be an object",
+                self.state.plan.steps[self.level]
+            )
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for ElementVisitor<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.state.plan.lines.is_some() && self.level == 0 {
+            f.write_str("a JSON object (each line)")
+        } else {
+            write!(
+                f,
+                "a JSON object (each entry of '{}')",
+                self.state.plan.steps[self.level]
+            )
+        }
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(self.not_an_object()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let state = self.state;
+        let level = self.level;
+        let child = state.plan.steps[level + 1].clone();
+        let (parent, _) = state.nest.path();
+        let (path, note) = match (&state.plan.lines, level) {
+            (Some(_), 0) => (String::new(), format!("line {}: ", state.line.unwrap_or(0))),
+            _ => {
+                let here = format!("{}[{}]", state.plan.steps[level], self.index);
+                (
+                    if parent.is_empty() {
+                        here
+                    } else {
+                        format!("{parent}.{here}")
+                    },
+                    state
+                        .line
+                        .map(|n| format!("line {n}: "))
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        state.nest.open(path, note, &child);
+        let mut seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key.len() > MAX_VALUE_BYTES {
+                return Err(state.fail(AdaptError::too_long()));
+            }
+            if key == child {
+                if seen {
+                    let msg = format!("member '{}' given twice in one element", echo(&key));
+                    return Err(state.fail(AdaptError::rejected(Code::X001, msg)));
+                }
+                seen = true;
+                map.next_value_seed(ListSeed {
+                    state: &mut *state,
+                    level: level + 1,
+                })?;
+            } else {
+                let value: Value = map.next_value()?;
+                if let Err(e) = state.element_member(level, key, value) {
+                    return Err(state.fail(e));
+                }
+            }
+        }
+        if let Err(e) = state.nest.close(&mut state.asm) {
+            return Err(state.fail(e));
         }
         Ok(())
     }

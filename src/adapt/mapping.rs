@@ -8,6 +8,9 @@
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
+/// The most list steps `delivery.records` may name.
+pub const MAX_RECORD_STEPS: usize = 8;
+
 /// Errors loading a mapping file.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
@@ -89,6 +92,8 @@ pub enum Syntax {
     Xml,
     /// A CSV export: one header row, one or more rows per record.
     Csv,
+    /// JSON Lines: one JSON object a line (optionally a header line first), streamed line by line.
+    Jsonl,
 }
 
 /// Delivery mode of a delivery.
@@ -144,6 +149,9 @@ pub struct MappingFile {
     /// CSV settings (`syntax = "csv"` only).
     #[serde(default)]
     pub csv: Option<CsvSpec>,
+    /// JSON Lines settings (`syntax = "jsonl"` only).
+    #[serde(default)]
+    pub jsonl: Option<JsonlSpec>,
     /// Where the delivery's header values and records are.
     #[serde(default)]
     pub delivery: DeliverySpec,
@@ -195,6 +203,17 @@ pub struct CsvSpec {
     pub required_columns: Vec<String>,
 }
 
+/// JSON Lines settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSpec {
+    /// The first non-empty line is the delivery header (the object `[delivery]` paths start at),
+    /// not a record. Without it the idempotency key comes from the `Idempotency-Key` request
+    /// header, the mode from `?mode=`, and every other value from the record lines.
+    #[serde(default)]
+    pub header_line: bool,
+}
+
 fn default_separator() -> char {
     ';'
 }
@@ -211,8 +230,11 @@ fn default_encoding() -> String {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySpec {
-    /// Source path of the records: a member of the top-level JSON object (`/cases`) or the
-    /// record element under the XML root (`/fall`). Not used for CSV.
+    /// Source path of the records, through every list on the way: `/faelle` (the records are the
+    /// entries of the top-level member `faelle`, or the `fall` elements under the XML root), or
+    /// `/klienten/faelle` (every entry of `faelle` in every entry of `klienten`: a record's rules
+    /// read its client with `../`). JSON Lines: inside one line; absent, the line is the record.
+    /// Not used for CSV.
     #[serde(default)]
     pub records: Option<String>,
     /// Format version check: missing → `X001`, a value not in `accept` → `V000`.
@@ -286,7 +308,8 @@ pub struct RecordSpec {
     /// Canonical arrays (`services`, `consents`) built from a source array: name → spec.
     #[serde(default)]
     pub lists: BTreeMap<String, ListSpec>,
-    /// Source paths inside a record that are known but not mapped (no `W002`).
+    /// Source paths inside a record that are known but not mapped (no `W002`): `../` steps
+    /// to an enclosing element, a number to one list element, `*` to every element.
     #[serde(default)]
     pub informational: Vec<String>,
 }
@@ -318,9 +341,9 @@ pub struct RowSelect {
 }
 
 /// Where one canonical value comes from and how it is transformed. Transforms run in this order:
-/// read (`from`, or the constant `value`); for lists `split`, then trim and NFC of each entry,
-/// then `join`; for strings trim and NFC; then `date` (or `decimal` for numbers), then `map`;
-/// `default` (as written, untransformed) when nothing is left.
+/// read (`from`, or the constant `value`); for lists `split`, then trim and NFC of each entry;
+/// for strings trim and NFC; `absent`; `split` + `part`; `pattern`; then `decimal` (numbers),
+/// `join` (lists), `date`, `map`; `default` (as written, untransformed) when nothing is left.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRule {
@@ -337,9 +360,30 @@ pub struct FieldRule {
     /// For lists of strings: join the entries with this separator into one string.
     #[serde(default)]
     pub join: Option<String>,
-    /// Split a string into a list at this separator (entries trimmed, empty ones dropped).
+    /// Split a string into a list at this separator (entries trimmed, empty ones dropped), or,
+    /// with `part`, into parts of which one is taken.
     #[serde(default)]
     pub split: Option<String>,
+    /// With `split`: take part N (1 is the first, -1 the last) as the value; a missing part is
+    /// `F002`.
+    #[serde(default)]
+    pub part: Option<i64>,
+    /// A regular expression (the `regex` crate's syntax) the whole cleaned text must match, with
+    /// named groups `(?P<name>…)`; the value is the group `group`. No match is `F002`.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// With `pattern`: the named group that is the value (may be left out if the pattern has
+    /// exactly one named group). A group that matched nothing gives an absent value.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Texts that mean "no value" (`"unbekannt"`, `"k.A."`, `"-"`): such a value counts as
+    /// absent, so `default` applies. Compared after cleaning (and with `fold`, folded).
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// `map` (and `absent`) ignore case and umlaut spellings: `Ä`/`ä` = `ae`, `ö` = `oe`,
+    /// `ü` = `ue`, `ß` = `ss`.
+    #[serde(default)]
+    pub fold: bool,
     /// Date pattern of the source (`TT.MM.JJJJ`, `MM/JJJJ`, `JJJJ-MM-TT`, …): the value becomes
     /// `YYYY-MM-DD` (or `YYYY-MM` for patterns without a day). Not a valid date → `F002`.
     #[serde(default)]
@@ -425,8 +469,97 @@ fn is_canonical_target(target: &str) -> bool {
 pub fn path_tokens(syntax: Syntax, path: &str) -> Option<Vec<String>> {
     match syntax {
         Syntax::Csv => (!path.is_empty()).then(|| vec![path.to_string()]),
-        Syntax::Json | Syntax::Xml => pointer_tokens(path).filter(|t| !t.is_empty()),
+        Syntax::Json | Syntax::Xml | Syntax::Jsonl => {
+            pointer_tokens(path).filter(|t| !t.is_empty())
+        }
     }
+}
+
+/// The `../` steps at the start of a record path: how many enclosing elements up, and the rest
+/// as a path from there (`../name/x` → `(1, "/name/x")`). CSV paths never go up.
+pub fn split_up(syntax: Syntax, path: &str) -> (usize, String) {
+    if syntax == Syntax::Csv {
+        return (0, path.to_string());
+    }
+    let mut up = 0;
+    let mut rest = path;
+    while let Some(r) = rest.strip_prefix("../") {
+        up += 1;
+        rest = r;
+    }
+    if up == 0 {
+        (0, path.to_string())
+    } else {
+        (up, format!("/{rest}"))
+    }
+}
+
+/// The canonical type of a target a rule must produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetType {
+    /// One text.
+    Text,
+    /// One text holding a date.
+    Date,
+    /// A number.
+    Number,
+    /// A list of texts.
+    List,
+}
+
+fn target_type(target: &str) -> TargetType {
+    match target {
+        "consents[].fields" => TargetType::List,
+        "services[].hours_per_week" => TargetType::Number,
+        "reporting_period"
+        | "client.birth_date"
+        | "case.opened_on"
+        | "case.closed_on"
+        | "services[].start"
+        | "services[].end"
+        | "consents[].granted_on"
+        | "consents[].valid_until"
+        | "consents[].withdrawn_on" => TargetType::Date,
+        _ => TargetType::Text,
+    }
+}
+
+/// The most bytes a compiled `pattern` may take (`RegexBuilder::size_limit`).
+pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles a rule's `pattern`: anchored at both ends (the whole value must match), bounded in
+/// size.
+pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+}
+
+/// Folds a text for `fold = true`: lowercase, and `ä` → `ae`, `ö` → `oe`, `ü` → `ue`, `ß` → `ss`.
+pub fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars().flat_map(char::to_lowercase) {
+        match c {
+            'ä' => out.push_str("ae"),
+            'ö' => out.push_str("oe"),
+            'ü' => out.push_str("ue"),
+            'ß' => out.push_str("ss"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How a source path may be written where it stands.
+#[derive(Clone, Copy, Default)]
+struct Allow {
+    /// `../` (record fields and record.informational).
+    up: bool,
+    /// `*` for every element of a list (informational).
+    star: bool,
+    /// The delivery: must not reach into the records.
+    header: bool,
 }
 
 /// A JSON pointer split into its reference tokens (`/a/b` → `["a","b"]`, `~1` → `/`, `~0` → `~`).
@@ -475,20 +608,48 @@ impl MappingFile {
                 format!("id '{}' must be lowercase letters, digits and '-'", self.id),
             ));
         }
+        if let Some(records) = &self.delivery.records
+            && self.syntax != Syntax::Csv
+        {
+            let tokens = pointer_tokens(records).unwrap_or_default();
+            if tokens.is_empty()
+                || tokens.len() > MAX_RECORD_STEPS
+                || tokens.iter().any(|t| {
+                    t.is_empty() || t == "*" || t == ".." || t.bytes().all(|b| b.is_ascii_digit())
+                })
+            {
+                return Err(at(
+                    &["delivery", "records"],
+                    format!(
+                        "delivery.records '{records}' must name the list of records through every list on the way, e.g. \"/cases\" or \"/clients/cases\" (member or element names, at most {MAX_RECORD_STEPS})"
+                    ),
+                ));
+            }
+        }
         match self.syntax {
             Syntax::Json | Syntax::Xml => {
-                let Some(records) = &self.delivery.records else {
+                if self.delivery.records.is_none() {
                     return Err(at(
                         &["delivery"],
                         "delivery.records is required for JSON and XML".into(),
                     ));
-                };
-                if pointer_tokens(records).is_none_or(|t| t.len() != 1) {
-                    return Err(at(
-                        &["delivery", "records"],
-                        format!(
-                            "delivery.records '{records}' must name one member or element below the top, e.g. \"/cases\""
-                        ),
+                }
+            }
+            Syntax::Jsonl => {
+                let d = &self.delivery;
+                let header_line = self.jsonl.as_ref().is_some_and(|j| j.header_line);
+                if !header_line
+                    && (d.version.is_some()
+                        || d.idempotency_key.is_some()
+                        || d.mode.is_some()
+                        || d.test.is_some()
+                        || !d.objects.is_empty()
+                        || !d.once.is_empty()
+                        || !d.informational.is_empty()
+                        || !d.fields.is_empty())
+                {
+                    return Err(at(&["delivery"],
+                        "a JSON Lines mapping without [jsonl] header_line = true has no delivery header: the mode comes from ?mode=, the idempotency key from the Idempotency-Key header, and every other value from the record lines".into(),
                     ));
                 }
             }
@@ -528,6 +689,12 @@ impl MappingFile {
                 "an [xml] section needs syntax = \"xml\"".into(),
             ));
         }
+        if self.syntax != Syntax::Jsonl && self.jsonl.is_some() {
+            return Err(at(
+                &["jsonl"],
+                "a [jsonl] section needs syntax = \"jsonl\"".into(),
+            ));
+        }
         if self.syntax != Syntax::Csv && self.csv.is_some() {
             return Err(at(
                 &["csv"],
@@ -553,55 +720,82 @@ impl MappingFile {
                 ));
             }
         }
-        // Source paths, each with the key that names it.
-        let mut paths: Vec<(&str, Vec<String>)> = Vec::new();
+        // Source paths, each with the key that names it and what it may hold.
+        let mut paths: Vec<(&str, Vec<String>, Allow)> = Vec::new();
         let named = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
-        paths.extend(
-            self.delivery
-                .version
-                .iter()
-                .map(|v| (v.from.as_str(), named(&["delivery", "version", "from"]))),
-        );
+        let header = Allow {
+            header: true,
+            ..Allow::default()
+        };
+        paths.extend(self.delivery.version.iter().map(|v| {
+            (
+                v.from.as_str(),
+                named(&["delivery", "version", "from"]),
+                header,
+            )
+        }));
         paths.extend(
             self.delivery
                 .idempotency_key
                 .iter()
-                .map(|p| (p.as_str(), named(&["delivery", "idempotency_key"]))),
+                .map(|p| (p.as_str(), named(&["delivery", "idempotency_key"]), header)),
         );
-        paths.extend(
-            self.delivery
-                .mode
-                .iter()
-                .map(|m| (m.from.as_str(), named(&["delivery", "mode", "from"]))),
-        );
-        paths.extend(
-            self.delivery
-                .test
-                .iter()
-                .map(|m| (m.from.as_str(), named(&["delivery", "test", "from"]))),
-        );
-        for (list, keys) in [
-            (&self.delivery.objects, ["delivery", "objects"]),
-            (&self.delivery.once, ["delivery", "once"]),
-            (&self.delivery.informational, ["delivery", "informational"]),
-            (&self.record.informational, ["record", "informational"]),
+        paths.extend(self.delivery.mode.iter().map(|m| {
+            (
+                m.from.as_str(),
+                named(&["delivery", "mode", "from"]),
+                header,
+            )
+        }));
+        paths.extend(self.delivery.test.iter().map(|m| {
+            (
+                m.from.as_str(),
+                named(&["delivery", "test", "from"]),
+                header,
+            )
+        }));
+        for (list, keys, allow) in [
+            (&self.delivery.objects, ["delivery", "objects"], header),
+            (&self.delivery.once, ["delivery", "once"], header),
+            (
+                &self.delivery.informational,
+                ["delivery", "informational"],
+                Allow {
+                    star: true,
+                    ..header
+                },
+            ),
+            (
+                &self.record.informational,
+                ["record", "informational"],
+                Allow {
+                    up: true,
+                    star: true,
+                    header: false,
+                },
+            ),
         ] {
-            paths.extend(list.iter().map(|p| (p.as_str(), named(&keys))));
+            paths.extend(list.iter().map(|p| (p.as_str(), named(&keys), allow)));
         }
-        // Field rules: (canonical target, the key of the rule, the rule).
-        let mut rules: Vec<(String, Vec<String>, &FieldRule)> = Vec::new();
+        // Field rules: (canonical target, the key of the rule, the rule, may go up).
+        let mut rules: Vec<(String, Vec<String>, &FieldRule, Allow)> = Vec::new();
         rules.extend(
             self.delivery
                 .fields
                 .iter()
-                .map(|(k, v)| (k.clone(), named(&["delivery", "fields", k]), v)),
+                .map(|(k, v)| (k.clone(), named(&["delivery", "fields", k]), v, header)),
         );
-        rules.extend(
-            self.record
-                .fields
-                .iter()
-                .map(|(k, v)| (k.clone(), named(&["record", "fields", k]), v)),
-        );
+        rules.extend(self.record.fields.iter().map(|(k, v)| {
+            (
+                k.clone(),
+                named(&["record", "fields", k]),
+                v,
+                Allow {
+                    up: true,
+                    ..Allow::default()
+                },
+            )
+        }));
         for (name, list) in &self.record.lists {
             let list_key = named(&["record", "lists", name]);
             if name != "services" && name != "consents" {
@@ -625,11 +819,15 @@ impl MappingFile {
                     }
                     let when_any = [list_key.clone(), named(&["rows", "when_any"])].concat();
                     let first_with = [list_key.clone(), named(&["rows", "first_with"])].concat();
-                    paths.extend(rows.when_any.iter().map(|p| (p.as_str(), when_any.clone())));
+                    paths.extend(
+                        rows.when_any
+                            .iter()
+                            .map(|p| (p.as_str(), when_any.clone(), Allow::default())),
+                    );
                     paths.extend(
                         rows.first_with
                             .iter()
-                            .map(|p| (p.as_str(), first_with.clone())),
+                            .map(|p| (p.as_str(), first_with.clone(), Allow::default())),
                     );
                 }
                 (Syntax::Csv, _, _) => {
@@ -639,7 +837,11 @@ impl MappingFile {
                     ));
                 }
                 (_, Some(from), None) => {
-                    paths.push((from, [list_key.clone(), named(&["from"])].concat()));
+                    paths.push((
+                        from,
+                        [list_key.clone(), named(&["from"])].concat(),
+                        Allow::default(),
+                    ));
                 }
                 _ => {
                     return Err(at(
@@ -653,10 +855,11 @@ impl MappingFile {
                     format!("{name}[].{k}"),
                     [list_key.clone(), named(&["fields", k])].concat(),
                     v,
+                    Allow::default(),
                 )
             }));
         }
-        for (target, rule_key, _) in &rules {
+        for (target, rule_key, _, _) in &rules {
             if !is_canonical_target(target) {
                 return Err(at(
                     &key(rule_key),
@@ -666,7 +869,7 @@ impl MappingFile {
                 ));
             }
         }
-        for (target, rule_key, rule) in &rules {
+        for (target, rule_key, rule, _) in &rules {
             if rule.required && rule_key[0] == "record" {
                 return Err(at(
                     &[key(rule_key), vec!["required"]].concat(),
@@ -676,7 +879,7 @@ impl MappingFile {
                 ));
             }
         }
-        for (target, rule_key, rule) in &rules {
+        for (target, rule_key, rule, allow) in &rules {
             let fail = |k: &str, message: String| at(&[key(rule_key), vec![k]].concat(), message);
             if rule.map.is_some() && rule.kind == ValueKind::Number {
                 return Err(fail(
@@ -686,7 +889,7 @@ impl MappingFile {
             }
             match (&rule.from, &rule.value) {
                 (Some(from), None) => {
-                    paths.push((from, [rule_key.clone(), named(&["from"])].concat()))
+                    paths.push((from, [rule_key.clone(), named(&["from"])].concat(), *allow))
                 }
                 (None, Some(_)) => {}
                 _ => {
@@ -712,17 +915,124 @@ impl MappingFile {
                     format!("field '{target}': join needs type = \"string_list\""),
                 ));
             }
-            if rule.split.is_some() && rule.kind != ValueKind::StringList {
+            if rule.split.is_some() && rule.kind != ValueKind::StringList && rule.part.is_none() {
                 return Err(fail(
                     "split",
-                    format!("field '{target}': split needs type = \"string_list\""),
+                    format!(
+                        "field '{target}': split needs type = \"string_list\" (all parts, as a list) or part = N (one part)"
+                    ),
                 ));
+            }
+            if let Some(part) = rule.part {
+                if rule.split.is_none() {
+                    return Err(fail(
+                        "part",
+                        format!("field '{target}': part needs split = \"…\" (where to cut)"),
+                    ));
+                }
+                if part == 0 {
+                    return Err(fail(
+                        "part",
+                        format!(
+                            "field '{target}': part counts from 1 (the first part), or from -1 (the last)"
+                        ),
+                    ));
+                }
+                if rule.kind == ValueKind::StringList {
+                    return Err(fail(
+                        "part",
+                        format!(
+                            "field '{target}': part takes one part, so the rule gives one text: use type = \"string\" (or \"number\")"
+                        ),
+                    ));
+                }
             }
             if rule.decimal.is_some() && rule.kind != ValueKind::Number {
                 return Err(fail(
                     "decimal",
                     format!("field '{target}': decimal needs type = \"number\""),
                 ));
+            }
+            if rule.group.is_some() && rule.pattern.is_none() {
+                return Err(fail(
+                    "group",
+                    format!("field '{target}': group needs a pattern"),
+                ));
+            }
+            if let Some(pattern) = &rule.pattern {
+                let re = compile_pattern(pattern).map_err(|e| {
+                    let why = match e {
+                        regex::Error::CompiledTooBig(_) => format!(
+                            "it compiles to more than {PATTERN_SIZE_LIMIT} bytes; make it simpler"
+                        ),
+                        other => other.to_string(),
+                    };
+                    fail(
+                        "pattern",
+                        format!("field '{target}': pattern does not compile: {why}"),
+                    )
+                })?;
+                let names: Vec<&str> = re.capture_names().flatten().collect();
+                match &rule.group {
+                    Some(g) if !names.contains(&g.as_str()) => {
+                        return Err(fail(
+                            "group",
+                            format!(
+                                "field '{target}': the pattern has no group named '{g}' (it has: {})",
+                                if names.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    names.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None if names.len() == 1 => {}
+                    None if names.is_empty() => {
+                        return Err(fail(
+                            "pattern",
+                            format!(
+                                "field '{target}': the pattern needs a named group (?P<name>…) that holds the value"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(fail(
+                            "pattern",
+                            format!(
+                                "field '{target}': the pattern has several named groups ({}): say which one is the value with group = \"…\"",
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            if rule.fold && rule.map.is_none() && rule.absent.is_empty() {
+                return Err(fail(
+                    "fold",
+                    format!(
+                        "field '{target}': fold applies to map and absent, and the rule has neither"
+                    ),
+                ));
+            }
+            if rule.fold
+                && let Some(name) = &rule.map
+                && let Some(map) = self.maps.get(name)
+            {
+                let mut seen: BTreeMap<String, (&String, &String)> = BTreeMap::new();
+                for (k, v) in map {
+                    if let Some((k0, v0)) = seen.insert(fold(k), (k, v))
+                        && v0 != v
+                    {
+                        return Err(fail(
+                            "fold",
+                            format!(
+                                "field '{target}': with fold, '{k0}' and '{k}' of value map '{name}' are the same label but map to different codes"
+                            ),
+                        ));
+                    }
+                }
             }
             if let Some(pattern) = &rule.date
                 && super::rules::DatePattern::parse(pattern).is_none()
@@ -734,19 +1044,128 @@ impl MappingFile {
                     ),
                 ));
             }
+            // The rule must be able to give its target's type.
+            let gives_list = rule.kind == ValueKind::StringList && rule.join.is_none();
+            match target_type(target) {
+                TargetType::List if !gives_list => {
+                    return Err(fail(
+                        "type",
+                        format!(
+                            "field '{target}' holds a list of texts: the rule needs type = \"string_list\" without join"
+                        ),
+                    ));
+                }
+                TargetType::Text | TargetType::Date if gives_list => {
+                    return Err(fail(
+                        if rule.split.is_some() {
+                            "split"
+                        } else {
+                            "type"
+                        },
+                        format!(
+                            "field '{target}' holds one text, but type = \"string_list\" without join gives a list: add join = \" \" (all entries in one text), or take one part with split and part = N (and type = \"string\")"
+                        ),
+                    ));
+                }
+                TargetType::Number if rule.kind != ValueKind::Number => {
+                    return Err(fail(
+                        "type",
+                        format!(
+                            "field '{target}' holds a number: the rule needs type = \"number\" (with decimal = \"comma\" or \"dot\" for numbers written as text)"
+                        ),
+                    ));
+                }
+                TargetType::Text | TargetType::Date | TargetType::List
+                    if rule.kind == ValueKind::Number =>
+                {
+                    return Err(fail(
+                        "type",
+                        format!(
+                            "field '{target}' holds text, but type = \"number\" gives a number"
+                        ),
+                    ));
+                }
+                TargetType::Text | TargetType::Number | TargetType::List if rule.date.is_some() => {
+                    return Err(fail(
+                        "date",
+                        format!("field '{target}' is not a date: date does not apply"),
+                    ));
+                }
+                _ => {}
+            }
         }
-        for (p, path_key) in paths {
-            if path_tokens(self.syntax, p).is_none() {
-                return Err(at(
-                    &key(&path_key),
-                    match self.syntax {
-                        Syntax::Csv => format!("'{p}' is not a column name"),
-                        _ => format!("'{p}' is not a path (it must start with '/')"),
-                    },
+        let steps = self
+            .delivery
+            .records
+            .as_deref()
+            .and_then(pointer_tokens)
+            .unwrap_or_default();
+        let enclosing = self.levels().saturating_sub(1);
+        for (p, path_key, allow) in paths {
+            let (up, rest) = split_up(self.syntax, p);
+            let fail = |message: String| Err(at(&key(&path_key), message));
+            if up > 0 && !allow.up {
+                return fail(format!(
+                    "'{p}': '../' (an enclosing element of the record) can be read only by [record.fields] and record.informational"
                 ));
+            }
+            if up > enclosing {
+                return fail(if enclosing == 0 {
+                    format!(
+                        "'{p}': a record has no enclosing element here; values of the header are read by [delivery.fields]"
+                    )
+                } else {
+                    format!(
+                        "'{p}' goes up {up} elements, but a record (delivery.records) has only {enclosing} enclosing element(s)"
+                    )
+                });
+            }
+            let Some(tokens) = path_tokens(self.syntax, &rest) else {
+                return fail(match self.syntax {
+                    Syntax::Csv => format!("'{p}' is not a column name"),
+                    _ => format!("'{p}' is not a path (it must start with '/')"),
+                });
+            };
+            if self.syntax != Syntax::Csv {
+                if tokens.iter().any(|t| t == "..") {
+                    return fail(format!("'{p}': '..' may only stand at the start of a path"));
+                }
+                if !allow.star && tokens.iter().any(|t| t == "*") {
+                    return fail(format!(
+                        "'{p}': '*' (every element of a list) is allowed in informational only"
+                    ));
+                }
+                if allow.header
+                    && !steps.is_empty()
+                    && tokens.first() == steps.first()
+                    && self.syntax != Syntax::Jsonl
+                {
+                    return fail(format!(
+                        "'{p}' lies inside the records ('{}'): paths inside a record belong in [record] (record.informational, [record.fields]), relative to one record",
+                        self.delivery.records.as_deref().unwrap_or("")
+                    ));
+                }
             }
         }
         Ok(())
+    }
+
+    /// Levels of elements down to a record: 1 when the records are one list (`/faelle`), 2 for
+    /// `/klienten/faelle` (a client, then its case), …; a JSON Lines line is one more level when
+    /// `records` is set.
+    pub fn levels(&self) -> usize {
+        let steps = self
+            .delivery
+            .records
+            .as_deref()
+            .and_then(pointer_tokens)
+            .map(|t| t.len())
+            .unwrap_or(0);
+        match self.syntax {
+            Syntax::Csv => 1,
+            Syntax::Json | Syntax::Xml => steps.max(1),
+            Syntax::Jsonl => steps + 1,
+        }
     }
 
     /// The source field name of a pointer, for messages (`/person/name/last` → `last`).
@@ -776,11 +1195,15 @@ pub struct KnownTree {
 }
 
 impl KnownTree {
-    /// Marks a path as known; returns the node.
+    /// Marks a path as known; returns the node. A `*` step stands for every element of a list.
     pub fn insert(&mut self, syntax: Syntax, path: &str) -> &mut KnownTree {
         let mut node = self;
         for token in path_tokens(syntax, path).unwrap_or_default() {
-            node = node.children.entry(token).or_default();
+            node = if token == "*" {
+                node.element.get_or_insert_with(Default::default)
+            } else {
+                node.children.entry(token).or_default()
+            };
         }
         node
     }

@@ -12,7 +12,10 @@ mod draft;
 #[cfg(test)]
 mod hostile_tests;
 mod json;
+#[cfg(test)]
+mod language_tests;
 pub mod mapping;
+mod nest;
 mod rules;
 pub mod watch;
 mod xml;
@@ -189,7 +192,7 @@ impl Mapping {
     pub fn from_text(origin: &str, text: &str) -> Result<Mapping, MappingError> {
         let file = MappingFile::parse(origin, text)?;
         let plan = match file.syntax {
-            Syntax::Json => Plan::Json(json::JsonPlan::compile(&file)),
+            Syntax::Json | Syntax::Jsonl => Plan::Json(json::JsonPlan::compile(&file)),
             Syntax::Csv => Plan::Csv(csv::CsvPlan::compile(&file)),
             Syntax::Xml => Plan::Xml(xml::XmlPlan::compile(&file)),
         };

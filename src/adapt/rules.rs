@@ -7,7 +7,8 @@
 //! and the header checks (`X001`, `V000`). No rule can loop; applying a mapping always ends.
 
 use super::mapping::{
-    Decimal, FieldRule, KnownTree, MappingFile, RowSelect, Syntax, ValueKind, path_tokens,
+    Decimal, FieldRule, KnownTree, MappingFile, RowSelect, ValueKind, compile_pattern, fold,
+    path_tokens, split_up,
 };
 use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
 use crate::catalogue::{Code, echo, quotable, shape};
@@ -167,20 +168,52 @@ impl DatePattern {
 #[derive(Debug)]
 pub(crate) struct Rule {
     target: String,
+    /// Enclosing elements up (`../`) the path starts at (0: the record or entry itself).
+    up: usize,
     tokens: Vec<String>,
     source: String,
     date: Option<DatePattern>,
+    /// The compiled `pattern` and the group that is the value.
+    pattern: Option<(regex::Regex, String)>,
+    /// `absent` texts (folded with `fold`).
+    absent: Vec<String>,
+    /// With `fold`: the value map with folded keys.
+    folded: Option<std::collections::HashMap<String, String>>,
     rule: FieldRule,
 }
 
 impl Rule {
-    fn compile(syntax: Syntax, target: &str, r: &FieldRule) -> Rule {
+    fn compile(file: &MappingFile, target: &str, r: &FieldRule) -> Rule {
+        let syntax = file.syntax;
         let from = r.from.clone().unwrap_or_default();
+        let (up, rest) = split_up(syntax, &from);
+        let pattern = r.pattern.as_deref().and_then(|p| {
+            let re = compile_pattern(p).ok()?;
+            let group = r
+                .group
+                .clone()
+                .or_else(|| re.capture_names().flatten().next().map(str::to_string))?;
+            Some((re, group))
+        });
+        let norm = |s: &String| if r.fold { fold(s) } else { s.clone() };
         Rule {
             target: target.to_string(),
-            tokens: path_tokens(syntax, &from).unwrap_or_default(),
+            up,
+            tokens: path_tokens(syntax, &rest).unwrap_or_default(),
             source: MappingFile::source_name(&from).to_string(),
             date: r.date.as_deref().and_then(DatePattern::parse),
+            pattern,
+            absent: r.absent.iter().map(|a| norm(&normalize(a))).collect(),
+            folded: r
+                .map
+                .as_ref()
+                .filter(|_| r.fold)
+                .and_then(|m| file.value_map(m))
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (fold(&normalize(k)), v.clone()))
+                        .collect()
+                }),
             rule: r.clone(),
         }
     }
@@ -193,6 +226,32 @@ impl Rule {
     /// The source path as written in the mapping.
     pub(crate) fn from(&self) -> &str {
         self.rule.from.as_deref().unwrap_or("")
+    }
+
+    /// Whether a cleaned text means "no value" (`absent`).
+    fn is_absent(&self, text: &str) -> bool {
+        text.is_empty()
+            || (!self.absent.is_empty()
+                && if self.rule.fold {
+                    self.absent.contains(&fold(text))
+                } else {
+                    self.absent.iter().any(|a| a == text)
+                })
+    }
+
+    /// The source value of this rule: in the record (or list entry) `source`, or, with `../`, in
+    /// an enclosing element (`ancestors`, outermost first).
+    fn lookup<'v>(
+        &self,
+        source: &'v Value,
+        ancestors: &[&'v Map<String, Value>],
+    ) -> Option<&'v Value> {
+        if self.up == 0 {
+            return get(source, &self.tokens);
+        }
+        let parent = ancestors.get(ancestors.len().checked_sub(self.up)?)?;
+        let (first, rest) = self.tokens.split_first()?;
+        get(parent.get(first)?, rest)
     }
 }
 
@@ -227,20 +286,45 @@ pub(crate) struct RecordPlan {
     pub(crate) lists: Vec<ListRule>,
     /// Known source paths of a record.
     pub(crate) known: KnownTree,
+    /// Known source paths of the enclosing elements: `[0]` of the parent (`../`), `[1]` of its
+    /// parent (`../../`), …
+    pub(crate) ancestors_known: Vec<KnownTree>,
+    /// The members (first path steps) record rules read in each enclosing element, as
+    /// `ancestors_known`: a record waits for them when they come after it.
+    pub(crate) ancestors_members: Vec<Vec<String>>,
 }
 
 impl RecordPlan {
     /// Compiles the record part of a checked mapping.
     pub(crate) fn compile(file: &MappingFile) -> RecordPlan {
         let syntax = file.syntax;
+        let enclosing = file.levels().saturating_sub(1);
         let mut known = KnownTree::default();
+        let mut ancestors_known: Vec<KnownTree> =
+            (0..enclosing).map(|_| KnownTree::default()).collect();
+        let mut ancestors_members: Vec<Vec<String>> = vec![Vec::new(); enclosing];
+        let mut mark = |path: &str, read: bool| {
+            let (up, rest) = split_up(syntax, path);
+            if up == 0 {
+                known.insert(syntax, path).leaf = true;
+            } else if let Some(tree) = ancestors_known.get_mut(up - 1) {
+                tree.insert(syntax, &rest).leaf = true;
+                if read
+                    && let Some(first) =
+                        path_tokens(syntax, &rest).and_then(|t| t.into_iter().next())
+                    && !ancestors_members[up - 1].contains(&first)
+                {
+                    ancestors_members[up - 1].push(first);
+                }
+            }
+        };
         for r in file.record.fields.values() {
             if let Some(from) = &r.from {
-                known.insert(syntax, from).leaf = true;
+                mark(from, true);
             }
         }
         for p in &file.record.informational {
-            known.insert(syntax, p).leaf = true;
+            mark(p, false);
         }
         let mut lists = Vec::new();
         for (name, list) in &file.record.lists {
@@ -262,7 +346,7 @@ impl RecordPlan {
                 fields: list
                     .fields
                     .iter()
-                    .map(|(t, r)| Rule::compile(syntax, t, r))
+                    .map(|(t, r)| Rule::compile(file, t, r))
                     .collect(),
             });
         }
@@ -271,10 +355,12 @@ impl RecordPlan {
                 .record
                 .fields
                 .iter()
-                .map(|(t, r)| Rule::compile(syntax, t, r))
+                .map(|(t, r)| Rule::compile(file, t, r))
                 .collect(),
             lists,
             known,
+            ancestors_known,
+            ancestors_members,
         }
     }
 
@@ -283,16 +369,18 @@ impl RecordPlan {
         &self.fields
     }
 
-    /// Builds the draft of one record from its source tree.
+    /// Builds the draft of one record from its source tree; `ancestors` are the enclosing
+    /// elements' values (outermost first) that `../` paths read.
     pub(crate) fn map(
         &self,
         file: &MappingFile,
         position: usize,
         root: &Value,
+        ancestors: &[&Map<String, Value>],
         check_unknown: bool,
     ) -> Draft {
         let mut draft = Draft::new(position);
-        apply_rules(file, &self.fields, root, "", &mut draft, None);
+        apply_rules(file, &self.fields, root, ancestors, "", &mut draft, None);
         for list in &self.lists {
             let entries: Vec<&Value> = match get(root, &list.tokens) {
                 None | Some(Value::Null) => Vec::new(),
@@ -325,6 +413,7 @@ impl RecordPlan {
                     file,
                     &list.fields,
                     entry,
+                    &[],
                     &prefix,
                     &mut draft,
                     Some(&mut element),
@@ -352,13 +441,14 @@ impl RecordPlan {
     }
 }
 
-/// `W002` for an unknown source field.
+/// `W002` for an unknown source field (or a list element no rule reads: `key` ends in `]`).
 pub(crate) fn unknown_issue(path: String, key: &str) -> Issue {
-    Issue::new(
-        Code::W002,
-        path,
-        format!("unknown field '{}' ignored", echo(key)),
-    )
+    let message = if key.ends_with(']') {
+        format!("list element '{}' is read by no rule: ignored", echo(key))
+    } else {
+        format!("unknown field '{}' ignored", echo(key))
+    };
+    Issue::new(Code::W002, path, message)
 }
 
 /// How the delivery header is checked and read.
@@ -413,7 +503,7 @@ impl HeaderPlan {
             fields: d
                 .fields
                 .iter()
-                .map(|(t, r)| Rule::compile(syntax, t, r))
+                .map(|(t, r)| Rule::compile(file, t, r))
                 .collect(),
             known,
             members,
@@ -637,10 +727,18 @@ impl<'a> Assembler<'a> {
         Ok(())
     }
 
-    /// One record's source tree; `issues` found while reading it go first.
-    pub(crate) fn record(&mut self, tree: &Value, issues: Vec<Issue>) -> Result<(), AdaptError> {
+    /// One record's source tree inside its enclosing elements (outermost first, for `../`);
+    /// `issues` found while reading it go first.
+    pub(crate) fn record_in(
+        &mut self,
+        tree: &Value,
+        ancestors: &[&Map<String, Value>],
+        issues: Vec<Issue>,
+    ) -> Result<(), AdaptError> {
         self.position += 1;
-        let mut draft = self.record.map(self.file, self.position, tree, true);
+        let mut draft = self
+            .record
+            .map(self.file, self.position, tree, ancestors, true);
         if !issues.is_empty() {
             let mut all = issues;
             all.append(&mut draft.issues);
@@ -758,6 +856,70 @@ pub(crate) fn extract(
         message,
     };
     let bad_type = |what: &str| issue(Code::F002, format!("{source} must be {what}"));
+    // Cleaned text → the text the rule takes from it: `absent`, `split` + `part`, `pattern`.
+    let refine = |raw: &str| -> Result<Option<String>, Issue> {
+        let mut t = normalize(raw);
+        if r.is_absent(&t) {
+            return Ok(None);
+        }
+        if let (Some(sep), Some(n)) = (&rule.split, rule.part) {
+            let parts: Vec<&str> = t.split(sep.as_str()).collect();
+            let index = if n > 0 {
+                usize::try_from(n - 1).ok()
+            } else {
+                parts
+                    .len()
+                    .checked_sub(usize::try_from(-n).unwrap_or(usize::MAX))
+            };
+            match index.and_then(|i| parts.get(i)) {
+                Some(p) => t = normalize(p),
+                None => {
+                    return Err(issue(
+                        Code::F002,
+                        format!(
+                            "{source} {} has no part {n} when split at '{}' ({} part(s))",
+                            what(&t),
+                            echo(sep),
+                            parts.len()
+                        ),
+                    ));
+                }
+            }
+            if r.is_absent(&t) {
+                return Ok(None);
+            }
+        }
+        if let Some((re, group)) = &r.pattern {
+            match re.captures(&t) {
+                None => {
+                    return Err(issue(
+                        Code::F002,
+                        format!(
+                            "{source} {} does not match the pattern of the mapping",
+                            what(&t)
+                        ),
+                    ));
+                }
+                Some(c) => match c.name(group) {
+                    None => return Ok(None),
+                    Some(m) => t = normalize(m.as_str()),
+                },
+            }
+            if r.is_absent(&t) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(t))
+    };
+    let lookup = |s: &str| -> Option<String> {
+        match &r.folded {
+            Some(folded) => folded.get(&fold(s)).cloned(),
+            None => file
+                .value_map(rule.map.as_deref().unwrap_or(""))
+                .and_then(|m| m.get(s))
+                .cloned(),
+        }
+    };
     let convert = |s: String| -> Result<Value, Issue> {
         let s = match &r.date {
             Some(p) => p.apply(&s, rule.partial).ok_or_else(|| {
@@ -774,8 +936,8 @@ pub(crate) fn extract(
         };
         match &rule.map {
             None => Ok(Value::String(s)),
-            Some(name) => match file.value_map(name).and_then(|m| m.get(&s)) {
-                Some(code) => Ok(Value::String(code.clone())),
+            Some(_) => match lookup(&s) {
+                Some(code) => Ok(Value::String(code)),
                 None => Err(issue(
                     Code::F003,
                     format!(
@@ -792,28 +954,20 @@ pub(crate) fn extract(
         None | Some(Value::Null) => None,
         Some(value) => match rule.kind {
             ValueKind::String => match value {
-                Value::String(s) => {
-                    let t = normalize(s);
-                    if t.is_empty() {
-                        None
-                    } else {
-                        Some(convert(t)?)
-                    }
-                }
+                Value::String(s) => match refine(s)? {
+                    None => None,
+                    Some(t) => Some(convert(t)?),
+                },
                 _ => return Err(bad_type("a single text value")),
             },
             ValueKind::Number => match (value, rule.decimal) {
                 (Value::Number(_), _) => Some(value.clone()),
-                (Value::String(s), Some(decimal)) => {
-                    let t = normalize(s);
-                    if t.is_empty() {
-                        None
-                    } else {
-                        Some(number(&t, decimal).ok_or_else(|| {
-                            issue(Code::F002, format!("{source} {} is not a number", what(&t)))
-                        })?)
-                    }
-                }
+                (Value::String(s), Some(decimal)) => match refine(s)? {
+                    None => None,
+                    Some(t) => Some(number(&t, decimal).ok_or_else(|| {
+                        issue(Code::F002, format!("{source} {} is not a number", what(&t)))
+                    })?),
+                },
                 _ => return Err(bad_type("a number")),
             },
             ValueKind::StringList => {
@@ -835,11 +989,13 @@ pub(crate) fn extract(
                     },
                     _ => return Err(bad_type("a list of strings")),
                 };
-                let items: Vec<String> = items
-                    .iter()
-                    .map(|s| normalize(s))
-                    .filter(|s| !s.is_empty())
-                    .collect();
+                let mut kept = Vec::new();
+                for item in &items {
+                    if let Some(t) = refine(item)? {
+                        kept.push(t);
+                    }
+                }
+                let items = kept;
                 if items.is_empty() {
                     None
                 } else if let Some(sep) = &rule.join {
@@ -863,13 +1019,14 @@ fn apply_rules(
     file: &MappingFile,
     rules: &[Rule],
     source: &Value,
+    ancestors: &[&Map<String, Value>],
     prefix: &str,
     draft: &mut Draft,
     mut element: Option<&mut Map<String, Value>>,
 ) {
     for r in rules {
         let target = format!("{prefix}{}", r.target);
-        match extract(file, r, &target, get(source, &r.tokens)) {
+        match extract(file, r, &target, r.lookup(source, ancestors)) {
             Ok(Some(v)) => match element.as_deref_mut() {
                 Some(el) => super::set_path(el, &r.target, v),
                 None => draft.set(&r.target, v),
@@ -883,36 +1040,113 @@ fn apply_rules(
     }
 }
 
-/// Collects (dotted source path, key) of members the known tree does not cover.
+/// Collects (dotted source path, key) of what the known tree does not cover: members no rule
+/// reads (`klient.geburtsort`), list elements no rule reads (`adressen[1]`, key `adressen[1]`),
+/// and values where the mapping expects members or elements. Paths carry list indices
+/// (`leistungen[0].foo`).
 pub(crate) fn unknown_fields(
     obj: &Map<String, Value>,
     known: &KnownTree,
     prefix: &str,
     out: &mut Vec<(String, String)>,
 ) {
+    walk_members(obj, &[known], prefix, out);
+}
+
+fn join_path(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn walk_members(
+    obj: &Map<String, Value>,
+    nodes: &[&KnownTree],
+    prefix: &str,
+    out: &mut Vec<(String, String)>,
+) {
     for (key, value) in obj {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match known.children.get(key) {
-            None => out.push((path, key.clone())),
-            Some(node) if node.leaf => {}
-            Some(node) => match value {
-                Value::Object(m) => {
-                    unknown_fields(m, node.element.as_deref().unwrap_or(node), &path, out)
-                }
-                Value::Array(a) => {
-                    for item in a {
-                        if let Value::Object(m) = item {
-                            unknown_fields(m, node.element.as_deref().unwrap_or(node), &path, out);
-                        }
-                    }
-                }
-                _ => {}
-            },
+        if let [node] = nodes {
+            // The usual case: one tree, no allocation.
+            match node.children.get(key) {
+                None => out.push((join_path(prefix, key), key.clone())),
+                Some(n) if n.leaf => {}
+                Some(n) => walk_value(value, &[n], &join_path(prefix, key), key, out),
+            }
+            continue;
         }
+        let path = join_path(prefix, key);
+        let next: Vec<&KnownTree> = nodes.iter().filter_map(|n| n.children.get(key)).collect();
+        if next.is_empty() {
+            out.push((path, key.clone()));
+        } else {
+            walk_value(value, &next, &path, key, out);
+        }
+    }
+}
+
+fn walk_value(
+    value: &Value,
+    nodes: &[&KnownTree],
+    path: &str,
+    key: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    if nodes.iter().any(|n| n.leaf) {
+        return;
+    }
+    match value {
+        Value::Object(m) => {
+            // An object where a list is read counts as a list of one.
+            let mut all: Vec<&KnownTree> = nodes.to_vec();
+            for n in nodes {
+                if let Some(e) = &n.element {
+                    all.push(e);
+                    all.extend(n.children.get("0"));
+                }
+            }
+            if all.iter().any(|n| n.leaf) {
+                return;
+            }
+            walk_members(m, &all, path, out);
+        }
+        Value::Array(a) => {
+            for (i, item) in a.iter().enumerate() {
+                if item.is_null() {
+                    continue;
+                }
+                let index = i.to_string();
+                let next: Vec<&KnownTree> = nodes
+                    .iter()
+                    .flat_map(|n| {
+                        n.children
+                            .get(&index)
+                            .into_iter()
+                            .chain(n.element.as_deref())
+                    })
+                    .collect();
+                let item_path = format!("{path}[{i}]");
+                if next.is_empty() {
+                    let name = format!("{key}[{i}]");
+                    out.push((item_path, name));
+                } else {
+                    walk_value(item, &next, &item_path, &format!("{key}[{i}]"), out);
+                }
+            }
+        }
+        Value::Null => {}
+        Value::String(s) if s.trim().is_empty() => {}
+        // A value where rules read members or elements (a node that only names the path, as
+        // `once` does, expects nothing below it).
+        _ if nodes
+            .iter()
+            .any(|n| !n.children.is_empty() || n.element.is_some()) =>
+        {
+            out.push((path.to_string(), key.to_string()))
+        }
+        _ => {}
     }
 }
 

@@ -1,12 +1,15 @@
 //! The XML engine: reads one message with quick-xml's streaming `NsReader`, one record element at
 //! a time. Each record element becomes a small tree (child elements by local name, repeated ones
 //! as arrays, attributes as `@name`, text as strings) to which the mapping's rules apply; the
-//! other children of the root form the header. DTDs and entity declarations are refused (`X000`);
+//! other children of the root form the header. Records may sit inside enclosing elements
+//! (`records = "/klient/fall"`): an enclosing element's own attributes and children are held for
+//! `../` rules ([`super::nest`]), its record elements are mapped one by one. DTDs and entity declarations are refused (`X000`);
 //! the encoding comes from the byte-order mark, else the XML declaration, else UTF-8, and is
 //! decoded strictly (`S001`). It knows no element names; the mapping file does.
 
 use super::decode::{ByteCharset, ByteReader, DecodingReader, Peeked};
 use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
+use super::nest::Nest;
 use super::rules::{Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat};
 use super::{AdaptError, AdaptSink, Issue, MAX_VALUE_BYTES, refused};
 use crate::catalogue::{Code, echo};
@@ -20,7 +23,8 @@ use std::io::{self, BufReader, Read};
 #[derive(Debug)]
 pub(crate) struct XmlPlan {
     spec: XmlSpec,
-    record_element: String,
+    /// Element names from below the root down to the record element (`["klient", "fall"]`).
+    steps: Vec<String>,
     header: HeaderPlan,
     record: RecordPlan,
 }
@@ -30,12 +34,11 @@ impl XmlPlan {
     pub(crate) fn compile(file: &MappingFile) -> XmlPlan {
         XmlPlan {
             spec: file.xml.clone().expect("checked: xml section present"),
-            record_element: file
+            steps: file
                 .delivery
                 .records
                 .as_deref()
                 .and_then(pointer_tokens)
-                .and_then(|t| t.into_iter().next())
                 .unwrap_or_default(),
             header: HeaderPlan::compile(file),
             record: RecordPlan::compile(file),
@@ -149,6 +152,11 @@ pub(crate) fn run(
     }
     let ns = plan.spec.namespace.as_bytes().to_vec();
     let mut asm = Assembler::new(file, &plan.header, &plan.record, sink);
+    let mut nest = Nest::new(&plan.record, plan.steps.len());
+    // Stack indices of the open elements of the records path (enclosing elements, then the
+    // record), and how many of each name their parent has had so far.
+    let mut level_frames: Vec<usize> = Vec::new();
+    let mut counts: Vec<usize> = vec![0; plan.steps.len()];
     // W002 issues of the record being read.
     let mut record_issues: Vec<Issue> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -212,7 +220,7 @@ pub(crate) fn run(
                 let foreign = !in_ns;
                 let xoev_name = parent_code && local == "name";
                 if foreign && !parent_skip {
-                    let path = dotted(&stack, &local, in_record);
+                    let path = dotted(&stack, &local, &level_frames, in_record, nest.path().0);
                     let issue = Issue::new(
                         Code::W002,
                         path,
@@ -238,8 +246,34 @@ pub(crate) fn run(
                 if !frame.skip {
                     attributes(&xml, &e, plan, &mut frame)?;
                 }
-                if stack.len() == 1 && !frame.skip && frame.name == plan.record_element {
-                    in_record = true;
+                let d = level_frames.len();
+                let is_step = !frame.skip
+                    && !in_record
+                    && d < plan.steps.len()
+                    && stack.len() == level_frames.last().map_or(1, |i| i + 1)
+                    && frame.name == plan.steps[d];
+                if is_step {
+                    let index = counts[d];
+                    counts[d] += 1;
+                    if let Some(c) = counts.get_mut(d + 1) {
+                        *c = 0;
+                    }
+                    level_frames.push(stack.len());
+                    if d + 1 == plan.steps.len() {
+                        in_record = true;
+                    } else {
+                        let parent = nest.path().0;
+                        let here = format!("{}[{index}]", frame.name);
+                        let path = if parent.is_empty() {
+                            here
+                        } else {
+                            format!("{parent}.{here}")
+                        };
+                        nest.open(path, String::new(), &plan.steps[d + 1]);
+                        for (k, v) in std::mem::take(&mut frame.map) {
+                            nest.member(&mut asm, k, v, Repeat::Collect)?;
+                        }
+                    }
                 }
                 stack.push(frame);
             }
@@ -266,13 +300,18 @@ pub(crate) fn run(
                 } else {
                     Value::String(frame.text)
                 };
-                if stack.len() == 1 {
-                    if in_record && frame.name == plan.record_element {
+                if level_frames.last() == Some(&stack.len()) {
+                    level_frames.pop();
+                    if in_record {
                         in_record = false;
-                        asm.record(&value, std::mem::take(&mut record_issues))?;
+                        nest.record(&mut asm, value, std::mem::take(&mut record_issues))?;
                     } else {
-                        asm.header_member(frame.name, value, Repeat::Collect)?;
+                        nest.close(&mut asm)?;
                     }
+                } else if stack.len() == 1 {
+                    asm.header_member(frame.name, value, Repeat::Collect)?;
+                } else if !in_record && level_frames.last() == Some(&(stack.len() - 1)) {
+                    nest.member(&mut asm, frame.name, value, Repeat::Collect)?;
                 } else if let Some(parent) = stack.last_mut() {
                     insert(&mut parent.map, frame.name, value);
                 }
@@ -326,13 +365,26 @@ pub(crate) fn run(
     if !stack.is_empty() {
         return Err(x000("the document ends before the root element is closed"));
     }
+    nest.finish(&mut asm)?;
     asm.finish()
 }
 
-/// The dotted source path of a child about to open (for `W002` messages).
-fn dotted(stack: &[Frame], local: &str, in_record: bool) -> String {
-    let skip = if in_record { 2 } else { 1 };
-    let mut parts: Vec<&str> = stack.iter().skip(skip).map(|f| f.name.as_str()).collect();
+/// The dotted source path of a child about to open (for `W002` messages): from the record
+/// inside a record, from the innermost enclosing element (whose path is `outer`) inside one,
+/// else from the root.
+fn dotted(
+    stack: &[Frame],
+    local: &str,
+    level_frames: &[usize],
+    in_record: bool,
+    outer: &str,
+) -> String {
+    let skip = level_frames.last().map_or(1, |i| i + 1);
+    let mut parts: Vec<&str> = Vec::new();
+    if !in_record && !outer.is_empty() {
+        parts.push(outer);
+    }
+    parts.extend(stack.iter().skip(skip).map(|f| f.name.as_str()));
     parts.push(local);
     parts.join(".")
 }

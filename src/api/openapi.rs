@@ -539,7 +539,7 @@ pub(super) struct Aggregates {
 pub(super) struct LoadedMapping {
     /// The mapping id (`?format=`).
     format: String,
-    /// `json`, `xml` or `csv`.
+    /// `json`, `jsonl`, `xml` or `csv`.
     syntax: String,
     /// The mapping's description.
     description: String,
