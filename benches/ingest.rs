@@ -294,26 +294,14 @@ fn write_config(dir: &Path, listen: &str, database_url: Option<&str>, sink: &Sin
 // Test data
 // ---------------------------------------------------------------------------------------------
 
-/// splitmix64: small, fast, deterministic.
-struct Rng(u64);
+use exports::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
+/// A random day of a range, for the generated klidas records.
+trait RandomDay {
+    fn day(&mut self, from: NaiveDate, to: NaiveDate) -> NaiveDate;
+}
+
+impl RandomDay for Rng {
     fn day(&mut self, from: NaiveDate, to: NaiveDate) -> NaiveDate {
         let span = (to - from).num_days().max(0) as usize;
         from + Days::days(self.below(span + 1) as i64)
