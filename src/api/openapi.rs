@@ -484,50 +484,6 @@ pub(super) struct Aggregates {
     grand_total: AggregateTotal,
 }
 
-/// A loaded mapping.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct LoadedMapping {
-    /// The mapping id (`?format=`).
-    format: String,
-    /// `json`, `xml` or `csv`.
-    syntax: String,
-    /// The mapping's description.
-    description: String,
-    /// The file it was loaded from (or the built-in name).
-    file: String,
-    /// SHA-256 of the file (the receipts' `mapping_version`).
-    version: String,
-    /// Vendors the mapping names.
-    vendors: Vec<String>,
-}
-
-/// A mapping file that failed to load.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct MappingFailure {
-    /// The file.
-    file: String,
-    /// 1-based line (TOML syntax errors only), else `null`.
-    #[schema(required = true)]
-    line: Option<u64>,
-    /// What is wrong.
-    error: String,
-}
-
-/// `GET /api/v1/admin/mappings`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct MappingsReport {
-    /// The mappings directory; `null` when the built-in mappings are used.
-    #[schema(required = true)]
-    directory: Option<String>,
-    /// The mappings loaded now, by id.
-    mappings: Vec<LoadedMapping>,
-    /// Files that failed to load (a failed edit keeps the previous version in `mappings`).
-    failures: Vec<MappingFailure>,
-}
-
 /// `POST /api/v1/admin/mappings/{format}/preview`: what a delivery of the sample would give.
 #[derive(ToSchema)]
 #[allow(dead_code)]
