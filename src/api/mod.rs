@@ -7,11 +7,14 @@ mod admin;
 mod aggregates;
 mod audit;
 mod batches;
+mod browse;
 mod consents;
 mod console;
+mod console_schemas;
 mod dead_letters;
 mod deliveries;
 mod feedback;
+mod mapping_editor;
 mod openapi;
 mod ratelimit;
 
@@ -355,6 +358,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/admin/mappings/{format}/preview")
                         .route(web::post().to(admin::preview)),
+                )
+                // The administrator's console (admin-console.md).
+                .service(resource("/admin/deliveries").route(web::get().to(browse::deliveries)))
+                .service(resource("/admin/deliveries/{id}").route(web::get().to(browse::delivery)))
+                .service(
+                    resource("/admin/records/{vendor}/{record_id}")
+                        .route(web::get().to(browse::record)),
+                )
+                .service(resource("/admin/recipients").route(web::get().to(browse::recipients)))
+                .service(resource("/admin/recipients/{id}").route(web::get().to(browse::recipient)))
+                .service(
+                    resource("/admin/recipients/{id}/pause").route(web::post().to(browse::pause)),
+                )
+                .service(
+                    resource("/admin/recipients/{id}/resume").route(web::post().to(browse::resume)),
+                )
+                .service(resource("/admin/stats").route(web::get().to(browse::stats)))
+                .service(resource("/admin/audit/events").route(web::get().to(browse::audit_events)))
+                .service(
+                    resource("/admin/mappings/{format}")
+                        .route(web::put().to(mapping_editor::deploy)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/source")
+                        .route(web::get().to(mapping_editor::source)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/check")
+                        .route(web::post().to(mapping_editor::check)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/versions")
+                        .route(web::get().to(mapping_editor::versions)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/versions/{version}/deploy")
+                        .route(web::post().to(mapping_editor::rollback)),
                 ),
         )
         .default_service(web::to(not_found));
