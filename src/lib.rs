@@ -12,6 +12,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`ingest`] | one delivery from body stream to receipt: limits, idempotency, the pipeline driver |
+//! | [`lifecycle`] | what changes what recipients hold: cancellation, revocation, withdrawal, erasure |
 //! | [`adapt`] | mapping files and the format engines that turn vendor bytes into [`adapt::Draft`]s |
 //! | [`validate`] | the canonical JSON Schema and code lists; parses drafts into [`model::CanonicalRecord`] |
 //! | [`consent`] | recipient policies, consent checks, field actions, pseudonyms, aggregates |
@@ -46,6 +47,7 @@ pub mod consent;
 pub mod deliver;
 pub mod gateway;
 pub mod ingest;
+pub mod lifecycle;
 pub mod model;
 pub mod retention;
 pub mod route;

@@ -268,37 +268,11 @@ pub(super) async fn erase(
 ) -> Result<HttpResponse, ApiError> {
     let admin = authenticate(&req, &gw, Role::Admin)?;
     let (vendor, client_id) = path.into_inner();
-    let now = gw.clock.now_ms();
-    let cause = uuid::Uuid::now_v7().to_string();
-    let subject = gw.audit_key.subject(&vendor, &client_id);
-    let mut tx = gw.store.begin_delivery().await?;
-    let result = async {
-        let holders = tx.client_holders(&vendor, &client_id, None).await?;
-        let erased = tx.erase_client(&vendor, &client_id, &subject).await?;
-        crate::ingest::lifecycle::notify(
-            &gw,
-            &mut tx,
-            crate::store::ItemKind::Erasure,
-            &holders,
-            &cause,
-            now,
-            Some(&subject),
-        )
-        .await?;
-        tx.audit(&[erasure_event(&vendor, &subject, &cause, now, &erased)])
-            .await?;
-        Ok::<_, crate::store::StoreError>((erased, holders.len()))
-    }
-    .await;
-    let (erased, notified) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = tx.rollback().await;
-            return Err(e.into());
-        }
-    };
-    tx.commit_plain().await?;
-    gw.store.compact().await?;
+    let crate::lifecycle::ErasureDone {
+        erasure_id: cause,
+        erased,
+        notified,
+    } = crate::lifecycle::erase(&gw, &vendor, &client_id).await?;
     let found = !erased.is_empty() || notified > 0;
     tracing::info!(
         admin = %admin.id,
@@ -323,38 +297,4 @@ pub(super) async fn erase(
         "notified": notified,
         "erased": erased,
     })))
-}
-
-/// The audit event of an erasure as a whole (beside the per-recipient `erasure` events): the
-/// counts of what was found, as JSON in `note`; written also when nothing was found.
-fn erasure_event(
-    vendor: &str,
-    subject: &str,
-    cause: &str,
-    now: i64,
-    erased: &crate::store::Erased,
-) -> crate::store::NewAuditEvent {
-    let event = crate::audit::Event {
-        at: crate::clock::rfc3339_ms(now),
-        kind: "erasure".into(),
-        delivery_id: Some(cause.to_string()),
-        vendor: vendor.to_string(),
-        record_ref: None,
-        reporting_period: None,
-        recipient: None,
-        legal_basis: None,
-        citation: None,
-        consent_id: None,
-        policy_version: None,
-        fields: Vec::new(),
-        fields_sha256: None,
-        note: Some(serde_json::to_string(erased).unwrap_or_default()),
-    };
-    crate::store::NewAuditEvent {
-        at_ms: now,
-        kind: "erasure".into(),
-        subject: Some(subject.to_string()),
-        body: event.to_json(),
-        field_set: None,
-    }
 }

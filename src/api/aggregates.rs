@@ -107,8 +107,8 @@ pub(super) async fn get(
             }
         }
     }
-    let cells = aggregates::count(&by, &period, policy, &records);
-    let disclosed = aggregates::disclose(&by, k, cells);
+    let cells = aggregates::count(&by, &period, policy, &records, &gw.validator);
+    let disclosed = aggregates::disclose(&by, k, cells, &gw.validator);
     let names: Vec<&str> = by.iter().map(|d| Dimension::name(*d)).collect();
     tracing::info!(
         recipient = %me.id,

@@ -6,8 +6,7 @@ use super::{ApiError, authenticate};
 use crate::catalogue::Code;
 use crate::config::Role;
 use crate::gateway::Gateway;
-use crate::ingest::lifecycle;
-use crate::store::{ItemKind, Withdrawal};
+use crate::store::Withdrawal;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -71,71 +70,18 @@ pub(super) async fn withdraw(
             "client_id and consent_id are required",
         ));
     }
-    let now = gw.clock.now_ms();
-    let cause = uuid::Uuid::now_v7().to_string();
-    let subject = gw.audit_key.subject(&vendor.id, &w.client_id);
-    let mut tx = gw.store.begin_delivery().await?;
-    let result = async {
-        tx.put_withdrawal(
-            &vendor.id,
-            &Withdrawal {
-                client_id: w.client_id.clone(),
-                consent_id: w.consent_id.clone(),
-                withdrawn_on: w.withdrawn_on.clone(),
-            },
-        )
-        .await?;
-        let holders = if day <= crate::clock::berlin_date(now) {
-            tx.client_holders(&vendor.id, &w.client_id, Some(&w.consent_id))
-                .await?
-        } else {
-            Vec::new()
-        };
-        let event = crate::audit::Event {
-            at: crate::clock::rfc3339_ms(now),
-            kind: "withdrawal".into(),
-            delivery_id: Some(cause.clone()),
-            vendor: vendor.id.clone(),
-            record_ref: None,
-            reporting_period: None,
-            recipient: None,
-            legal_basis: None,
-            citation: None,
-            consent_id: Some(w.consent_id.clone()),
-            policy_version: None,
-            fields: Vec::new(),
-            fields_sha256: None,
-            note: Some(format!("withdrawn on {}", w.withdrawn_on)),
-        };
-        tx.audit(&[crate::store::NewAuditEvent {
-            at_ms: now,
-            kind: "withdrawal".into(),
-            subject: Some(subject.clone()),
-            body: event.to_json(),
-            field_set: None,
-        }])
-        .await?;
-        lifecycle::notify(
-            &gw,
-            &mut tx,
-            ItemKind::Revocation,
-            &holders,
-            &cause,
-            now,
-            Some(&subject),
-        )
-        .await?;
-        Ok::<_, crate::store::StoreError>(holders.len())
-    }
-    .await;
-    let revoked = match result {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = tx.rollback().await;
-            return Err(e.into());
-        }
-    };
-    tx.commit_plain().await?;
+    let done = crate::lifecycle::withdraw(
+        &gw,
+        &vendor.id,
+        &Withdrawal {
+            client_id: w.client_id.clone(),
+            consent_id: w.consent_id.clone(),
+            withdrawn_on: w.withdrawn_on.clone(),
+        },
+        day,
+    )
+    .await?;
+    let (cause, revoked) = (done.withdrawal_id, done.revocations);
     tracing::info!(vendor = %vendor.id, revocations = revoked, "consent withdrawal recorded");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "withdrawal_id": cause,

@@ -125,10 +125,9 @@ pub(super) async fn post(
         Encoding::Gzip => ingest::receive(gw.into_inner(), request, Gunzip::new(payload)).await,
     };
     match answer {
-        Answer::Receipt { http, receipt } => Ok(HttpResponse::build(
-            StatusCode::from_u16(http).unwrap_or(StatusCode::OK),
-        )
-        .json(receipt)),
+        Answer::Receipt { receipt } => {
+            Ok(HttpResponse::build(receipt_status(&receipt)).json(receipt))
+        }
         Answer::Error { code, message } => Err(ApiError::new(code, message)),
     }
 }
@@ -145,6 +144,21 @@ pub struct ListQuery {
     limit: Option<i64>,
     /// `next_cursor` of the previous page (opaque; `400 R400` if malformed).
     cursor: Option<String>,
+}
+
+/// The HTTP status of a receipt: `200`, or for a delivery rejected whole (`E4`) the status of its
+/// delivery-level code (`V000` 400, `L001` 413, the others 422). A repeated delivery answered
+/// with the first receipt is `200`.
+fn receipt_status(receipt: &Receipt) -> StatusCode {
+    if receipt.duplicate {
+        return StatusCode::OK;
+    }
+    match receipt.rejection_code() {
+        None => StatusCode::OK,
+        Some(code) => {
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+        }
+    }
 }
 
 fn encode_cursor(received_at: i64, id: &str) -> String {

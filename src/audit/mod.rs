@@ -101,6 +101,37 @@ impl Event {
     }
 }
 
+/// An audit event about a push group (`dead_letter`, `dead_letter_replay`,
+/// `dead_letter_discard`): the group by id and counts, never an item. Serialises in field order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushEvent {
+    /// RFC 3339 time.
+    pub at: String,
+    /// `dead_letter`, `dead_letter_replay` or `dead_letter_discard`.
+    pub kind: String,
+    /// The group's batch id.
+    pub batch_id: String,
+    /// The push recipient.
+    pub recipient: String,
+    /// Items in the group.
+    pub items: i64,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Why the group became a dead letter (the last answer or error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The administrator who replayed or discarded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl PushEvent {
+    /// The event's canonical JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("audit events serialise")
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Read side: chain verification and the disclosure report.
 // ---------------------------------------------------------------------------------------------

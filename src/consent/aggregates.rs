@@ -9,16 +9,16 @@
 //! 3. [`disclose`]: primary suppression (0 < n < k), secondary suppression per row, row totals and
 //!    the grand total → [`Disclosed`].
 //!
-//! Value order ("code-list order") comes from the repository's Genericode files, compiled into
-//! the binary and read by [`genericode_codes`]; `age_band` goes by band, `nationality_group` is
-//! `DEU`, `other`, `unknown`; `municipality_key`, `district` and values not in a list go
-//! lexicographically (after the listed codes).
+//! Value order ("code-list order") is the order of the rows of the code lists the
+//! [`Validator`] loaded (the configured `schemas_dir`, or the built-in lists); `age_band` goes by
+//! band, `nationality_group` is `DEU`, `other`, `unknown`; `municipality_key`, `district` and
+//! values not in a list go lexicographically (after the listed codes).
 
 use super::{Action, Policy, age_band, period_end};
+use crate::validate::Validator;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 /// The most dimensions one aggregate query may ask for.
 pub const MAX_DIMENSIONS: usize = 4;
@@ -121,25 +121,24 @@ impl Dimension {
 
     /// The position of a value in the dimension's fixed order (code list, bands, groups);
     /// `None` for values without one.
-    fn rank(self, value: &str) -> Option<usize> {
+    fn rank(self, codes: &Validator, value: &str) -> Option<usize> {
         match self {
             Dimension::AgeBand => AGE_BANDS.iter().position(|b| *b == value),
             Dimension::NationalityGroup => NATIONALITY_GROUPS.iter().position(|g| *g == value),
             _ => self
                 .codelist()
-                .and_then(|list| code_ranks().get(list))
-                .and_then(|ranks| ranks.get(value).copied()),
+                .and_then(|list| codes.code_rank(list, value)),
         }
     }
 
-    /// Orders two values of this dimension: the fixed order first, then values outside it
-    /// lexicographically, then an absent value (`None`) last.
-    pub fn compare(self, a: Option<&str>, b: Option<&str>) -> Ordering {
+    /// Orders two values of this dimension: the fixed order first (code lists as `codes` loaded
+    /// them), then values outside it lexicographically, then an absent value (`None`) last.
+    pub fn compare(self, codes: &Validator, a: Option<&str>, b: Option<&str>) -> Ordering {
         match (a, b) {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Greater,
             (Some(_), None) => Ordering::Less,
-            (Some(a), Some(b)) => match (self.rank(a), self.rank(b)) {
+            (Some(a), Some(b)) => match (self.rank(codes, a), self.rank(codes, b)) {
                 (Some(x), Some(y)) => x.cmp(&y),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
@@ -147,102 +146,6 @@ impl Dimension {
             },
         }
     }
-}
-
-/// The code lists whose order aggregates use, as compiled into the binary (the same files
-/// [`crate::validate::Validator::embedded`] loads).
-const ORDERED_LISTS: [(&str, &str); 5] = [
-    (
-        "program",
-        include_str!("../../schemas/codelists/program.gc"),
-    ),
-    ("sex", include_str!("../../schemas/codelists/sex.gc")),
-    (
-        "employment_status",
-        include_str!("../../schemas/codelists/employment_status.gc"),
-    ),
-    (
-        "school_qualification",
-        include_str!("../../schemas/codelists/school_qualification.gc"),
-    ),
-    (
-        "service_kind",
-        include_str!("../../schemas/codelists/service_kind.gc"),
-    ),
-];
-
-/// Code → position, per list, read once.
-fn code_ranks() -> &'static HashMap<&'static str, HashMap<String, usize>> {
-    static RANKS: OnceLock<HashMap<&'static str, HashMap<String, usize>>> = OnceLock::new();
-    RANKS.get_or_init(|| {
-        ORDERED_LISTS
-            .iter()
-            .map(|(name, text)| {
-                let mut ranks = HashMap::new();
-                for (i, code) in genericode_codes(text).into_iter().enumerate() {
-                    ranks.entry(code).or_insert(i);
-                }
-                (*name, ranks)
-            })
-            .collect()
-    })
-}
-
-/// The codes of a Genericode 1.0 code list in document order: per `<Row>`, the `<SimpleValue>`
-/// of its `<Value ColumnRef="code">`. A small reader for the well-formed files of the
-/// repository (validated by [`crate::validate`]); rows without a code value are skipped.
-pub fn genericode_codes(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = find_row(rest) {
-        rest = &rest[start..];
-        let end = rest.find("</Row>").unwrap_or(rest.len());
-        let row = &rest[..end];
-        rest = &rest[end..];
-        let Some(at) = row
-            .find("ColumnRef=\"code\"")
-            .or_else(|| row.find("ColumnRef='code'"))
-        else {
-            continue;
-        };
-        let value = &row[at..];
-        let (Some(open), Some(close)) = (value.find("<SimpleValue>"), value.find("</SimpleValue>"))
-        else {
-            continue;
-        };
-        let from = open + "<SimpleValue>".len();
-        if from <= close {
-            let code = unescape(value[from..close].trim());
-            if !code.is_empty() {
-                out.push(code);
-            }
-        }
-    }
-    out
-}
-
-/// Byte offset just after the next `<Row>` / `<Row …>` start tag.
-fn find_row(text: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = text[from..].find("<Row") {
-        let after = from + i + "<Row".len();
-        match text[after..].chars().next() {
-            Some('>') | Some(' ') | Some('\t') | Some('\n') | Some('\r') => {
-                return Some(after + text[after..].find('>')? + 1);
-            }
-            _ => from = after,
-        }
-    }
-    None
-}
-
-/// Decodes the five predefined XML entities.
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 /// Why a `by` parameter is not acceptable (answered `R400`).
@@ -326,7 +229,13 @@ pub struct Cell {
 /// school qualification) counts under `None`. Where the policy generalises a field to a prefix
 /// (`generalise:prefix:N`, e.g. on `municipality_key`), the value is cut the same way, so an
 /// aggregate never shows more than the recipient's records would.
-pub fn count(by: &[Dimension], period: &str, policy: &Policy, records: &[Value]) -> Vec<Cell> {
+pub fn count(
+    by: &[Dimension],
+    period: &str,
+    policy: &Policy,
+    records: &[Value],
+    codes: &Validator,
+) -> Vec<Cell> {
     let end = period_end(period);
     let mut counts: HashMap<Vec<Option<String>>, u64> = HashMap::new();
     for record in records {
@@ -364,15 +273,20 @@ pub fn count(by: &[Dimension], period: &str, policy: &Policy, records: &[Value])
         .into_iter()
         .map(|(key, count)| Cell { key, count })
         .collect();
-    cells.sort_by(|a, b| compare_keys(by, &a.key, &b.key));
+    cells.sort_by(|a, b| compare_keys(by, codes, &a.key, &b.key));
     cells
 }
 
 /// Orders two cell keys dimension by dimension.
-fn compare_keys(by: &[Dimension], a: &[Option<String>], b: &[Option<String>]) -> Ordering {
+fn compare_keys(
+    by: &[Dimension],
+    codes: &Validator,
+    a: &[Option<String>],
+    b: &[Option<String>],
+) -> Ordering {
     by.iter()
         .zip(a.iter().zip(b))
-        .map(|(d, (x, y))| d.compare(x.as_deref(), y.as_deref()))
+        .map(|(d, (x, y))| d.compare(codes, x.as_deref(), y.as_deref()))
         .find(|o| o.is_ne())
         .unwrap_or(Ordering::Equal)
 }
@@ -504,10 +418,10 @@ impl Disclosed {
 
 /// Disclosure control with k = `min_cell`, ties in the secondary suppression going by the last
 /// dimension's order ([`Dimension::compare`]). See [`disclose_with`].
-pub fn disclose(by: &[Dimension], k: u32, cells: Vec<Cell>) -> Disclosed {
+pub fn disclose(by: &[Dimension], k: u32, cells: Vec<Cell>, codes: &Validator) -> Disclosed {
     let last = by.last().copied();
     disclose_with(by, k, cells, |a, b| match last {
-        Some(d) => d.compare(a, b),
+        Some(d) => d.compare(codes, a, b),
         None => Ordering::Equal,
     })
 }
@@ -621,6 +535,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The built-in code lists.
+    fn codes() -> &'static Validator {
+        static CODES: std::sync::OnceLock<Validator> = std::sync::OnceLock::new();
+        CODES.get_or_init(|| Validator::embedded().unwrap())
+    }
+
     /// The test vectors: the shared examples when present, and the repository's copy (which
     /// must exist).
     fn vectors() -> Vec<(String, Value)> {
@@ -667,7 +587,7 @@ mod tests {
                     .collect();
                 let by = parse_by(&by.join(",")).unwrap();
                 let k = case["k"].as_u64().unwrap() as u32;
-                let out = disclose(&by, k, cells_of(&by, &case["cells"]));
+                let out = disclose(&by, k, cells_of(&by, &case["cells"]), codes());
                 assert_eq!(out.to_json(), case["expected"], "{file}: case '{name}'");
             }
         }
@@ -798,6 +718,7 @@ programs = ["sgb2"]
             "2026-10",
             &p,
             &records,
+            codes(),
         );
         let got: Vec<(Vec<Option<&str>>, u64)> = cells
             .iter()
@@ -812,7 +733,7 @@ programs = ["sgb2"]
             ]
         );
 
-        let cells = count(&[Dimension::AgeBand], "2026-10", &p, &records);
+        let cells = count(&[Dimension::AgeBand], "2026-10", &p, &records, codes());
         let got: Vec<(Option<&str>, u64)> = cells
             .iter()
             .map(|c| (c.key[0].as_deref(), c.count))
@@ -827,7 +748,13 @@ programs = ["sgb2"]
             ]
         );
 
-        let cells = count(&[Dimension::NationalityGroup], "2026-10", &p, &records);
+        let cells = count(
+            &[Dimension::NationalityGroup],
+            "2026-10",
+            &p,
+            &records,
+            codes(),
+        );
         let got: Vec<(Option<&str>, u64)> = cells
             .iter()
             .map(|c| (c.key[0].as_deref(), c.count))
@@ -843,6 +770,7 @@ programs = ["sgb2"]
             "2026-10",
             &p,
             &records,
+            codes(),
         );
         let got: Vec<(Vec<Option<&str>>, u64)> = cells
             .iter()
@@ -870,7 +798,13 @@ programs = ["sgb2"]
             .unwrap()
             .remove("address");
         let records = vec![no_address, record("sgb2", "m", "1990-01-01", None, &[])];
-        let cells = count(&[Dimension::MunicipalityKey], "2026-10", &p, &records);
+        let cells = count(
+            &[Dimension::MunicipalityKey],
+            "2026-10",
+            &p,
+            &records,
+            codes(),
+        );
         let got: Vec<(Option<&str>, u64)> = cells
             .iter()
             .map(|c| (c.key[0].as_deref(), c.count))
@@ -879,7 +813,8 @@ programs = ["sgb2"]
         let out = disclose(
             &[Dimension::District],
             1,
-            count(&[Dimension::District], "2026-10", &p, &records),
+            count(&[Dimension::District], "2026-10", &p, &records, codes()),
+            codes(),
         );
         assert_eq!(
             out.to_json()["cells"],
@@ -892,29 +827,50 @@ programs = ["sgb2"]
 
     #[test]
     fn code_list_order_comes_from_the_genericode_files() {
-        let validator = crate::validate::Validator::embedded().unwrap();
-        for (name, text) in ORDERED_LISTS {
-            let codes = genericode_codes(text);
-            assert_eq!(codes.len(), text.matches("<Row>").count(), "{name}");
-            for code in &codes {
-                assert!(validator.has_code(name, code), "{name}: {code}");
+        // The ordered lists are the validator's, every row of each file in file order.
+        for d in [
+            Dimension::Program,
+            Dimension::Sex,
+            Dimension::EmploymentStatus,
+            Dimension::SchoolQualification,
+            Dimension::ServiceKind,
+        ] {
+            let list = d.codelist().unwrap();
+            let text = std::fs::read_to_string(format!(
+                "{}/schemas/codelists/{list}.gc",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            let ordered = codes().codes_in_order(list).unwrap();
+            assert_eq!(ordered.len(), text.matches("<Row>").count(), "{list}");
+            for (i, code) in ordered.iter().enumerate() {
+                assert_eq!(codes().code_rank(list, code), Some(i), "{list}: {code}");
             }
         }
-        assert_eq!(genericode_codes(ORDERED_LISTS[1].1), ["m", "w", "d", "x"]);
+        assert_eq!(codes().codes_in_order("sex").unwrap(), ["m", "w", "d", "x"]);
         let d = Dimension::ServiceKind;
         assert_eq!(
-            d.compare(Some("vermittlung"), Some("aktivierung")),
+            d.compare(codes(), Some("vermittlung"), Some("aktivierung")),
             Ordering::Less
         );
-        assert_eq!(d.compare(Some("sonstige"), Some("zzz")), Ordering::Less);
-        assert_eq!(d.compare(Some("zzz"), None), Ordering::Less);
+        assert_eq!(
+            d.compare(codes(), Some("sonstige"), Some("zzz")),
+            Ordering::Less
+        );
+        assert_eq!(d.compare(codes(), Some("zzz"), None), Ordering::Less);
         let a = Dimension::AgeBand;
-        assert_eq!(a.compare(Some("6-9"), Some("10-14")), Ordering::Less);
+        assert_eq!(
+            a.compare(codes(), Some("6-9"), Some("10-14")),
+            Ordering::Less
+        );
         let n = Dimension::NationalityGroup;
-        assert_eq!(n.compare(Some("unknown"), Some("other")), Ordering::Greater);
+        assert_eq!(
+            n.compare(codes(), Some("unknown"), Some("other")),
+            Ordering::Greater
+        );
         let m = Dimension::MunicipalityKey;
         assert_eq!(
-            m.compare(Some("05111000"), Some("05113000")),
+            m.compare(codes(), Some("05111000"), Some("05113000")),
             Ordering::Less
         );
     }
@@ -930,16 +886,17 @@ programs = ["sgb2"]
             &by,
             5,
             vec![cell("c", 9), cell("b", 6), cell("a", 6), cell("z", 2)],
+            codes(),
         );
         let hidden: Vec<bool> = out.cells.iter().map(|c| c.suppressed).collect();
         assert_eq!(hidden, [false, false, true, true]);
         assert_eq!(out.rows[0].total, Some(23));
         // Nothing below k: everything published, zero cells as 0.
-        let out = disclose(&by, 5, vec![cell("a", 5), cell("b", 0)]);
+        let out = disclose(&by, 5, vec![cell("a", 5), cell("b", 0)], codes());
         assert_eq!(out.cells[1].count, Some(0));
         assert_eq!(out.grand_total.total, Some(5));
         // Nothing at all.
-        let out = disclose(&by, 5, Vec::new());
+        let out = disclose(&by, 5, Vec::new(), codes());
         assert!(out.cells.is_empty() && out.rows.is_empty());
         assert_eq!(
             out.grand_total,
@@ -966,6 +923,7 @@ programs = ["sgb2"]
                 cell("sgb2", "d", 3),
                 cell("sgb3", "m", 10),
             ],
+            codes(),
         );
         let counts: Vec<Option<u64>> = out.cells.iter().map(|c| c.count).collect();
         // sgb2: m=1 primary; smallest other non-zero is d=3 (not w=4).

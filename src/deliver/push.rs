@@ -313,26 +313,21 @@ fn event(
     by: Option<&str>,
     now_ms: i64,
 ) -> NewAuditEvent {
-    let at = crate::clock::rfc3339_ms(now_ms);
-    let mut body = serde_json::json!({
-        "at": at,
-        "kind": kind,
-        "batch_id": group.batch_id,
-        "recipient": group.recipient,
-        "items": group.items,
-        "attempts": group.attempts,
-    });
-    if let Some(reason) = reason {
-        body["reason"] = reason.into();
-    }
-    if let Some(by) = by {
-        body["by"] = by.into();
-    }
+    let body = crate::audit::PushEvent {
+        at: crate::clock::rfc3339_ms(now_ms),
+        kind: kind.to_string(),
+        batch_id: group.batch_id.clone(),
+        recipient: group.recipient.clone(),
+        items: group.items,
+        attempts: group.attempts,
+        reason: reason.map(str::to_string),
+        by: by.map(str::to_string),
+    };
     NewAuditEvent {
         at_ms: now_ms,
         kind: kind.to_string(),
         subject: None,
-        body: body.to_string(),
+        body: body.to_json(),
         field_set: None,
     }
 }

@@ -8,7 +8,6 @@
 //! repeat with the same content answers the first receipt (`S100`), with other content `409`
 //! (`S101`).
 
-pub mod lifecycle;
 pub mod pipeline;
 pub mod receipt;
 pub mod staging;
@@ -19,7 +18,7 @@ use crate::adapt::{InputFault, Mode};
 use crate::catalogue::Code;
 use crate::gateway::Gateway;
 use crate::store::{
-    CommitOutcome, DeliveryTx, Holder, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
+    CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -51,13 +50,11 @@ pub struct DeliveryRequest {
     pub charset: Option<String>,
 }
 
-/// What the API answers.
+/// What the API answers (it decides the HTTP status).
 #[derive(Debug)]
 pub enum Answer {
-    /// A receipt with an HTTP status.
+    /// A receipt (a repeated delivery's is the first one's, with `duplicate`).
     Receipt {
-        /// HTTP status.
-        http: u16,
         /// The receipt.
         receipt: Box<Receipt>,
     },
@@ -146,21 +143,16 @@ impl Written<'_> {
                 Some(t) => t,
                 None => self.gw.store.begin_delivery().await?,
             };
-            let keys = t
-                .cancel_missing(self.delivery_id, self.vendor, &scopes, &rejected_ids)
-                .await?;
-            let holders = t.holders(self.vendor, &keys).await?;
-            lifecycle::notify(
+            cancelled = crate::lifecycle::cancel_omitted(
                 self.gw,
                 &mut t,
-                ItemKind::Cancellation,
-                &holders,
                 self.delivery_id,
+                self.vendor,
+                &scopes,
+                &rejected_ids,
                 self.received_at,
-                None,
             )
             .await?;
-            cancelled = keys.len() as u64;
             tx = Some(t);
         }
         Ok((tx, cancelled))
@@ -174,37 +166,15 @@ impl Written<'_> {
         chunk: Chunk,
         audit: &mut Vec<crate::store::NewAuditEvent>,
     ) -> Result<(), StoreError> {
-        if !chunk.revocations.is_empty() {
-            // One look-up for the whole chunk: holders of every record with a withdrawn
-            // consent, then per record those that hold it under one of those consents.
-            let keys: Vec<(String, String)> = chunk
-                .revocations
-                .iter()
-                .map(|(id, period, _, _)| (id.clone(), period.clone()))
-                .collect();
-            let all = tx.holders(self.vendor, &keys).await?;
-            for (record_id, period, consents, subject) in &chunk.revocations {
-                let holders: Vec<Holder> = all
-                    .iter()
-                    .filter(|h| {
-                        h.record_id == *record_id
-                            && h.reporting_period == *period
-                            && h.consent_id.as_ref().is_some_and(|c| consents.contains(c))
-                    })
-                    .cloned()
-                    .collect();
-                lifecycle::notify(
-                    self.gw,
-                    tx,
-                    ItemKind::Revocation,
-                    &holders,
-                    self.delivery_id,
-                    self.received_at,
-                    subject.as_deref(),
-                )
-                .await?;
-            }
-        }
+        crate::lifecycle::revoke(
+            self.gw,
+            tx,
+            self.vendor,
+            self.delivery_id,
+            &chunk.revocations,
+            self.received_at,
+        )
+        .await?;
         tx.put(&chunk.records, &chunk.items).await?;
         audit.extend(chunk.audit);
         if audit.len() >= AUDIT_BUFFER {
@@ -537,18 +507,7 @@ where
                 rejected = receipt.rejected,
                 "delivery processed"
             );
-            let http = receipt
-                .rejection_code()
-                .map(|c| {
-                    if c == Code::S020 {
-                        422
-                    } else {
-                        c.http_status()
-                    }
-                })
-                .unwrap_or(200);
             Answer::Receipt {
-                http,
                 receipt: Box::new(receipt),
             }
         }
@@ -567,7 +526,6 @@ where
                     r.duplicate = true;
                     tracing::info!(delivery_id = %r.delivery_id, "duplicate delivery answered");
                     Answer::Receipt {
-                        http: 200,
                         receipt: Box::new(r),
                     }
                 }

@@ -6,7 +6,7 @@
 //! is refused. Every error names the file and the line.
 
 use super::ValidateError;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 /// One loaded code list.
 #[derive(Debug, Clone)]
@@ -17,14 +17,19 @@ pub(crate) struct CodeList {
     pub(crate) uri: String,
     /// `Identification/Version` (the XÖV `listVersionID`).
     pub(crate) version: String,
-    /// The values of the code column.
-    pub(crate) codes: HashSet<String>,
+    /// The values of the code column, each with its position in the file (the list's order).
+    pub(crate) codes: HashMap<String, usize>,
 }
 
 impl CodeList {
     /// True if `code` is in the list (exact, case-sensitive).
     pub(crate) fn contains(&self, code: &str) -> bool {
-        self.codes.contains(code)
+        self.codes.contains_key(code)
+    }
+
+    /// The position of `code` in the list's order (the order of its rows in the file).
+    pub(crate) fn rank(&self, code: &str) -> Option<usize> {
+        self.codes.get(code).copied()
     }
 }
 
@@ -92,7 +97,7 @@ pub(crate) fn parse_genericode(file: &str, text: &str) -> Result<CodeList, Valid
     let list = root
         .child("SimpleCodeList")
         .ok_or_else(|| err(root.line, "<SimpleCodeList> is missing".into()))?;
-    let mut codes = HashSet::new();
+    let mut codes = HashMap::new();
     for row in list.children_named("Row") {
         let mut code = None;
         // A Value without ColumnRef stands for the column after the previous Value's column.
@@ -127,7 +132,8 @@ pub(crate) fn parse_genericode(file: &str, text: &str) -> Result<CodeList, Valid
         if code.is_empty() {
             return Err(err(line, "empty code".into()));
         }
-        if !codes.insert(code.to_string()) {
+        let position = codes.len();
+        if codes.insert(code.to_string(), position).is_some() {
             return Err(err(line, format!("code '{code}' occurs twice")));
         }
     }

@@ -301,6 +301,20 @@ impl Validator {
         self.list(list).is_some_and(|l| l.contains(code))
     }
 
+    /// The position of `code` in list `list`, in the order the list's file gives its rows;
+    /// `None` for a code not in the list or an unknown list.
+    pub fn code_rank(&self, list: &str, code: &str) -> Option<usize> {
+        self.list(list).and_then(|l| l.rank(code))
+    }
+
+    /// The codes of list `list` in the order its file gives its rows; `None` for an unknown list.
+    pub fn codes_in_order(&self, list: &str) -> Option<Vec<&str>> {
+        let l = self.list(list)?;
+        let mut codes: Vec<(&str, usize)> = l.codes.iter().map(|(c, i)| (c.as_str(), *i)).collect();
+        codes.sort_by_key(|(_, i)| *i);
+        Some(codes.into_iter().map(|(c, _)| c).collect())
+    }
+
     fn list(&self, name: &str) -> Option<&CodeList> {
         self.lists
             .binary_search_by(|l| l.name.as_str().cmp(name))
