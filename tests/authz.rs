@@ -280,6 +280,14 @@ async fn matrix(s: &TestServer) {
         ),
         (
             Method::GET,
+            "/api/v1/admin/me".into(),
+            &admins,
+            None,
+            200,
+            None,
+        ),
+        (
+            Method::GET,
             "/api/v1/admin/recipients".into(),
             &admins,
             None,
@@ -411,6 +419,9 @@ async fn matrix(s: &TestServer) {
         "/admin/",
         "/admin/app.js",
         "/admin/app.css",
+        "/admin/i18n.js",
+        "/admin/docs.js",
+        "/api/v1/docs",
     ] {
         for who in EVERYONE {
             let (got, _) = call(&c, s, Method::GET, path, who, None).await;

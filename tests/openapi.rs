@@ -58,6 +58,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/"),
     ("get", "/admin/app.js"),
     ("get", "/admin/app.css"),
+    ("get", "/admin/i18n.js"),
+    ("get", "/admin/docs.js"),
+    ("get", "/api/v1/docs"),
+    ("get", "/api/v1/admin/me"),
 ];
 
 /// Routes that answer without credentials and so declare no security requirement.
@@ -70,6 +74,9 @@ const OPEN: &[&str] = &[
     "/admin/",
     "/admin/app.js",
     "/admin/app.css",
+    "/admin/i18n.js",
+    "/admin/docs.js",
+    "/api/v1/docs",
 ];
 
 const METHODS: [&str; 8] = [
@@ -643,7 +650,14 @@ async fn answers_fit_the_documented_schemas() {
     assert_eq!(st, 200);
     let (st, _) = call!(GET, "/admin", "/admin", None, None, None);
     assert_eq!(st, 308);
-    for page in ["/admin/", "/admin/app.js", "/admin/app.css"] {
+    for page in [
+        "/admin/",
+        "/admin/app.js",
+        "/admin/app.css",
+        "/admin/i18n.js",
+        "/admin/docs.js",
+        "/api/v1/docs",
+    ] {
         let (st, _) = call!(GET, page, page, None, None, None);
         assert_eq!(st, 200);
     }
@@ -819,6 +833,7 @@ async fn answers_fit_the_documented_schemas() {
     let admin = Some(ADMIN_TOKEN);
     for (template, path) in [
         ("/api/v1/admin/mappings", "/api/v1/admin/mappings"),
+        ("/api/v1/admin/me", "/api/v1/admin/me"),
         ("/api/v1/admin/audit/verify", "/api/v1/admin/audit/verify"),
         (
             "/api/v1/admin/disclosures",

@@ -50,6 +50,12 @@ pub(super) async fn mappings(
                 "file": m.origin,
                 "version": m.hash,
                 "vendors": m.file.vendors,
+                "used_by": gw
+                    .vendors
+                    .iter()
+                    .filter(|(_, v)| v.formats.iter().any(|f| f == m.id()))
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -28,6 +28,27 @@ impl From<BrowseError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/me",
+    operation_id = "admin_me",
+    tag = "admin",
+    summary = "Who is signed in",
+    description = "Role: **admin**.\n\nThe administrator the token belongs to (the console shows \
+        it; every change made with the token names this id in the audit trail).",
+    responses(
+        (status = 200, description = "The administrator.", body = super::console_schemas::Me),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::TooManyRequests),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn me(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
+    let admin = authenticate(&req, &gw, Role::Admin)?;
+    Ok(HttpResponse::Ok().json(json!({"id": admin.id, "role": "admin"})))
+}
+
 /// An RFC 3339 time parameter as unix ms.
 fn time_param(name: &str, v: Option<&str>) -> Result<Option<i64>, BrowseError> {
     v.map(|s| {

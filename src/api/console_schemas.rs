@@ -341,3 +341,12 @@ pub(super) struct MappingVersions {
     /// The history, newest first.
     versions: Vec<MappingVersion>,
 }
+
+/// `GET /api/v1/admin/me`.
+#[derive(ToSchema)]
+pub(super) struct Me {
+    /// The administrator's id (from the configuration).
+    id: String,
+    /// Always `admin`.
+    role: String,
+}

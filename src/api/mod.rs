@@ -318,6 +318,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/").route(web::get().to(console::index)))
         .service(resource("/admin/app.js").route(web::get().to(console::script)))
         .service(resource("/admin/app.css").route(web::get().to(console::style)))
+        .service(resource("/admin/i18n.js").route(web::get().to(console::texts)))
+        .service(resource("/admin/docs.js").route(web::get().to(console::docs_script)))
         .service(resource("/health/live").route(web::get().to(live)))
         .service(resource("/health/ready").route(web::get().to(ready)))
         .service(resource("/metrics").route(web::get().to(metrics)))
@@ -325,6 +327,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 // Open to everyone: it describes the API and holds no data.
                 .service(resource("/openapi.json").route(web::get().to(openapi::document)))
+                .service(resource("/docs").route(web::get().to(console::docs)))
+                .service(resource("/admin/me").route(web::get().to(browse::me)))
                 .service(
                     resource("/deliveries")
                         .route(web::post().to(deliveries::post))

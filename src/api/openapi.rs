@@ -69,6 +69,10 @@ use utoipa::{OpenApi, PartialSchema, ToResponse, ToSchema};
         super::console::index,
         super::console::script,
         super::console::style,
+        super::console::texts,
+        super::console::docs,
+        super::console::docs_script,
+        super::browse::me,
     ),
     components(
         schemas(ErrorBody, Receipt),
@@ -673,6 +677,8 @@ pub(super) struct LoadedMapping {
     version: String,
     /// Vendors the mapping names.
     vendors: Vec<String>,
+    /// Vendors whose configured `formats` include the mapping.
+    used_by: Vec<String>,
 }
 
 /// A mapping file that failed to load.
