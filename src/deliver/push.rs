@@ -428,6 +428,12 @@ impl Lane {
                 }
                 return Ok(());
             }
+            // An administrator may have paused the lane since it was last claimed (its lease
+            // is then the pause's): nothing more is sent until it is resumed.
+            if gw.store.lane_paused(&self.recipient).await? {
+                self.held_until = 0;
+                return Ok(());
+            }
             let mut results = Vec::with_capacity(groups.len());
             let sent = self.send_window(gw, stop, &groups, &mut results).await;
             // What was sent is recorded even when the window ended with an error.
