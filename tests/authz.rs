@@ -421,6 +421,7 @@ async fn matrix(s: &TestServer) {
         "/admin/app.css",
         "/admin/i18n.js",
         "/admin/docs.js",
+        "/admin/favicon.svg",
         "/api/v1/docs",
     ] {
         for who in EVERYONE {

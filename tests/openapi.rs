@@ -60,6 +60,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/app.css"),
     ("get", "/admin/i18n.js"),
     ("get", "/admin/docs.js"),
+    ("get", "/admin/favicon.svg"),
     ("get", "/api/v1/docs"),
     ("get", "/api/v1/admin/me"),
 ];
@@ -76,6 +77,7 @@ const OPEN: &[&str] = &[
     "/admin/app.css",
     "/admin/i18n.js",
     "/admin/docs.js",
+    "/admin/favicon.svg",
     "/api/v1/docs",
 ];
 
@@ -656,6 +658,7 @@ async fn answers_fit_the_documented_schemas() {
         "/admin/app.css",
         "/admin/i18n.js",
         "/admin/docs.js",
+        "/admin/favicon.svg",
         "/api/v1/docs",
     ] {
         let (st, _) = call!(GET, page, page, None, None, None);

@@ -15,6 +15,7 @@ const STYLE: &str = include_str!("console/app.css");
 const TEXTS: &str = include_str!("console/i18n.js");
 const DOCS: &str = include_str!("console/docs.html");
 const DOCS_SCRIPT: &str = include_str!("console/docs.js");
+const ICON: &str = include_str!("console/favicon.svg");
 
 /// The Content-Security-Policy of the page and its files.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -133,4 +134,18 @@ pub(super) async fn docs() -> HttpResponse {
 )]
 pub(super) async fn docs_script() -> HttpResponse {
     file("text/javascript; charset=utf-8", DOCS_SCRIPT)
+}
+
+/// `GET /admin/favicon.svg`.
+#[utoipa::path(
+    get,
+    path = "/admin/favicon.svg",
+    operation_id = "console_icon",
+    tag = "console",
+    summary = "The web page's icon",
+    description = "Role: none.",
+    responses((status = 200, description = "SVG.", body = String, content_type = "image/svg+xml")),
+)]
+pub(super) async fn icon() -> HttpResponse {
+    file("image/svg+xml", ICON)
 }

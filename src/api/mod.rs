@@ -320,6 +320,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/app.css").route(web::get().to(console::style)))
         .service(resource("/admin/i18n.js").route(web::get().to(console::texts)))
         .service(resource("/admin/docs.js").route(web::get().to(console::docs_script)))
+        .service(resource("/admin/favicon.svg").route(web::get().to(console::icon)))
         .service(resource("/health/live").route(web::get().to(live)))
         .service(resource("/health/ready").route(web::get().to(ready)))
         .service(resource("/metrics").route(web::get().to(metrics)))

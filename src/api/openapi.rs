@@ -72,6 +72,7 @@ use utoipa::{OpenApi, PartialSchema, ToResponse, ToSchema};
         super::console::texts,
         super::console::docs,
         super::console::docs_script,
+        super::console::icon,
         super::browse::me,
     ),
     components(

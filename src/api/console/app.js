@@ -195,6 +195,7 @@ function show() {
     if (a.getAttribute('href') === '#' + name) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
+  window.scrollTo(0, 0);
   if (name === 'overview') loadStats();
   if (name === 'deliveries') loadDeliveries();
   if (name === 'recipients') loadRecipients();
@@ -272,7 +273,6 @@ function barsChart(entries, label) {
 async function loadStats(event) {
   if (event) event.preventDefault();
   const windowName = $('stats-window').value || '24h';
-  say('stats-status', t('common.loading'));
   const [res, vendors] = await Promise.all([
     api('GET', `/api/v1/admin/stats?window=${windowName}&by=code`),
     api('GET', `/api/v1/admin/stats?window=${windowName}&by=vendor`),
@@ -392,7 +392,7 @@ async function openRecord(vendor, recordId) {
   out.replaceChildren();
   const res = await api('GET', `/api/v1/admin/records/${encodeURIComponent(vendor)}/${encodeURIComponent(recordId)}`);
   if (res.status !== 200) {
-    say('record-status', failure(res), 'error');
+    say('record-status', res.status === 404 ? t('record.notfound') : failure(res), 'error');
     return;
   }
   say('record-status', '');
@@ -875,6 +875,10 @@ document.addEventListener('DOMContentLoaded', () => {
   $('deliveries-form').addEventListener('submit', (e) => loadDeliveries(e, false));
   $('deliveries-more').addEventListener('click', () => loadDeliveries(null, true));
   $('entries-code').addEventListener('change', showEntries);
+  $('record-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    openRecord($('r-vendor').value.trim(), $('r-id').value.trim());
+  });
   $('lane-pause').addEventListener('click', () => setLane(true));
   $('lane-resume').addEventListener('click', () => setLane(false));
   $('mappings-load').addEventListener('click', loadMappings);
