@@ -96,6 +96,7 @@ def main():
 
         # --- the E3 delivery and its F-codes ---------------------------------------------
         step("E3 delivery with F-codes")
+        os.makedirs(SHOTS, exist_ok=True)
         page.click("nav a[href='#deliveries']")
         e3 = page.locator("#deliveries-table tr.delivery", has=page.locator(".badge.s-E3"))
         expect(e3).to_have_count(1)
@@ -104,6 +105,7 @@ def main():
         expect(entries.first).to_be_visible()
         codes = page.locator("#entries-table tbody td .mono").all_text_contents()
         assert "F001" in codes, f"F001 not among {codes}"
+        page.screenshot(path=os.path.join(SHOTS, "receipt-1280.png"))
         page.select_option("#entries-code", "F001")
         expect(page.locator("#entries-table tbody tr.entry").first).to_contain_text("F001")
         shown = page.locator("#entries-table tbody td .mono").all_text_contents()
@@ -206,7 +208,7 @@ def main():
             page.set_viewport_size({"width": width, "height": height})
             for view in VIEWS:
                 page.goto(f"{BASE}/admin/#{view}")
-                expect(page.locator(f"#{view}")).to_be_visible()
+                expect(page.locator(f"#view-{view}")).to_be_visible()
                 page.wait_for_load_state("networkidle")
                 no_horizontal_scrollbar(f"{view} at {width} px")
                 page.screenshot(path=os.path.join(SHOTS, f"{view}-{width}.png"), full_page=width == 400)

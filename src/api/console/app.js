@@ -165,6 +165,7 @@ async function signIn(event) {
     return;
   }
   admin = res.body.id;
+  document.body.classList.add('signed-in');
   say('who', t('signin.as', { id: admin }), 'ok');
   $('signout').hidden = false;
   $('console').hidden = false;
@@ -174,6 +175,7 @@ async function signIn(event) {
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   admin = null;
+  document.body.classList.remove('signed-in');
   $('console').hidden = true;
   $('signout').hidden = true;
   say('who', t('signin.outdone'));
@@ -190,7 +192,7 @@ function currentView() {
 function show() {
   if (!admin) return;
   const name = currentView();
-  for (const v of VIEWS) $(v).hidden = v !== name;
+  for (const v of VIEWS) $('view-' + v).hidden = v !== name;
   for (const a of document.querySelectorAll('nav a')) {
     if (a.getAttribute('href') === '#' + name) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -214,7 +216,7 @@ function svg(tag, attrs, text) {
 
 /** Stacked bars per bucket, one colour per status. */
 function seriesChart(series, windowName) {
-  const W = 720;
+  const W = Math.max(320, Math.min(1200, $('chart-series').clientWidth || 720));
   const H = 220;
   const pad = { l: 40, r: 10, t: 10, b: 30 };
   const statuses = ['E1', 'E2', 'E3', 'E4'];
@@ -253,19 +255,19 @@ function seriesChart(series, windowName) {
 }
 
 /** Horizontal bars with labels: [{key, count}]. */
-function barsChart(entries, label) {
-  const W = 360;
+function barsChart(entries, label, box) {
+  const W = Math.max(260, Math.min(700, $(box).clientWidth || 360));
   const rowH = 22;
   const H = Math.max(rowH, entries.length * rowH);
   const max = Math.max(1, ...entries.map((e) => e.count));
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label });
   entries.forEach((e, i) => {
-    const w = (e.count / max) * (W - 150);
+    const w = (e.count / max) * (W - 160);
     root.append(svg('text', { x: 0, y: i * rowH + 15, class: 'tick' }, e.key));
-    const rect = svg('rect', { x: 90, y: i * rowH + 4, width: Math.max(1, w), height: rowH - 8, class: 'bar hbar' });
+    const rect = svg('rect', { x: 110, y: i * rowH + 4, width: Math.max(1, w), height: rowH - 8, class: 'bar hbar' });
     rect.append(svg('title', {}, `${e.key}: ${num(e.count)}`));
     root.append(rect);
-    root.append(svg('text', { x: 96 + w, y: i * rowH + 15, class: 'tick' }, num(e.count)));
+    root.append(svg('text', { x: 116 + w, y: i * rowH + 15, class: 'tick' }, num(e.count)));
   });
   return root;
 }
@@ -289,9 +291,9 @@ async function loadStats(event) {
   $('kpi-rejected').textContent = num(s.records.rejected);
   $('chart-series').replaceChildren(...seriesChart(s.series || [], windowName));
   const codes = (s.codes || []).map((c) => ({ key: c.code, count: c.count }));
-  $('chart-codes').replaceChildren(codes.length ? barsChart(codes, t('overview.codes')) : el('p', t('overview.nocodes'), 'hint'));
+  $('chart-codes').replaceChildren(codes.length ? barsChart(codes, t('overview.codes'), 'chart-codes') : el('p', t('overview.nocodes'), 'hint'));
   const byVendor = vendors.status === 200 ? vendors.body.groups || [] : [];
-  $('chart-vendors').replaceChildren(byVendor.length ? barsChart(byVendor, t('overview.byvendor')) : el('p', t('common.none'), 'hint'));
+  $('chart-vendors').replaceChildren(byVendor.length ? barsChart(byVendor, t('overview.byvendor'), 'chart-vendors') : el('p', t('common.none'), 'hint'));
   fill('overview-recipients', (s.recipients || []).map((r) =>
     row([r.id, r.kind, num(r.waiting), when(r.oldest_waiting_at), when(r.last_batch_at), num(r.dead_letters)])));
 }
