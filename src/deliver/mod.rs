@@ -3,6 +3,7 @@
 //! served from the store ([`formats`] renders them as XML and CSV). Push recipients: their
 //! items are sealed into groups and POSTed by the lanes of [`push`].
 
+pub mod alerts;
 pub mod formats;
 pub mod push;
 

@@ -139,6 +139,14 @@ impl Target {
         self.timeout
     }
 
+    /// Sends one signed JSON body once (alerts): `Ok` for a `2xx`, else what was met.
+    pub async fn send_once(&self, idempotency_key: &str, body: Bytes) -> Result<(), String> {
+        match self.send(idempotency_key, body).await {
+            Attempt::Delivered => Ok(()),
+            Attempt::Retryable(e, _) | Attempt::Refused(e) => Err(e),
+        }
+    }
+
     /// Sends one group's body once.
     async fn send(&self, idempotency_key: &str, body: Bytes) -> Attempt {
         let timestamp = unix_secs().to_string();
