@@ -13,6 +13,25 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: the erasure done.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Erasure {
+    /// Id of the erasure: `source.delivery_id` of the `erasure` items and of the `erasure`
+    /// audit event.
+    erasure_id: String,
+    /// Whether anything of the client was found (`false`: nothing; the erasure is recorded
+    /// all the same).
+    found: bool,
+    /// What was done, for a person.
+    message: String,
+    /// Records of the client deleted (the same as `erased.records`).
+    erased_records: u64,
+    /// Recipients' records told about the erasure (`erasure` items).
+    notified: u64,
+    /// What was found of the client, by kind.
+    erased: crate::store::Erased,
+}
+
 /// Largest sample a preview takes (it is held in memory).
 pub const PREVIEW_LIMIT: usize = 10 << 20;
 
@@ -259,7 +278,7 @@ pub(super) async fn preview(
         ("client_id" = String, Path, description = "The vendor's client id."),
     ),
     responses(
-        (status = 200, description = "Erased.", body = super::openapi::Erasure),
+        (status = 200, description = "Erased.", body = Erasure),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 429, response = super::openapi::TooManyRequests),
@@ -291,16 +310,17 @@ pub(super) async fn erase(
         notified,
         "client erased"
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "erasure_id": cause,
-        "found": found,
-        "message": if found {
+    Ok(HttpResponse::Ok().json(Erasure {
+        erasure_id: cause,
+        found,
+        message: if found {
             "the client's data was erased"
         } else {
             "nothing of this client was found; the erasure is recorded in the audit trail"
-        },
-        "erased_records": erased.records,
-        "notified": notified,
-        "erased": erased,
-    })))
+        }
+        .to_string(),
+        erased_records: erased.records,
+        notified: notified as u64,
+        erased,
+    }))
 }

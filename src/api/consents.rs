@@ -10,6 +10,21 @@ use crate::store::Withdrawal;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+/// `POST /api/v1/consents/withdrawals`: the recorded withdrawal.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct WithdrawalAnswer {
+    /// Id of the withdrawal: `source.delivery_id` of the revocation items and the audit events.
+    withdrawal_id: String,
+    /// The consent withdrawn.
+    consent_id: String,
+    /// The withdrawal day, `YYYY-MM-DD`.
+    #[schema(format = Date)]
+    withdrawn_on: String,
+    /// Revocation items sent now (`0` for a day in the future, an unknown client or consent,
+    /// or when all holders were already told).
+    revocations: u64,
+}
+
 /// Body of a withdrawal.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +54,7 @@ pub struct WithdrawalBody {
         affected. The body is JSON (its `Content-Type` is not checked), at most 1 MiB.",
     request_body(content = WithdrawalBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Recorded.", body = super::openapi::WithdrawalAnswer),
+        (status = 200, description = "Recorded.", body = WithdrawalAnswer),
         (status = 400, description = "`R400`: the body is not valid JSON, a member is missing or unknown, `client_id` or `consent_id` is empty, `withdrawn_on` is not a date.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -83,10 +98,10 @@ pub(super) async fn withdraw(
     .await?;
     let (cause, revoked) = (done.withdrawal_id, done.revocations);
     tracing::info!(vendor = %vendor.id, revocations = revoked, "consent withdrawal recorded");
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "withdrawal_id": cause,
-        "consent_id": w.consent_id,
-        "withdrawn_on": w.withdrawn_on,
-        "revocations": revoked,
-    })))
+    Ok(HttpResponse::Ok().json(WithdrawalAnswer {
+        withdrawal_id: cause,
+        consent_id: w.consent_id,
+        withdrawn_on: w.withdrawn_on,
+        revocations: revoked as u64,
+    }))
 }

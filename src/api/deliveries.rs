@@ -12,6 +12,17 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+/// `GET /api/v1/deliveries`: one page of the vendor's receipts, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct DeliveryList {
+    /// The stored receipts (as stored).
+    #[schema(value_type = Vec<Receipt>)]
+    deliveries: Vec<serde_json::Value>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
 /// Query of `POST /deliveries`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -182,7 +193,7 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
         time, then id). `next_cursor` is `null` on the last page.",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of receipts.", body = super::openapi::DeliveryList),
+        (status = 200, description = "One page of receipts.", body = DeliveryList),
         (status = 400, description = "`R400`: malformed `since`, `limit` or `cursor`.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -227,7 +238,10 @@ pub(super) async fn list(
         .iter()
         .filter_map(|d| serde_json::from_str(&d.receipt).ok())
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deliveries": receipts, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(DeliveryList {
+        deliveries: receipts,
+        next_cursor: next,
+    }))
 }
 
 #[utoipa::path(

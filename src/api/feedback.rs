@@ -2,13 +2,41 @@
 //! records (`POST /batches/{id}/ack`); each finding is translated from the recipient's
 //! `record_ref` back to the vendor's record and listed in that vendor's `GET /feedback`.
 
-use super::{ApiError, authenticate, batches::info_json};
+use super::{ApiError, authenticate, batches::summary};
 use crate::catalogue::Code;
 use crate::config::Role;
 use crate::gateway::Gateway;
 use crate::store::{AckOutcome, Finding};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+
+/// `GET /api/v1/feedback`: one page of findings about the vendor's records, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct FeedbackList {
+    /// The findings.
+    feedback: Vec<FeedbackEntry>,
+    /// The `cursor` of the next page; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// A recipient's finding about one of the vendor's records.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct FeedbackEntry {
+    /// The vendor's record id (translated back from the recipient's `record_ref`).
+    record_id: String,
+    /// Reporting month `YYYY-MM`.
+    reporting_period: String,
+    /// The recipient that sent it.
+    recipient: String,
+    /// The recipient's code.
+    code: String,
+    /// The recipient's message (may be empty).
+    message: String,
+    /// When Weiche received it (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime)]
+    received_at: String,
+}
 
 /// At most this many findings in one acknowledgement.
 pub const MAX_FINDINGS: usize = 10_000;
@@ -76,7 +104,7 @@ fn check_findings(findings: &[Finding]) -> Result<(), String> {
         description = "Optional (an empty body acknowledges without findings): \
             `{\"findings\": [{\"record_ref\", \"code\", \"message\"}]}`."),
     responses(
-        (status = 200, description = "Acknowledged: the batch summary with `\"state\": \"acknowledged\"`.", body = super::openapi::BatchSummary),
+        (status = 200, description = "Acknowledged: the batch summary with `\"state\": \"acknowledged\"`.", body = super::batches::BatchSummary),
         (status = 400, description = "`R400`: the body is not valid JSON, has unknown members, a finding lacks `record_ref` or `code` or is over a limit, or a `record_ref` names no item of this batch; nothing was changed.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -120,7 +148,7 @@ pub(super) async fn ack(
             Code::R400,
             format!("findings[{i}].record_ref names no item of this batch; nothing was changed"),
         )),
-        AckOutcome::Acknowledged(batch) => Ok(HttpResponse::Ok().json(info_json(&batch))),
+        AckOutcome::Acknowledged(batch) => Ok(HttpResponse::Ok().json(summary(&batch))),
     }
 }
 
@@ -151,7 +179,7 @@ struct FeedbackQuery {
         `cursor` and `limit` are refused (`400 R400`).",
     params(FeedbackQuery),
     responses(
-        (status = 200, description = "One page of findings.", body = super::openapi::FeedbackList),
+        (status = 200, description = "One page of findings.", body = FeedbackList),
         (status = 400, description = "`R400`: malformed `cursor` or `limit`, or an unknown query parameter.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -179,20 +207,21 @@ pub(super) async fn list(
     } else {
         None
     };
-    let feedback: Vec<_> = page
+    let feedback: Vec<FeedbackEntry> = page
         .iter()
-        .map(|f| {
-            serde_json::json!({
-                "record_id": f.record_id,
-                "reporting_period": f.reporting_period,
-                "recipient": f.recipient,
-                "code": f.code,
-                "message": f.message,
-                "received_at": crate::clock::rfc3339_ms(f.received_at),
-            })
+        .map(|f| FeedbackEntry {
+            record_id: f.record_id.clone(),
+            reporting_period: f.reporting_period.clone(),
+            recipient: f.recipient.clone(),
+            code: f.code.clone(),
+            message: f.message.clone(),
+            received_at: crate::clock::rfc3339_ms(f.received_at),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"feedback": feedback, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(FeedbackList {
+        feedback,
+        next_cursor: next,
+    }))
 }
 
 fn encode_cursor(seq: i64) -> String {

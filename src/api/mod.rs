@@ -27,6 +27,21 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
 use std::future::Future;
 use std::sync::Arc;
 
+/// `GET /health/live`: `{"status": "ok"}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Live {
+    /// Always `ok`.
+    status: LiveStatus,
+}
+
+/// `ok`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum LiveStatus {
+    /// The process is up.
+    Ok,
+}
+
 /// An API error: a catalogue code and a message, answered as `{"code","message","details"}`.
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -165,10 +180,12 @@ pub fn authenticate(req: &HttpRequest, gw: &Gateway, role: Role) -> Result<Princ
     tag = "operations",
     summary = "The process is up",
     description = "Role: none (no authentication).",
-    responses((status = 200, description = "Always `{\"status\": \"ok\"}`.", body = openapi::Live)),
+    responses((status = 200, description = "Always `{\"status\": \"ok\"}`.", body = Live)),
 )]
 async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Live {
+        status: LiveStatus::Ok,
+    })
 }
 
 #[utoipa::path(

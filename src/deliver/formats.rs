@@ -4,8 +4,8 @@
 //! by the `Accept` header ([`BatchFormat::negotiate`]). This module holds the pure parts: content
 //! negotiation, the XML message head and foot and the item-to-XML conversion ([`xml_head`],
 //! [`xml_item`], [`xml_foot`]), and the CSV columns and rows ([`CsvColumns`], [`flatten`],
-//! [`guard_formula`]). The endpoint (`src/api/batches.rs`) pages through the store and streams
-//! what these functions return; nothing here does I/O. `docs/batch-formats.md` describes the
+//! [`guard_formula`]). [`super::fetch`] pages through the store with them and the endpoint
+//! (`src/api/batches.rs`) streams what it gives; nothing here does I/O. `docs/batch-formats.md` describes the
 //! formats for recipients.
 //!
 //! Every rendering depends only on the stored items and the batch's fixed metadata (id,

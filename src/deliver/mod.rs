@@ -1,9 +1,10 @@
 //! Getting items out of Weiche. Pull recipients: open items are sealed into batches by size and
 //! age ([`seal_all`], run on every batch listing and by a background ticker), and batches are
-//! served from the store ([`formats`] renders them as XML and CSV). Push recipients: their
+//! fetched from the store page by page ([`fetch`]) and rendered ([`formats`]: XML and CSV). Push recipients: their
 //! items are sealed into groups and POSTed by the lanes of [`push`].
 
 pub mod alerts;
+pub mod fetch;
 pub mod formats;
 pub mod push;
 

@@ -211,12 +211,126 @@ where
     answer
 }
 
-async fn receive_in_span<S, E>(gw: Arc<Gateway>, req: DeliveryRequest, mut body: S) -> Answer
+/// One delivery, in four steps: [`admit`] (vendor, format, mapping, mode), the body forwarded
+/// ([`forward_body`]) to the pipeline on a blocking thread ([`run_and_stage`]), and the store
+/// ([`store_and_commit`]).
+async fn receive_in_span<S, E>(gw: Arc<Gateway>, req: DeliveryRequest, body: S) -> Answer
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let error = |code, message: String| Answer::Error { code, message };
+    let (mapping, format, mode_param) = match admit(&gw, &req) {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
+
+    let delivery_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::Span::current();
+    span.record("weiche.delivery_id", delivery_id.as_str());
+    span.record("weiche.format", format.as_str());
+    let received_at = gw.clock.now_ms();
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
+    let withdrawals: std::collections::HashMap<(String, String), String> =
+        match gw.store.withdrawals(&req.vendor).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|w| ((w.client_id, w.consent_id), w.withdrawn_on))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
+                return error(
+                    Code::U001,
+                    "storage unavailable; nothing was stored, retry later".into(),
+                );
+            }
+        };
+    let today = crate::clock::berlin_date(received_at);
+    let at = crate::clock::rfc3339_ms(received_at);
+
+    let worker = {
+        let gw = gw.clone();
+        let delivery_id = delivery_id.clone();
+        let vendor_id = req.vendor.clone();
+        let charset = req.charset.clone();
+        tokio::task::spawn_blocking(move || {
+            // The pipeline's spans are children of the delivery's.
+            let _ingest = span.enter();
+            let job = pipeline::Job {
+                delivery_id: &delivery_id,
+                vendor: &vendor_id,
+                mapping: &mapping,
+                mode_param,
+                max_records: gw.limits.max_records,
+                charset: charset.as_deref(),
+                validator: &gw.validator,
+                router: Some(&gw.router),
+                emit_test_records: false,
+                today,
+                at: &at,
+                withdrawals: &withdrawals,
+                audit_key: Some(&gw.audit_key),
+            };
+            let reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
+            run_and_stage(&gw, &job, reader)
+        })
+    };
+
+    let idle = std::time::Duration::from_secs(gw.limits.body_idle_timeout_secs.max(1));
+    let stalled = forward_body(body, body_tx, idle).await;
+
+    let (outcome, content_hash, staged) = match worker.await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(delivery_id = %delivery_id, "delivery worker failed: {e}");
+            return error(
+                Code::I500,
+                "internal error while processing the delivery".into(),
+            );
+        }
+    };
+    let staged = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(delivery_id = %delivery_id, "staging failed: {e}");
+            return error(
+                Code::U001,
+                "storage unavailable; nothing was stored, retry later".into(),
+            );
+        }
+    };
+    if let Some(why) = outcome.aborted {
+        tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
+        let message = if stalled {
+            format!(
+                "the body stalled: no data for {} s; nothing was stored",
+                idle.as_secs()
+            )
+        } else {
+            "the body could not be read to its end; nothing was stored".to_string()
+        };
+        return error(Code::X000, message);
+    }
+    store_and_commit(
+        &gw,
+        &req,
+        &delivery_id,
+        received_at,
+        outcome,
+        content_hash,
+        staged,
+    )
+    .await
+}
+
+/// Who may post what: the vendor, its format (`?format=` or its default), the loaded mapping
+/// of that format and the vendor's right to it, and `?mode=` (ignored where the payload
+/// declares its mode). An error answer when any of them does not hold.
+fn admit(
+    gw: &Gateway,
+    req: &DeliveryRequest,
+) -> Result<(Arc<crate::adapt::Mapping>, String, Option<Mode>), Answer> {
+    let error = |code, message: String| Err(Answer::Error { code, message });
     let Some(vendor) = gw.vendors.get(&req.vendor) else {
         return error(Code::T071, "only vendors post deliveries".into());
     };
@@ -255,122 +369,20 @@ where
             None => return error(Code::V000, "mode must be full or partial".into()),
         },
     };
+    Ok((mapping, format, mode_param))
+}
 
-    let delivery_id = uuid::Uuid::now_v7().to_string();
-    let span = tracing::Span::current();
-    span.record("weiche.delivery_id", delivery_id.as_str());
-    span.record("weiche.format", format.as_str());
-    let store_span = tracing::info_span!("store", weiche.delivery_id = %delivery_id);
-    let store_clock = crate::telemetry::StageClock::new("store");
-    let received_at = gw.clock.now_ms();
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
-    let withdrawals: std::collections::HashMap<(String, String), String> =
-        match gw.store.withdrawals(&req.vendor).await {
-            Ok(list) => list
-                .into_iter()
-                .map(|w| ((w.client_id, w.consent_id), w.withdrawn_on))
-                .collect(),
-            Err(e) => {
-                tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
-                return error(
-                    Code::U001,
-                    "storage unavailable; nothing was stored, retry later".into(),
-                );
-            }
-        };
-    let today = crate::clock::berlin_date(received_at);
-    let at = crate::clock::rfc3339_ms(received_at);
-
-    let worker = {
-        let gw = gw.clone();
-        let mapping = mapping.clone();
-        let delivery_id = delivery_id.clone();
-        let vendor_id = req.vendor.clone();
-        let charset = req.charset.clone();
-        tokio::task::spawn_blocking(move || {
-            // The pipeline's spans are children of the delivery's.
-            let _ingest = span.enter();
-            let job = pipeline::Job {
-                delivery_id: &delivery_id,
-                vendor: &vendor_id,
-                mapping: &mapping,
-                mode_param,
-                max_records: gw.limits.max_records,
-                charset: charset.as_deref(),
-                validator: &gw.validator,
-                router: Some(&gw.router),
-                emit_test_records: false,
-                today,
-                at: &at,
-                withdrawals: &withdrawals,
-                audit_key: Some(&gw.audit_key),
-            };
-            let mut reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
-            let mut chunk = Chunk::default();
-            let mut stage = Staging::new(&gw.staging_dir);
-            // A staging failure stops the pipeline; the delivery is answered U001.
-            let mut failed: Option<staging::StagingError> = None;
-            let mut outcome = pipeline::run(&job, &mut reader, &mut |acc| {
-                let period = acc.record.reporting_period.clone();
-                let record_id = acc.record.source.record_id.clone();
-                for item in acc.items {
-                    chunk.items.push(NewItem {
-                        recipient: item.recipient,
-                        kind: ItemKind::Record,
-                        vendor: vendor_id.clone(),
-                        record_id: record_id.clone(),
-                        reporting_period: period.clone(),
-                        record_ref: item.record_ref,
-                        body: item.body,
-                        consent_id: item.consent_id,
-                    });
-                }
-                chunk.audit.extend(acc.audit);
-                if !acc.withdrawn.is_empty() {
-                    let subject = gw
-                        .audit_key
-                        .subject(&vendor_id, acc.record.client.client_id.expose());
-                    chunk.revocations.push((
-                        record_id.clone(),
-                        period.clone(),
-                        acc.withdrawn,
-                        Some(subject),
-                    ));
-                }
-                chunk.records.push(NewRecord {
-                    vendor: vendor_id.clone(),
-                    record_id,
-                    reporting_period: period,
-                    program: acc.record.program.clone(),
-                    client_id: acc.record.client.client_id.expose().clone(),
-                    body: acc.json,
-                    delivery_id: delivery_id.clone(),
-                });
-                if chunk.records.len() >= CHUNK
-                    && let Err(e) = stage.push(std::mem::take(&mut chunk))
-                {
-                    let why = e.to_string();
-                    failed = Some(e);
-                    return Err(crate::adapt::AdaptError::Aborted(why));
-                }
-                Ok(())
-            });
-            if outcome.aborted.is_none()
-                && !chunk.records.is_empty()
-                && let Err(e) = stage.push(chunk)
-            {
-                outcome.aborted = Some(e.to_string());
-                failed = Some(e);
-            }
-            let staged = match failed {
-                None => Ok(stage),
-                Some(e) => Err(e),
-            };
-            (outcome, reader.finish(), staged)
-        })
-    };
-
-    let idle = std::time::Duration::from_secs(gw.limits.body_idle_timeout_secs.max(1));
+/// Forwards the request body into the pipeline's channel until it ends, fails, or sends
+/// nothing for `idle`; returns whether it stalled.
+async fn forward_body<S, E>(
+    mut body: S,
+    body_tx: mpsc::Sender<Result<Bytes, String>>,
+    idle: std::time::Duration,
+) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let mut stalled = false;
     loop {
         let next = match tokio::time::timeout(idle, body.next()).await {
@@ -386,52 +398,115 @@ where
             break;
         }
     }
-    drop(body_tx);
+    stalled
+}
 
-    let (outcome, content_hash, staged) = match worker.await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(delivery_id = %delivery_id, "delivery worker failed: {e}");
-            return error(
-                Code::I500,
-                "internal error while processing the delivery".into(),
-            );
+/// The blocking half of a delivery: runs the pipeline over the body and stages its output in
+/// chunks of [`CHUNK`] records; returns the pipeline's outcome, the body's SHA-256 and the
+/// staged output (or why staging failed, which stopped the pipeline).
+fn run_and_stage(
+    gw: &Gateway,
+    job: &pipeline::Job,
+    mut reader: ChannelReader,
+) -> (
+    pipeline::Outcome,
+    String,
+    Result<Staging, staging::StagingError>,
+) {
+    let mut chunk = Chunk::default();
+    let mut stage = Staging::new(&gw.staging_dir);
+    // A staging failure stops the pipeline; the delivery is answered U001.
+    let mut failed: Option<staging::StagingError> = None;
+    let mut outcome = pipeline::run(job, &mut reader, &mut |acc| {
+        let period = acc.record.reporting_period.clone();
+        let record_id = acc.record.source.record_id.clone();
+        for item in acc.items {
+            chunk.items.push(NewItem {
+                recipient: item.recipient,
+                kind: ItemKind::Record,
+                vendor: job.vendor.to_string(),
+                record_id: record_id.clone(),
+                reporting_period: period.clone(),
+                record_ref: item.record_ref,
+                body: item.body,
+                consent_id: item.consent_id,
+            });
         }
+        chunk.audit.extend(acc.audit);
+        if !acc.withdrawn.is_empty() {
+            let subject = gw
+                .audit_key
+                .subject(job.vendor, acc.record.client.client_id.expose());
+            chunk.revocations.push((
+                record_id.clone(),
+                period.clone(),
+                acc.withdrawn,
+                Some(subject),
+            ));
+        }
+        chunk.records.push(NewRecord {
+            vendor: job.vendor.to_string(),
+            record_id,
+            reporting_period: period,
+            program: acc.record.program.clone(),
+            client_id: acc.record.client.client_id.expose().clone(),
+            body: acc.json,
+            delivery_id: job.delivery_id.to_string(),
+        });
+        if chunk.records.len() >= CHUNK
+            && let Err(e) = stage.push(std::mem::take(&mut chunk))
+        {
+            let why = e.to_string();
+            failed = Some(e);
+            return Err(crate::adapt::AdaptError::Aborted(why));
+        }
+        Ok(())
+    });
+    if outcome.aborted.is_none()
+        && !chunk.records.is_empty()
+        && let Err(e) = stage.push(chunk)
+    {
+        outcome.aborted = Some(e.to_string());
+        failed = Some(e);
+    }
+    let staged = match failed {
+        None => Ok(stage),
+        Some(e) => Err(e),
     };
+    (outcome, reader.finish(), staged)
+}
+
+/// The store half of a delivery, once its body has ended and its pipeline is done: writes the
+/// staged output (records, items, revocations, cancellations of a full delivery, audit events)
+/// and the delivery row with its receipt in one transaction, or nothing; a repeated delivery is
+/// found at commit and answered with the first receipt (`S100`) or `S101`.
+async fn store_and_commit(
+    gw: &Gateway,
+    req: &DeliveryRequest,
+    delivery_id: &str,
+    received_at: i64,
+    outcome: pipeline::Outcome,
+    content_hash: String,
+    staged: Staging,
+) -> Answer {
+    let error = |code, message: String| Answer::Error { code, message };
     let unavailable = || {
         error(
             Code::U001,
             "storage unavailable; nothing was stored, retry later".into(),
         )
     };
-    let staged = match staged {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(delivery_id = %delivery_id, "staging failed: {e}");
-            return unavailable();
-        }
-    };
-    if let Some(why) = outcome.aborted {
-        tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
-        let message = if stalled {
-            format!(
-                "the body stalled: no data for {} s; nothing was stored",
-                idle.as_secs()
-            )
-        } else {
-            "the body could not be read to its end; nothing was stored".to_string()
-        };
-        return error(Code::X000, message);
-    }
+    let store_span = tracing::info_span!("store", weiche.delivery_id = %delivery_id);
+    let store_clock = crate::telemetry::StageClock::new("store");
     let mut receipt = outcome.receipt;
     // Deliveries rejected whole and test deliveries store nothing but their receipt.
     let stores_records = receipt.status != Status::E4 && !receipt.test;
     // The body has ended and the pipeline is done: only now does the store transaction begin.
     let written = if stores_records {
         let w = Written {
-            gw: &gw,
+            gw,
             vendor: &req.vendor,
-            delivery_id: &delivery_id,
+            delivery_id,
             received_at,
             clock: &store_clock,
         };
@@ -465,7 +540,7 @@ where
         Err(e) => return error(Code::I500, format!("receipt could not be serialised: {e}")),
     };
     let row = NewDelivery {
-        id: delivery_id.clone(),
+        id: delivery_id.to_string(),
         vendor: req.vendor.clone(),
         idempotency_key: key,
         content_hash: content_hash.clone(),
