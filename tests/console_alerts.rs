@@ -99,6 +99,24 @@ async fn a_signed_notice_goes_out_when_a_mapping_breaks_and_when_a_dead_letter_a
     let notice = wait_for_key(&alerts, "dead_letter:").await;
     assert!(notice.signature_ok);
 
+    // The console shows the dead letter with the records it holds.
+    let recipient: Value = reqwest::Client::new()
+        .get(s.url("/api/v1/admin/recipients/jobcenter-test"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dead = &recipient["push"]["dead"][0];
+    assert_eq!(dead["last_error"], "HTTP 400", "{recipient}");
+    assert_eq!(
+        dead["record_refs"].as_array().unwrap().len(),
+        2,
+        "{recipient}"
+    );
+
     // Each notice once, and in the audit trail.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let keys: Vec<String> = alerts.log().into_iter().map(|x| x.key).collect();

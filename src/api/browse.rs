@@ -421,11 +421,24 @@ async fn recipient_json(
                     .map(super::dead_letters::group_json)
                     .collect::<Vec<_>>()
             );
-            v["push"]["dead"] = json!(
-                dead.iter()
-                    .map(super::dead_letters::group_json)
-                    .collect::<Vec<_>>()
-            );
+            let mut letters = Vec::with_capacity(dead.len());
+            for g in &dead {
+                let mut letter = super::dead_letters::group_json(g);
+                // The records it holds, by the recipient's refs (never a value of a field).
+                let refs: Vec<String> = gw
+                    .store
+                    .batch_items(&g.batch_id, 0, DEAD_LETTER_REFS)
+                    .await?
+                    .iter()
+                    .filter_map(|i| {
+                        let item: Value = serde_json::from_str(&i.body).ok()?;
+                        item["record_ref"].as_str().map(str::to_string)
+                    })
+                    .collect();
+                letter["record_refs"] = json!(refs);
+                letters.push(letter);
+            }
+            v["push"]["dead"] = json!(letters);
         }
     } else {
         let batches = gw.store.batches(id, None).await?;
@@ -500,7 +513,8 @@ pub(super) async fn recipients(
     summary = "One recipient with its policy, batches or push lane and dead letters",
     description = "Role: **admin**.\n\n\
         As in the list, plus the policy's fields and actions, the latest 50 batches (pull) or \
-        pending groups and all dead letters (push).",
+        pending groups and all dead letters with the record refs they hold (push, at most 200 \
+        per dead letter).",
     params(("id" = String, Path, description = "The recipient id.")),
     responses(
         (status = 200, description = "The recipient.", body = super::console_schemas::AdminRecipient),
@@ -521,6 +535,9 @@ pub(super) async fn recipient(
     let r = gw.router.recipient(&path).ok_or_else(ApiError::not_found)?;
     Ok(HttpResponse::Ok().json(recipient_json(&gw, r, true).await?))
 }
+
+/// Most record refs shown per dead letter.
+const DEAD_LETTER_REFS: i64 = 200;
 
 /// Pause or resume: the push recipient, or `404`/`400`.
 async fn set_paused(

@@ -508,7 +508,9 @@ function showDead(groups) {
     actions.append(
       button(t('recipients.replay'), () => settle(g.id, 'replay')), ' ',
       button(t('recipients.discard'), () => settle(g.id, 'discard'), 'secondary'));
-    return row([mono(short(g.id), g.id), num(g.items), num(g.attempts), g.last_error, when(g.updated_at), actions]);
+    const refs = el('details');
+    refs.append(el('summary', num((g.record_refs || []).length)), el('pre', (g.record_refs || []).join('\n')));
+    return row([mono(short(g.id), g.id), num(g.items), refs, num(g.attempts), g.last_error, when(g.updated_at), actions]);
   }));
 }
 
