@@ -36,6 +36,7 @@ async fn a_signed_notice_goes_out_when_a_mapping_breaks_and_when_a_dead_letter_a
     let port = free_port();
     let mut jobcenter = Receiver::new(port, tls);
     jobcenter.set(Mode::Refuse);
+    jobcenter.set_reason("{\"fehler\": \"Feld kundennummer fehlt\"}");
     jobcenter.start();
     let (alert_ca, alert_tls) = pki();
     let alert_port = free_port();
@@ -110,7 +111,11 @@ async fn a_signed_notice_goes_out_when_a_mapping_breaks_and_when_a_dead_letter_a
         .await
         .unwrap();
     let dead = &recipient["push"]["dead"][0];
-    assert_eq!(dead["last_error"], "HTTP 400", "{recipient}");
+    // The receiver's answer, as text.
+    assert_eq!(
+        dead["last_error"], "HTTP 400: {\"fehler\": \"Feld kundennummer fehlt\"}",
+        "{recipient}"
+    );
     assert_eq!(
         dead["record_refs"].as_array().unwrap().len(),
         2,

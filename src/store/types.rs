@@ -513,7 +513,8 @@ pub struct PushGroup {
     pub attempts: i64,
     /// When the next attempt is due (unix ms).
     pub next_at: i64,
-    /// What the last failed attempt met (status or transport error; never a response body).
+    /// What the last failed attempt met: status or transport error, with up to 500 bytes of
+    /// the receiver's answer as text (`HTTP 400: …`; logged without the answer).
     pub last_error: Option<String>,
     /// Last change (unix ms).
     pub updated_at: i64,
