@@ -32,6 +32,49 @@ pub(super) struct Erasure {
     erased: crate::store::Erased,
 }
 
+/// A loaded mapping.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct LoadedMapping {
+    /// The mapping id (`?format=`).
+    format: String,
+    /// `json`, `xml` or `csv`.
+    syntax: String,
+    /// The mapping's description.
+    description: String,
+    /// The file it was loaded from (or the built-in name).
+    file: String,
+    /// SHA-256 of the file (the receipts' `mapping_version`).
+    version: String,
+    /// Vendors the mapping names.
+    vendors: Vec<String>,
+    /// Vendors whose configured `formats` include the mapping.
+    used_by: Vec<String>,
+}
+
+/// A mapping file that failed to load.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct MappingFailure {
+    /// The file.
+    file: String,
+    /// 1-based line (TOML syntax errors only), else `null`.
+    #[schema(required = true)]
+    line: Option<u64>,
+    /// What is wrong.
+    error: String,
+}
+
+/// `GET /api/v1/admin/mappings`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct MappingsReport {
+    /// The mappings directory; `null` when the built-in mappings are used.
+    #[schema(required = true)]
+    directory: Option<String>,
+    /// The mappings loaded now, by id.
+    mappings: Vec<LoadedMapping>,
+    /// Files that failed to load (a failed edit keeps the previous version in `mappings`).
+    failures: Vec<MappingFailure>,
+}
+
 /// Largest sample a preview takes (it is held in memory).
 pub const PREVIEW_LIMIT: usize = 10 << 20;
 
@@ -45,7 +88,7 @@ pub const PREVIEW_LIMIT: usize = 10 << 20;
         The mappings loaded now, with version (SHA-256 of the file), and every file that failed \
         to load with its error. A mapping that fails to load never replaces a working one.",
     responses(
-        (status = 200, description = "The mappings.", body = super::openapi::MappingsReport),
+        (status = 200, description = "The mappings.", body = MappingsReport),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 429, response = super::openapi::TooManyRequests),
@@ -58,39 +101,41 @@ pub(super) async fn mappings(
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &gw, Role::Admin)?;
     let set = gw.mappings.load();
-    let loaded: Vec<Value> = set
+    let mappings: Vec<LoadedMapping> = set
         .mappings
         .values()
-        .map(|m| {
-            json!({
-                "format": m.id(),
-                "syntax": format!("{:?}", m.file.syntax).to_lowercase(),
-                "description": m.file.description,
-                "file": m.origin,
-                "version": m.hash,
-                "vendors": m.file.vendors,
-                "used_by": gw
-                    .vendors
-                    .iter()
-                    .filter(|(_, v)| v.formats.iter().any(|f| f == m.id()))
-                    .map(|(id, _)| id.as_str())
-                    .collect::<Vec<_>>(),
-            })
+        .map(|m| LoadedMapping {
+            format: m.id().to_string(),
+            syntax: format!("{:?}", m.file.syntax).to_lowercase(),
+            description: m.file.description.clone(),
+            file: m.origin.clone(),
+            version: m.hash.clone(),
+            vendors: m.file.vendors.clone(),
+            used_by: gw
+                .vendors
+                .iter()
+                .filter(|(_, v)| v.formats.iter().any(|f| f == m.id()))
+                .map(|(id, _)| id.clone())
+                .collect(),
         })
         .collect();
-    let failures: Vec<Value> = set
+    let failures: Vec<MappingFailure> = set
         .failures
         .iter()
         .map(|f| {
             let p = crate::config::Problem::from_text(&f.to_string());
-            json!({"file": p.file, "line": if p.line > 0 { Some(p.line) } else { None }, "error": p.message})
+            MappingFailure {
+                file: p.file,
+                line: (p.line > 0).then_some(p.line as u64),
+                error: p.message,
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "directory": gw.mappings_dir.as_ref().map(|d| d.display().to_string()),
-        "mappings": loaded,
-        "failures": failures,
-    })))
+    Ok(HttpResponse::Ok().json(MappingsReport {
+        directory: gw.mappings_dir.as_ref().map(|d| d.display().to_string()),
+        mappings,
+        failures,
+    }))
 }
 
 /// Query of the preview.

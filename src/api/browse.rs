@@ -418,12 +418,12 @@ async fn recipient_json(
                 pending
                     .iter()
                     .take(50)
-                    .map(super::dead_letters::group_json)
+                    .map(|g| json!(super::dead_letters::group_view(g)))
                     .collect::<Vec<_>>()
             );
             let mut letters = Vec::with_capacity(dead.len());
             for g in &dead {
-                let mut letter = super::dead_letters::group_json(g);
+                let mut letter = json!(super::dead_letters::group_view(g));
                 // The records it holds, by the recipient's refs (never a value of a field).
                 let refs: Vec<String> = gw
                     .store

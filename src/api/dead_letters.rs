@@ -8,21 +8,69 @@ use crate::clock::rfc3339_ms;
 use crate::config::Role;
 use crate::deliver::push;
 use crate::gateway::Gateway;
-use crate::store::{PushGroup, PushState};
+use crate::store::{PushGroup as StoredGroup, PushState};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+/// The state of a push group.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum PushStateName {
+    /// Waiting to be sent (again).
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// A dead letter.
+    Dead,
+    /// Given up for good.
+    Discarded,
+}
+
 /// A push group as administrators see it.
-pub(crate) fn group_json(g: &PushGroup) -> serde_json::Value {
-    serde_json::json!({
-        "id": g.batch_id,
-        "recipient": g.recipient,
-        "items": g.items,
-        "state": g.state.as_str(),
-        "attempts": g.attempts,
-        "last_error": g.last_error,
-        "updated_at": rfc3339_ms(g.updated_at),
-    })
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct PushGroup {
+    /// Group id; also the `Idempotency-Key` of every attempt.
+    id: String,
+    /// The push recipient.
+    recipient: String,
+    /// Number of items.
+    items: u64,
+    /// State.
+    state: PushStateName,
+    /// Attempts made so far.
+    attempts: u64,
+    /// Status or transport error of the last attempt, with the first 500 bytes of the
+    /// receiver's answer as text when it said something (`HTTP 400: …`).
+    #[schema(required = true)]
+    last_error: Option<String>,
+    /// Last change (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// `GET /api/v1/admin/dead-letters`: dead letters, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct DeadLetterList {
+    /// The groups in state `dead`.
+    dead_letters: Vec<PushGroup>,
+}
+
+/// A push group as administrators see it.
+pub(super) fn group_view(g: &StoredGroup) -> PushGroup {
+    PushGroup {
+        id: g.batch_id.clone(),
+        recipient: g.recipient.clone(),
+        items: u64::try_from(g.items).unwrap_or(0),
+        state: match g.state {
+            PushState::Pending => PushStateName::Pending,
+            PushState::Delivered => PushStateName::Delivered,
+            PushState::Dead => PushStateName::Dead,
+            PushState::Discarded => PushStateName::Discarded,
+        },
+        attempts: u64::try_from(g.attempts).unwrap_or(0),
+        last_error: g.last_error.clone(),
+        updated_at: rfc3339_ms(g.updated_at),
+    }
 }
 
 /// Query of `GET /admin/dead-letters`.
@@ -47,7 +95,7 @@ struct ListQuery {
         refused (`400 R400`).",
     params(ListQuery),
     responses(
-        (status = 200, description = "The dead letters.", body = super::openapi::DeadLetterList),
+        (status = 200, description = "The dead letters.", body = DeadLetterList),
         (status = 400, description = "`R400`: an unknown query parameter.", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
@@ -66,8 +114,8 @@ pub(super) async fn list(
         .store
         .push_groups(PushState::Dead, query.recipient.as_deref())
         .await?;
-    let list: Vec<_> = groups.iter().map(group_json).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "dead_letters": list })))
+    let dead_letters: Vec<PushGroup> = groups.iter().map(group_view).collect();
+    Ok(HttpResponse::Ok().json(DeadLetterList { dead_letters }))
 }
 
 /// `POST /api/v1/admin/dead-letters/{id}/replay`.
@@ -82,7 +130,7 @@ pub(super) async fn list(
         audit event `dead_letter_replay`). No request body.",
     params(("id" = String, Path, description = "The group id.")),
     responses(
-        (status = 200, description = "The group, `\"state\": \"pending\"`.", body = super::openapi::PushGroup),
+        (status = 200, description = "The group, `\"state\": \"pending\"`.", body = PushGroup),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
@@ -111,7 +159,7 @@ pub(super) async fn replay(
         The group is never sent again (an audit event `dead_letter_discard`). No request body.",
     params(("id" = String, Path, description = "The group id.")),
     responses(
-        (status = 200, description = "The group, `\"state\": \"discarded\"`.", body = super::openapi::PushGroup),
+        (status = 200, description = "The group, `\"state\": \"discarded\"`.", body = PushGroup),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
@@ -148,7 +196,7 @@ async fn settle(
     let now = gw.clock.now_ms();
     let event = push::settle_event(&group, to, &admin.id, now);
     match gw.store.settle_dead_letter(&id, to, now, &[event]).await? {
-        Some(g) => Ok(HttpResponse::Ok().json(group_json(&g))),
+        Some(g) => Ok(HttpResponse::Ok().json(group_view(&g))),
         // Settled by someone else in between.
         None => Err(ApiError::new(
             Code::R409,

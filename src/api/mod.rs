@@ -42,6 +42,51 @@ pub(super) enum LiveStatus {
     Ok,
 }
 
+/// `GET /health/ready`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Readiness {
+    /// `ok` when the database answers and at least one mapping is loaded, else `unavailable`.
+    status: ReadyStatus,
+    /// `ok` or `unreachable` (no answer within 900 ms).
+    database: DatabaseStatus,
+    /// `sqlite` or `postgres`.
+    backend: StoreBackend,
+    /// Mappings loaded right now (hot reload changes it).
+    mappings: u64,
+    /// The answering process's id (random at each start).
+    instance: String,
+}
+
+/// Readiness.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ReadyStatus {
+    /// Ready.
+    Ok,
+    /// Not ready.
+    Unavailable,
+}
+
+/// Whether the database answered.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum DatabaseStatus {
+    /// Answered.
+    Ok,
+    /// Did not answer in time.
+    Unreachable,
+}
+
+/// The storage backend.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StoreBackend {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
 /// An API error: a catalogue code and a message, answered as `{"code","message","details"}`.
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -197,8 +242,8 @@ async fn live() -> HttpResponse {
     description = "Role: none (no authentication). Answers within about a second, also while \
         the database is down.",
     responses(
-        (status = 200, description = "Ready: the database answers and at least one mapping is loaded.", body = openapi::Readiness),
-        (status = 503, description = "Not ready (`\"status\": \"unavailable\"`): the database does not answer, or no mapping is loaded.", body = openapi::Readiness,
+        (status = 200, description = "Ready: the database answers and at least one mapping is loaded.", body = Readiness),
+        (status = 503, description = "Not ready (`\"status\": \"unavailable\"`): the database does not answer, or no mapping is loaded.", body = Readiness,
             headers(("Retry-After" = String, description = "`5`"))),
     ),
 )]
@@ -210,13 +255,25 @@ async fn ready(gw: web::Data<Gateway>) -> HttpResponse {
     );
     let loaded = gw.mappings.load();
     let mappings = !loaded.mappings.is_empty();
-    let body = serde_json::json!({
-        "status": if db && mappings { "ok" } else { "unavailable" },
-        "database": if db { "ok" } else { "unreachable" },
-        "backend": gw.store.backend(),
-        "mappings": loaded.mappings.len(),
-        "instance": gw.instance,
-    });
+    let body = Readiness {
+        status: if db && mappings {
+            ReadyStatus::Ok
+        } else {
+            ReadyStatus::Unavailable
+        },
+        database: if db {
+            DatabaseStatus::Ok
+        } else {
+            DatabaseStatus::Unreachable
+        },
+        backend: if gw.store.backend() == "postgres" {
+            StoreBackend::Postgres
+        } else {
+            StoreBackend::Sqlite
+        },
+        mappings: loaded.mappings.len() as u64,
+        instance: gw.instance.clone(),
+    };
     if db && mappings {
         HttpResponse::Ok().json(body)
     } else {

@@ -376,55 +376,6 @@ pub(super) enum ReceiptOrError {
     Error(ErrorBody),
 }
 
-/// `GET /health/ready`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct Readiness {
-    /// `ok` when the database answers and at least one mapping is loaded, else `unavailable`.
-    status: ReadyStatus,
-    /// `ok` or `unreachable` (no answer within 900 ms).
-    database: DatabaseStatus,
-    /// `sqlite` or `postgres`.
-    backend: StoreBackend,
-    /// Mappings loaded right now (hot reload changes it).
-    mappings: u64,
-    /// The answering process's id (random at each start).
-    instance: String,
-}
-
-/// Readiness.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(super) enum ReadyStatus {
-    /// Ready.
-    Ok,
-    /// Not ready.
-    Unavailable,
-}
-
-/// Whether the database answered.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(super) enum DatabaseStatus {
-    /// Answered.
-    Ok,
-    /// Did not answer in time.
-    Unreachable,
-}
-
-/// The storage backend.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(super) enum StoreBackend {
-    /// SQLite.
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
-
 /// The kind of a batch item.
 #[derive(ToSchema)]
 #[schema(rename_all = "lowercase")]
@@ -552,52 +503,6 @@ pub(super) struct Aggregates {
     grand_total: AggregateTotal,
 }
 
-/// A loaded mapping.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct LoadedMapping {
-    /// The mapping id (`?format=`).
-    format: String,
-    /// `json`, `xml` or `csv`.
-    syntax: String,
-    /// The mapping's description.
-    description: String,
-    /// The file it was loaded from (or the built-in name).
-    file: String,
-    /// SHA-256 of the file (the receipts' `mapping_version`).
-    version: String,
-    /// Vendors the mapping names.
-    vendors: Vec<String>,
-    /// Vendors whose configured `formats` include the mapping.
-    used_by: Vec<String>,
-}
-
-/// A mapping file that failed to load.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct MappingFailure {
-    /// The file.
-    file: String,
-    /// 1-based line (TOML syntax errors only), else `null`.
-    #[schema(required = true)]
-    line: Option<u64>,
-    /// What is wrong.
-    error: String,
-}
-
-/// `GET /api/v1/admin/mappings`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct MappingsReport {
-    /// The mappings directory; `null` when the built-in mappings are used.
-    #[schema(required = true)]
-    directory: Option<String>,
-    /// The mappings loaded now, by id.
-    mappings: Vec<LoadedMapping>,
-    /// Files that failed to load (a failed edit keeps the previous version in `mappings`).
-    failures: Vec<MappingFailure>,
-}
-
 /// `POST /api/v1/admin/mappings/{format}/preview`: what a delivery of the sample would give.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -662,50 +567,4 @@ pub(super) struct DisclosureReport {
     client_id: String,
     /// The client's audit events in chain order (`[]` for an unknown client).
     events: Vec<DisclosureEvent>,
-}
-
-/// The state of a push group.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(super) enum PushStateName {
-    /// Waiting to be sent (again).
-    Pending,
-    /// Delivered.
-    Delivered,
-    /// A dead letter.
-    Dead,
-    /// Given up for good.
-    Discarded,
-}
-
-/// A push group as administrators see it.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct PushGroup {
-    /// Group id; also the `Idempotency-Key` of every attempt.
-    id: String,
-    /// The push recipient.
-    recipient: String,
-    /// Number of items.
-    items: u64,
-    /// State.
-    state: PushStateName,
-    /// Attempts made so far.
-    attempts: u64,
-    /// Status or transport error of the last attempt, with the first 500 bytes of the
-    /// receiver's answer as text when it said something (`HTTP 400: …`).
-    #[schema(required = true)]
-    last_error: Option<String>,
-    /// Last change (RFC 3339, UTC, milliseconds).
-    #[schema(format = DateTime)]
-    updated_at: String,
-}
-
-/// `GET /api/v1/admin/dead-letters`: dead letters, oldest first.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct DeadLetterList {
-    /// The groups in state `dead`.
-    dead_letters: Vec<PushGroup>,
 }
