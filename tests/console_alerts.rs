@@ -122,6 +122,27 @@ async fn a_signed_notice_goes_out_when_a_mapping_breaks_and_when_a_dead_letter_a
         "{recipient}"
     );
 
+    // Discarded, it moves to the recipient's discarded groups.
+    let id = dead["id"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .post(s.url(&format!("/api/v1/admin/dead-letters/{id}/discard")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let recipient: Value = reqwest::Client::new()
+        .get(s.url("/api/v1/admin/recipients/jobcenter-test"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(recipient["push"]["dead"].as_array().unwrap().is_empty());
+    assert_eq!(recipient["push"]["discarded"][0]["id"], id);
+
     // Each notice once, and in the audit trail.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let keys: Vec<String> = alerts.log().into_iter().map(|x| x.key).collect();

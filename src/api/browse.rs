@@ -439,6 +439,16 @@ async fn recipient_json(
                 letters.push(letter);
             }
             v["push"]["dead"] = json!(letters);
+            // Dead letters given up, newest first (replayed ones went back to the line).
+            let discarded = gw.store.push_groups(PushState::Discarded, Some(id)).await?;
+            v["push"]["discarded"] = json!(
+                discarded
+                    .iter()
+                    .rev()
+                    .take(50)
+                    .map(|g| json!(super::dead_letters::group_view(g)))
+                    .collect::<Vec<_>>()
+            );
         }
     } else {
         let batches = gw.store.batches(id, None).await?;
@@ -513,8 +523,8 @@ pub(super) async fn recipients(
     summary = "One recipient with its policy, batches or push lane and dead letters",
     description = "Role: **admin**.\n\n\
         As in the list, plus the policy's fields and actions, the latest 50 batches (pull) or \
-        pending groups and all dead letters with the record refs they hold (push, at most 200 \
-        per dead letter).",
+        pending groups, all dead letters with the record refs they hold (at most 200 per dead \
+        letter) and the latest 50 discarded ones (push).",
     params(("id" = String, Path, description = "The recipient id.")),
     responses(
         (status = 200, description = "The recipient.", body = super::console_schemas::AdminRecipient),

@@ -154,7 +154,8 @@ pub(super) struct AdminRecipient {
     pull: serde_json::Value,
     /// Push recipients: `paused`, `waiting_items`, `pending_groups`, `in_flight`,
     /// `next_attempt_at`, `last_error`, `oldest_waiting_at`, `dead_letters` (and `groups`,
-    /// and `dead` with each dead letter's `record_refs`, in the detail).
+    /// `dead` with each dead letter's `record_refs`, and the latest 50 `discarded`, in the
+    /// detail).
     #[schema(value_type = Object, required = false)]
     push: serde_json::Value,
 }

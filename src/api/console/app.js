@@ -490,6 +490,8 @@ async function openRecipient(id) {
     head.replaceChildren(...[t('col.batch'), t('col.items'), t('col.attempts'), t('col.last_error'), t('col.since')].map((x) => el('th', x)));
     fill('recipient-queue', (p.groups || []).map((g) => row([mono(short(g.id), g.id), num(g.items), num(g.attempts), g.last_error, when(g.updated_at)])));
     showDead(p.dead || []);
+    fill('discarded-table', (p.discarded || []).map((g) =>
+      row([mono(short(g.id), g.id), num(g.items), num(g.attempts), g.last_error, when(g.updated_at)])));
   } else {
     const p = r.pull || {};
     $('lane-buttons').hidden = true;
@@ -498,6 +500,7 @@ async function openRecipient(id) {
     head.replaceChildren(...[t('col.batch'), t('col.at'), t('col.items'), t('col.period'), t('col.state')].map((x) => el('th', x)));
     fill('recipient-queue', (p.batches || []).map((b) => row([mono(short(b.batch_id), b.batch_id), when(b.created_at), num(b.items), (b.periods || []).join(', '), b.state])));
     showDead([]);
+    fill('discarded-table', []);
   }
 }
 
