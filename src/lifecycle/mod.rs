@@ -217,29 +217,15 @@ pub async fn withdraw(
         } else {
             Vec::new()
         };
-        let event = Event {
-            at: crate::clock::rfc3339_ms(now),
-            kind: "withdrawal".into(),
-            delivery_id: Some(cause.clone()),
-            vendor: vendor.to_string(),
-            record_ref: None,
-            reporting_period: None,
-            recipient: None,
-            legal_basis: None,
-            citation: None,
-            consent_id: Some(w.consent_id.clone()),
-            policy_version: None,
-            fields: Vec::new(),
-            fields_sha256: None,
-            note: Some(format!("withdrawn on {}", w.withdrawn_on)),
-        };
-        tx.audit(&[NewAuditEvent {
-            at_ms: now,
-            kind: "withdrawal".into(),
-            subject: Some(subject.clone()),
-            body: event.to_json(),
-            field_set: None,
-        }])
+        tx.audit(&[client_event(
+            "withdrawal",
+            vendor,
+            &subject,
+            &cause,
+            now,
+            Some(&w.consent_id),
+            format!("withdrawn on {}", w.withdrawn_on),
+        )])
         .await?;
         notify(
             gw,
@@ -331,9 +317,24 @@ fn erasure_event(
     now: i64,
     erased: &Erased,
 ) -> NewAuditEvent {
+    let counts = serde_json::to_string(erased).unwrap_or_default();
+    client_event("erasure", vendor, subject, cause, now, None, counts)
+}
+
+/// The audit event of an action about one client as a whole (`withdrawal`, `erasure`): no
+/// record, no recipient; found by the client's `subject` pseudonym.
+fn client_event(
+    kind: &str,
+    vendor: &str,
+    subject: &str,
+    cause: &str,
+    now: i64,
+    consent_id: Option<&str>,
+    note: String,
+) -> NewAuditEvent {
     let event = Event {
         at: crate::clock::rfc3339_ms(now),
-        kind: "erasure".into(),
+        kind: kind.to_string(),
         delivery_id: Some(cause.to_string()),
         vendor: vendor.to_string(),
         record_ref: None,
@@ -341,15 +342,15 @@ fn erasure_event(
         recipient: None,
         legal_basis: None,
         citation: None,
-        consent_id: None,
+        consent_id: consent_id.map(str::to_string),
         policy_version: None,
         fields: Vec::new(),
         fields_sha256: None,
-        note: Some(serde_json::to_string(erased).unwrap_or_default()),
+        note: Some(note),
     };
     NewAuditEvent {
         at_ms: now,
-        kind: "erasure".into(),
+        kind: kind.to_string(),
         subject: Some(subject.to_string()),
         body: event.to_json(),
         field_set: None,
