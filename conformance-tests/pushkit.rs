@@ -52,6 +52,8 @@ struct ReceiverState {
     /// How long each answer takes (a slow receiver).
     delay: Mutex<Duration>,
     log: Mutex<Vec<Received>>,
+    /// The body of a `400` answer.
+    reason: Mutex<String>,
 }
 
 /// The receiver: an HTTPS server that can be stopped and started again on its port.
@@ -131,9 +133,14 @@ async fn receive(
         status,
         items,
     });
+    let body = if status == 400 {
+        state.reason.lock().unwrap().clone()
+    } else {
+        String::new()
+    };
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
         .insert_header(("Retry-After", "0"))
-        .finish()
+        .body(body)
 }
 
 impl Receiver {
@@ -144,6 +151,7 @@ impl Receiver {
                 mode: Mutex::new(Mode::Accept),
                 delay: Mutex::new(Duration::ZERO),
                 log: Mutex::new(Vec::new()),
+                reason: Mutex::new(String::new()),
             }),
             tls,
             handle: None,
@@ -152,6 +160,11 @@ impl Receiver {
 
     pub fn set(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// The body of every `400` answer from now on.
+    pub fn set_reason(&self, reason: &str) {
+        *self.state.reason.lock().unwrap() = reason.to_string();
     }
 
     /// Every answer from now on takes `delay`.

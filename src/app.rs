@@ -24,6 +24,8 @@ pub struct Runtime {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Push recipients' HTTPS clients, by recipient id.
     pub push: BTreeMap<String, Arc<Target>>,
+    /// Alert webhooks' HTTPS clients, by alert kind.
+    pub alerts: BTreeMap<String, Arc<Target>>,
 }
 
 /// Builds the server's TLS configuration and the push clients of a loaded configuration: reads
@@ -57,8 +59,17 @@ pub fn build(loaded: &Loaded) -> Result<Runtime, Vec<Problem>> {
             Err(m) => problem(format!("recipient {recipient}: [recipients.push]: {m}")),
         }
     }
+    let mut alerts = BTreeMap::new();
+    for (kind, endpoint) in &loaded.alert_endpoints {
+        match Target::new(&format!("alert {kind}"), endpoint) {
+            Ok(target) => {
+                alerts.insert(kind.clone(), Arc::new(target));
+            }
+            Err(m) => problem(format!("[alerts.{kind}]: {m}")),
+        }
+    }
     if problems.is_empty() {
-        Ok(Runtime { tls, push })
+        Ok(Runtime { tls, push, alerts })
     } else {
         Err(problems)
     }
@@ -112,6 +123,14 @@ pub async fn serve(
     let retention = tokio::spawn(crate::retention::run(gw.clone(), async move {
         let _ = retention_stopped.await;
     }));
+    let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
+    let alerts = tokio::spawn(crate::deliver::alerts::run(
+        gw.clone(),
+        runtime.alerts,
+        async move {
+            let _ = alerts_stopped.await;
+        },
+    ));
     let result = crate::api::run(listener, gw, runtime.tls, shutdown).await;
     let _ = stop_sealer.send(());
     let _ = stop_pusher.send(());
@@ -119,5 +138,7 @@ pub async fn serve(
     let _ = stop_retention.send(());
     let _ = pusher.await;
     let _ = retention.await;
+    let _ = stop_alerts.send(());
+    let _ = alerts.await;
     result
 }

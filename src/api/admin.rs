@@ -2,7 +2,7 @@
 //! canonical records and each recipient's view of a sample; nothing stored or sent).
 
 use super::{ApiError, authenticate};
-use crate::adapt::Mode;
+use crate::adapt::{Mapping, Mode};
 use crate::catalogue::Code;
 use crate::config::Role;
 use crate::gateway::Gateway;
@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// `DELETE /api/v1/admin/clients/{vendor}/{client_id}`: the erasure done.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -46,6 +47,8 @@ pub(super) struct LoadedMapping {
     version: String,
     /// Vendors the mapping names.
     vendors: Vec<String>,
+    /// Vendors whose configured `formats` include the mapping.
+    used_by: Vec<String>,
 }
 
 /// A mapping file that failed to load.
@@ -108,6 +111,12 @@ pub(super) async fn mappings(
             file: m.origin.clone(),
             version: m.hash.clone(),
             vendors: m.file.vendors.clone(),
+            used_by: gw
+                .vendors
+                .iter()
+                .filter(|(_, v)| v.formats.iter().any(|f| f == m.id()))
+                .map(|(id, _)| id.clone())
+                .collect(),
         })
         .collect();
     let failures: Vec<MappingFailure> = set
@@ -138,6 +147,19 @@ pub struct PreviewQuery {
     /// `full` or `partial` (`400 V000` otherwise).
     #[param(pattern = "^(full|partial)$")]
     mode: Option<String>,
+    /// `true`: the body is `{"mapping": TEXT, "sample": TEXT}` and the sample runs through the
+    /// draft mapping text instead of the version in service.
+    draft: Option<bool>,
+}
+
+/// The body of a draft preview.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftPreview {
+    /// The draft mapping text (TOML).
+    mapping: String,
+    /// The sample export, as text.
+    sample: String,
 }
 
 #[utoipa::path(
@@ -148,7 +170,10 @@ pub struct PreviewQuery {
     summary = "Run a sample through a mapping and the policies; nothing stored",
     description = "Role: **admin**.\n\n\
         Answers the receipt, the canonical records and each recipient's view of them, as a \
-        delivery of the sample would give. Nothing is stored, routed, sent or audited; \
+        delivery of the sample would give. With `?draft=true` the body is \
+        `{\"mapping\": TEXT, \"sample\": TEXT}` and the sample runs through the draft mapping \
+        (checked first: `400 V000` with the first problem's line) instead of the version in \
+        service. Nothing is stored, routed, sent or audited; \
         `cancelled` is always `0` and recorded withdrawals are not taken into account. The body \
         is held in memory, at most 10 MiB, and must not be compressed; the `charset` of \
         `Content-Type` is used as for deliveries.",
@@ -157,7 +182,8 @@ pub struct PreviewQuery {
         PreviewQuery,
     ),
     request_body(
-        description = "A sample export, unchanged.",
+        description = "A sample export, unchanged; with `?draft=true` a `DraftPreview` \
+            (`{\"mapping\": TEXT, \"sample\": TEXT}`).",
         content(
             (serde_json::Value = "application/json"),
             (String = "application/xml"),
@@ -166,7 +192,7 @@ pub struct PreviewQuery {
     ),
     responses(
         (status = 200, description = "What a delivery of the sample would give.", body = super::openapi::Preview),
-        (status = 400, description = "`V000`: no mapping loaded for `format`, or `mode` is neither `full` nor `partial`; `R400`: the body could not be read.", body = crate::catalogue::ErrorBody),
+        (status = 400, description = "`V000`: no mapping loaded for `format`, the draft mapping has problems, or `mode` is neither `full` nor `partial`; `R400`: the body could not be read (or is not a draft preview's body).", body = crate::catalogue::ErrorBody),
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 413, description = "`L001`: the sample is larger than 10 MiB.", body = crate::catalogue::ErrorBody),
@@ -186,15 +212,39 @@ pub(super) async fn preview(
     let body = super::read_body(payload, PREVIEW_LIMIT).await?;
     let query: PreviewQuery = super::query(&req)?;
     let format = path.into_inner();
-    let mapping = gw.mappings.load().get(&format).ok_or_else(|| {
-        ApiError::new(
-            Code::V000,
-            format!(
-                "no mapping loaded for format '{}'",
-                crate::catalogue::echo(&format)
-            ),
+    let (mapping, body) = if query.draft == Some(true) {
+        let draft: DraftPreview = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                Code::R400,
+                format!("a draft preview's body is {{\"mapping\", \"sample\"}}: {e}"),
+            )
+        })?;
+        let mapping = Mapping::from_text("draft.toml", &draft.mapping).map_err(|e| {
+            ApiError::new(
+                Code::V000,
+                format!(
+                    "the draft mapping has problems: line {}: {}",
+                    e.line(),
+                    e.message()
+                ),
+            )
+        })?;
+        (
+            Arc::new(mapping),
+            bytes::Bytes::from(draft.sample.into_bytes()),
         )
-    })?;
+    } else {
+        let mapping = gw.mappings.load().get(&format).ok_or_else(|| {
+            ApiError::new(
+                Code::V000,
+                format!(
+                    "no mapping loaded for format '{}'",
+                    crate::catalogue::echo(&format)
+                ),
+            )
+        })?;
+        (mapping, body)
+    };
     let mode = match query.mode.as_deref() {
         None => None,
         Some(m) => Some(

@@ -39,7 +39,8 @@ pub(super) struct PushGroup {
     state: PushStateName,
     /// Attempts made so far.
     attempts: u64,
-    /// Status or transport error of the last attempt (never a response body).
+    /// Status or transport error of the last attempt, with the first 500 bytes of the
+    /// receiver's answer as text when it said something (`HTTP 400: …`).
     #[schema(required = true)]
     last_error: Option<String>,
     /// Last change (RFC 3339, UTC, milliseconds).
@@ -55,7 +56,7 @@ pub(super) struct DeadLetterList {
 }
 
 /// A push group as administrators see it.
-fn group_view(g: &StoredGroup) -> PushGroup {
+pub(super) fn group_view(g: &StoredGroup) -> PushGroup {
     PushGroup {
         id: g.batch_id.clone(),
         recipient: g.recipient.clone(),

@@ -7,11 +7,14 @@ mod admin;
 mod aggregates;
 mod audit;
 mod batches;
+mod browse;
 mod consents;
 mod console;
+mod console_schemas;
 mod dead_letters;
 mod deliveries;
 mod feedback;
+mod mapping_editor;
 mod openapi;
 mod ratelimit;
 
@@ -389,6 +392,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/admin/").route(web::get().to(console::index)))
         .service(resource("/admin/app.js").route(web::get().to(console::script)))
         .service(resource("/admin/app.css").route(web::get().to(console::style)))
+        .service(resource("/admin/i18n.js").route(web::get().to(console::texts)))
+        .service(resource("/admin/docs.js").route(web::get().to(console::docs_script)))
+        .service(resource("/admin/favicon.svg").route(web::get().to(console::icon)))
         .service(resource("/health/live").route(web::get().to(live)))
         .service(resource("/health/ready").route(web::get().to(ready)))
         .service(resource("/metrics").route(web::get().to(metrics)))
@@ -396,6 +402,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 // Open to everyone: it describes the API and holds no data.
                 .service(resource("/openapi.json").route(web::get().to(openapi::document)))
+                .service(resource("/docs").route(web::get().to(console::docs)))
+                .service(resource("/admin/me").route(web::get().to(browse::me)))
                 .service(
                     resource("/deliveries")
                         .route(web::post().to(deliveries::post))
@@ -429,6 +437,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/admin/mappings/{format}/preview")
                         .route(web::post().to(admin::preview)),
+                )
+                // The administrator's console (admin-console.md).
+                .service(resource("/admin/deliveries").route(web::get().to(browse::deliveries)))
+                .service(resource("/admin/deliveries/{id}").route(web::get().to(browse::delivery)))
+                .service(
+                    resource("/admin/records/{vendor}/{record_id}")
+                        .route(web::get().to(browse::record)),
+                )
+                .service(resource("/admin/recipients").route(web::get().to(browse::recipients)))
+                .service(resource("/admin/recipients/{id}").route(web::get().to(browse::recipient)))
+                .service(
+                    resource("/admin/recipients/{id}/pause").route(web::post().to(browse::pause)),
+                )
+                .service(
+                    resource("/admin/recipients/{id}/resume").route(web::post().to(browse::resume)),
+                )
+                .service(resource("/admin/stats").route(web::get().to(browse::stats)))
+                .service(resource("/admin/audit/events").route(web::get().to(browse::audit_events)))
+                .service(
+                    resource("/admin/mappings/{format}")
+                        .route(web::put().to(mapping_editor::deploy)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/source")
+                        .route(web::get().to(mapping_editor::source)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/check")
+                        .route(web::post().to(mapping_editor::check)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/versions")
+                        .route(web::get().to(mapping_editor::versions)),
+                )
+                .service(
+                    resource("/admin/mappings/{format}/versions/{version}/deploy")
+                        .route(web::post().to(mapping_editor::rollback)),
                 ),
         )
         .default_service(web::to(not_found));

@@ -89,6 +89,23 @@ pub struct ConfigFile {
     /// How long stored data is kept before it is purged.
     #[serde(default)]
     pub retention: Retention,
+    /// Alert webhooks (`[alerts.<kind>]`), signed like push deliveries.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// The `[alerts]` section: one webhook per alert kind, each with the settings of a push
+/// endpoint (`url`, `ca_file`, `client_cert_file`/`client_key_file`, `secret`, `timeout_secs`);
+/// the notice is a signed JSON POST like a push delivery (docs/console.md, "Alerts").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A mapping file failed to load (the previous version, if any, stays in service).
+    #[serde(default)]
+    pub mapping_failed: Option<push::PushConfig>,
+    /// A push group became a dead letter.
+    #[serde(default)]
+    pub dead_letter: Option<push::PushConfig>,
 }
 
 /// The `[retention]` section: how long stored data is kept. `0` keeps it forever. Purging runs
@@ -488,6 +505,8 @@ pub struct Loaded {
     pub push_worker: push::PushWorkerConfig,
     /// How long stored data is kept.
     pub retention: Retention,
+    /// Alert webhooks by alert kind (`mapping_failed`, `dead_letter`).
+    pub alert_endpoints: BTreeMap<String, push::PushEndpoint>,
 }
 
 /// Reads an environment override.
@@ -925,6 +944,28 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
         sha256: None,
         generate: true,
     });
+    let mut alert_endpoints = BTreeMap::new();
+    for (kind, settings) in [
+        ("mapping_failed", &file.alerts.mapping_failed),
+        ("dead_letter", &file.alerts.dead_letter),
+    ] {
+        let Some(settings) = settings else { continue };
+        let base = if path.is_some() {
+            &base
+        } else {
+            &file.data_dir
+        };
+        match settings.build(base, &secret_base) {
+            Ok(endpoint) => {
+                alert_endpoints.insert(kind.to_string(), endpoint);
+            }
+            Err(m) => problems.push(Problem {
+                file: origin.clone(),
+                line: 0,
+                message: format!("[alerts.{kind}]: {m}"),
+            }),
+        }
+    }
     let audit_key = match principals::secret_bytes(&audit_source, &secret_base) {
         Ok(bytes) if bytes.len() >= 32 => Some(crate::audit::AuditKey::new(bytes)),
         Ok(_) => {
@@ -1053,6 +1094,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, Vec<Problem>> {
             origin,
             push_worker: file.push,
             retention: file.retention,
+            alert_endpoints,
         }),
         _ => Err(problems),
     }

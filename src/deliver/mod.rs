@@ -3,6 +3,7 @@
 //! fetched from the store page by page ([`fetch`]) and rendered ([`formats`]: XML and CSV). Push recipients: their
 //! items are sealed into groups and POSTed by the lanes of [`push`].
 
+pub mod alerts;
 pub mod fetch;
 pub mod formats;
 pub mod push;

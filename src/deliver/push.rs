@@ -139,6 +139,14 @@ impl Target {
         self.timeout
     }
 
+    /// Sends one signed JSON body once (alerts): `Ok` for a `2xx`, else what was met.
+    pub async fn send_once(&self, idempotency_key: &str, body: Bytes) -> Result<(), String> {
+        match self.send(idempotency_key, body).await {
+            Attempt::Delivered => Ok(()),
+            Attempt::Retryable(e, _) | Attempt::Refused(e) => Err(e),
+        }
+    }
+
     /// Sends one group's body once.
     async fn send(&self, idempotency_key: &str, body: Bytes) -> Attempt {
         let timestamp = unix_secs().to_string();
@@ -163,18 +171,25 @@ impl Target {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry_after(v, SystemTime::now()));
-        // Read (and forget) a short answer so the connection can be reused; never stored.
+        // Read a short answer so the connection can be reused; its first [`ANSWER_KEPT`]
+        // bytes are kept with the error for administrators (dead letters), never logged.
         let mut read = 0usize;
+        let mut kept: Vec<u8> = Vec::new();
         while read < 64 * 1024 {
             match answer.chunk().await {
-                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    let room = ANSWER_KEPT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
                 _ => break,
             }
         }
+        let error = answer_error(status, &kept);
         match classify(status) {
             Class::Delivered => Attempt::Delivered,
-            Class::Retry => Attempt::Retryable(format!("HTTP {status}"), retry_after),
-            Class::Refused => Attempt::Refused(format!("HTTP {status}")),
+            Class::Retry => Attempt::Retryable(error, retry_after),
+            Class::Refused => Attempt::Refused(error),
         }
     }
 }
@@ -241,6 +256,34 @@ enum Attempt {
     Delivered,
     Retryable(String, Option<Duration>),
     Refused(String),
+}
+
+/// How much of a receiver's answer is kept with a failed attempt's error (admin-console.md:
+/// "status and at most 500 bytes of its body, shown as text").
+pub const ANSWER_KEPT: usize = 500;
+
+/// `HTTP <status>`, and `: <answer>` when the receiver said something (at most
+/// [`ANSWER_KEPT`] bytes, as text, white space folded).
+fn answer_error(status: u16, answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {text}")
+    }
+}
+
+/// The part of a stored error that may be logged: the status or transport error, without the
+/// receiver's answer (which may quote anything).
+pub fn loggable(error: &str) -> &str {
+    error.split_once(": ").map_or(error, |(status, _)| status)
 }
 
 /// A short, personal-data-free description of a transport error.
@@ -429,6 +472,12 @@ impl Lane {
                 }
                 return Ok(());
             }
+            // An administrator may have paused the lane since it was last claimed (its lease
+            // is then the pause's): nothing more is sent until it is resumed.
+            if gw.store.lane_paused(&self.recipient).await? {
+                self.held_until = 0;
+                return Ok(());
+            }
             let mut results = Vec::with_capacity(groups.len());
             let sent = self.send_window(gw, stop, &groups, &mut results).await;
             // What was sent is recorded even when the window ended with an error.
@@ -526,13 +575,15 @@ impl Lane {
                 recipient = %self.recipient,
                 batch_id = %group.batch_id,
                 attempt = group.attempts + 1,
-                "push attempt failed, will retry: {error}"
+                "push attempt failed, will retry: {}",
+                loggable(error)
             ),
             PushOutcome::Dead { error } => tracing::warn!(
                 recipient = %self.recipient,
                 batch_id = %group.batch_id,
                 items = group.items,
-                "push group is a dead letter: {error}"
+                "push group is a dead letter: {}",
+                loggable(error)
             ),
         }
     }
@@ -633,6 +684,17 @@ mod tests {
         );
         assert_eq!(retry_after("9999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn the_receivers_answer_is_kept_as_text_but_not_logged() {
+        assert_eq!(answer_error(400, b""), "HTTP 400");
+        assert_eq!(
+            answer_error(422, b"{\"error\":\n \"bad\tfield\"}"),
+            "HTTP 422: {\"error\": \"bad field\"}"
+        );
+        assert_eq!(loggable("HTTP 422: {\"error\"}"), "HTTP 422");
+        assert_eq!(loggable("timeout"), "timeout");
     }
 
     #[test]

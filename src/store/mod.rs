@@ -308,6 +308,28 @@ pub trait Store: Send + Sync {
     async fn purge(&self, cutoffs: &Cutoffs) -> StoreResult<PurgeReport>;
     /// The anchor of the audit chain (`None` while no event was ever purged).
     async fn audit_anchor(&self) -> StoreResult<Option<AuditAnchor>>;
+
+    // --- the administrator's console ----------------------------------------------------------
+
+    /// Deliveries of all vendors, newest first, matching `filter`, strictly after the position
+    /// `after` = (received_at, id) of the previous page's last entry, at most `limit`.
+    async fn admin_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliverySummary>>;
+    /// The stored canonical records of a vendor's record id, one per reporting period, newest
+    /// period first.
+    async fn records_by_id(&self, vendor: &str, record_id: &str) -> StoreResult<Vec<StoredRecord>>;
+    /// The output items about a vendor's record id (all recipients, all periods), in order.
+    async fn record_items(&self, vendor: &str, record_id: &str) -> StoreResult<Vec<RecordItem>>;
+    /// Pauses (`true`) or resumes a push lane: a paused lane is held by
+    /// [`PAUSED_LANE_OWNER`] with a lease that never runs out, so no process claims it (and a
+    /// process sending on it loses it at its next renewal or result).
+    async fn set_lane_paused(&self, recipient: &str, paused: bool) -> StoreResult<()>;
+    /// Whether a push lane is paused.
+    async fn lane_paused(&self, recipient: &str) -> StoreResult<bool>;
 }
 
 /// Opens the store a URL names (`sqlite://path` or `postgres://…`), creating the SQLite file and

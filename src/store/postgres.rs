@@ -46,6 +46,7 @@ use super::{
     feedback_row, feedback_rows, field_sets_of, findings_json, outcome_columns, periods_json,
     push_group_row, scrub_receipt, should_seal,
 };
+use super::{DeliveryFilter, DeliverySummary, PAUSED_LANE_OWNER, RecordItem, StoredRecord};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Transaction};

@@ -685,6 +685,165 @@ macro_rules! impl_store {
                 dtx.tx.commit().await.map_err(map_err)?;
                 Ok(recorded)
             }
+
+            // --- the administrator's console ---------------------------------------------------
+
+            async fn admin_deliveries(
+                &self,
+                filter: &DeliveryFilter,
+                after: Option<(i64, String)>,
+                limit: i64,
+            ) -> StoreResult<Vec<DeliverySummary>> {
+                let mut qb = QueryBuilder::<$db>::new(
+                    "SELECT id, vendor, format, mode, status, test, received_at, receipt \
+                     FROM deliveries WHERE 1 = 1",
+                );
+                for (column, value) in [
+                    ("vendor", &filter.vendor),
+                    ("format", &filter.format),
+                    ("status", &filter.status),
+                    ("mode", &filter.mode),
+                    ("id", &filter.id),
+                ] {
+                    if let Some(value) = value {
+                        qb.push(format!(" AND {column} = ")).push_bind(value.clone());
+                    }
+                }
+                if let Some(since) = filter.since {
+                    qb.push(" AND received_at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    qb.push(" AND received_at < ").push_bind(until);
+                }
+                if let Some((at, id)) = after {
+                    qb.push(" AND (received_at, id) < (")
+                        .push_bind(at)
+                        .push(", ")
+                        .push_bind(id)
+                        .push(")");
+                }
+                qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+                    .push_bind(limit.max(0));
+                let rows: Vec<(String, String, String, String, String, bool, i64, String)> = qb
+                    .build_query_as()
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(id, vendor, format, mode, status, test, received_at, receipt)| {
+                            DeliverySummary {
+                                id,
+                                vendor,
+                                format,
+                                mode,
+                                status,
+                                test,
+                                received_at,
+                                receipt,
+                            }
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn records_by_id(
+                &self,
+                vendor: &str,
+                record_id: &str,
+            ) -> StoreResult<Vec<StoredRecord>> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT reporting_period, client_id, body, updated_at FROM records \
+                     WHERE vendor = $1 AND record_id = $2 ORDER BY reporting_period DESC",
+                )
+                .bind(vendor)
+                .bind(record_id)
+                .fetch_all(self.reader())
+                .await
+                .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(reporting_period, client_id, body, updated_at)| StoredRecord {
+                        reporting_period,
+                        client_id,
+                        body,
+                        updated_at,
+                    })
+                    .collect())
+            }
+
+            async fn record_items(
+                &self,
+                vendor: &str,
+                record_id: &str,
+            ) -> StoreResult<Vec<RecordItem>> {
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(i64, String, String, String, String, String, i64, Option<String>)> =
+                    sqlx::query_as(
+                        "SELECT seq, recipient, kind, reporting_period, record_ref, body, \
+                         created_at, batch_id FROM items \
+                         WHERE vendor = $1 AND record_id = $2 ORDER BY seq",
+                    )
+                    .bind(vendor)
+                    .bind(record_id)
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(
+                        |(seq, recipient, kind, reporting_period, record_ref, body, created_at, batch_id)| {
+                            RecordItem {
+                                seq,
+                                recipient,
+                                kind,
+                                reporting_period,
+                                record_ref,
+                                body,
+                                created_at,
+                                batch_id,
+                            }
+                        },
+                    )
+                    .collect())
+            }
+
+            async fn set_lane_paused(&self, recipient: &str, paused: bool) -> StoreResult<()> {
+                if paused {
+                    sqlx::query(
+                        "INSERT INTO push_lanes (recipient, owner, lease_until) VALUES ($1, $2, $3) \
+                         ON CONFLICT (recipient) DO UPDATE SET owner = $2, lease_until = $3",
+                    )
+                    .bind(recipient)
+                    .bind(PAUSED_LANE_OWNER)
+                    .bind(i64::MAX)
+                    .execute(self.writer())
+                    .await
+                    .map_err(map_err)?;
+                } else {
+                    sqlx::query(
+                        "UPDATE push_lanes SET owner = NULL, lease_until = 0 \
+                         WHERE recipient = $1 AND owner = $2",
+                    )
+                    .bind(recipient)
+                    .bind(PAUSED_LANE_OWNER)
+                    .execute(self.writer())
+                    .await
+                    .map_err(map_err)?;
+                }
+                Ok(())
+            }
+
+            async fn lane_paused(&self, recipient: &str) -> StoreResult<bool> {
+                let owner: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT owner FROM push_lanes WHERE recipient = $1")
+                        .bind(recipient)
+                        .fetch_optional(self.reader())
+                        .await
+                        .map_err(map_err)?;
+                Ok(owner.flatten().as_deref() == Some(PAUSED_LANE_OWNER))
+            }
         }
     };
 }

@@ -40,6 +40,7 @@ use super::{
     field_sets_of, findings_json, outcome_columns, periods_json, push_group_row, scrub_receipt,
     should_seal,
 };
+use super::{DeliveryFilter, DeliverySummary, PAUSED_LANE_OWNER, RecordItem, StoredRecord};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };

@@ -529,7 +529,8 @@ pub struct PushGroup {
     pub attempts: i64,
     /// When the next attempt is due (unix ms).
     pub next_at: i64,
-    /// What the last failed attempt met (status or transport error; never a response body).
+    /// What the last failed attempt met: status or transport error, with up to 500 bytes of
+    /// the receiver's answer as text (`HTTP 400: …`; logged without the answer).
     pub last_error: Option<String>,
     /// Last change (unix ms).
     pub updated_at: i64,
@@ -612,4 +613,102 @@ pub enum AckOutcome {
     UnknownRef(usize),
     /// Acknowledged now, or earlier (then nothing changed).
     Acknowledged(BatchInfo),
+}
+
+// --- the administrator's console (admin-console.md) -------------------------------------------
+
+/// The `owner` a paused push lane holds (with a lease that never runs out): no process claims
+/// it until it is resumed. Process ids are UUIDs, so it is never a process's id.
+pub const PAUSED_LANE_OWNER: &str = "(paused)";
+
+/// Filters of the administrator's delivery list; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Vendor.
+    pub vendor: Option<String>,
+    /// Format (mapping id).
+    pub format: Option<String>,
+    /// Status `E1`–`E4`.
+    pub status: Option<String>,
+    /// `full` or `partial`.
+    pub mode: Option<String>,
+    /// Delivery id.
+    pub id: Option<String>,
+    /// Received at or after (unix ms).
+    pub since: Option<i64>,
+    /// Received before (unix ms).
+    pub until: Option<i64>,
+}
+
+/// A delivery of any vendor, as the administrator sees it.
+#[derive(Debug, Clone)]
+pub struct DeliverySummary {
+    /// Delivery id.
+    pub id: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Format (mapping id).
+    pub format: String,
+    /// `full` or `partial`.
+    pub mode: String,
+    /// Status `E1`–`E4`.
+    pub status: String,
+    /// A test delivery.
+    pub test: bool,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// Receipt JSON.
+    pub receipt: String,
+}
+
+/// A stored canonical record of one reporting period.
+#[derive(Clone)]
+pub struct StoredRecord {
+    /// Reporting period.
+    pub reporting_period: String,
+    /// The vendor's client id.
+    pub client_id: String,
+    /// Canonical JSON.
+    pub body: String,
+    /// Last change (unix ms).
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for StoredRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredRecord")
+            .field("reporting_period", &self.reporting_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An output item about a record, as a recipient received (or will receive) it.
+#[derive(Clone)]
+pub struct RecordItem {
+    /// Position in the item sequence.
+    pub seq: i64,
+    /// Recipient.
+    pub recipient: String,
+    /// `record`, `cancellation`, `revocation` or `erasure`.
+    pub kind: String,
+    /// Reporting period.
+    pub reporting_period: String,
+    /// The recipient's pseudonym of the record id.
+    pub record_ref: String,
+    /// The item JSON as the recipient receives it.
+    pub body: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// The batch or push group it is in (`None` while open).
+    pub batch_id: Option<String>,
+}
+
+impl std::fmt::Debug for RecordItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordItem")
+            .field("seq", &self.seq)
+            .field("recipient", &self.recipient)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
