@@ -31,6 +31,17 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .into_iter()
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap();
+            // Inputs holding a NUL byte are stored as hex text (`<name>.hex`), so that the
+            // repository holds no binary file.
+            let bytes = if p.extension().is_some_and(|e| e == "hex") {
+                let digits: Vec<u8> = bytes
+                    .into_iter()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                hex::decode(&digits).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            } else {
+                bytes
+            };
             (p, bytes)
         })
         .collect()
