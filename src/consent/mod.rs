@@ -207,20 +207,16 @@ pub fn delivered_fields(policy: &Policy, consent: Option<&Consent>) -> Vec<(&'st
 }
 
 /// The audit field set of what the recipient gets under `consent` ([`delivered_fields`] with
-/// their actions), made once per policy and consent scope.
+/// their actions), made once per policy and consent scope with its [`Projection`].
 pub fn delivered_field_set(
     policy: &Policy,
     consent: Option<&Consent>,
 ) -> std::sync::Arc<crate::store::FieldSet> {
-    policy
-        .field_sets
-        .get_or_make(projection::scope(consent), || {
-            crate::audit::field_set(&delivered_field_actions(policy, consent))
-        })
+    policy.projection(consent).field_set()
 }
 
 /// [`delivered_fields`] as the audit trail lists them.
-fn delivered_field_actions(
+pub(crate) fn delivered_field_actions(
     policy: &Policy,
     consent: Option<&Consent>,
 ) -> Vec<crate::audit::FieldAction> {

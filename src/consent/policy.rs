@@ -236,11 +236,8 @@ pub struct Policy {
     pub version: String,
     /// Action per leaf path, resolved (exact path over field group; unnamed → drop).
     pub actions: BTreeMap<&'static str, Action>,
-    /// The audit field sets of this policy per consent scope, made on first use
-    /// ([`super::delivered_field_set`]).
-    pub(crate) field_sets: FieldSetCache,
-    /// The compiled projections of this policy per consent scope, made on first use
-    /// ([`Policy::projection`]).
+    /// The compiled projections of this policy per consent scope, with their audit field sets,
+    /// made on first use ([`Policy::projection`]).
     projections: ProjectionCache,
 }
 
@@ -268,40 +265,6 @@ impl Clone for ProjectionCache {
 impl std::fmt::Debug for ProjectionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProjectionCache")
-    }
-}
-
-/// Field sets of one policy by consent scope (`None`: no consent; else the bit set of the
-/// [`crate::model::FIELD_GROUPS`] the consent covers).
-#[derive(Default)]
-pub(crate) struct FieldSetCache(
-    std::sync::Mutex<std::collections::HashMap<Option<u8>, std::sync::Arc<crate::store::FieldSet>>>,
-);
-
-impl FieldSetCache {
-    /// The set of `scope`, made by `make` the first time.
-    pub(crate) fn get_or_make(
-        &self,
-        scope: Option<u8>,
-        make: impl FnOnce() -> crate::store::FieldSet,
-    ) -> std::sync::Arc<crate::store::FieldSet> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(scope)
-            .or_insert_with(|| std::sync::Arc::new(make()))
-            .clone()
-    }
-}
-
-impl Clone for FieldSetCache {
-    /// An empty cache: the sets are made again on use.
-    fn clone(&self) -> Self {
-        FieldSetCache::default()
-    }
-}
-
-impl std::fmt::Debug for FieldSetCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FieldSetCache")
     }
 }
 
@@ -428,7 +391,6 @@ impl Policy {
             origin: origin.to_string(),
             file,
             actions,
-            field_sets: FieldSetCache::default(),
             projections: ProjectionCache::default(),
         })
     }

@@ -11,7 +11,9 @@
 use super::policy::{Action, LEAF_PATHS, Policy};
 use super::{PseudonymKey, age_band, effective_action};
 use crate::model::{CanonicalRecord, Consent, Hours};
+use crate::store::FieldSet;
 use chrono::NaiveDate;
+use std::sync::Arc;
 
 /// A canonical leaf, by its position in [`LEAF_PATHS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,10 +123,12 @@ pub(crate) fn scope_index(scope: Option<u8>) -> usize {
 /// Number of distinct scopes (none, and every subset of the seven field groups).
 pub(crate) const SCOPES: usize = 1 + (1 << crate::model::FIELD_GROUPS.len());
 
-/// A policy narrowed by one consent scope: the action on every canonical leaf.
+/// A policy narrowed by one consent scope: the action on every canonical leaf, and the audit
+/// field set that lists what goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
     actions: [Action; LEAVES.len()],
+    field_set: Arc<FieldSet>,
 }
 
 impl Projection {
@@ -132,7 +136,15 @@ impl Projection {
     pub fn compile(policy: &Policy, consent: Option<&Consent>) -> Projection {
         Projection {
             actions: LEAVES.map(|l| effective_action(policy, consent, l.path())),
+            field_set: Arc::new(crate::audit::field_set(&super::delivered_field_actions(
+                policy, consent,
+            ))),
         }
+    }
+
+    /// The audit field set of this projection (shared: routing events refer to it).
+    pub fn field_set(&self) -> Arc<FieldSet> {
+        Arc::clone(&self.field_set)
     }
 
     fn action(&self, leaf: Leaf) -> Action {

@@ -127,6 +127,14 @@ pub struct Routed {
     pub withdrawn: Vec<String>,
 }
 
+/// What routing decided for one recipient, as its audit event records it.
+enum Decision {
+    /// An item went out; the field set lists its fields with their actions.
+    Routed(std::sync::Arc<crate::store::FieldSet>),
+    /// Nothing went out, for the reason given.
+    NotRouted(&'static str),
+}
+
 /// The recipients of one configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
@@ -196,9 +204,8 @@ impl Router {
                                 r,
                                 record,
                                 None,
-                                "not_routed",
+                                Decision::NotRouted("C001: no valid consent"),
                                 subject.clone(),
-                                Some("C001: no valid consent"),
                                 &r.record_ref(record),
                                 at_ms,
                             ));
@@ -226,7 +233,8 @@ impl Router {
             }
             let record_ref = r.record_ref(record);
             let mut body = Vec::with_capacity(1024);
-            policy.projection(consent).write(
+            let projection = policy.projection(consent);
+            projection.write(
                 &mut body,
                 record,
                 &r.key,
@@ -239,9 +247,8 @@ impl Router {
                 r,
                 record,
                 consent,
-                "routing",
+                Decision::Routed(projection.field_set()),
                 subject.clone(),
-                None,
                 &record_ref,
                 at_ms,
             ));
@@ -262,14 +269,16 @@ impl Router {
         r: &Recipient,
         record: &CanonicalRecord,
         consent: Option<&Consent>,
-        kind: &str,
+        decision: Decision,
         subject: Option<String>,
-        note: Option<&str>,
         record_ref: &str,
         at_ms: i64,
     ) -> NewAuditEvent {
         let policy = &r.policy;
-        let field_set = (kind == "routing").then(|| consent::delivered_field_set(policy, consent));
+        let (kind, note, field_set) = match decision {
+            Decision::Routed(set) => ("routing", None, Some(set)),
+            Decision::NotRouted(note) => ("not_routed", Some(note), None),
+        };
         let event = Event::<&str> {
             at: ctx.at,
             kind,
