@@ -505,6 +505,9 @@ fn stage_chunk(
 ) -> Result<(), staging::StagingError> {
     let events = std::mem::take(&mut chunk.audit);
     output.push(chunk)?;
+    if events.is_empty() {
+        return Ok(());
+    }
     audit.push(Chunk {
         audit: events,
         ..Chunk::default()
