@@ -2383,7 +2383,12 @@ async fn audit_chain_links_and_pages(b: &Backend) {
     let mut tx = s.begin_delivery().await.unwrap();
     let many: Vec<NewAuditEvent> = (4..2_504)
         .map(|n| {
-            let subject = (n % 100 == 0).then_some("S1");
+            // S4: a run of consecutive events about one client (a record's routing decisions).
+            let subject = match n {
+                _ if n % 100 == 0 => Some("S1"),
+                1_001..=1_003 | 1_005 => Some("S4"),
+                _ => None,
+            };
             event("routing", subject, &format!(r#"{{"n":{n}}}"#))
         })
         .collect();
@@ -2431,6 +2436,12 @@ async fn audit_chain_links_and_pages(b: &Backend) {
         vec![all[2].clone()]
     );
     assert!(s.audit_by_subject("S9").await.unwrap().is_empty());
+    let s4 = s.audit_by_subject("S4").await.unwrap();
+    assert_eq!(
+        s4.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1_001, 1_002, 1_003, 1_005]
+    );
+    assert_eq!(s4[0], all[1_000]);
 
     // A second store continues the same chain.
     let other = b.reopen().await;
@@ -3028,6 +3039,17 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
         [9, 10]
     );
     assert_eq!(s.audit_anchor().await.unwrap().unwrap().seq, 8);
+    // The client's purged events are no longer found; the kept ones are, through one run.
+    assert_eq!(b.count("SELECT COUNT(*) FROM audit_subject_runs").await, 1);
+    assert_eq!(
+        s.audit_by_subject("S1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        [9, 10]
+    );
     let v = weiche::audit::verify(s.as_ref()).await.unwrap();
     assert!(v.intact, "{v:?}");
     assert_eq!(v.events, 2);

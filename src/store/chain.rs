@@ -265,6 +265,65 @@ pub(crate) fn audit_row(
     }
 }
 
+/// The runs of consecutive linked rows about the same subject, as `(subject, first seq, last
+/// seq)`, in order: what `audit_subject_runs` indexes (one entry per run instead of per event;
+/// a record's routing decisions are one run).
+pub(crate) fn subject_runs(rows: &[AuditRow]) -> Vec<(&str, i64, i64)> {
+    let mut runs: Vec<(&str, i64, i64)> = Vec::new();
+    for row in rows {
+        let Some(subject) = row.subject.as_deref() else {
+            continue;
+        };
+        match runs.last_mut() {
+            Some((s, _, last)) if *s == subject && *last + 1 == row.seq => *last = row.seq,
+            _ => runs.push((subject, row.seq, row.seq)),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    fn row(seq: i64, subject: Option<&str>) -> AuditRow {
+        AuditRow {
+            seq,
+            at_ms: 0,
+            kind: "routing".into(),
+            subject: subject.map(str::to_string),
+            body: String::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn consecutive_events_about_one_subject_are_one_run() {
+        let rows = [
+            row(1, Some("a")),
+            row(2, Some("a")),
+            row(3, Some("a")),
+            row(4, Some("b")),
+            row(5, None),
+            row(6, Some("b")),
+            row(7, Some("a")),
+            row(9, Some("a")),
+        ];
+        assert_eq!(
+            subject_runs(&rows),
+            vec![
+                ("a", 1, 3),
+                ("b", 4, 4),
+                ("b", 6, 6),
+                ("a", 7, 7),
+                ("a", 9, 9)
+            ]
+        );
+        assert!(subject_runs(&[row(1, None)]).is_empty());
+    }
+}
+
 /// Links events to the chain whose last row is `last` (`None`: empty chain).
 pub(crate) fn link(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
     let (mut seq, mut prev) = last.unwrap_or_else(|| (0, GENESIS.to_string()));

@@ -1326,6 +1326,11 @@ async fn purge_audit(
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+            sqlx::query("DELETE FROM audit_subject_runs WHERE last_seq <= $1")
+                .bind(through.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
             sqlx::query(
                 "INSERT INTO audit_anchor (id, seq, hash, purged_at) VALUES (1, $1, $2, $3) \
                  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \

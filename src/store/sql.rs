@@ -138,6 +138,21 @@ macro_rules! impl_delivery_tx {
                         .await
                         .map_err(map_err)?;
                 }
+                // What finds a client's events (disclosure report): one entry per run.
+                let runs = super::chain::subject_runs(&rows);
+                for chunk in runs.chunks(MAX_ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_subject_runs (subject, first_seq, last_seq) ",
+                    );
+                    qb.push_values(chunk, |mut row, (subject, first, last)| {
+                        row.push_bind(*subject).push_bind(*first).push_bind(*last);
+                    });
+                    qb.build()
+                        .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(map_err)?;
+                }
                 Ok(())
             }
 
@@ -491,7 +506,10 @@ macro_rules! impl_store {
 
             async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
                 let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
-                    "SELECT {AUDIT_SELECT} FROM audit WHERE subject = $1 ORDER BY seq"
+                    "SELECT {AUDIT_SELECT} FROM audit WHERE seq IN (\
+                     SELECT a.seq FROM audit_subject_runs AS r JOIN audit AS a \
+                     ON a.seq BETWEEN r.first_seq AND r.last_seq \
+                     WHERE r.subject = $1 AND a.subject = $1) ORDER BY seq"
                 ))
                 .bind(subject)
                 .fetch_all(self.reader())

@@ -84,8 +84,12 @@ const TRUNCATE_EVERY: Duration = Duration::from_secs(300);
 const TRUNCATE_BACK_OFF: Duration = Duration::from_secs(5);
 /// A WAL larger than this is truncated at the next pass.
 const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
-/// A WAL reset leaves at most this much of the file behind (`journal_size_limit`).
-const WAL_KEEP_BYTES: u64 = 64 << 20;
+/// A WAL reset leaves at most this much of the file behind (`journal_size_limit`), to be
+/// written over again. As large as [`WAL_TRUNCATE_BYTES`]: at 64 MiB, the first commit after
+/// nearly every reset cut the file back, and freeing and re-allocating its pages in the kernel
+/// took a fifth of the writer's time under load (`perf`, BENCHMARKS.md). The housekeeper
+/// truncates a larger WAL.
+const WAL_KEEP_BYTES: u64 = WAL_TRUNCATE_BYTES;
 /// Connections in the reader pool.
 const READERS: u32 = 4;
 /// How long a caller waits for the writer connection (a long delivery holds it throughout).
@@ -1032,6 +1036,11 @@ impl SqliteStore {
             }
             if let (Some(through), Some(tx)) = (&prefix.through, tx.as_mut()) {
                 sqlx::query("DELETE FROM audit WHERE seq <= ?")
+                    .bind(through.seq)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("DELETE FROM audit_subject_runs WHERE last_seq <= ?")
                     .bind(through.seq)
                     .execute(&mut **tx)
                     .await
