@@ -164,7 +164,68 @@ fn redact_url(url: &str) -> String {
 // --- Where PostgreSQL's SQL differs: the names the shared SQL (sql.rs) asks for -------------
 
 super::sql::shared_fns!(Postgres);
-use shared_sql::{insert_items, insert_records, open_head};
+use shared_sql::{insert_records, open_head};
+
+/// The items with their bodies, as `i`: PostgreSQL keeps the body in the row.
+const ITEMS_WITH_BODY: &str = "items AS i";
+
+/// An item's body in [`ITEMS_WITH_BODY`].
+const ITEM_BODY: &str = "i.body";
+
+/// Inserts items with multi-row `INSERT`s; their `seq` follows the order of `items`.
+async fn insert_items(
+    tx: &mut Transaction<'static, Postgres>,
+    items: &[NewItem],
+    now: i64,
+) -> StoreResult<()> {
+    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
+             record_ref, body, created_at, consent_id) ",
+        );
+        qb.push_values(chunk, |mut row, i| {
+            row.push_bind(i.recipient.as_str())
+                .push_bind(i.kind.as_str())
+                .push_bind(i.vendor.as_str())
+                .push_bind(i.record_id.as_str())
+                .push_bind(i.reporting_period.as_str())
+                .push_bind(i.record_ref.as_str())
+                .push_bind(i.body.as_str())
+                .push_bind(now)
+                .push_bind(i.consent_id.as_deref());
+        });
+        qb.build()
+            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Replaces the bodies of the client's items already in batches by a bare erasure envelope;
+/// returns their kinds. Built as text (`json_text` escapes like serde_json, compact), so both
+/// backends store the same bytes.
+async fn blank_sent_items(
+    tx: &mut Transaction<'static, Postgres>,
+    vendor: &str,
+    client_id: &str,
+) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar(&format!(
+        "UPDATE items SET body = '{{\"type\":' || {kind} || ',\"record_ref\":' \
+         || {record_ref} || ',\"erased\":true}}' \
+         WHERE batch_id IS NOT NULL AND vendor = $1 \
+         AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
+         FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
+        kind = json_text("kind"),
+        record_ref = json_text("record_ref"),
+    ))
+    .bind(vendor)
+    .bind(client_id)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map_err)
+}
 
 /// Joins so that the left table is the outer loop: PostgreSQL's planner picks the order itself.
 const LOOP_JOIN: &str = "JOIN";

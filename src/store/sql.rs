@@ -213,22 +213,7 @@ macro_rules! impl_delivery_tx {
                 .fetch_all(&mut *self.tx)
                 .await
                 .map_err(map_err)?;
-                // Built as text (`json_text` escapes like serde_json, compact), so both backends store
-                // the same bytes.
-                let blanked: Vec<String> = sqlx::query_scalar(&format!(
-                    "UPDATE items SET body = '{{\"type\":' || {kind} || ',\"record_ref\":' \
-                     || {record_ref} || ',\"erased\":true}}' \
-                     WHERE batch_id IS NOT NULL AND vendor = $1 \
-                     AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
-                     FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
-                    kind = json_text("kind"),
-                    record_ref = json_text("record_ref"),
-                ))
-                .bind(vendor)
-                .bind(client_id)
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
+                let blanked = blank_sent_items(&mut self.tx, vendor, client_id).await?;
                 count_items(&mut erased, deleted.iter().chain(&blanked));
                 erased.feedback = sqlx::query(
                     "DELETE FROM feedback WHERE vendor = $1 AND (record_id, reporting_period) IN \
@@ -444,10 +429,10 @@ macro_rules! impl_store {
                 limit: i64,
             ) -> StoreResult<Vec<BatchItem>> {
                 // A range scan of the index items_sealed (batch_id, seq).
-                let rows: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT seq, body FROM items WHERE batch_id = $1 AND seq > $2 \
-                     ORDER BY seq LIMIT $3",
-                )
+                let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
+                    "SELECT i.seq, {ITEM_BODY} FROM {ITEMS_WITH_BODY} \
+                     WHERE i.batch_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3",
+                ))
                 .bind(batch_id)
                 .bind(after_seq)
                 .bind(limit.max(0))
@@ -798,11 +783,11 @@ macro_rules! impl_store {
             ) -> StoreResult<Vec<RecordItem>> {
                 #[allow(clippy::type_complexity)]
                 let rows: Vec<(i64, String, String, String, String, String, i64, Option<String>)> =
-                    sqlx::query_as(
-                        "SELECT seq, recipient, kind, reporting_period, record_ref, body, \
-                         created_at, batch_id FROM items \
-                         WHERE vendor = $1 AND record_id = $2 ORDER BY seq",
-                    )
+                    sqlx::query_as(&format!(
+                        "SELECT i.seq, i.recipient, i.kind, i.reporting_period, i.record_ref, \
+                         {ITEM_BODY}, i.created_at, i.batch_id FROM {ITEMS_WITH_BODY} \
+                         WHERE i.vendor = $1 AND i.record_id = $2 ORDER BY i.seq",
+                    ))
                     .bind(vendor)
                     .bind(record_id)
                     .fetch_all(self.reader())
@@ -902,37 +887,6 @@ macro_rules! shared_fns {
                      delivery_id = excluded.delivery_id, body = excluded.body, \
                      updated_at = excluded.updated_at, state = 'active'",
                 );
-                qb.build()
-                    .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(map_err)?;
-            }
-            Ok(())
-        }
-
-        /// Inserts items with multi-row `INSERT`s; their `seq` follows the order of `items`.
-        pub(super) async fn insert_items(
-            tx: &mut Transaction<'static, $db>,
-            items: &[NewItem],
-            now: i64,
-        ) -> StoreResult<()> {
-            for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
-                     record_ref, body, created_at, consent_id) ",
-                );
-                qb.push_values(chunk, |mut row, i| {
-                    row.push_bind(i.recipient.as_str())
-                        .push_bind(i.kind.as_str())
-                        .push_bind(i.vendor.as_str())
-                        .push_bind(i.record_id.as_str())
-                        .push_bind(i.reporting_period.as_str())
-                        .push_bind(i.record_ref.as_str())
-                        .push_bind(i.body.as_str())
-                        .push_bind(now)
-                        .push_bind(i.consent_id.as_deref());
-                });
                 qb.build()
                     .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
                     .execute(&mut **tx)

@@ -311,7 +311,103 @@ fn is_in_memory(url: &str, options: &SqliteConnectOptions) -> bool {
 // --- Where SQLite's SQL differs: the names the shared SQL (sql.rs) asks for ------------------
 
 super::sql::shared_fns!(Sqlite);
-use shared_sql::{insert_items, insert_records, open_head};
+use shared_sql::{insert_records, open_head};
+
+/// The items with their bodies, as `i`: SQLite keeps the bodies in `item_bodies` (migration
+/// 0008), so that sealing rewrites small rows.
+const ITEMS_WITH_BODY: &str = "items AS i JOIN item_bodies AS b ON b.seq = i.seq";
+
+/// An item's body in [`ITEMS_WITH_BODY`].
+const ITEM_BODY: &str = "b.body";
+
+/// Inserts items, then their bodies, with multi-row `INSERT`s; their `seq` follows the order of
+/// `items`. The seqs are given explicitly, from the largest ever used (`AUTOINCREMENT` keeps it
+/// in `sqlite_sequence`): `BEGIN IMMEDIATE` holds the write lock, so nothing else adds items.
+async fn insert_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    items: &[NewItem],
+    now: i64,
+) -> StoreResult<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut next: i64 = sqlx::query_scalar(
+        "SELECT MAX(n) FROM (SELECT COALESCE(MAX(seq), 0) AS n FROM items \
+         UNION ALL SELECT seq FROM sqlite_sequence WHERE name = 'items')",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
+        let first = next + 1;
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO items (seq, recipient, kind, vendor, record_id, reporting_period, \
+             record_ref, created_at, consent_id) ",
+        );
+        qb.push_values(chunk, |mut row, i| {
+            next += 1;
+            row.push_bind(next)
+                .push_bind(i.recipient.as_str())
+                .push_bind(i.kind.as_str())
+                .push_bind(i.vendor.as_str())
+                .push_bind(i.record_id.as_str())
+                .push_bind(i.reporting_period.as_str())
+                .push_bind(i.record_ref.as_str())
+                .push_bind(now)
+                .push_bind(i.consent_id.as_deref());
+        });
+        qb.build()
+            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+        let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO item_bodies (seq, body) ");
+        let mut seq = first;
+        qb.push_values(chunk, |mut row, i| {
+            row.push_bind(seq).push_bind(i.body.as_str());
+            seq += 1;
+        });
+        qb.build()
+            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Replaces the bodies of the client's items already in batches by a bare erasure envelope;
+/// returns their kinds. Built as text (`json_text` escapes like serde_json, compact), so both
+/// backends store the same bytes.
+async fn blank_sent_items(
+    tx: &mut Transaction<'static, Sqlite>,
+    vendor: &str,
+    client_id: &str,
+) -> StoreResult<Vec<String>> {
+    const SENT: &str = "i.batch_id IS NOT NULL AND i.vendor = $1 \
+         AND (i.record_id, i.reporting_period) IN (SELECT record_id, reporting_period \
+         FROM records WHERE vendor = $1 AND client_id = $2)";
+    let kinds: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT i.kind FROM items AS i WHERE {SENT}"))
+            .bind(vendor)
+            .bind(client_id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_err)?;
+    sqlx::query(&format!(
+        "UPDATE item_bodies SET body = '{{\"type\":' || {kind} || ',\"record_ref\":' \
+         || {record_ref} || ',\"erased\":true}}' \
+         FROM items AS i WHERE i.seq = item_bodies.seq AND {SENT}",
+        kind = json_text("i.kind"),
+        record_ref = json_text("i.record_ref"),
+    ))
+    .bind(vendor)
+    .bind(client_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(kinds)
+}
 
 /// Joins so that the left table is the outer loop: SQLite's planner keeps a CROSS JOIN's order.
 const LOOP_JOIN: &str = "CROSS JOIN";
@@ -557,8 +653,9 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
     ) -> StoreResult<Option<JoinedItems>> {
         let (count, last_seq, text): (i64, Option<i64>, Option<String>) = sqlx::query_as(
             "SELECT COUNT(*), MAX(seq), group_concat(body, ?4 ORDER BY seq) FROM (\
-             SELECT seq, body FROM items WHERE batch_id = ?1 AND seq > ?2 \
-             ORDER BY seq LIMIT ?3)",
+             SELECT i.seq AS seq, b.body AS body FROM items AS i \
+             JOIN item_bodies AS b ON b.seq = i.seq WHERE i.batch_id = ?1 AND i.seq > ?2 \
+             ORDER BY i.seq LIMIT ?3)",
         )
         .bind(batch_id)
         .bind(after_seq)
