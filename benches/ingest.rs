@@ -748,8 +748,27 @@ const INSERT_RECORD_HEAD: &str = "INSERT INTO records \
 const INSERT_RECORD_TAIL: &str = " ON CONFLICT (vendor, record_id, reporting_period) DO UPDATE SET \
      program = excluded.program, client_id = excluded.client_id, \
      body = excluded.body, updated_at = excluded.updated_at";
-const INSERT_ITEM_HEAD: &str = "INSERT INTO items (recipient, kind, vendor, record_id, \
-     reporting_period, record_ref, body, created_at) ";
+const INSERT_ITEM_HEAD: &str = "INSERT INTO items (seq, recipient, kind, vendor, record_id, \
+     reporting_period, record_ref, created_at) ";
+/// The server's SQLite store keeps item bodies apart (migration 0008).
+const INSERT_BODY_HEAD: &str = "INSERT INTO item_bodies (seq, body) ";
+/// And indexes a client's audit events once per run (migration 0007).
+const INSERT_RUN_HEAD: &str = "INSERT INTO audit_subject_runs (subject, first_seq, last_seq) ";
+
+/// The runs of consecutive audit rows about one subject, as the server indexes them.
+fn subject_runs<'a>(rows: &[AuditRow<'a>]) -> Vec<(&'a str, i64, i64)> {
+    let mut runs: Vec<(&'a str, i64, i64)> = Vec::new();
+    for a in rows {
+        let Some(subject) = a.event.subject.as_deref() else {
+            continue;
+        };
+        match runs.last_mut() {
+            Some((s, _, last)) if *s == subject && *last + 1 == a.seq => *last = a.seq,
+            _ => runs.push((subject, a.seq, a.seq)),
+        }
+    }
+    runs
+}
 const INSERT_AUDIT_HEAD: &str =
     "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ";
 
@@ -798,9 +817,12 @@ fn store_rusqlite(path: &Path, records: &[RecordRow], extra: &[Extra]) -> Durati
     conn.execute_batch(&server_schema()).unwrap();
     let record_sql =
         format!("{INSERT_RECORD_HEAD} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7){INSERT_RECORD_TAIL}");
-    let item_sql = format!("{INSERT_ITEM_HEAD} VALUES (?1, 'record', ?2, ?3, ?4, ?5, ?6, ?7)");
+    let item_sql = format!("{INSERT_ITEM_HEAD} VALUES (?1, ?2, 'record', ?3, ?4, ?5, ?6, ?7)");
+    let body_sql = format!("{INSERT_BODY_HEAD} VALUES (?1, ?2)");
     let audit_sql = format!("{INSERT_AUDIT_HEAD} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    let run_sql = format!("{INSERT_RUN_HEAD} VALUES (?1, ?2, ?3)");
     let mut last = (0i64, "0".repeat(64));
+    let mut seq = 0i64;
     let now = now_ms();
     let t = Instant::now();
     for (c, chunk) in records.chunks(TX_ROWS).enumerate() {
@@ -808,7 +830,9 @@ fn store_rusqlite(path: &Path, records: &[RecordRow], extra: &[Extra]) -> Durati
         {
             let mut rec = tx.prepare_cached(&record_sql).unwrap();
             let mut item = tx.prepare_cached(&item_sql).unwrap();
+            let mut body = tx.prepare_cached(&body_sql).unwrap();
             let mut audit = tx.prepare_cached(&audit_sql).unwrap();
+            let mut run = tx.prepare_cached(&run_sql).unwrap();
             let mut events = Vec::new();
             for (k, r) in chunk.iter().enumerate() {
                 rec.execute(rusqlite::params![
@@ -823,21 +847,27 @@ fn store_rusqlite(path: &Path, records: &[RecordRow], extra: &[Extra]) -> Durati
                 .unwrap();
                 if let Some(x) = extra.get(c * TX_ROWS + k) {
                     for i in &x.items {
+                        seq += 1;
                         item.execute(rusqlite::params![
+                            seq,
                             i.recipient,
                             VENDOR,
                             i.record_id,
                             PERIOD,
                             i.record_ref,
-                            i.body,
                             now
                         ])
                         .unwrap();
+                        body.execute(rusqlite::params![seq, i.body]).unwrap();
                     }
                     events.extend(x.audit.iter());
                 }
             }
-            for a in chain(&mut last, &events) {
+            let rows = chain(&mut last, &events);
+            for (subject, first, end) in subject_runs(&rows) {
+                run.execute(rusqlite::params![subject, first, end]).unwrap();
+            }
+            for a in rows {
                 audit
                     .execute(rusqlite::params![
                         a.seq,
@@ -874,6 +904,7 @@ async fn store_sqlx(path: &Path, records: &[RecordRow<'_>], extra: &[Extra<'_>])
         .await
         .unwrap();
     let mut last = (0i64, "0".repeat(64));
+    let mut seq = 0i64;
     let now = now_ms();
     let t = Instant::now();
     for (c, chunk) in records.chunks(TX_ROWS).enumerate() {
@@ -894,16 +925,25 @@ async fn store_sqlx(path: &Path, records: &[RecordRow<'_>], extra: &[Extra<'_>])
         let hi = (c * TX_ROWS + chunk.len()).min(extra.len());
         let items: Vec<&ItemRow> = extra[lo..hi].iter().flat_map(|x| &x.items).collect();
         for part in items.chunks(1_000) {
+            let first = seq + 1;
             let mut qb = QueryBuilder::<sqlx::Sqlite>::new(INSERT_ITEM_HEAD);
             qb.push_values(part, |mut row, i| {
-                row.push_bind(i.recipient)
+                seq += 1;
+                row.push_bind(seq)
+                    .push_bind(i.recipient)
                     .push_bind("record")
                     .push_bind(VENDOR)
                     .push_bind(i.record_id.as_str())
                     .push_bind(PERIOD)
                     .push_bind(i.record_ref)
-                    .push_bind(i.body)
                     .push_bind(now);
+            });
+            qb.build().execute(&mut *tx).await.unwrap();
+            let mut qb = QueryBuilder::<sqlx::Sqlite>::new(INSERT_BODY_HEAD);
+            let mut n = first;
+            qb.push_values(part, |mut row, i| {
+                row.push_bind(n).push_bind(i.body);
+                n += 1;
             });
             qb.build().execute(&mut *tx).await.unwrap();
         }
@@ -919,6 +959,14 @@ async fn store_sqlx(path: &Path, records: &[RecordRow<'_>], extra: &[Extra<'_>])
                     .push_bind(a.event.body.as_str())
                     .push_bind(a.prev_hash.as_str())
                     .push_bind(a.hash.as_str());
+            });
+            qb.build().execute(&mut *tx).await.unwrap();
+        }
+        let runs = subject_runs(&rows);
+        for part in runs.chunks(1_000) {
+            let mut qb = QueryBuilder::<sqlx::Sqlite>::new(INSERT_RUN_HEAD);
+            qb.push_values(part, |mut row, (subject, first, end)| {
+                row.push_bind(*subject).push_bind(*first).push_bind(*end);
             });
             qb.build().execute(&mut *tx).await.unwrap();
         }
