@@ -752,23 +752,6 @@ const INSERT_ITEM_HEAD: &str = "INSERT INTO items (seq, recipient, kind, vendor,
      reporting_period, record_ref, created_at) ";
 /// The server's SQLite store keeps item bodies apart (migration 0008).
 const INSERT_BODY_HEAD: &str = "INSERT INTO item_bodies (seq, body) ";
-/// And indexes a client's audit events once per run (migration 0007).
-const INSERT_RUN_HEAD: &str = "INSERT INTO audit_subject_runs (subject, first_seq, last_seq) ";
-
-/// The runs of consecutive audit rows about one subject, as the server indexes them.
-fn subject_runs<'a>(rows: &[AuditRow<'a>]) -> Vec<(&'a str, i64, i64)> {
-    let mut runs: Vec<(&'a str, i64, i64)> = Vec::new();
-    for a in rows {
-        let Some(subject) = a.event.subject.as_deref() else {
-            continue;
-        };
-        match runs.last_mut() {
-            Some((s, _, last)) if *s == subject && *last + 1 == a.seq => *last = a.seq,
-            _ => runs.push((subject, a.seq, a.seq)),
-        }
-    }
-    runs
-}
 const INSERT_AUDIT_HEAD: &str =
     "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ";
 
@@ -820,7 +803,6 @@ fn store_rusqlite(path: &Path, records: &[RecordRow], extra: &[Extra]) -> Durati
     let item_sql = format!("{INSERT_ITEM_HEAD} VALUES (?1, ?2, 'record', ?3, ?4, ?5, ?6, ?7)");
     let body_sql = format!("{INSERT_BODY_HEAD} VALUES (?1, ?2)");
     let audit_sql = format!("{INSERT_AUDIT_HEAD} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    let run_sql = format!("{INSERT_RUN_HEAD} VALUES (?1, ?2, ?3)");
     let mut last = (0i64, "0".repeat(64));
     let mut seq = 0i64;
     let now = now_ms();
@@ -832,7 +814,6 @@ fn store_rusqlite(path: &Path, records: &[RecordRow], extra: &[Extra]) -> Durati
             let mut item = tx.prepare_cached(&item_sql).unwrap();
             let mut body = tx.prepare_cached(&body_sql).unwrap();
             let mut audit = tx.prepare_cached(&audit_sql).unwrap();
-            let mut run = tx.prepare_cached(&run_sql).unwrap();
             let mut events = Vec::new();
             for (k, r) in chunk.iter().enumerate() {
                 rec.execute(rusqlite::params![
@@ -863,11 +844,7 @@ fn store_rusqlite(path: &Path, records: &[RecordRow], extra: &[Extra]) -> Durati
                     events.extend(x.audit.iter());
                 }
             }
-            let rows = chain(&mut last, &events);
-            for (subject, first, end) in subject_runs(&rows) {
-                run.execute(rusqlite::params![subject, first, end]).unwrap();
-            }
-            for a in rows {
+            for a in chain(&mut last, &events) {
                 audit
                     .execute(rusqlite::params![
                         a.seq,
@@ -959,14 +936,6 @@ async fn store_sqlx(path: &Path, records: &[RecordRow<'_>], extra: &[Extra<'_>])
                     .push_bind(a.event.body.as_str())
                     .push_bind(a.prev_hash.as_str())
                     .push_bind(a.hash.as_str());
-            });
-            qb.build().execute(&mut *tx).await.unwrap();
-        }
-        let runs = subject_runs(&rows);
-        for part in runs.chunks(1_000) {
-            let mut qb = QueryBuilder::<sqlx::Sqlite>::new(INSERT_RUN_HEAD);
-            qb.push_values(part, |mut row, (subject, first, end)| {
-                row.push_bind(*subject).push_bind(*first).push_bind(*end);
             });
             qb.build().execute(&mut *tx).await.unwrap();
         }

@@ -2445,6 +2445,25 @@ async fn audit_chain_links_and_pages(b: &Backend) {
     );
     assert_eq!(s4[0], all[1_000]);
 
+    // Indexed in passes (at most 1,000 events each, so a run straddles two passes), the answers
+    // stay the same; a pass with fewer events waiting than asked for does nothing.
+    assert_eq!(s.index_audit_subjects(10_000, 1_000).await.unwrap(), 0);
+    assert_eq!(s.index_audit_subjects(1, 1_002).await.unwrap(), 1_002);
+    assert_eq!(s.audit_by_subject("S4").await.unwrap(), s4);
+    assert_eq!(s.index_audit_subjects(1, 100_000).await.unwrap(), 1_501);
+    assert_eq!(s.index_audit_subjects(1, 100_000).await.unwrap(), 0);
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM audit_subject_runs").await,
+        1 + 25 + 1 + 2 + 1,
+        "S1 once and every 100th, S2, S4 split at 1,002 and again at 1,005"
+    );
+    assert_eq!(s.audit_by_subject("S1").await.unwrap(), want);
+    assert_eq!(s.audit_by_subject("S4").await.unwrap(), s4);
+    assert_eq!(
+        s.audit_by_subject("S2").await.unwrap(),
+        vec![all[2].clone()]
+    );
+
     // A second store continues the same chain.
     let other = b.reopen().await;
     let mut tx = other.begin_delivery().await.unwrap();
@@ -2993,6 +3012,8 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
     let s = &b.store;
     assert_eq!(s.audit_anchor().await.unwrap(), None);
     append_events(s, (1..=5).map(|n| event_at(1_000, n)).collect()).await;
+    assert_eq!(s.index_audit_subjects(1, 100).await.unwrap(), 5);
+    assert_eq!(b.count("SELECT COUNT(*) FROM audit_subject_runs").await, 1);
     let all = all_audit(s).await;
     let purge = |before: i64, dry_run: bool| Cutoffs {
         audit_before_ms: Some(before),
@@ -3008,6 +3029,7 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
     // All of it is old: all of it goes; the anchor carries the link.
     let r = s.purge(&purge(2_000, false)).await.unwrap();
     assert_eq!(r.audit_events, 5);
+    assert_eq!(b.count("SELECT COUNT(*) FROM audit_subject_runs").await, 0);
     assert!(r.notes.is_empty(), "{r:?}");
     assert!(all_audit(s).await.is_empty());
     let anchor = s.audit_anchor().await.unwrap().expect("anchor");
@@ -3034,6 +3056,7 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
     assert_eq!(v.events, 5);
 
     // Only the old ones go.
+    assert_eq!(s.index_audit_subjects(1, 100).await.unwrap(), 5);
     let r = s.purge(&purge(4_000, false)).await.unwrap();
     assert_eq!(r.audit_events, 3);
     assert_eq!(
@@ -3041,7 +3064,8 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
         [9, 10]
     );
     assert_eq!(s.audit_anchor().await.unwrap().unwrap().seq, 8);
-    // The client's purged events are no longer found; the kept ones are, through one run.
+    // The client's purged events are no longer found; the kept ones are, through the run that
+    // reaches past the purge.
     assert_eq!(b.count("SELECT COUNT(*) FROM audit_subject_runs").await, 1);
     assert_eq!(
         s.audit_by_subject("S1")
@@ -3299,4 +3323,120 @@ async fn sqlite_wal_is_truncated_after_start_up_and_not_checkpointed_by_commits(
         Some(10_000),
         "the data survived the checkpoint"
     );
+}
+
+/// A database written by the release before the smaller write set (SQLite migrations up to 0006,
+/// PostgreSQL up to 0007) keeps its items and audit trail when the store opens it: item bodies
+/// move to `item_bodies` (SQLite), each audit event with a subject becomes a run, and new items
+/// continue the sequence.
+async fn upgrade_keeps_items_and_audit(url: &str, postgres: bool) {
+    let (dir, last) = if postgres {
+        ("src/store/migrations/postgres", 7)
+    } else {
+        ("src/store/migrations/sqlite", 6)
+    };
+    let mut old =
+        sqlx::migrate::Migrator::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .await
+            .unwrap();
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version <= last)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let hash = weiche::audit::link_hash(weiche::audit::GENESIS, r#"{"n":1}"#);
+    let now = now_ms();
+    let statements = [
+        format!(
+            "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, record_ref, \
+             body, created_at) VALUES ('r1', 'record', 'v1', 'R1', '2026-10', 'ref-1', \
+             '{{\"old\":true}}', {now})"
+        ),
+        format!(
+            "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) VALUES \
+             (1, {now}, 'routing', 'S1', '{{\"n\":1}}', '{}', '{hash}')",
+            weiche::audit::GENESIS
+        ),
+    ];
+    {
+        use sqlx::Connection;
+        if postgres {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            old.run(&mut conn).await.unwrap();
+            for s in &statements {
+                sqlx::query(s).execute(&mut conn).await.unwrap();
+            }
+        } else {
+            let opts = url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .unwrap()
+                .create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            old.run(&mut conn).await.unwrap();
+            for s in &statements {
+                sqlx::query(s).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
+    let s = weiche::store::connect(url)
+        .await
+        .expect("the store upgrades");
+    let items = s.record_items("v1", "R1").await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].seq, items[0].body.as_str()),
+        (1, r#"{"old":true}"#)
+    );
+    let trail = s.audit_by_subject("S1").await.unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .map(|r| (r.seq, r.hash.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, hash.as_str())]
+    );
+    assert!(weiche::audit::verify(s.as_ref()).await.unwrap().intact);
+
+    // New items follow the old ones, and the old one is sealed and read like any other.
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(&[], &[item("r1", "R1", "2026-10", r#"{"new":true}"#)])
+        .await
+        .unwrap();
+    tx.commit_plain().await.unwrap();
+    let rule = SealRule {
+        max_items: 10,
+        max_age_ms: 0,
+        push: false,
+        call_items: 100,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    let items = s.record_items("v1", "R1").await.unwrap();
+    assert_eq!(items.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2]);
+    let batch = items[0].batch_id.clone().expect("sealed");
+    let bodies: Vec<String> = s
+        .batch_items(&batch, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.body)
+        .collect();
+    assert_eq!(bodies, [r#"{"old":true}"#, r#"{"new":true}"#]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_upgrade_keeps_items_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    upgrade_keeps_items_and_audit(&support::fresh_sqlite_url(dir.path()), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_upgrade_keeps_items_and_audit() {
+    let Some(url) = support::fresh_postgres_url().await else {
+        return;
+    };
+    upgrade_keeps_items_and_audit(&url, true).await;
+    support::drop_postgres_database(&url).await;
 }

@@ -123,6 +123,10 @@ pub async fn serve(
     let retention = tokio::spawn(crate::retention::run(gw.clone(), async move {
         let _ = retention_stopped.await;
     }));
+    let (stop_indexer, indexer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let indexer = tokio::spawn(crate::audit::run_indexer(gw.store.clone(), async move {
+        let _ = indexer_stopped.await;
+    }));
     let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
     let alerts = tokio::spawn(crate::deliver::alerts::run(
         gw.clone(),
@@ -140,5 +144,7 @@ pub async fn serve(
     let _ = retention.await;
     let _ = stop_alerts.send(());
     let _ = alerts.await;
+    let _ = stop_indexer.send(());
+    let _ = indexer.await;
     result
 }

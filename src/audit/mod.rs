@@ -147,6 +147,43 @@ pub use crate::store::chain::{
     purge_prefix,
 };
 
+/// Audit events the indexer indexes per pass at most (one short write transaction).
+const INDEX_EVENTS_PER_PASS: i64 = 100_000;
+/// The indexer runs a pass at once when this many events wait for their index entries, and
+/// otherwise every [`INDEX_EVERY`] for whatever waits.
+const INDEX_BATCH: i64 = 30_000;
+/// See [`INDEX_BATCH`].
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Indexes the subjects of appended audit events in the background, in sorted batches
+/// ([`Store::index_audit_subjects`]), until `stop` resolves. Reads of a subject's events are
+/// complete without it (they scan the events not yet indexed); it keeps that scan short.
+pub async fn run_indexer(
+    store: std::sync::Arc<dyn Store>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full = std::time::Instant::now();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {
+                let min = if last_full.elapsed() >= INDEX_EVERY {
+                    last_full = std::time::Instant::now();
+                    1
+                } else {
+                    INDEX_BATCH
+                };
+                if let Err(e) = store.index_audit_subjects(min, INDEX_EVENTS_PER_PASS).await {
+                    tracing::warn!("indexing audit subjects failed: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// How many events [`verify`] reads from the store per page.
 pub const VERIFY_PAGE: i64 = 5_000;
 

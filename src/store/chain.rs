@@ -265,18 +265,20 @@ pub(crate) fn audit_row(
     }
 }
 
-/// The runs of consecutive linked rows about the same subject, as `(subject, first seq, last
-/// seq)`, in order: what `audit_subject_runs` indexes (one entry per run instead of per event;
-/// a record's routing decisions are one run).
-pub(crate) fn subject_runs(rows: &[AuditRow]) -> Vec<(&str, i64, i64)> {
-    let mut runs: Vec<(&str, i64, i64)> = Vec::new();
-    for row in rows {
-        let Some(subject) = row.subject.as_deref() else {
+/// The runs of consecutive events about the same subject among `(seq, subject)` pairs in order
+/// of `seq`, as `(subject, first seq, last seq)`: what `audit_subject_runs` indexes (one entry
+/// per run instead of per event; a record's routing decisions are one run).
+pub(crate) fn subject_runs<'a>(
+    events: impl IntoIterator<Item = (i64, Option<&'a str>)>,
+) -> Vec<(&'a str, i64, i64)> {
+    let mut runs: Vec<(&'a str, i64, i64)> = Vec::new();
+    for (seq, subject) in events {
+        let Some(subject) = subject else {
             continue;
         };
         match runs.last_mut() {
-            Some((s, _, last)) if *s == subject && *last + 1 == row.seq => *last = row.seq,
-            _ => runs.push((subject, row.seq, row.seq)),
+            Some((s, _, last)) if *s == subject && *last + 1 == seq => *last = seq,
+            _ => runs.push((subject, seq, seq)),
         }
     }
     runs
@@ -286,32 +288,20 @@ pub(crate) fn subject_runs(rows: &[AuditRow]) -> Vec<(&str, i64, i64)> {
 mod run_tests {
     use super::*;
 
-    fn row(seq: i64, subject: Option<&str>) -> AuditRow {
-        AuditRow {
-            seq,
-            at_ms: 0,
-            kind: "routing".into(),
-            subject: subject.map(str::to_string),
-            body: String::new(),
-            prev_hash: String::new(),
-            hash: String::new(),
-        }
-    }
-
     #[test]
     fn consecutive_events_about_one_subject_are_one_run() {
-        let rows = [
-            row(1, Some("a")),
-            row(2, Some("a")),
-            row(3, Some("a")),
-            row(4, Some("b")),
-            row(5, None),
-            row(6, Some("b")),
-            row(7, Some("a")),
-            row(9, Some("a")),
+        let events = [
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("a")),
+            (4, Some("b")),
+            (5, None),
+            (6, Some("b")),
+            (7, Some("a")),
+            (9, Some("a")),
         ];
         assert_eq!(
-            subject_runs(&rows),
+            subject_runs(events),
             vec![
                 ("a", 1, 3),
                 ("b", 4, 4),
@@ -320,7 +310,7 @@ mod run_tests {
                 ("a", 9, 9)
             ]
         );
-        assert!(subject_runs(&[row(1, None)]).is_empty());
+        assert!(subject_runs([(1, None)]).is_empty());
     }
 }
 

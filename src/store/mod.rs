@@ -199,8 +199,15 @@ pub trait Store: Send + Sync {
     async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>>;
     /// Audit events with `seq` > `after_seq`, in order, at most `limit`.
     async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>>;
-    /// Audit events about one subject, in order.
+    /// Audit events about one subject, in order: through `audit_subject_runs` up to the indexed
+    /// event, and by a scan of the events after it.
     async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>>;
+    /// Indexes the subjects of the audit events appended since the last call (at most
+    /// `max_events` of them, in one transaction), when at least `min_events` are waiting;
+    /// returns how many events it indexed. Appending an event writes no index entry: an entry
+    /// per record, on a random page of the index, cost each commit a page written per record;
+    /// indexed in sorted batches, each page is written once per batch.
+    async fn index_audit_subjects(&self, min_events: i64, max_events: i64) -> StoreResult<u64>;
     /// The stored field sets among `sha256s` (those absent are left out).
     async fn field_sets(&self, sha256s: &[String]) -> StoreResult<Vec<FieldSet>>;
     /// Makes deleted data unrecoverable from the database files where the backend allows

@@ -138,21 +138,6 @@ macro_rules! impl_delivery_tx {
                         .await
                         .map_err(map_err)?;
                 }
-                // What finds a client's events (disclosure report): one entry per run.
-                let runs = super::chain::subject_runs(&rows);
-                for chunk in runs.chunks(MAX_ROWS_PER_INSERT) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO audit_subject_runs (subject, first_seq, last_seq) ",
-                    );
-                    qb.push_values(chunk, |mut row, (subject, first, last)| {
-                        row.push_bind(*subject).push_bind(*first).push_bind(*last);
-                    });
-                    qb.build()
-                        .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
-                        .execute(&mut *self.tx)
-                        .await
-                        .map_err(map_err)?;
-                }
                 Ok(())
             }
 
@@ -489,12 +474,73 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(audit_row).collect())
             }
 
+            async fn index_audit_subjects(&self, min_events: i64, max_events: i64) -> StoreResult<u64> {
+                let (last, upto): (Option<i64>, i64) = sqlx::query_as(
+                    "SELECT (SELECT MAX(seq) FROM audit), \
+                     (SELECT indexed_upto FROM audit_index_state WHERE id = 1)",
+                )
+                .fetch_one(self.reader())
+                .await
+                .map_err(map_err)?;
+                if last.unwrap_or(0) - upto < min_events.max(1) {
+                    return Ok(0);
+                }
+                let mut tx = self.begin_write().await?;
+                // Another process may have indexed meanwhile: the state row decides (locked on
+                // PostgreSQL; SQLite's write lock is held).
+                let upto: i64 = sqlx::query_scalar(&format!(
+                    "SELECT indexed_upto FROM audit_index_state WHERE id = 1{FOR_UPDATE}"
+                ))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let events: Vec<(i64, Option<String>)> = sqlx::query_as(
+                    "SELECT seq, subject FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(upto)
+                .bind(max_events.max(1))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(&(through, _)) = events.last() else {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(0);
+                };
+                // Sorted, so that the index's pages are each written once per pass.
+                let mut runs =
+                    super::chain::subject_runs(events.iter().map(|(seq, s)| (*seq, s.as_deref())));
+                runs.sort_unstable();
+                for chunk in runs.chunks(MAX_ROWS_PER_INSERT) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_subject_runs (subject, first_seq, last_seq) ",
+                    );
+                    qb.push_values(chunk, |mut row, (subject, first, last)| {
+                        row.push_bind(*subject).push_bind(*first).push_bind(*last);
+                    });
+                    qb.push(" ON CONFLICT (subject, first_seq) DO NOTHING");
+                    qb.build()
+                        .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                sqlx::query("UPDATE audit_index_state SET indexed_upto = $1 WHERE id = 1")
+                    .bind(through)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(u64::try_from(events.len()).unwrap_or(u64::MAX))
+            }
+
             async fn audit_by_subject(&self, subject: &str) -> StoreResult<Vec<AuditRow>> {
                 let rows: Vec<AuditTuple> = sqlx::query_as(&format!(
                     "SELECT {AUDIT_SELECT} FROM audit WHERE seq IN (\
                      SELECT a.seq FROM audit_subject_runs AS r JOIN audit AS a \
                      ON a.seq BETWEEN r.first_seq AND r.last_seq \
-                     WHERE r.subject = $1 AND a.subject = $1) ORDER BY seq"
+                     WHERE r.subject = $1 AND a.subject = $1 \
+                     UNION SELECT seq FROM audit WHERE subject = $1 AND seq > \
+                     (SELECT indexed_upto FROM audit_index_state WHERE id = 1)) ORDER BY seq"
                 ))
                 .bind(subject)
                 .fetch_all(self.reader())
