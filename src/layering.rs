@@ -136,6 +136,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "adapt",
             "api",
+            "audit",
             "config",
             "deliver",
             "gateway",
