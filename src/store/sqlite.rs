@@ -80,8 +80,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// runs only when a `PASSIVE` pass has copied every frame); also as soon as the WAL has grown
 /// past [`WAL_TRUNCATE_BYTES`] (after a large delivery).
 const TRUNCATE_EVERY: Duration = Duration::from_secs(300);
-/// How long the housekeeper waits after a `TRUNCATE` that readers blocked.
-const TRUNCATE_BACK_OFF: Duration = Duration::from_secs(5);
+/// How long the housekeeper waits after a checkpoint in the writer's turn that readers blocked.
+const CHECKPOINT_BACK_OFF: Duration = Duration::from_secs(5);
+/// Once the WAL holds this much, the housekeeper checkpoints in the writer's turn (`RESTART`),
+/// and the next commit writes the WAL from its beginning: its pages are then in the page cache
+/// already, where new ones would be allocated and zeroed by the kernel.
+const RESTART_BYTES: u64 = 128 << 20;
+/// How long a checkpoint in the writer's turn waits for readers of the frames it copies.
+const WRITER_CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
 /// A WAL larger than this is truncated at the next pass.
 const WAL_TRUNCATE_BYTES: u64 = 256 << 20;
 /// A WAL reset leaves at most this much of the file behind (`journal_size_limit`), to be
@@ -113,34 +119,57 @@ pub struct SqliteStore {
 
 /// Runs `PRAGMA wal_checkpoint(<mode>)`; returns whether it was blocked (busy).
 async fn checkpoint(pool: &SqlitePool, mode: &str) -> StoreResult<bool> {
-    Ok(checkpoint_frames(pool, mode).await?.0)
-}
-
-/// Runs `PRAGMA wal_checkpoint(<mode>)`; returns whether it was blocked (busy) and whether every
-/// frame of the WAL is now in the database file.
-async fn checkpoint_frames(pool: &SqlitePool, mode: &str) -> StoreResult<(bool, bool)> {
-    let (busy, log, copied): (i64, i64, i64) =
-        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
-            .fetch_one(pool)
-            .await
-            .map_err(map_err)?;
-    Ok((busy != 0, log == copied))
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    Ok(busy != 0)
 }
 
 /// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
 /// the database file (`PASSIVE`) once it holds [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`]
-/// after the last copy, and truncates the WAL every [`TRUNCATE_EVERY`] or as soon as it has
-/// grown past [`WAL_TRUNCATE_BYTES`] (after a large delivery), so the WAL never keeps
-/// gigabytes. Stopped when the store is dropped.
+/// after the last copy. Once the WAL holds [`RESTART_BYTES`], it takes the writer's turn for a
+/// moment and checkpoints there (`RESTART`), so that the next commit writes the WAL from its
+/// beginning again. It truncates the WAL every [`TRUNCATE_EVERY`] or as soon as it has grown
+/// past [`WAL_TRUNCATE_BYTES`] (after a large delivery), so the WAL never keeps gigabytes.
+/// Stopped when the store is dropped.
 #[derive(Debug)]
 struct Housekeeper {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Runs `PRAGMA wal_checkpoint(<mode>)` on the writer connection, between two deliveries: no
+/// commit can add frames while it copies the last ones, and it waits at most
+/// [`WRITER_CHECKPOINT_WAIT`] for readers of older frames. Returns whether readers blocked it.
+async fn checkpoint_in_writer_turn(writer: &SqlitePool, mode: &str) -> StoreResult<bool> {
+    let mut conn = writer.acquire().await.map_err(map_err)?;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        WRITER_CHECKPOINT_WAIT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let done: Result<(i64, i64, i64), _> =
+        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+            .fetch_one(&mut *conn)
+            .await;
+    sqlx::query(&format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis()))
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let (busy, _, _) = done.map_err(map_err)?;
+    Ok(busy != 0)
+}
+
 impl Housekeeper {
-    async fn start(options: SqliteConnectOptions, path: std::path::PathBuf) -> StoreResult<Self> {
-        // A short busy timeout: a TRUNCATE that must wait for a reader gives up at once and is
-        // tried again at the next pass, instead of holding deliveries behind the lock it takes.
+    async fn start(
+        options: SqliteConnectOptions,
+        path: std::path::PathBuf,
+        writer: SqlitePool,
+    ) -> StoreResult<Self> {
+        // A short busy timeout: a checkpoint that must wait gives up at once and is tried again
+        // at the next pass.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -156,35 +185,46 @@ impl Housekeeper {
             let mut last_copy = std::time::Instant::now();
             // `None`: never truncated by this process, so the first pass truncates.
             let mut last_truncate: Option<std::time::Instant> = None;
-            let mut truncate_again = std::time::Instant::now();
+            let mut back_off_until = std::time::Instant::now();
             loop {
                 tokio::time::sleep(HOUSEKEEPING_POLL).await;
                 let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-                let truncate = (size > WAL_TRUNCATE_BYTES
-                    || last_truncate.is_none_or(|t| t.elapsed() >= TRUNCATE_EVERY))
-                    && std::time::Instant::now() >= truncate_again;
+                let may_block = std::time::Instant::now() >= back_off_until;
+                let truncate = may_block
+                    && (size > WAL_TRUNCATE_BYTES
+                        || last_truncate.is_none_or(|t| t.elapsed() >= TRUNCATE_EVERY));
+                let restart = may_block && size > RESTART_BYTES;
                 let copy = truncate
+                    || restart
                     || size > CHECKPOINT_BYTES
                     || (size > 0 && last_copy.elapsed() >= CHECKPOINT_EVERY);
                 if !copy {
                     continue;
                 }
                 last_copy = std::time::Instant::now();
-                // PASSIVE copies without blocking anyone, however large the WAL. Only once
-                // everything is copied is the WAL truncated: TRUNCATE blocks new writers while
-                // it runs, so it must have nothing left to copy.
-                match checkpoint_frames(&pool, "PASSIVE").await {
-                    Ok((_, true)) if truncate => match checkpoint(&pool, "TRUNCATE").await {
-                        Ok(false) => last_truncate = Some(std::time::Instant::now()),
-                        // Readers held it: back off, since every try blocks new writers for
-                        // up to the busy timeout.
-                        Ok(true) => {
-                            truncate_again = std::time::Instant::now() + TRUNCATE_BACK_OFF;
-                        }
-                        Err(e) => tracing::debug!("SQLite TRUNCATE checkpoint failed: {e}"),
-                    },
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("SQLite PASSIVE checkpoint failed: {e}"),
+                // PASSIVE copies without blocking anyone, however large the WAL; what the
+                // writer's turn then copies is only what was committed meanwhile.
+                if let Err(e) = checkpoint(&pool, "PASSIVE").await {
+                    tracing::debug!("SQLite PASSIVE checkpoint failed: {e}");
+                    continue;
+                }
+                if !(truncate || restart) {
+                    continue;
+                }
+                // Under steady load a PASSIVE checkpoint never catches up with the commits, so
+                // the WAL would only grow (2 GB in a 30 s benchmark, every frame written to a
+                // newly allocated block). In the writer's turn the checkpoint copies the last
+                // frames and waits for readers of them; the next commit then starts the WAL over.
+                let mode = if truncate { "TRUNCATE" } else { "RESTART" };
+                match checkpoint_in_writer_turn(&writer, mode).await {
+                    Ok(false) if truncate => last_truncate = Some(std::time::Instant::now()),
+                    Ok(false) => {}
+                    // Readers held it: back off, since every try holds the writer for up to
+                    // the wait.
+                    Ok(true) => {
+                        back_off_until = std::time::Instant::now() + CHECKPOINT_BACK_OFF;
+                    }
+                    Err(e) => tracing::debug!("SQLite {mode} checkpoint failed: {e}"),
                 }
             }
         });
@@ -257,7 +297,12 @@ impl SqliteStore {
             // truncated by the housekeeper's first pass, in the background: start-up does not
             // wait for gigabytes to be copied.
             let housekeeper =
-                Housekeeper::start(base.clone(), base.get_filename().to_path_buf()).await?;
+                Housekeeper::start(
+                base.clone(),
+                base.get_filename().to_path_buf(),
+                writer.clone(),
+            )
+            .await?;
             let reader_options = base.pragma("query_only", "ON");
             let reader = SqlitePoolOptions::new()
                 .max_connections(READERS)
