@@ -274,6 +274,7 @@ pub(super) async fn preview(
             at: "",
             withdrawals: Job::no_withdrawals(),
             audit_key: None,
+            background: false,
         };
         let mut records = Vec::new();
         let mut views: BTreeMap<String, Vec<Value>> = BTreeMap::new();

@@ -287,6 +287,7 @@ where
                 at: &at,
                 withdrawals: &withdrawals,
                 audit_key: Some(&gw.audit_key),
+                background: true,
             };
             let reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
             run_and_stage(&gw, &job, reader)

@@ -14,6 +14,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+/// Lowers the calling thread's CPU priority to nice 10 (Linux; elsewhere a no-op). A thread
+/// cannot raise it again, so only threads made for one delivery call it.
+fn yield_to_store() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority(2) with this thread's id changes only this thread's nice value; it
+    // reads no memory of ours. A failure leaves the priority as it was, which is harmless.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// What one delivery is processed with.
 pub struct Job<'a> {
     /// Weiche's delivery id.
@@ -42,6 +54,10 @@ pub struct Job<'a> {
     pub withdrawals: &'a HashMap<(String, String), String>,
     /// Subject key of the audit trail (`None`: no audit events, e.g. conversion).
     pub audit_key: Option<&'a crate::audit::AuditKey>,
+    /// Run the pipeline's threads at a lower CPU priority ([`yield_to_store`]): the server sets
+    /// it, so that the store's writer, which every delivery waits for, is never starved by the
+    /// pipelines of the deliveries behind it.
+    pub background: bool,
 }
 
 impl Job<'_> {
@@ -113,7 +129,7 @@ const IN_FLIGHT: usize = 4;
 pub fn run(
     job: &Job,
     reader: &mut (dyn Read + Send),
-    out: &mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
+    out: &mut (dyn FnMut(Accepted) -> Result<(), AdaptError> + Send),
 ) -> Outcome {
     // Per-delivery aggregate spans: `validate` and `route` are entered around each record's
     // stage; each gets the stage's cumulative time (`adapt`: the front's time without
@@ -151,6 +167,9 @@ pub fn run(
         let front = std::thread::Builder::new()
             .name("weiche-adapt".into())
             .spawn_scoped(scope, || {
+                if job.background {
+                    yield_to_store();
+                }
                 let mut c = Front {
                     validate_span,
                     job,
@@ -182,8 +201,13 @@ pub fn run(
                 let adapt = started.elapsed().saturating_sub(c.validate_time + c.waited);
                 (result, c, adapt)
             });
-        match front {
-            Ok(front) => {
+        let back = &mut back;
+        let routing = std::thread::Builder::new()
+            .name("weiche-route".into())
+            .spawn_scoped(scope, move || {
+                if job.background {
+                    yield_to_store();
+                }
                 for batch in rx.iter() {
                     if let Err(e) = back.take(batch) {
                         back.failed = Some(e);
@@ -191,10 +215,14 @@ pub fn run(
                         break;
                     }
                 }
-                drop(rx);
-                front.join().ok()
+            });
+        match (front, routing) {
+            (Ok(front), Ok(routing)) => {
+                let routed = routing.join();
+                let front = front.join().ok();
+                routed.ok().and(front)
             }
-            Err(_) => None,
+            _ => None,
         }
     });
     let Some((result, mut c, adapt)) = joined else {
@@ -486,7 +514,7 @@ impl AdaptSink for Front<'_> {
 struct Back<'j, 'o> {
     route_span: tracing::Span,
     job: &'j Job<'j>,
-    out: &'o mut dyn FnMut(Accepted) -> Result<(), AdaptError>,
+    out: &'o mut (dyn FnMut(Accepted) -> Result<(), AdaptError> + Send),
     routed: BTreeMap<String, u64>,
     notes: Vec<super::receipt::Note>,
     route_time: Duration,
