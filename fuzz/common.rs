@@ -161,6 +161,7 @@ fn deliver(mapping: &Mapping, body: &[u8], piece: usize, charset: Option<&str>) 
         at: "2026-11-02T12:00:00Z",
         withdrawals: Job::no_withdrawals(),
         audit_key: Some(&e.audit_key),
+        background: false,
     };
     let mut reader = Pieces {
         data: body,

@@ -314,6 +314,7 @@ proptest! {
             at: "2026-11-02T12:00:00Z",
             withdrawals: Job::no_withdrawals(),
             audit_key: Some(&e.audit_key),
+            background: false,
         };
         let mut reader = body.as_bytes();
         let outcome = pipeline::run(&job, &mut reader, &mut |_| Ok(()));
