@@ -120,7 +120,7 @@ pub fn run_case(case: &Case, mappings: &MappingSet, validator: &Validator) -> Ve
         at: "",
         withdrawals: Job::no_withdrawals(),
         audit_key: None,
-            background: false,
+        background: false,
     };
     let file = match std::fs::File::open(&case.input) {
         Ok(f) => f,

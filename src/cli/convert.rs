@@ -136,7 +136,7 @@ pub fn run(args: ConvertArgs) -> ExitCode {
         at: "",
         withdrawals: Job::no_withdrawals(),
         audit_key: None,
-            background: false,
+        background: false,
     };
     // Records are spooled to a temporary file and copied to stdout only if the delivery is not
     // rejected whole, so an E4 prints no records without holding them in memory.

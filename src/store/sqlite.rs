@@ -162,10 +162,13 @@ async fn checkpoint_in_writer_turn(writer: &SqlitePool, mode: &str) -> StoreResu
         sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
             .fetch_one(&mut *conn)
             .await;
-    sqlx::query(&format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis()))
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        BUSY_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
     let (busy, _, _) = done.map_err(map_err)?;
     Ok(busy != 0)
 }
@@ -307,8 +310,7 @@ impl SqliteStore {
             // A WAL left large by an earlier run (a crash, a huge delivery) is copied and
             // truncated by the housekeeper's first pass, in the background: start-up does not
             // wait for gigabytes to be copied.
-            let housekeeper =
-                Housekeeper::start(
+            let housekeeper = Housekeeper::start(
                 base.clone(),
                 base.get_filename().to_path_buf(),
                 writer.clone(),
