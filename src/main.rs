@@ -1,5 +1,21 @@
 //! The `weiche` binary: everything happens in [`weiche::cli`].
 
+/// mimalloc instead of glibc's allocator: the engines allocate many small values per record
+/// (JSON trees, strings), and glibc's `malloc`/`free` took about a fifth of a pipeline thread's
+/// time (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` (15) in `mimalloc.h`, the option before `mi_option_use_numa_nodes`
+/// in mimalloc 2 and 3 alike; the Rust bindings do not name it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
+    libmimalloc_sys::mi_option_use_numa_nodes - 1;
+
 fn main() -> std::process::ExitCode {
+    // Freed memory goes back to the system at once instead of after 10 ms: a delivery's chunks
+    // are allocated on one thread and freed on another, and with the delay the server of a 1 GB
+    // CSV delivery peaked at 279 MB RSS (226 MB without it; target 256 MB, BENCHMARKS.md).
+    // SAFETY: sets one of mimalloc's global options, before any thread is started.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     weiche::cli::main()
 }
