@@ -147,6 +147,13 @@ pub(crate) fn run(
         .filter(|(_, n)| !plan.mapped.contains(*n))
         .map(|(i, n)| (i, n.clone()))
         .collect();
+    // The mapped columns in header order, looked up once instead of for every cell of every row.
+    let mapped: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| plan.mapped.contains(*n))
+        .map(|(i, n)| (i, n.clone()))
+        .collect();
     let mut unknown_used: BTreeSet<usize> = BTreeSet::new();
     let key_col = index[&plan.spec.group_by];
     sink.header(&DeliveryHeader::default())?;
@@ -164,7 +171,7 @@ pub(crate) fn run(
         let draft = build(
             file,
             plan,
-            &header,
+            &mapped,
             &index,
             &unknown,
             unknown_used,
@@ -218,7 +225,7 @@ fn check_len(cell: &str) -> Result<(), AdaptError> {
 fn build(
     file: &MappingFile,
     plan: &CsvPlan,
-    header: &[String],
+    mapped: &[(usize, String)],
     index: &HashMap<String, usize>,
     unknown: &[(usize, String)],
     unknown_used: &mut BTreeSet<usize>,
@@ -226,11 +233,9 @@ fn build(
     rows: &[Vec<String>],
 ) -> super::Draft {
     let row_object = |row: &Vec<String>| -> Value {
-        let mut m = Map::new();
-        for (i, name) in header.iter().enumerate() {
-            if plan.mapped.contains(name) {
-                m.insert(name.clone(), Value::String(row[i].clone()));
-            }
+        let mut m = Map::with_capacity(mapped.len());
+        for (i, name) in mapped {
+            m.insert(name.clone(), Value::String(row[*i].clone()));
         }
         Value::Object(m)
     };
