@@ -116,22 +116,27 @@ pub struct SqliteStore {
     _housekeeper: Option<Arc<Housekeeper>>,
 }
 
-/// Runs `PRAGMA wal_checkpoint(<mode>)`; returns whether it was blocked (busy).
-async fn checkpoint(pool: &SqlitePool, mode: &str) -> StoreResult<bool> {
-    let (busy, _, _): (i64, i64, i64) = sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
-        .fetch_one(pool)
-        .await
-        .map_err(map_err)?;
-    Ok(busy != 0)
+/// What `PRAGMA wal_checkpoint` reports.
+struct Checkpointed {
+    /// Readers (or a writer) kept it from finishing.
+    busy: bool,
+    /// Frames in the WAL (0 when it was reset; a restarted WAL keeps its file length).
+    frames: u64,
 }
 
-/// Runs `PRAGMA wal_checkpoint(<mode>)`; returns the frames in the WAL (0 when it was reset).
-async fn checkpoint_frames(pool: &SqlitePool, mode: &str) -> StoreResult<u64> {
-    let (_, log, _): (i64, i64, i64) = sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
-        .fetch_one(pool)
+/// Runs `PRAGMA wal_checkpoint(<mode>)` on a pool or a connection.
+async fn checkpoint<'c, E>(on: E, mode: &str) -> StoreResult<Checkpointed>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let (busy, log, _): (i64, i64, i64) = sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
+        .fetch_one(on)
         .await
         .map_err(map_err)?;
-    Ok(u64::try_from(log).unwrap_or(0))
+    Ok(Checkpointed {
+        busy: busy != 0,
+        frames: u64::try_from(log).unwrap_or(0),
+    })
 }
 
 /// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
@@ -150,27 +155,22 @@ struct Housekeeper {
 /// commit can add frames while it copies the last ones, and it waits at most
 /// [`WRITER_CHECKPOINT_WAIT`] for readers of older frames. Returns whether readers blocked it.
 async fn checkpoint_in_writer_turn(writer: &SqlitePool, mode: &str) -> StoreResult<bool> {
+    let busy_timeout = |wait: Duration| format!("PRAGMA busy_timeout = {}", wait.as_millis());
     let mut conn = writer.acquire().await.map_err(map_err)?;
-    sqlx::query(&format!(
-        "PRAGMA busy_timeout = {}",
-        WRITER_CHECKPOINT_WAIT.as_millis()
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let done: Result<(i64, i64, i64), _> =
-        sqlx::query_as(&format!("PRAGMA wal_checkpoint({mode})"))
-            .fetch_one(&mut *conn)
-            .await;
-    sqlx::query(&format!(
-        "PRAGMA busy_timeout = {}",
-        BUSY_TIMEOUT.as_millis()
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    let (busy, _, _) = done.map_err(map_err)?;
-    Ok(busy != 0)
+    sqlx::query(&busy_timeout(WRITER_CHECKPOINT_WAIT))
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let done = checkpoint(&mut *conn, mode).await;
+    if let Err(e) = sqlx::query(&busy_timeout(BUSY_TIMEOUT))
+        .execute(&mut *conn)
+        .await
+    {
+        // Never hand deliveries a writer with the short wait: the pool opens a new one.
+        conn.close().await.ok();
+        return Err(map_err(e));
+    }
+    Ok(done?.busy)
 }
 
 impl Housekeeper {
@@ -209,10 +209,10 @@ impl Housekeeper {
                 }
                 last_copy = std::time::Instant::now();
                 // PASSIVE copies without blocking anyone, however large the WAL; what the
-                // writer's turn then copies is only what was committed meanwhile. Its `log` is
-                // the frames in use: after a restart the file keeps its length.
-                let frames = match checkpoint_frames(&pool, "PASSIVE").await {
-                    Ok(frames) => frames,
+                // writer's turn then copies is only what was committed meanwhile. Its frame
+                // count decides, not the file's length.
+                let frames = match checkpoint(&pool, "PASSIVE").await {
+                    Ok(done) => done.frames,
                     Err(e) => {
                         tracing::debug!("SQLite PASSIVE checkpoint failed: {e}");
                         continue;
@@ -848,7 +848,7 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         // leaves no older page image behind. Readers that still hold an old snapshot make the
         // checkpoint report busy; it is retried briefly.
         for attempt in 0..50 {
-            if !checkpoint(&self.writer, "TRUNCATE").await? {
+            if !checkpoint(&self.writer, "TRUNCATE").await?.busy {
                 return Ok(());
             }
             if attempt < 49 {
