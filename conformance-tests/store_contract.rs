@@ -200,6 +200,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    packed_bodies_read_back_exactly,
     commit_makes_delivery_records_and_items_visible,
     rollback_and_drop_leave_nothing,
     duplicate_key_returns_first_receipt_and_stores_nothing,
@@ -259,6 +260,7 @@ fn rec(vendor: &str, record_id: &str, period: &str, body: &str) -> NewRecord {
         client_id: format!("client-{record_id}"),
         delivery_id: "d-test".into(),
         body: body.into(),
+        packed: None,
     }
 }
 
@@ -275,6 +277,7 @@ fn rec_of(
         client_id: client.into(),
         delivery_id: delivery.into(),
         body: body.into(),
+        packed: None,
     }
 }
 
@@ -287,6 +290,7 @@ fn item(recipient: &str, record_id: &str, period: &str, body: &str) -> NewItem {
         reporting_period: period.into(),
         record_ref: format!("p1.{record_id}"),
         body: body.into(),
+        packed: None,
         consent_id: None,
     }
 }
@@ -307,6 +311,7 @@ fn item_of(
         reporting_period: period.into(),
         record_ref: format!("{recipient}.{record_id}"),
         body: format!(r#"{{"type":"{}","record":"{record_id}"}}"#, kind.as_str()),
+        packed: None,
         consent_id: consent.map(str::to_string),
     }
 }
@@ -469,6 +474,185 @@ async fn commit_makes_delivery_records_and_items_visible(b: &Backend) {
     assert_eq!(s.delivery_by_key("v2", "k1").await.unwrap(), None);
     assert_eq!(s.delivery_by_key("v1", "k2").await.unwrap(), None);
     assert_eq!(s.deliveries("v1", None, None, 10).await.unwrap().len(), 1);
+}
+
+/// A JSON body of record `n` for `store/codec.rs`: shared keys and codes, and values of its own.
+fn json_body(kind: &str, n: usize) -> String {
+    format!(
+        r#"{{"type":"{kind}","record_ref":"p1.k.{n:032x}","reporting_period":"2026-10","client":{{"family_name":"Name{n}","sex":"{}","birth_date":"19{:02}-0{}-1{}"}},"services":[{{"kind":"beratung","start":"2026-10-0{}"}}]}}"#,
+        ["f", "m", "d"][n % 3],
+        n % 90 + 10,
+        n % 9 + 1,
+        n % 10,
+        n % 9 + 1
+    )
+}
+
+/// Once a SQLite store has a body dictionary, record and item bodies are stored packed and
+/// every read gives back exactly the JSON that was written: by this store, by a store opened
+/// before the dictionary existed (another process) and by one opened after. The dictionary holds
+/// no value only one body had. PostgreSQL stores text and never packs.
+async fn packed_bodies_read_back_exactly(b: &Backend) {
+    let s = &b.store;
+    let before = b.reopen().await;
+    let plain_records: Vec<NewRecord> = (0..300)
+        .map(|n| {
+            rec(
+                "v1",
+                &format!("A{n}"),
+                "2026-10",
+                &json_body("canonical", n),
+            )
+        })
+        .collect();
+    let plain_items: Vec<NewItem> = (0..300)
+        .map(|n| item("r1", &format!("A{n}"), "2026-10", &json_body("record", n)))
+        .collect();
+    deliver(s, &plain_records, &plain_items, &delivery("v1", None, 1)).await;
+    assert!(s.body_packer().is_none());
+    assert!(
+        !s.pack_bodies(1000).await.unwrap(),
+        "too few bodies to train on"
+    );
+    let packs = s.pack_bodies(200).await.unwrap();
+    assert_eq!(packs, !b.postgres);
+    assert_eq!(s.body_packer().is_some(), !b.postgres);
+
+    // Written after: some bodies packed by the pipeline (the packer), the rest by the store.
+    let mut records: Vec<NewRecord> = (300..400)
+        .map(|n| {
+            rec(
+                "v1",
+                &format!("A{n}"),
+                "2026-10",
+                &json_body("canonical", n),
+            )
+        })
+        .collect();
+    let mut items: Vec<NewItem> = (300..400)
+        .map(|n| item("r1", &format!("A{n}"), "2026-10", &json_body("record", n)))
+        .collect();
+    let want_records: Vec<String> = records.iter().map(|r| r.body.clone()).collect();
+    let want_items: Vec<String> = plain_items
+        .iter()
+        .chain(&items)
+        .map(|i| i.body.clone())
+        .collect();
+    if let Some(packer) = s.body_packer() {
+        packer.pack(&mut records[..50], &mut items[..50]).unwrap();
+        assert!(records[0].body.is_empty() && records[0].packed.is_some());
+        assert!(records[50].packed.is_none());
+    }
+    let events: Vec<NewAuditEvent> = (300..400)
+        .map(|n| {
+            event(
+                "routing",
+                Some(&format!("S{n}")),
+                &format!(r#"{{"kind":"routing","record_ref":"p1.k.{n:032x}","recipient":"r1"}}"#),
+            )
+        })
+        .collect();
+    let mut tx = s.begin_delivery().await.unwrap();
+    tx.put(&records, &items).await.unwrap();
+    tx.audit(&events).await.unwrap();
+    tx.commit(&delivery("v1", None, 2)).await.unwrap();
+    if !b.postgres {
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM audit WHERE typeof(body) = 'blob'")
+                .await,
+            100
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM item_bodies WHERE typeof(body) = 'blob'")
+                .await,
+            100
+        );
+        assert_eq!(
+            b.count("SELECT COUNT(*) FROM records WHERE typeof(body) = 'blob'")
+                .await,
+            100
+        );
+        let dict: Vec<u8> = {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&b.url).await.unwrap();
+            sqlx::query_scalar("SELECT dict FROM body_dictionaries")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        };
+        let dict = String::from_utf8_lossy(&dict);
+        assert!(dict.contains("beratung"), "shared values are learnt");
+        for n in 0..300 {
+            assert!(
+                !dict.contains(&format!("Name{n}\"")),
+                "Name{n} is in one body only"
+            );
+        }
+    }
+
+    let after = b.reopen().await;
+    for reader in [s, &before, &after] {
+        for (n, want) in (300..400).zip(&want_records) {
+            let id = format!("A{n}");
+            assert_eq!(
+                reader.record("v1", &id, "2026-10").await.unwrap().as_ref(),
+                Some(want)
+            );
+            let stored = reader.records_by_id("v1", &id).await.unwrap();
+            assert_eq!(&stored[0].body, want);
+        }
+        let items = reader.record_items("v1", "A350").await.unwrap();
+        assert_eq!(items[0].body, want_items[350]);
+        let current = reader.current_records("r1", "2026-10").await.unwrap();
+        assert_eq!(current.len(), 400);
+        assert!(current.contains(&want_records[99]));
+        // The chain hashes the text: it still links, and the bodies come back as written.
+        let audit = all_audit(reader).await;
+        assert_chain(&audit);
+        assert_eq!(
+            audit.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(),
+            events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            reader.audit_by_subject("S350").await.unwrap(),
+            vec![audit[50].clone()]
+        );
+    }
+    let rule = SealRule {
+        max_items: 1000,
+        max_age_ms: 0,
+        push: false,
+        call_items: weiche::store::SEAL_ITEMS_PER_CALL,
+    };
+    assert_eq!(s.seal("r1", rule, now_ms()).await.unwrap(), 1);
+    let batch = s.batches("r1", None).await.unwrap().remove(0);
+    let got = all_batch_items(&after, &batch.batch_id, 64).await;
+    assert_eq!(
+        got.into_iter().map(|(_, body)| body).collect::<Vec<_>>(),
+        want_items
+    );
+    let joined = before
+        .batch_items_joined(&batch.batch_id, 0, 1000, "\n")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.count, 400);
+    assert_eq!(joined.text, want_items.join("\n"));
+
+    // Erasure reaches packed bodies: the sealed item becomes the bare envelope.
+    let mut tx = s.begin_delivery().await.unwrap();
+    let erased = tx
+        .erase_client("v1", "client-A350", "S-A350")
+        .await
+        .unwrap();
+    assert_eq!(erased.records, 1);
+    tx.commit_plain().await.unwrap();
+    let items = after.record_items("v1", "A350").await.unwrap();
+    assert_eq!(
+        items[0].body,
+        r#"{"type":"record","record_ref":"p1.A350","erased":true}"#
+    );
+    assert_eq!(after.record("v1", "A350", "2026-10").await.unwrap(), None);
 }
 
 async fn rollback_and_drop_leave_nothing(b: &Backend) {

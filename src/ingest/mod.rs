@@ -18,7 +18,7 @@ use crate::adapt::{InputFault, Mode};
 use crate::catalogue::Code;
 use crate::gateway::Gateway;
 use crate::store::{
-    CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
+    BodyPacker, CommitOutcome, DeliveryTx, ItemKind, NewDelivery, NewItem, NewRecord, StoreError,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -432,6 +432,8 @@ fn run_and_stage(
     Result<Staged, staging::StagingError>,
 ) {
     let mut chunk = Chunk::default();
+    // Bodies are packed here, on the pipeline's thread, not in the store writer's turn.
+    let packer = gw.store.body_packer();
     let mut stage = Staging::new(&gw.staging_dir);
     let mut audit_stage = Staging::new(&gw.staging_dir);
     // A staging failure stops the pipeline; the delivery is answered U001.
@@ -448,6 +450,7 @@ fn run_and_stage(
                 reporting_period: period.clone(),
                 record_ref: item.record_ref,
                 body: item.body,
+                packed: None,
                 consent_id: item.consent_id,
             });
         }
@@ -470,10 +473,16 @@ fn run_and_stage(
             program: acc.record.program.clone(),
             client_id: acc.record.client.client_id.expose().clone(),
             body: acc.json,
+            packed: None,
             delivery_id: job.delivery_id.to_string(),
         });
         if chunk.records.len() >= CHUNK
-            && let Err(e) = stage_chunk(&mut stage, &mut audit_stage, std::mem::take(&mut chunk))
+            && let Err(e) = stage_chunk(
+                &mut stage,
+                &mut audit_stage,
+                packer.as_deref(),
+                std::mem::take(&mut chunk),
+            )
         {
             let why = e.to_string();
             failed = Some(e);
@@ -483,7 +492,7 @@ fn run_and_stage(
     });
     if outcome.aborted.is_none()
         && !chunk.records.is_empty()
-        && let Err(e) = stage_chunk(&mut stage, &mut audit_stage, chunk)
+        && let Err(e) = stage_chunk(&mut stage, &mut audit_stage, packer.as_deref(), chunk)
     {
         outcome.aborted = Some(e.to_string());
         failed = Some(e);
@@ -498,12 +507,17 @@ fn run_and_stage(
     (outcome, reader.finish(), staged)
 }
 
-/// Stages a chunk: its audit events into `audit`, the rest into `output`.
+/// Stages a chunk: its audit events into `audit`, the rest into `output`, with the bodies of
+/// records and items packed when the store packs bodies.
 fn stage_chunk(
     output: &mut Staging,
     audit: &mut Staging,
+    packer: Option<&BodyPacker>,
     mut chunk: Chunk,
 ) -> Result<(), staging::StagingError> {
+    if let Some(packer) = packer {
+        packer.pack(&mut chunk.records, &mut chunk.items)?;
+    }
     let events = std::mem::take(&mut chunk.audit);
     output.push(chunk)?;
     if events.is_empty() {

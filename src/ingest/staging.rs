@@ -29,6 +29,9 @@ pub enum StagingError {
     /// A staged chunk could not be encoded or decoded.
     #[error("staged chunk: {0}")]
     Encoding(#[from] postcard::Error),
+    /// A chunk's bodies could not be packed.
+    #[error("packing a staged chunk: {0}")]
+    Packing(#[from] crate::store::StoreError),
 }
 
 /// A piece of a delivery's output, written to the store in one step.
@@ -48,8 +51,16 @@ pub struct Chunk {
 impl Chunk {
     /// About how many bytes the chunk holds and writes.
     pub fn bytes(&self) -> usize {
-        self.records.iter().map(|r| r.body.len()).sum::<usize>()
-            + self.items.iter().map(|i| i.body.len()).sum::<usize>()
+        let packed = |p: &Option<crate::store::PackedBody>| p.as_ref().map_or(0, |p| p.len());
+        self.records
+            .iter()
+            .map(|r| r.body.len() + packed(&r.packed))
+            .sum::<usize>()
+            + self
+                .items
+                .iter()
+                .map(|i| i.body.len() + packed(&i.packed))
+                .sum::<usize>()
             + self.audit.iter().map(|a| a.body.len()).sum::<usize>()
     }
 }
@@ -200,6 +211,7 @@ mod tests {
                 client_id: format!("c{i}"),
                 delivery_id: "d".into(),
                 body: "x".repeat(100 + i),
+                packed: None,
             }],
             items: vec![NewItem {
                 recipient: "s".into(),
@@ -209,6 +221,7 @@ mod tests {
                 reporting_period: "2026-10".into(),
                 record_ref: "ref".into(),
                 body: "{}".into(),
+                packed: None,
                 consent_id: i.is_multiple_of(2).then(|| "k".into()),
             }],
             audit: Vec::new(),

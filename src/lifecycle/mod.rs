@@ -46,6 +46,7 @@ pub fn envelope_item(gw: &Gateway, kind: ItemKind, holder: &Holder, cause_id: &s
         reporting_period: holder.reporting_period.clone(),
         record_ref: holder.record_ref.clone(),
         body: serde_json::Value::Object(body).to_string(),
+        packed: None,
         consent_id: holder.consent_id.clone(),
     }
 }

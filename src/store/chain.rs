@@ -4,6 +4,7 @@
 //! trail's events, its verification over a store and the disclosure report live in
 //! [`crate::audit`].
 
+use super::codec::{StoredBody, UnpackError, Unpacker};
 use super::{AuditAnchor, AuditRow, NewAuditEvent};
 use sha2::{Digest, Sha256};
 use std::borrow::Borrow;
@@ -244,25 +245,26 @@ pub fn purge_prefix(
     }
 }
 
-/// An audit row as read: seq, at, kind, subject, body, prev hash, hash.
-pub(crate) type AuditTuple = (i64, i64, String, Option<String>, String, String, String);
+/// An audit row as read: seq, at, kind, subject, body (text or packed), prev hash, hash.
+pub(super) type AuditTuple = (i64, i64, String, Option<String>, StoredBody, String, String);
 
 /// Columns of an audit row, in [`AuditTuple`]'s order.
-pub(crate) const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
+pub(super) const AUDIT_SELECT: &str = "seq, at_ms, kind, subject, body, prev_hash, hash";
 
-/// Decodes an audit row.
-pub(crate) fn audit_row(
-    (seq, at_ms, kind, subject, body, prev_hash, hash): AuditTuple,
-) -> AuditRow {
-    AuditRow {
-        seq,
-        at_ms,
-        kind,
-        subject,
-        body,
-        prev_hash,
-        hash,
-    }
+/// Decodes an audit row, unpacking its body.
+pub(super) fn audit_row(
+    unpacker: &mut Unpacker<'_>,
+    (seq, at_ms, kind, subject, body, prev_hash, hash): &AuditTuple,
+) -> Result<AuditRow, UnpackError> {
+    Ok(AuditRow {
+        seq: *seq,
+        at_ms: *at_ms,
+        kind: kind.clone(),
+        subject: subject.clone(),
+        body: unpacker.text(body)?,
+        prev_hash: prev_hash.clone(),
+        hash: hash.clone(),
+    })
 }
 
 /// The runs of consecutive events about the same subject among `(seq, subject)` pairs in order

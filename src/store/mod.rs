@@ -17,6 +17,7 @@
 //! revocations, erasures and aggregates still find the holders of records whose items are gone.
 
 pub mod chain;
+mod codec;
 mod month;
 mod postgres;
 mod shared;
@@ -24,6 +25,7 @@ mod sql;
 mod sqlite;
 mod types;
 
+pub use codec::{BodyPacker, PackedBody};
 pub use month::Month;
 pub use postgres::{OPEN_COUNT_SQL as POSTGRES_OPEN_COUNT_SQL, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -213,6 +215,20 @@ pub trait Store: Send + Sync {
     /// Makes deleted data unrecoverable from the database files where the backend allows
     /// (SQLite: `secure_delete` is on; this checkpoints and truncates the WAL).
     async fn compact(&self) -> StoreResult<()>;
+    /// Packs record and item bodies from now on, once `min_bodies` plain item bodies are stored
+    /// to train a dictionary from (or one is stored already); returns whether bodies are
+    /// packed. SQLite's housekeeper calls it every second; PostgreSQL stores text (`false`).
+    /// See `store/codec.rs`.
+    async fn pack_bodies(&self, min_bodies: i64) -> StoreResult<bool> {
+        let _ = min_bodies;
+        Ok(false)
+    }
+    /// What packs bodies for this store now (`None` while it stores text). A delivery's
+    /// pipeline packs its records and items with it before they are staged, so the store's
+    /// writer does not.
+    fn body_packer(&self) -> Option<Arc<BodyPacker>> {
+        None
+    }
 
     // --- push delivery and feedback ------------------------------------------------------------
 

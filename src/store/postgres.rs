@@ -33,6 +33,7 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
+use super::codec::{BodyWriter, Codec, StoredBody, unpack_with};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
     holder_columns, map_migrate_err, now_ms,
@@ -102,7 +103,28 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// PostgreSQL stores bodies as text: a codec without dictionaries.
+static TEXT_BODIES: std::sync::LazyLock<Codec> = std::sync::LazyLock::new(Codec::default);
+
 impl PostgresStore {
+    /// A delivery transaction on `tx`.
+    fn delivery_tx(&self, tx: Transaction<'static, Postgres>) -> PgDeliveryTx {
+        PgDeliveryTx {
+            tx,
+            bodies: BodyWriter::text(),
+        }
+    }
+
+    /// How stored bodies are read: as text.
+    fn codec(&self) -> &Codec {
+        &TEXT_BODIES
+    }
+
+    /// Nothing to load: PostgreSQL never packs bodies.
+    async fn load_dictionaries(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Connects to the database a `postgres://…` URL names and runs the PostgreSQL migrations
     /// (sqlx serialises concurrent migration runs of several processes with an advisory lock).
     pub async fn connect(url: &str) -> StoreResult<Self> {
@@ -176,6 +198,7 @@ const ITEM_BODY: &str = "i.body";
 async fn insert_items(
     tx: &mut Transaction<'static, Postgres>,
     items: &[NewItem],
+    bodies: &BodyWriter,
     now: i64,
 ) -> StoreResult<()> {
     for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
@@ -183,6 +206,9 @@ async fn insert_items(
             "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
              record_ref, body, created_at, consent_id) ",
         );
+        let mut params = bodies
+            .params(chunk.iter().map(|i| (i.body.as_str(), i.packed.as_ref())))?
+            .into_iter();
         qb.push_values(chunk, |mut row, i| {
             row.push_bind(i.recipient.as_str())
                 .push_bind(i.kind.as_str())
@@ -190,7 +216,7 @@ async fn insert_items(
                 .push_bind(i.record_id.as_str())
                 .push_bind(i.reporting_period.as_str())
                 .push_bind(i.record_ref.as_str())
-                .push_bind(i.body.as_str())
+                .push_bind(params.next().expect("a body an item"))
                 .push_bind(now)
                 .push_bind(i.consent_id.as_deref());
         });
@@ -338,6 +364,8 @@ async fn insert_receipt_subjects(
 /// A delivery being written on one pooled connection.
 struct PgDeliveryTx {
     tx: Transaction<'static, Postgres>,
+    /// Bodies are stored as text.
+    bodies: BodyWriter,
 }
 
 super::sql::impl_delivery_tx!(PgDeliveryTx, Postgres, {
@@ -427,9 +455,9 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
     }
 
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>> {
-        Ok(Box::new(PgDeliveryTx {
-            tx: self.pool.begin().await.map_err(map_err)?,
-        }))
+        Ok(Box::new(
+            self.delivery_tx(self.pool.begin().await.map_err(map_err)?),
+        ))
     }
 
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
@@ -1368,7 +1396,12 @@ async fn purge_audit(
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-        let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
+        let rows: Vec<AuditRow> = unpack_with(
+            &TEXT_BODIES,
+            |u| rows.iter().map(|row| audit_row(u, row)).collect(),
+            || async { Ok(()) },
+        )
+        .await?;
         let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
         if let Some(b) = &prefix.broken {
             r.notes.push(format!(

@@ -19,8 +19,8 @@ macro_rules! impl_delivery_tx {
 
             async fn put(&mut self, records: &[NewRecord], items: &[NewItem]) -> StoreResult<()> {
                 let now = now_ms();
-                insert_records(&mut self.tx, records, now).await?;
-                insert_items(&mut self.tx, items, now).await
+                insert_records(&mut self.tx, records, &self.bodies, now).await?;
+                insert_items(&mut self.tx, items, &self.bodies, now).await
             }
 
             async fn commit(mut self: Box<Self>, d: &NewDelivery) -> StoreResult<CommitOutcome> {
@@ -123,12 +123,17 @@ macro_rules! impl_delivery_tx {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
                     );
+                    // The chain hashes the text; the row may hold it packed.
+                    let mut bodies = self
+                        .bodies
+                        .params(chunk.iter().map(|a| (a.body.as_str(), None)))?
+                        .into_iter();
                     qb.push_values(chunk, |mut row, a| {
                         row.push_bind(a.seq)
                             .push_bind(a.at_ms)
                             .push_bind(a.kind.as_str())
                             .push_bind(a.subject.as_deref())
-                            .push_bind(a.body.as_str())
+                            .push_bind(bodies.next().expect("a body an event"))
                             .push_bind(a.prev_hash.as_str())
                             .push_bind(a.hash.as_str());
                     });
@@ -362,7 +367,7 @@ macro_rules! impl_store {
                 record_id: &str,
                 period: &str,
             ) -> StoreResult<Option<String>> {
-                sqlx::query_scalar(
+                let body: Option<StoredBody> = sqlx::query_scalar(
                     "SELECT body FROM records \
                      WHERE vendor = $1 AND record_id = $2 AND reporting_period = $3",
                 )
@@ -371,7 +376,13 @@ macro_rules! impl_store {
                 .bind(period)
                 .fetch_optional(self.reader())
                 .await
-                .map_err(map_err)
+                .map_err(map_err)?;
+                unpack_with(
+                    self.codec(),
+                    |u| body.as_ref().map(|b| u.text(b)).transpose(),
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn batches(
@@ -414,7 +425,7 @@ macro_rules! impl_store {
                 limit: i64,
             ) -> StoreResult<Vec<BatchItem>> {
                 // A range scan of the index items_sealed (batch_id, seq).
-                let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
+                let rows: Vec<(i64, StoredBody)> = sqlx::query_as(&format!(
                     "SELECT i.seq, {ITEM_BODY} FROM {ITEMS_WITH_BODY} \
                      WHERE i.batch_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3",
                 ))
@@ -424,10 +435,16 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(seq, body)| BatchItem { seq, body })
-                    .collect())
+                unpack_with(
+                    self.codec(),
+                    |u| {
+                        rows.iter()
+                            .map(|(seq, body)| Ok(BatchItem { seq: *seq, body: u.text(body)? }))
+                            .collect()
+                    },
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn withdrawals(&self, vendor: &str) -> StoreResult<Vec<Withdrawal>> {
@@ -450,7 +467,7 @@ macro_rules! impl_store {
             }
 
             async fn current_records(&self, recipient: &str, period: &str) -> StoreResult<Vec<String>> {
-                sqlx::query_scalar(&format!(
+                let bodies: Vec<StoredBody> = sqlx::query_scalar(&format!(
                     "SELECT r.body FROM records AS r \
                      WHERE r.state = 'active' AND r.reporting_period = $1 \
                      AND {LATEST_KIND} = 'record' ORDER BY r.vendor, r.record_id"
@@ -459,7 +476,13 @@ macro_rules! impl_store {
                 .bind(recipient)
                 .fetch_all(self.reader())
                 .await
-                .map_err(map_err)
+                .map_err(map_err)?;
+                unpack_with(
+                    self.codec(),
+                    |u| bodies.iter().map(|b| u.text(b)).collect(),
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn audit_events(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRow>> {
@@ -471,7 +494,12 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                Ok(rows.into_iter().map(audit_row).collect())
+                unpack_with(
+                    self.codec(),
+                    |u| rows.iter().map(|row| audit_row(u, row)).collect(),
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn index_audit_subjects(&self, min_events: i64, max_events: i64) -> StoreResult<u64> {
@@ -546,7 +574,12 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                Ok(rows.into_iter().map(audit_row).collect())
+                unpack_with(
+                    self.codec(),
+                    |u| rows.iter().map(|row| audit_row(u, row)).collect(),
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn release_lane(&self, recipient: &str, owner: &str) -> StoreResult<()> {
@@ -637,9 +670,7 @@ macro_rules! impl_store {
                 now_ms: i64,
                 audit: &[NewAuditEvent],
             ) -> StoreResult<Option<PushGroup>> {
-                let mut dtx = $dtx {
-                    tx: self.begin_write().await?,
-                };
+                let mut dtx = self.delivery_tx(self.begin_write().await?);
                 let row: Option<PushGroupTuple> = sqlx::query_as(&format!(
                     "UPDATE push_groups SET state = $2, \
                      attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END, \
@@ -682,9 +713,7 @@ macro_rules! impl_store {
                 }
                 // Results are recorded only by the lane's holder: nobody claims the lane while they are
                 // written (the backend's `FOR_SHARE`).
-                let mut dtx = $dtx {
-                    tx: self.begin_write().await?,
-                };
+                let mut dtx = self.delivery_tx(self.begin_write().await?);
                 let held: Option<String> = sqlx::query_scalar(&format!(
                     "SELECT recipient FROM push_lanes WHERE recipient = $1 AND owner = $2{FOR_SHARE}"
                 ))
@@ -802,7 +831,7 @@ macro_rules! impl_store {
                 vendor: &str,
                 record_id: &str,
             ) -> StoreResult<Vec<StoredRecord>> {
-                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                let rows: Vec<(String, String, StoredBody, i64)> = sqlx::query_as(
                     "SELECT reporting_period, client_id, body, updated_at FROM records \
                      WHERE vendor = $1 AND record_id = $2 ORDER BY reporting_period DESC",
                 )
@@ -811,15 +840,23 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(reporting_period, client_id, body, updated_at)| StoredRecord {
-                        reporting_period,
-                        client_id,
-                        body,
-                        updated_at,
-                    })
-                    .collect())
+                unpack_with(
+                    self.codec(),
+                    |u| {
+                        rows.iter()
+                            .map(|(reporting_period, client_id, body, updated_at)| {
+                                Ok(StoredRecord {
+                                    reporting_period: reporting_period.clone(),
+                                    client_id: client_id.clone(),
+                                    body: u.text(body)?,
+                                    updated_at: *updated_at,
+                                })
+                            })
+                            .collect()
+                    },
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn record_items(
@@ -828,7 +865,7 @@ macro_rules! impl_store {
                 record_id: &str,
             ) -> StoreResult<Vec<RecordItem>> {
                 #[allow(clippy::type_complexity)]
-                let rows: Vec<(i64, String, String, String, String, String, i64, Option<String>)> =
+                let rows: Vec<(i64, String, String, String, String, StoredBody, i64, Option<String>)> =
                     sqlx::query_as(&format!(
                         "SELECT i.seq, i.recipient, i.kind, i.reporting_period, i.record_ref, \
                          {ITEM_BODY}, i.created_at, i.batch_id FROM {ITEMS_WITH_BODY} \
@@ -839,23 +876,29 @@ macro_rules! impl_store {
                     .fetch_all(self.reader())
                     .await
                     .map_err(map_err)?;
-                Ok(rows
-                    .into_iter()
-                    .map(
-                        |(seq, recipient, kind, reporting_period, record_ref, body, created_at, batch_id)| {
-                            RecordItem {
-                                seq,
-                                recipient,
-                                kind,
-                                reporting_period,
-                                record_ref,
-                                body,
-                                created_at,
-                                batch_id,
-                            }
-                        },
-                    )
-                    .collect())
+                unpack_with(
+                    self.codec(),
+                    |u| {
+                        rows.iter()
+                            .map(
+                                |(seq, recipient, kind, reporting_period, record_ref, body, created_at, batch_id)| {
+                                    Ok(RecordItem {
+                                        seq: *seq,
+                                        recipient: recipient.clone(),
+                                        kind: kind.clone(),
+                                        reporting_period: reporting_period.clone(),
+                                        record_ref: record_ref.clone(),
+                                        body: u.text(body)?,
+                                        created_at: *created_at,
+                                        batch_id: batch_id.clone(),
+                                    })
+                                },
+                            )
+                            .collect()
+                    },
+                    || self.load_dictionaries(),
+                )
+                .await
             }
 
             async fn set_lane_paused(&self, recipient: &str, paused: bool) -> StoreResult<()> {
@@ -908,10 +951,14 @@ macro_rules! shared_fns {
         pub(super) async fn insert_records(
             tx: &mut Transaction<'static, $db>,
             records: &[NewRecord],
+            bodies: &BodyWriter,
             now: i64,
         ) -> StoreResult<()> {
             let records = last_versions(records);
             for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+                let mut bodies = bodies
+                    .params(chunk.iter().map(|r| (r.body.as_str(), r.packed.as_ref())))?
+                    .into_iter();
                 let mut qb = QueryBuilder::<$db>::new(
                     "INSERT INTO records (vendor, record_id, reporting_period, program, client_id, \
                      delivery_id, body, updated_at, state) ",
@@ -923,7 +970,7 @@ macro_rules! shared_fns {
                         .push_bind(r.program.as_str())
                         .push_bind(r.client_id.as_str())
                         .push_bind(r.delivery_id.as_str())
-                        .push_bind(r.body.as_str())
+                        .push_bind(bodies.next().expect("a body a record"))
                         .push_bind(now)
                         .push_unseparated(", 'active'");
                 });

@@ -27,6 +27,7 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
+use super::codec::{self, BodyPacker, BodyWriter, Codec, StoredBody, unpack_with};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
     holder_columns, map_migrate_err, now_ms,
@@ -67,6 +68,13 @@ const WRITER_CACHE_SIZE: &str = "-32768";
 /// The writer never checkpoints inside a commit (`wal_autocheckpoint = 0`): the
 /// [`Housekeeper`] does, on its own connection, off every commit path.
 const WAL_AUTOCHECKPOINT_PAGES: &str = "0";
+/// How many plain item bodies the housekeeper waits for before it trains the dictionary of
+/// packed bodies (`store/codec.rs`).
+const TRAIN_AFTER_BODIES: i64 = 1000;
+/// How often the housekeeper looks whether there are enough bodies to train on.
+const TRAINING_EVERY: Duration = Duration::from_secs(1);
+/// How long it waits after training failed.
+const TRAINING_BACK_OFF: Duration = Duration::from_secs(60);
 /// How often the housekeeper looks at the WAL.
 const HOUSEKEEPING_POLL: Duration = Duration::from_millis(250);
 /// How often the housekeeper copies the WAL into the database file (`PASSIVE`: never waits for
@@ -112,7 +120,10 @@ const _: () = assert!(MAX_ROWS_PER_INSERT * AUDIT_COLUMNS <= MAX_PARAMS);
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Checkpoints the WAL in the background while the store lives (`None` in memory).
+    /// The dictionaries of packed bodies (`store/codec.rs`).
+    codec: Arc<Codec>,
+    /// Checkpoints the WAL (and trains the body dictionary) in the background while the store
+    /// lives (`None` in memory).
     _housekeeper: Option<Arc<Housekeeper>>,
 }
 
@@ -178,6 +189,7 @@ impl Housekeeper {
         options: SqliteConnectOptions,
         path: std::path::PathBuf,
         writer: SqlitePool,
+        codec: Arc<Codec>,
     ) -> StoreResult<Self> {
         // A short busy timeout: a checkpoint that must wait gives up at once and is tried again
         // at the next pass.
@@ -197,8 +209,16 @@ impl Housekeeper {
             // `None`: never truncated by this process, so the first pass truncates.
             let mut last_truncate: Option<std::time::Instant> = None;
             let mut back_off_until = std::time::Instant::now();
+            let mut next_training = std::time::Instant::now();
             loop {
                 tokio::time::sleep(HOUSEKEEPING_POLL).await;
+                if codec.packer().is_none() && std::time::Instant::now() >= next_training {
+                    next_training = std::time::Instant::now() + TRAINING_EVERY;
+                    if let Err(e) = pack_bodies(&writer, &pool, &codec, TRAIN_AFTER_BODIES).await {
+                        tracing::warn!("no body dictionary yet: {e}");
+                        next_training = std::time::Instant::now() + TRAINING_BACK_OFF;
+                    }
+                }
                 let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
                 let may_block = std::time::Instant::now() >= back_off_until;
                 let truncate = may_block
@@ -302,6 +322,7 @@ impl SqliteStore {
             .await
             .map_err(|e| map_migrate_err(e, map_err))?;
 
+        let codec = Arc::new(Codec::default());
         let (reader, housekeeper) = if in_memory {
             // An in-memory database has no WAL: readers beside the writer would meet table
             // locks (SQLITE_LOCKED) instead of a snapshot, so one connection does everything.
@@ -310,10 +331,12 @@ impl SqliteStore {
             // A WAL left large by an earlier run (a crash, a huge delivery) is copied and
             // truncated by the housekeeper's first pass, in the background: start-up does not
             // wait for gigabytes to be copied.
+            codec.load(&stored_dictionaries(&writer).await?, true)?;
             let housekeeper = Housekeeper::start(
                 base.clone(),
                 base.get_filename().to_path_buf(),
                 writer.clone(),
+                codec.clone(),
             )
             .await?;
             let reader_options = base.pragma("query_only", "ON");
@@ -329,6 +352,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
+            codec,
             _housekeeper: housekeeper,
         })
     }
@@ -350,6 +374,118 @@ impl SqliteStore {
             .await
             .map_err(map_err)
     }
+
+    /// A delivery transaction on `tx`, packing bodies with the current dictionary.
+    fn delivery_tx(&self, tx: Transaction<'static, Sqlite>) -> SqliteDeliveryTx {
+        SqliteDeliveryTx {
+            tx,
+            bodies: BodyWriter {
+                codec: self.codec.clone(),
+                packer: self.codec.packer(),
+            },
+        }
+    }
+
+    /// The dictionaries of packed bodies.
+    fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// Loads the stored dictionaries again (a body named one this process had not loaded).
+    async fn load_dictionaries(&self) -> StoreResult<()> {
+        let stored = stored_dictionaries(&self.reader).await?;
+        self.codec.load(&stored, false)
+    }
+}
+
+/// The stored body dictionaries, oldest first.
+async fn stored_dictionaries(pool: &SqlitePool) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+    sqlx::query_as("SELECT id, dict FROM body_dictionaries ORDER BY created_at, rowid")
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)
+}
+
+/// Packs bodies from now on: loads a stored dictionary, else trains one from the newest plain
+/// bodies once `min_bodies` item bodies are stored, and stores it (in a short write of its own;
+/// a dictionary another process stored meanwhile wins). Returns whether bodies are packed.
+async fn pack_bodies(
+    writer: &SqlitePool,
+    reader: &SqlitePool,
+    codec: &Codec,
+    min_bodies: i64,
+) -> StoreResult<bool> {
+    if codec.packer().is_some() {
+        return Ok(true);
+    }
+    let stored = stored_dictionaries(reader).await?;
+    if !stored.is_empty() {
+        codec.load(&stored, true)?;
+        return Ok(true);
+    }
+    let plain: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM item_bodies WHERE typeof(body) = 'text' LIMIT ?1)",
+    )
+    .bind(min_bodies.max(1))
+    .fetch_one(reader)
+    .await
+    .map_err(map_err)?;
+    if plain < min_bodies.max(1) {
+        return Ok(false);
+    }
+    // Half items, a quarter records, a quarter audit events: the bodies the store packs.
+    let mut bodies: Vec<String> = Vec::new();
+    for (sql, share) in [
+        (
+            "SELECT body FROM item_bodies WHERE typeof(body) = 'text' ORDER BY seq DESC LIMIT ?1",
+            2,
+        ),
+        (
+            "SELECT body FROM records WHERE typeof(body) = 'text' LIMIT ?1",
+            4,
+        ),
+        (
+            "SELECT body FROM audit WHERE typeof(body) = 'text' ORDER BY seq DESC LIMIT ?1",
+            4,
+        ),
+    ] {
+        bodies.extend(
+            sqlx::query_scalar::<_, String>(sql)
+                .bind(codec::TRAINING_SAMPLES / share)
+                .fetch_all(reader)
+                .await
+                .map_err(map_err)?,
+        );
+    }
+    let (id, dict) =
+        tokio::task::spawn_blocking(move || codec::train(&codec::training_samples(&bodies)))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("training a body dictionary: {e}")))??;
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(map_err)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM body_dictionaries)")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    if !exists {
+        sqlx::query("INSERT INTO body_dictionaries (id, dict, created_at) VALUES (?1, ?2, ?3)")
+            .bind(id)
+            .bind(&dict)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    let stored = stored_dictionaries(writer).await?;
+    codec.load(&stored, true)?;
+    tracing::info!(
+        dictionary = stored.last().map(|(id, _)| *id),
+        "record and item bodies are packed from now on"
+    );
+    Ok(true)
 }
 
 /// Columns of a push group row, in [`PushGroupTuple`]'s order.
@@ -384,6 +520,7 @@ const ITEM_BODY: &str = "b.body";
 async fn insert_items(
     tx: &mut Transaction<'static, Sqlite>,
     items: &[NewItem],
+    bodies: &BodyWriter,
     now: i64,
 ) -> StoreResult<()> {
     if items.is_empty() {
@@ -421,8 +558,9 @@ async fn insert_items(
             .map_err(map_err)?;
         let mut qb = QueryBuilder::<Sqlite>::new("INSERT INTO item_bodies (seq, body) ");
         let mut seq = first;
-        qb.push_values(chunk, |mut row, i| {
-            row.push_bind(seq).push_bind(i.body.as_str());
+        let params = bodies.params(chunk.iter().map(|i| (i.body.as_str(), i.packed.as_ref())))?;
+        qb.push_values(params, |mut row, body| {
+            row.push_bind(seq).push_bind(body);
             seq += 1;
         });
         qb.build()
@@ -547,6 +685,8 @@ async fn insert_receipt_subjects(
 /// A delivery being written on the writer connection.
 struct SqliteDeliveryTx {
     tx: Transaction<'static, Sqlite>,
+    /// How its bodies are stored (packed once a dictionary is trained).
+    bodies: BodyWriter,
 }
 
 super::sql::impl_delivery_tx!(SqliteDeliveryTx, Sqlite, {
@@ -623,14 +763,20 @@ super::sql::impl_delivery_tx!(SqliteDeliveryTx, Sqlite, {
 });
 
 super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
+    async fn pack_bodies(&self, min_bodies: i64) -> StoreResult<bool> {
+        pack_bodies(&self.writer, &self.reader, &self.codec, min_bodies).await
+    }
+
+    fn body_packer(&self) -> Option<Arc<BodyPacker>> {
+        self.codec.packer()
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
 
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>> {
-        Ok(Box::new(SqliteDeliveryTx {
-            tx: self.begin_write().await?,
-        }))
+        Ok(Box::new(self.delivery_tx(self.begin_write().await?)))
     }
 
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
@@ -709,27 +855,40 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         limit: i64,
         separator: &str,
     ) -> StoreResult<Option<JoinedItems>> {
-        let (count, last_seq, text): (i64, Option<i64>, Option<String>) = sqlx::query_as(
-            "SELECT COUNT(*), MAX(seq), group_concat(body, ?4 ORDER BY seq) FROM (\
-             SELECT i.seq AS seq, b.body AS body FROM items AS i \
-             JOIN item_bodies AS b ON b.seq = i.seq WHERE i.batch_id = ?1 AND i.seq > ?2 \
-             ORDER BY i.seq LIMIT ?3)",
+        // Read row by row and joined here: packed bodies are unpacked first.
+        let rows: Vec<(i64, StoredBody)> = sqlx::query_as(
+            "SELECT i.seq, b.body FROM items AS i JOIN item_bodies AS b ON b.seq = i.seq \
+             WHERE i.batch_id = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3",
         )
         .bind(batch_id)
         .bind(after_seq)
         .bind(limit.max(0))
-        .bind(separator)
-        .fetch_one(&self.reader)
+        .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        Ok(match (last_seq, text) {
-            (Some(last_seq), Some(text)) if count > 0 => Some(JoinedItems {
-                count,
-                last_seq,
-                text,
-            }),
-            _ => None,
-        })
+        let Some(&(last_seq, _)) = rows.last() else {
+            return Ok(None);
+        };
+        let text = unpack_with(
+            &self.codec,
+            |u| {
+                let mut text = String::new();
+                for (n, (_, body)) in rows.iter().enumerate() {
+                    if n > 0 {
+                        text.push_str(separator);
+                    }
+                    text.push_str(&u.text(body)?);
+                }
+                Ok(text)
+            },
+            || self.load_dictionaries(),
+        )
+        .await?;
+        Ok(Some(JoinedItems {
+            count: rows.len() as i64,
+            last_seq,
+            text,
+        }))
     }
 
     async fn ack_batch(
@@ -1181,7 +1340,12 @@ impl SqliteStore {
                 None => query.fetch_all(&self.reader).await,
             }
             .map_err(map_err)?;
-            let rows: Vec<AuditRow> = rows.into_iter().map(audit_row).collect();
+            let rows: Vec<AuditRow> = unpack_with(
+                &self.codec,
+                |u| rows.iter().map(|row| audit_row(u, row)).collect(),
+                || self.load_dictionaries(),
+            )
+            .await?;
             let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
             if let Some(b) = &prefix.broken {
                 r.notes.push(format!(

@@ -2,6 +2,7 @@
 //! groups, feedback, retention reports. Plain data; [`super::Store`] says what is done with them.
 
 use super::Month;
+use super::codec::PackedBody;
 use std::sync::Arc;
 
 /// The delivery row, written at commit.
@@ -102,8 +103,10 @@ pub struct NewRecord {
     pub client_id: String,
     /// The delivery that wrote this version.
     pub delivery_id: String,
-    /// Canonical JSON.
+    /// Canonical JSON (empty once packed).
     pub body: String,
+    /// The body packed by the store's [`BodyPacker`], when the store packs bodies.
+    pub packed: Option<PackedBody>,
 }
 
 impl std::fmt::Debug for NewRecord {
@@ -167,8 +170,10 @@ pub struct NewItem {
     pub reporting_period: String,
     /// The recipient's pseudonym of the record id.
     pub record_ref: String,
-    /// The item as JSON text, exactly as the recipient will receive it.
+    /// The item as JSON text, exactly as the recipient will receive it (empty once packed).
     pub body: String,
+    /// The body packed by the store's [`BodyPacker`], when the store packs bodies.
+    pub packed: Option<PackedBody>,
     /// The consent id the item was sent under (`None` under a statute).
     pub consent_id: Option<String>,
 }
