@@ -509,6 +509,12 @@ pub struct Generated {
 
 /// Writes a fallwerk-csv export of about `target` bytes (Windows-1252, CRLF), case by case.
 pub fn generate_csv(path: &Path, target: u64, max_rows: usize) -> Generated {
+    generate_csv_from(path, target, max_rows, 1)
+}
+
+/// Like [`generate_csv`], numbering the cases from `first` (so that two files have distinct
+/// case ids).
+pub fn generate_csv_from(path: &Path, target: u64, max_rows: usize, first: u64) -> Generated {
     let t = Instant::now();
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     let mut rng = Rng(0x5EED_C5F0);
@@ -526,7 +532,7 @@ pub fn generate_csv(path: &Path, target: u64, max_rows: usize) -> Generated {
     bytes += write(&mut out, &format!("{FALLWERK_HEADER}\r\n"));
     let (mut cases, mut rows) = (0u64, 0u64);
     while bytes < target {
-        let case = Case::new(&mut rng, cases + 1, false, max_rows);
+        let case = Case::new(&mut rng, cases + first, false, max_rows);
         line.clear();
         case.csv_rows(&mut line);
         bytes += write(&mut out, &line);

@@ -49,19 +49,51 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// About how many bytes the chunk holds and writes.
+    /// About how many bytes of memory the chunk holds: bodies (as text, or packed), the other
+    /// strings, and a fixed allowance a record, item and event for the structures around them.
+    /// Counting only the bodies was close while they were text; packed, they are a quarter of
+    /// that, and the rest of a record would have gone uncounted.
     pub fn bytes(&self) -> usize {
+        /// Headers and allocator rounding of one record's, item's or event's strings.
+        const OVERHEAD: usize = 256;
         let packed = |p: &Option<crate::store::PackedBody>| p.as_ref().map_or(0, |p| p.len());
-        self.records
+        let records: usize = self
+            .records
             .iter()
-            .map(|r| r.body.len() + packed(&r.packed))
-            .sum::<usize>()
-            + self
-                .items
-                .iter()
-                .map(|i| i.body.len() + packed(&i.packed))
-                .sum::<usize>()
-            + self.audit.iter().map(|a| a.body.len()).sum::<usize>()
+            .map(|r| {
+                OVERHEAD
+                    + r.body.len()
+                    + packed(&r.packed)
+                    + r.vendor.len()
+                    + r.record_id.len()
+                    + r.reporting_period.len()
+                    + r.program.len()
+                    + r.client_id.len()
+                    + r.delivery_id.len()
+            })
+            .sum();
+        let items: usize = self
+            .items
+            .iter()
+            .map(|i| {
+                OVERHEAD
+                    + i.body.len()
+                    + packed(&i.packed)
+                    + i.recipient.len()
+                    + i.vendor.len()
+                    + i.record_id.len()
+                    + i.reporting_period.len()
+                    + i.record_ref.len()
+            })
+            .sum();
+        let audit: usize = self
+            .audit
+            .iter()
+            .map(|a| {
+                OVERHEAD + a.body.len() + a.kind.len() + a.subject.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        records + items + audit
     }
 }
 
