@@ -17,5 +17,15 @@ fn main() -> std::process::ExitCode {
     // CSV delivery peaked at 279 MB RSS (226 MB without it; target 256 MB, BENCHMARKS.md).
     // SAFETY: sets one of mimalloc's global options, before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // No transparent huge pages for this process: mimalloc commits its arenas whole, the kernel
+    // backed them with 2 MB pages, and a purge of a few 4 KB pages inside one gives nothing
+    // back. A server after two small deliveries held 85–90 MB instead of about 55 MB, and the
+    // 1 GB CSV delivery on a warm server peaked over 256 MB (BENCHMARKS.md).
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(2) PR_SET_THP_DISABLE only sets a flag of this process; no memory of ours
+    // is read or written.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     weiche::cli::main()
 }
