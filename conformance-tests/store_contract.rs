@@ -488,14 +488,10 @@ fn json_body(kind: &str, n: usize) -> String {
     )
 }
 
-/// Once a SQLite store has a body dictionary, record and item bodies are stored packed and
-/// every read gives back exactly the JSON that was written: by this store, by a store opened
-/// before the dictionary existed (another process) and by one opened after. The dictionary holds
-/// no value only one body had. PostgreSQL stores text and never packs.
-async fn packed_bodies_read_back_exactly(b: &Backend) {
-    let s = &b.store;
-    let before = b.reopen().await;
-    let plain_records: Vec<NewRecord> = (0..300)
+/// Records `A{n}` of vendor `v1` and their items for `r1`, with [`json_body`]s.
+fn packable(ns: std::ops::Range<usize>) -> (Vec<NewRecord>, Vec<NewItem>) {
+    let records = ns
+        .clone()
         .map(|n| {
             rec(
                 "v1",
@@ -505,9 +501,20 @@ async fn packed_bodies_read_back_exactly(b: &Backend) {
             )
         })
         .collect();
-    let plain_items: Vec<NewItem> = (0..300)
+    let items = ns
         .map(|n| item("r1", &format!("A{n}"), "2026-10", &json_body("record", n)))
         .collect();
+    (records, items)
+}
+
+/// Once a SQLite store has a body dictionary, record and item bodies are stored packed and
+/// every read gives back exactly the JSON that was written: by this store, by a store opened
+/// before the dictionary existed (another process) and by one opened after. The dictionary holds
+/// no value only one body had. PostgreSQL stores text and never packs.
+async fn packed_bodies_read_back_exactly(b: &Backend) {
+    let s = &b.store;
+    let before = b.reopen().await;
+    let (plain_records, plain_items) = packable(0..300);
     deliver(s, &plain_records, &plain_items, &delivery("v1", None, 1)).await;
     assert!(s.body_packer().is_none());
     assert!(
@@ -519,19 +526,7 @@ async fn packed_bodies_read_back_exactly(b: &Backend) {
     assert_eq!(s.body_packer().is_some(), !b.postgres);
 
     // Written after: some bodies packed by the pipeline (the packer), the rest by the store.
-    let mut records: Vec<NewRecord> = (300..400)
-        .map(|n| {
-            rec(
-                "v1",
-                &format!("A{n}"),
-                "2026-10",
-                &json_body("canonical", n),
-            )
-        })
-        .collect();
-    let mut items: Vec<NewItem> = (300..400)
-        .map(|n| item("r1", &format!("A{n}"), "2026-10", &json_body("record", n)))
-        .collect();
+    let (mut records, mut items) = packable(300..400);
     let want_records: Vec<String> = records.iter().map(|r| r.body.clone()).collect();
     let want_items: Vec<String> = plain_items
         .iter()

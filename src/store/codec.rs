@@ -89,6 +89,7 @@ impl PackedBody {
 }
 
 /// A body to bind: JSON text, or packed (SQLite only).
+#[derive(Clone)]
 pub(super) enum BodyParam<'a> {
     /// Stored as text.
     Text(&'a str),
@@ -107,29 +108,17 @@ impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for BodyParam<'q> {
         &self,
         buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
     ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        match self {
-            BodyParam::Text(text) => <&str as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(text, buf),
-            BodyParam::Packed(std::borrow::Cow::Borrowed(bytes)) => {
-                <&[u8] as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(bytes, buf)
-            }
-            BodyParam::Packed(std::borrow::Cow::Owned(bytes)) => {
-                <Vec<u8> as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(bytes, buf)
-            }
-        }
+        <Self as sqlx::Encode<'q, sqlx::Sqlite>>::encode(self.clone(), buf)
     }
     fn encode(
         self,
         buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
     ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        match self {
-            BodyParam::Text(text) => <&str as sqlx::Encode<sqlx::Sqlite>>::encode(text, buf),
-            BodyParam::Packed(std::borrow::Cow::Borrowed(bytes)) => {
-                <&[u8] as sqlx::Encode<sqlx::Sqlite>>::encode(bytes, buf)
-            }
-            BodyParam::Packed(std::borrow::Cow::Owned(bytes)) => {
-                <Vec<u8> as sqlx::Encode<sqlx::Sqlite>>::encode(bytes, buf)
-            }
-        }
+        buf.push(match self {
+            BodyParam::Text(text) => sqlx::sqlite::SqliteArgumentValue::Text(text.into()),
+            BodyParam::Packed(bytes) => sqlx::sqlite::SqliteArgumentValue::Blob(bytes),
+        });
+        Ok(sqlx::encode::IsNull::No)
     }
 }
 
@@ -153,6 +142,13 @@ impl<'q> sqlx::Encode<'q, sqlx::Postgres> for BodyParam<'q> {
     }
 }
 
+/// A codec without dictionaries, for a store that keeps bodies as text (PostgreSQL).
+pub(super) fn text_only() -> Arc<Codec> {
+    static TEXT_ONLY: std::sync::LazyLock<Arc<Codec>> =
+        std::sync::LazyLock::new(|| Arc::new(Codec::default()));
+    TEXT_ONLY.clone()
+}
+
 /// How one write transaction stores bodies: the store's dictionaries and the one it packs with
 /// (taken when the transaction began).
 #[derive(Clone)]
@@ -167,7 +163,7 @@ impl BodyWriter {
     /// Bodies stored as text, packed ones refused (PostgreSQL).
     pub(super) fn text() -> BodyWriter {
         BodyWriter {
-            codec: Arc::new(Codec::default()),
+            codec: text_only(),
             packer: None,
         }
     }

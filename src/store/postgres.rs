@@ -33,7 +33,7 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
-use super::codec::{BodyWriter, Codec, StoredBody, unpack_with};
+use super::codec::{self, BodyWriter, StoredBody, UnpackError, Unpacker, unpack_with};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
     holder_columns, map_migrate_err, now_ms,
@@ -103,9 +103,6 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-/// PostgreSQL stores bodies as text: a codec without dictionaries.
-static TEXT_BODIES: std::sync::LazyLock<Codec> = std::sync::LazyLock::new(Codec::default);
-
 impl PostgresStore {
     /// A delivery transaction on `tx`.
     fn delivery_tx(&self, tx: Transaction<'static, Postgres>) -> PgDeliveryTx {
@@ -115,14 +112,12 @@ impl PostgresStore {
         }
     }
 
-    /// How stored bodies are read: as text.
-    fn codec(&self) -> &Codec {
-        &TEXT_BODIES
-    }
-
-    /// Nothing to load: PostgreSQL never packs bodies.
-    async fn load_dictionaries(&self) -> StoreResult<()> {
-        Ok(())
+    /// Runs `read` over bodies read from this store: text, PostgreSQL never packs them.
+    async fn unpacked<T>(
+        &self,
+        read: impl FnMut(&mut Unpacker<'_>) -> Result<T, UnpackError>,
+    ) -> StoreResult<T> {
+        unpack_with(&codec::text_only(), read, || async { Ok(()) }).await
     }
 
     /// Connects to the database a `postgres://…` URL names and runs the PostgreSQL migrations
@@ -1397,7 +1392,7 @@ async fn purge_audit(
         .await
         .map_err(map_err)?;
         let rows: Vec<AuditRow> = unpack_with(
-            &TEXT_BODIES,
+            &codec::text_only(),
             |u| rows.iter().map(|row| audit_row(u, row)).collect(),
             || async { Ok(()) },
         )

@@ -377,10 +377,8 @@ macro_rules! impl_store {
                 .fetch_optional(self.reader())
                 .await
                 .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| body.as_ref().map(|b| u.text(b)).transpose(),
-                    || self.load_dictionaries(),
                 )
                 .await
             }
@@ -435,14 +433,12 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| {
                         rows.iter()
                             .map(|(seq, body)| Ok(BatchItem { seq: *seq, body: u.text(body)? }))
                             .collect()
                     },
-                    || self.load_dictionaries(),
                 )
                 .await
             }
@@ -477,10 +473,8 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| bodies.iter().map(|b| u.text(b)).collect(),
-                    || self.load_dictionaries(),
                 )
                 .await
             }
@@ -494,10 +488,8 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| rows.iter().map(|row| audit_row(u, row)).collect(),
-                    || self.load_dictionaries(),
                 )
                 .await
             }
@@ -574,10 +566,8 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| rows.iter().map(|row| audit_row(u, row)).collect(),
-                    || self.load_dictionaries(),
                 )
                 .await
             }
@@ -840,8 +830,7 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| {
                         rows.iter()
                             .map(|(reporting_period, client_id, body, updated_at)| {
@@ -854,7 +843,6 @@ macro_rules! impl_store {
                             })
                             .collect()
                     },
-                    || self.load_dictionaries(),
                 )
                 .await
             }
@@ -876,8 +864,7 @@ macro_rules! impl_store {
                     .fetch_all(self.reader())
                     .await
                     .map_err(map_err)?;
-                unpack_with(
-                    self.codec(),
+                self.unpacked(
                     |u| {
                         rows.iter()
                             .map(
@@ -896,7 +883,6 @@ macro_rules! impl_store {
                             )
                             .collect()
                     },
-                    || self.load_dictionaries(),
                 )
                 .await
             }

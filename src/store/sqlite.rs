@@ -27,7 +27,9 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
-use super::codec::{self, BodyPacker, BodyWriter, Codec, StoredBody, unpack_with};
+use super::codec::{
+    self, BodyPacker, BodyWriter, Codec, StoredBody, UnpackError, Unpacker, unpack_with,
+};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
     holder_columns, map_migrate_err, now_ms,
@@ -386,15 +388,17 @@ impl SqliteStore {
         }
     }
 
-    /// The dictionaries of packed bodies.
-    fn codec(&self) -> &Codec {
-        &self.codec
-    }
-
-    /// Loads the stored dictionaries again (a body named one this process had not loaded).
-    async fn load_dictionaries(&self) -> StoreResult<()> {
-        let stored = stored_dictionaries(&self.reader).await?;
-        self.codec.load(&stored, false)
+    /// Runs `read` over bodies read from this store; a dictionary another process trained is
+    /// loaded from the database when a body names it.
+    async fn unpacked<T>(
+        &self,
+        read: impl FnMut(&mut Unpacker<'_>) -> Result<T, UnpackError>,
+    ) -> StoreResult<T> {
+        unpack_with(&self.codec, read, || async {
+            let stored = stored_dictionaries(&self.reader).await?;
+            self.codec.load(&stored, false)
+        })
+        .await
     }
 }
 
@@ -869,9 +873,8 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         let Some(&(last_seq, _)) = rows.last() else {
             return Ok(None);
         };
-        let text = unpack_with(
-            &self.codec,
-            |u| {
+        let text = self
+            .unpacked(|u| {
                 let mut text = String::new();
                 for (n, (_, body)) in rows.iter().enumerate() {
                     if n > 0 {
@@ -880,10 +883,8 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
                     text.push_str(&u.text(body)?);
                 }
                 Ok(text)
-            },
-            || self.load_dictionaries(),
-        )
-        .await?;
+            })
+            .await?;
         Ok(Some(JoinedItems {
             count: rows.len() as i64,
             last_seq,
@@ -1340,12 +1341,9 @@ impl SqliteStore {
                 None => query.fetch_all(&self.reader).await,
             }
             .map_err(map_err)?;
-            let rows: Vec<AuditRow> = unpack_with(
-                &self.codec,
-                |u| rows.iter().map(|row| audit_row(u, row)).collect(),
-                || self.load_dictionaries(),
-            )
-            .await?;
+            let rows: Vec<AuditRow> = self
+                .unpacked(|u| rows.iter().map(|row| audit_row(u, row)).collect())
+                .await?;
             let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
             if let Some(b) = &prefix.broken {
                 r.notes.push(format!(
