@@ -22,6 +22,10 @@ pub(crate) struct CsvPlan {
     /// Columns compared across the rows of a record (record-level fields), with the canonical
     /// path each fills.
     compared: Vec<(String, String)>,
+    /// Columns the record's own rules read: the only cells of a record's tree.
+    record_columns: BTreeSet<String>,
+    /// Columns each list's rules read (as `record.lists`): the only cells of its entries.
+    list_columns: Vec<BTreeSet<String>>,
 }
 
 impl CsvPlan {
@@ -63,11 +67,23 @@ impl CsvPlan {
         mapped.insert(spec.group_by.clone());
         // Known but unused columns: no W002.
         mapped.extend(file.record.informational.iter().cloned());
+        let record_columns = record
+            .fields()
+            .iter()
+            .map(|r| r.from().to_string())
+            .collect();
+        let list_columns = record
+            .lists
+            .iter()
+            .map(|l| l.sources().map(str::to_string).collect())
+            .collect();
         CsvPlan {
             spec,
             record,
             mapped,
             compared,
+            record_columns,
+            list_columns,
         }
     }
 }
@@ -147,13 +163,22 @@ pub(crate) fn run(
         .filter(|(_, n)| !plan.mapped.contains(*n))
         .map(|(i, n)| (i, n.clone()))
         .collect();
-    // The mapped columns in header order, looked up once instead of for every cell of every row.
-    let mapped: Vec<(usize, String)> = header
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| plan.mapped.contains(*n))
-        .map(|(i, n)| (i, n.clone()))
-        .collect();
+    // The columns each part of a record reads, in header order, looked up once instead of for
+    // every cell of every row.
+    let in_header = |set: &BTreeSet<String>| -> Vec<(usize, String)> {
+        header
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| set.contains(*n))
+            .map(|(i, n)| (i, n.clone()))
+            .collect()
+    };
+    let columns = Columns {
+        record: in_header(&plan.record_columns),
+        lists: plan.list_columns.iter().map(in_header).collect(),
+        index: &index,
+        unknown: &unknown,
+    };
     let mut unknown_used: BTreeSet<usize> = BTreeSet::new();
     let key_col = index[&plan.spec.group_by];
     sink.header(&DeliveryHeader::default())?;
@@ -168,16 +193,7 @@ pub(crate) fn run(
         }
         position += 1;
         let rows = std::mem::take(group);
-        let draft = build(
-            file,
-            plan,
-            &mapped,
-            &index,
-            &unknown,
-            unknown_used,
-            position,
-            &rows,
-        );
+        let draft = build(file, plan, &columns, unknown_used, position, &rows);
         sink.record(draft)
     };
     for row in records {
@@ -220,48 +236,58 @@ fn check_len(cell: &str) -> Result<(), AdaptError> {
     }
 }
 
+/// A delivery's columns as its header row places them.
+struct Columns<'a> {
+    /// The record rules' columns (index, name).
+    record: Vec<(usize, String)>,
+    /// Each list's columns, as `RecordPlan::lists`.
+    lists: Vec<Vec<(usize, String)>>,
+    /// Every column by name.
+    index: &'a HashMap<String, usize>,
+    /// Columns the mapping does not know.
+    unknown: &'a [(usize, String)],
+}
+
+/// The cells of `columns` in a row, as an object keyed by column name.
+fn row_object(row: &[String], columns: &[(usize, String)]) -> Map<String, Value> {
+    let mut m = Map::with_capacity(columns.len());
+    for (i, name) in columns {
+        m.insert(name.clone(), Value::String(row[*i].clone()));
+    }
+    m
+}
+
 /// Builds one record's draft from its rows.
-#[allow(clippy::too_many_arguments)]
 fn build(
     file: &MappingFile,
     plan: &CsvPlan,
-    mapped: &[(usize, String)],
-    index: &HashMap<String, usize>,
-    unknown: &[(usize, String)],
+    columns: &Columns<'_>,
     unknown_used: &mut BTreeSet<usize>,
     position: usize,
     rows: &[Vec<String>],
 ) -> super::Draft {
-    let row_object = |row: &Vec<String>| -> Value {
-        let mut m = Map::with_capacity(mapped.len());
-        for (i, name) in mapped {
-            m.insert(name.clone(), Value::String(row[*i].clone()));
-        }
-        Value::Object(m)
-    };
-    let mut tree = match row_object(&rows[0]) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    let (index, unknown) = (columns.index, columns.unknown);
+    let mut tree = row_object(&rows[0], &columns.record);
     let filled = |row: &Vec<String>, col: &str| {
         index
             .get(col)
             .is_some_and(|i| !normalize(&row[*i]).is_empty())
     };
-    for list in &plan.record.lists {
+    for (list, list_columns) in plan.record.lists.iter().zip(&columns.lists) {
         let Some(rows_rule) = &list.rows else {
             continue;
         };
+        let entry = |row: &Vec<String>| Value::Object(row_object(row, list_columns));
         let selected: Vec<Value> = if let Some(col) = &rows_rule.first_with {
             rows.iter()
                 .find(|r| filled(r, col))
-                .map(row_object)
+                .map(entry)
                 .into_iter()
                 .collect()
         } else {
             rows.iter()
                 .filter(|r| rows_rule.when_any.iter().any(|c| filled(r, c)))
-                .map(row_object)
+                .map(entry)
                 .collect()
         };
         tree.insert(csv_list_key(&list.target), Value::Array(selected));
@@ -437,6 +463,31 @@ impl<R: Read> QuoteCheck<R> {
         Step::Keep
     }
 
+    /// How many bytes at the start of `bytes` are plain value bytes of the current field (no
+    /// separator, quote, line end or control character where they would matter, within the
+    /// kept part of a cell of a column the header has), which [`Self::step`] would only count
+    /// and keep; counts them as it would.
+    fn plain_run(&mut self, bytes: &[u8]) -> usize {
+        let special = match self.state {
+            QState::Unquoted => self.sep,
+            QState::Quoted => self.quote,
+            QState::FieldStart | QState::QuoteInQuoted => return 0,
+        };
+        if self.header_fields.is_some_and(|n| self.field > n) {
+            return 0;
+        }
+        let room = CELL_KEEP.saturating_sub(self.cell).min(bytes.len());
+        let run = bytes[..room]
+            .iter()
+            .position(|&b| b < 0x20 || b == special)
+            .unwrap_or(room);
+        self.cell += run;
+        if run > 0 {
+            self.row_started = true;
+        }
+        run
+    }
+
     fn step(&mut self, b: u8) -> Step {
         if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
             return Step::Fault(super::refused(
@@ -527,9 +578,17 @@ impl<R: Read> Read for QuoteCheck<R> {
                 }
                 return Ok(0);
             }
-            let mut w = 0;
-            for i in 0..n {
+            let (mut w, mut i) = (0, 0);
+            while i < n {
+                let run = self.plain_run(&buf[i..n]);
+                if run > 0 {
+                    // Value bytes that change nothing but the cell's length: kept as they are.
+                    buf.copy_within(i..i + run, w);
+                    (w, i) = (w + run, i + run);
+                    continue;
+                }
                 let b = buf[i];
+                i += 1;
                 match self.step(b) {
                     Step::Keep => {
                         buf[w] = b;

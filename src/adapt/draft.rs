@@ -93,12 +93,13 @@ pub fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
             cur.insert(part.to_string(), value);
             return;
         }
-        let entry = cur
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
+        // Looked up before inserting: the key is allocated only for a new member.
+        if !cur.get(part).is_some_and(Value::is_object) {
+            cur.insert(part.to_string(), Value::Object(Map::new()));
         }
-        cur = entry.as_object_mut().expect("just made an object");
+        cur = cur
+            .get_mut(part)
+            .and_then(Value::as_object_mut)
+            .expect("just made an object");
     }
 }

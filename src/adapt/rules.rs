@@ -380,7 +380,7 @@ impl RecordPlan {
         check_unknown: bool,
     ) -> Draft {
         let mut draft = Draft::new(position);
-        apply_rules(file, &self.fields, root, ancestors, "", &mut draft, None);
+        apply_rules(file, &self.fields, root, ancestors, None, &mut draft, None);
         for list in &self.lists {
             let entries: Vec<&Value> = match get(root, &list.tokens) {
                 None | Some(Value::Null) => Vec::new(),
@@ -398,7 +398,6 @@ impl RecordPlan {
             let mut out = Vec::new();
             for entry in entries {
                 let index = out.len();
-                let prefix = format!("{}[{index}].", list.target);
                 if !entry.is_object() {
                     draft.issues.push(Issue::new(
                         Code::F002,
@@ -414,7 +413,7 @@ impl RecordPlan {
                     &list.fields,
                     entry,
                     &[],
-                    &prefix,
+                    Some((&list.target, index)),
                     &mut draft,
                     Some(&mut element),
                 );
@@ -605,7 +604,11 @@ impl HeaderPlan {
         }
         let mut values = Vec::new();
         for r in &self.fields {
-            match extract(file, r, &r.target, get(doc, &r.tokens)) {
+            let field = FieldPath {
+                entry: None,
+                target: &r.target,
+            };
+            match extract(file, r, &field, get(doc, &r.tokens)) {
                 Ok(Some(v)) => values.push((r.target.clone(), v)),
                 Ok(None) if r.rule.required => {
                     return Err(x001(format!("'{}' is required", r.from())));
@@ -830,6 +833,25 @@ fn number(text: &str, decimal: Decimal) -> Option<Value> {
     }
 }
 
+/// The canonical path a rule's value goes to, spelled out only when a message needs it (a
+/// record's rules run for every record; their paths are text only in issues).
+#[derive(Clone, Copy)]
+pub(crate) struct FieldPath<'a> {
+    /// The list and the entry's index, for a list entry's field.
+    pub(crate) entry: Option<(&'a str, usize)>,
+    /// The path inside the record or the entry.
+    pub(crate) target: &'a str,
+}
+
+impl std::fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.entry {
+            Some((list, index)) => write!(f, "{list}[{index}].{}", self.target),
+            None => f.write_str(self.target),
+        }
+    }
+}
+
 /// Applies one rule to a source value: `Ok(None)` when absent.
 ///
 /// `field` is the canonical path the value goes to (`services[0].kind`): messages quote the
@@ -838,13 +860,13 @@ fn number(text: &str, decimal: Decimal) -> Option<Value> {
 pub(crate) fn extract(
     file: &MappingFile,
     r: &Rule,
-    field: &str,
+    field: &FieldPath<'_>,
     value: Option<&Value>,
 ) -> Result<Option<Value>, Issue> {
     let rule = &r.rule;
     let source = r.source.as_str();
     let what = |s: &str| {
-        if quotable(field) {
+        if quotable(&field.to_string()) {
             format!("'{}'", echo(s))
         } else {
             format!("({})", shape(s))
@@ -1020,20 +1042,23 @@ fn apply_rules(
     rules: &[Rule],
     source: &Value,
     ancestors: &[&Map<String, Value>],
-    prefix: &str,
+    entry: Option<(&str, usize)>,
     draft: &mut Draft,
     mut element: Option<&mut Map<String, Value>>,
 ) {
     for r in rules {
-        let target = format!("{prefix}{}", r.target);
-        match extract(file, r, &target, r.lookup(source, ancestors)) {
+        let field = FieldPath {
+            entry,
+            target: &r.target,
+        };
+        match extract(file, r, &field, r.lookup(source, ancestors)) {
             Ok(Some(v)) => match element.as_deref_mut() {
                 Some(el) => super::set_path(el, &r.target, v),
                 None => draft.set(&r.target, v),
             },
             Ok(None) => {}
             Err(mut issue) => {
-                issue.field = Some(target);
+                issue.field = Some(field.to_string());
                 draft.issues.push(issue);
             }
         }

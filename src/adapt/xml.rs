@@ -531,6 +531,28 @@ impl<R: Read> XmlGuard<R> {
     }
 }
 
+impl<R> XmlGuard<R> {
+    /// How many bytes at the start of `bytes` are plain (no white space or control character,
+    /// no `<` or `>`, no byte that could end U+FFFE/U+FFFF) and within the token limit, which
+    /// the byte-by-byte checks would only pass on; counts them as those would.
+    fn plain_run(&mut self, bytes: &[u8]) -> usize {
+        let room = TOKEN_MAX.saturating_sub(self.token).min(bytes.len());
+        let run = bytes[..room]
+            .iter()
+            .position(|&b| b <= b' ' || matches!(b, b'<' | b'>' | 0xbe | 0xbf))
+            .unwrap_or(room);
+        if run > 0 {
+            self.token += run;
+            self.space_run = 0;
+            self.last2 = match run {
+                1 => [self.last2[1], bytes[0]],
+                _ => [bytes[run - 2], bytes[run - 1]],
+            };
+        }
+        run
+    }
+}
+
 impl<R: Read> Read for XmlGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(e) = self.fault.take() {
@@ -544,9 +566,16 @@ impl<R: Read> Read for XmlGuard<R> {
             if n == 0 {
                 return Ok(0);
             }
-            let mut w = 0;
-            for i in 0..n {
+            let (mut w, mut i) = (0, 0);
+            while i < n {
+                let run = self.plain_run(&buf[i..n]);
+                if run > 0 {
+                    buf.copy_within(i..i + run, w);
+                    (w, i) = (w + run, i + run);
+                    continue;
+                }
                 let b = buf[i];
+                i += 1;
                 let bad = match b {
                     b'\t' | b'\n' | b'\r' => None,
                     0x00..=0x1f => Some(u32::from(b)),
