@@ -16,7 +16,9 @@
 //!   id it has not loaded (another process trained it) loads the table again and retries.
 //! - The store trains one dictionary once enough plain bodies exist (the SQLite housekeeper);
 //!   from then on it packs every record, item and audit event body it writes (the audit chain
-//!   hashes the text, as before). PostgreSQL stores text.
+//!   hashes the text, as before). Both backends pack: SQLite's housekeeper and PostgreSQL's
+//!   trainer task call `Store::pack_bodies` until it succeeds; PostgreSQL's body columns are
+//!   `bytea` (migration 0009), SQLite's hold TEXT or BLOB values.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -37,6 +39,14 @@ pub(super) const DICTIONARY_BYTES: usize = 16 * 1024;
 
 /// How many plain bodies a dictionary is trained on (the newest of records and items).
 pub(super) const TRAINING_SAMPLES: i64 = 2000;
+
+/// How many plain item bodies a store waits for before it trains the dictionary of packed
+/// bodies.
+pub(super) const TRAIN_AFTER_BODIES: i64 = 1000;
+/// How often a store looks whether there are enough bodies to train on.
+pub(super) const TRAINING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long it waits after training failed.
+pub(super) const TRAINING_BACK_OFF: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A body column as read from either backend: the bytes of JSON text or of a zstd frame.
 #[derive(Clone)]
@@ -59,16 +69,16 @@ impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for StoredBody {
 
 impl sqlx::Type<sqlx::Postgres> for StoredBody {
     fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+        <Vec<u8> as sqlx::Type<sqlx::Postgres>>::type_info()
     }
     fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
-        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+        <Vec<u8> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
     }
 }
 
 impl<'r> sqlx::Decode<'r, sqlx::Postgres> for StoredBody {
     fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        <String as sqlx::Decode<sqlx::Postgres>>::decode(value).map(|s| StoredBody(s.into_bytes()))
+        <Vec<u8> as sqlx::Decode<sqlx::Postgres>>::decode(value).map(StoredBody)
     }
 }
 
@@ -88,12 +98,12 @@ impl PackedBody {
     }
 }
 
-/// A body to bind: JSON text, or packed (SQLite only).
+/// A body to bind: JSON text, or packed.
 #[derive(Clone)]
 pub(super) enum BodyParam<'a> {
     /// Stored as text.
     Text(&'a str),
-    /// A zstd frame, stored as a BLOB.
+    /// A zstd frame (a BLOB in SQLite; PostgreSQL's `bytea` holds either).
     Packed(std::borrow::Cow<'a, [u8]>),
 }
 
@@ -124,7 +134,7 @@ impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for BodyParam<'q> {
 
 impl sqlx::Type<sqlx::Postgres> for BodyParam<'_> {
     fn type_info() -> sqlx::postgres::PgTypeInfo {
-        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+        <&[u8] as sqlx::Type<sqlx::Postgres>>::type_info()
     }
 }
 
@@ -133,20 +143,12 @@ impl<'q> sqlx::Encode<'q, sqlx::Postgres> for BodyParam<'q> {
         &self,
         buf: &mut sqlx::postgres::PgArgumentBuffer,
     ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        match self {
-            BodyParam::Text(text) => {
-                <&str as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(text, buf)
-            }
-            BodyParam::Packed(_) => Err("PostgreSQL stores bodies as text, never packed".into()),
-        }
+        let bytes: &[u8] = match self {
+            BodyParam::Text(text) => text.as_bytes(),
+            BodyParam::Packed(bytes) => bytes,
+        };
+        <&[u8] as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&bytes, buf)
     }
-}
-
-/// A codec without dictionaries, for a store that keeps bodies as text (PostgreSQL).
-pub(super) fn text_only() -> Arc<Codec> {
-    static TEXT_ONLY: std::sync::LazyLock<Arc<Codec>> =
-        std::sync::LazyLock::new(|| Arc::new(Codec::default()));
-    TEXT_ONLY.clone()
 }
 
 /// How one write transaction stores bodies: the store's dictionaries and the one it packs with
@@ -160,11 +162,11 @@ pub(super) struct BodyWriter {
 }
 
 impl BodyWriter {
-    /// Bodies stored as text, packed ones refused (PostgreSQL).
-    pub(super) fn text() -> BodyWriter {
+    /// How a transaction beginning now stores bodies.
+    pub(super) fn of(codec: &Arc<Codec>) -> BodyWriter {
         BodyWriter {
-            codec: text_only(),
-            packer: None,
+            codec: codec.clone(),
+            packer: codec.packer(),
         }
     }
 
@@ -413,6 +415,60 @@ where
         )),
         UnpackError::Corrupt(e) => StoreError::Corrupt(e),
     })
+}
+
+/// What [`pack_bodies`] asks of a backend.
+pub(super) trait DictionaryTable {
+    /// The stored dictionaries, oldest first.
+    async fn stored(&self) -> StoreResult<Vec<(i64, Vec<u8>)>>;
+    /// How many plain (unpacked) item bodies are stored, counted up to `limit`.
+    async fn plain_items(&self, limit: i64) -> StoreResult<i64>;
+    /// Up to `items` of the newest plain item bodies, `records` plain record bodies and
+    /// `events` of the newest plain audit bodies.
+    async fn samples(&self, items: i64, records: i64, events: i64) -> StoreResult<Vec<String>>;
+    /// Stores `dict` as dictionary `id` unless a dictionary is stored already (another process
+    /// trained one meanwhile: it wins).
+    async fn insert_first(&self, id: i64, dict: &[u8]) -> StoreResult<()>;
+}
+
+/// Packs bodies from now on: loads a stored dictionary, else trains one from the newest plain
+/// bodies once `min_bodies` item bodies are stored, and stores it. Returns whether bodies are
+/// packed.
+pub(super) async fn pack_bodies(
+    table: &impl DictionaryTable,
+    codec: &Codec,
+    min_bodies: i64,
+) -> StoreResult<bool> {
+    if codec.packer().is_some() {
+        return Ok(true);
+    }
+    let stored = table.stored().await?;
+    if !stored.is_empty() {
+        codec.load(&stored, true)?;
+        return Ok(true);
+    }
+    if table.plain_items(min_bodies.max(1)).await? < min_bodies.max(1) {
+        return Ok(false);
+    }
+    // Half items, a quarter records, a quarter audit events: the bodies the store packs.
+    let bodies = table
+        .samples(
+            TRAINING_SAMPLES / 2,
+            TRAINING_SAMPLES / 4,
+            TRAINING_SAMPLES / 4,
+        )
+        .await?;
+    let (id, dict) = tokio::task::spawn_blocking(move || train(&training_samples(&bodies)))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("training a body dictionary: {e}")))??;
+    table.insert_first(id, &dict).await?;
+    let stored = table.stored().await?;
+    codec.load(&stored, true)?;
+    tracing::info!(
+        dictionary = stored.last().map(|(id, _)| *id),
+        "record and item bodies are packed from now on"
+    );
+    Ok(true)
 }
 
 /// Bodies that share a value with fewer than this many other sampled bodies lose it before

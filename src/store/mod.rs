@@ -217,8 +217,8 @@ pub trait Store: Send + Sync {
     async fn compact(&self) -> StoreResult<()>;
     /// Packs record and item bodies from now on, once `min_bodies` plain item bodies are stored
     /// to train a dictionary from (or one is stored already); returns whether bodies are
-    /// packed. SQLite's housekeeper calls it every second; PostgreSQL stores text (`false`).
-    /// See `store/codec.rs`.
+    /// packed. SQLite's housekeeper and PostgreSQL's trainer task call it every second until
+    /// it succeeds. See `store/codec.rs`.
     async fn pack_bodies(&self, min_bodies: i64) -> StoreResult<bool> {
         let _ = min_bodies;
         Ok(false)

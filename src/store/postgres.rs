@@ -33,7 +33,10 @@
 //! [`Store::seal`] use for `now_ms`.
 
 use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
-use super::codec::{self, BodyWriter, StoredBody, UnpackError, Unpacker, unpack_with};
+use super::codec::{
+    self, BodyPacker, BodyWriter, Codec, StoredBody, TRAIN_AFTER_BODIES, TRAINING_BACK_OFF,
+    TRAINING_EVERY, UnpackError, Unpacker, unpack_with,
+};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
     holder_columns, map_migrate_err, now_ms,
@@ -53,6 +56,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres, QueryBuilder, Transaction};
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// PostgreSQL's limit on bound parameters in one statement.
@@ -101,23 +105,107 @@ const _: () = assert!(MAX_ROWS_PER_INSERT * AUDIT_COLUMNS <= MAX_PARAMS);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The dictionaries of packed bodies (`store/codec.rs`).
+    codec: Arc<Codec>,
+    /// Trains the body dictionary in the background until bodies are packed.
+    _trainer: Arc<Trainer>,
 }
 
+/// The task that calls [`codec::pack_bodies`] every [`TRAINING_EVERY`] until it succeeds;
+/// stopped when the last clone of the store is dropped.
+#[derive(Debug)]
+struct Trainer(tokio::task::JoinHandle<()>);
+
+impl Drop for Trainer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl codec::DictionaryTable for PgPool {
+    async fn stored(&self) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+        sqlx::query_as("SELECT id, dict FROM body_dictionaries ORDER BY created_at, id")
+            .fetch_all(self)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn plain_items(&self, limit: i64) -> StoreResult<i64> {
+        sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM items WHERE {PLAIN} LIMIT $1) AS p"
+        ))
+        .bind(limit)
+        .fetch_one(self)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn samples(&self, items: i64, records: i64, events: i64) -> StoreResult<Vec<String>> {
+        let mut bodies: Vec<String> = Vec::new();
+        for (sql, limit) in [
+            (
+                format!("SELECT body FROM items WHERE {PLAIN} ORDER BY seq DESC LIMIT $1"),
+                items,
+            ),
+            (
+                format!("SELECT body FROM records WHERE {PLAIN} LIMIT $1"),
+                records,
+            ),
+            (
+                format!("SELECT body FROM audit WHERE {PLAIN} ORDER BY seq DESC LIMIT $1"),
+                events,
+            ),
+        ] {
+            let rows: Vec<Vec<u8>> = sqlx::query_scalar(&sql)
+                .bind(limit)
+                .fetch_all(self)
+                .await
+                .map_err(map_err)?;
+            bodies.extend(rows.into_iter().filter_map(|b| String::from_utf8(b).ok()));
+        }
+        Ok(bodies)
+    }
+
+    async fn insert_first(&self, id: i64, dict: &[u8]) -> StoreResult<()> {
+        // Serialised with other processes' training by the table lock: one dictionary wins.
+        let mut tx = self.begin().await.map_err(map_err)?;
+        sqlx::query("LOCK TABLE body_dictionaries IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO body_dictionaries (id, dict, created_at) SELECT $1, $2, $3 \
+             WHERE NOT EXISTS (SELECT 1 FROM body_dictionaries)",
+        )
+        .bind(id)
+        .bind(dict)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+/// A body column's value is JSON text, not a zstd frame (JSON starts with `{`).
+const PLAIN: &str = "substring(body FROM 1 FOR 1) = '\\x7b'::bytea";
+
 impl PostgresStore {
-    /// A delivery transaction on `tx`.
+    /// A delivery transaction on `tx`, packing bodies with the current dictionary.
     fn delivery_tx(&self, tx: Transaction<'static, Postgres>) -> PgDeliveryTx {
         PgDeliveryTx {
             tx,
-            bodies: BodyWriter::text(),
+            bodies: BodyWriter::of(&self.codec),
         }
     }
 
-    /// Runs `read` over bodies read from this store: text, PostgreSQL never packs them.
+    /// Runs `read` over bodies read from this store; a dictionary another process trained is
+    /// loaded from the database when a body names it.
     async fn unpacked<T>(
         &self,
         read: impl FnMut(&mut Unpacker<'_>) -> Result<T, UnpackError>,
     ) -> StoreResult<T> {
-        unpack_with(&codec::text_only(), read, || async { Ok(()) }).await
+        unpacked_with(&self.pool, &self.codec, read).await
     }
 
     /// Connects to the database a `postgres://…` URL names and runs the PostgreSQL migrations
@@ -145,7 +233,28 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| map_migrate_err(e, map_err))?;
-        Ok(PostgresStore { pool })
+        let codec = Arc::new(Codec::default());
+        codec.load(&codec::DictionaryTable::stored(&pool).await?, true)?;
+        let trainer = {
+            let (pool, codec) = (pool.clone(), codec.clone());
+            tokio::spawn(async move {
+                while codec.packer().is_none() {
+                    let pause = match codec::pack_bodies(&pool, &codec, TRAIN_AFTER_BODIES).await {
+                        Ok(_) => TRAINING_EVERY,
+                        Err(e) => {
+                            tracing::warn!("no body dictionary yet: {e}");
+                            TRAINING_BACK_OFF
+                        }
+                    };
+                    tokio::time::sleep(pause).await;
+                }
+            })
+        };
+        Ok(PostgresStore {
+            pool,
+            codec,
+            _trainer: Arc::new(Trainer(trainer)),
+        })
     }
 
     /// The pool reads use (the same as writes on PostgreSQL).
@@ -162,6 +271,20 @@ impl PostgresStore {
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(map_err)
     }
+}
+
+/// Runs `read` over bodies read with `codec`, loading the dictionaries again from `pool` when a
+/// body names one it has not loaded.
+async fn unpacked_with<T>(
+    pool: &PgPool,
+    codec: &Codec,
+    read: impl FnMut(&mut Unpacker<'_>) -> Result<T, UnpackError>,
+) -> StoreResult<T> {
+    unpack_with(codec, read, || async {
+        let stored = codec::DictionaryTable::stored(pool).await?;
+        codec.load(&stored, false)
+    })
+    .await
 }
 
 /// The URL without its password, for error messages.
@@ -233,8 +356,8 @@ async fn blank_sent_items(
     client_id: &str,
 ) -> StoreResult<Vec<String>> {
     sqlx::query_scalar(&format!(
-        "UPDATE items SET body = '{{\"type\":' || {kind} || ',\"record_ref\":' \
-         || {record_ref} || ',\"erased\":true}}' \
+        "UPDATE items SET body = convert_to('{{\"type\":' || {kind} || ',\"record_ref\":' \
+         || {record_ref} || ',\"erased\":true}}', 'UTF8') \
          WHERE batch_id IS NOT NULL AND vendor = $1 \
          AND (record_id, reporting_period) IN (SELECT record_id, reporting_period \
          FROM records WHERE vendor = $1 AND client_id = $2) RETURNING kind",
@@ -696,6 +819,14 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
         Ok(())
     }
 
+    async fn pack_bodies(&self, min_bodies: i64) -> StoreResult<bool> {
+        codec::pack_bodies(&self.pool, &self.codec, min_bodies).await
+    }
+
+    fn body_packer(&self) -> Option<Arc<BodyPacker>> {
+        self.codec.packer()
+    }
+
     async fn claim_lane(
         &self,
         recipient: &str,
@@ -769,7 +900,7 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
                 ..PurgeReport::default()
             });
         };
-        let result = purge(&mut conn, cutoffs).await;
+        let result = purge(self, &mut conn, cutoffs).await;
         release_retention(conn).await;
         result
     }
@@ -1165,7 +1296,11 @@ fn undelivered_sql(partition: &str) -> String {
 }
 
 /// [`Store::purge`] under the retention lock.
-async fn purge(conn: &mut PgConnection, cutoffs: &Cutoffs) -> StoreResult<PurgeReport> {
+async fn purge(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
+    cutoffs: &Cutoffs,
+) -> StoreResult<PurgeReport> {
     let mut r = PurgeReport {
         dry_run: cutoffs.dry_run,
         ..PurgeReport::default()
@@ -1178,7 +1313,7 @@ async fn purge(conn: &mut PgConnection, cutoffs: &Cutoffs) -> StoreResult<PurgeR
         purge_items(conn, before, cutoffs.records_before, &mut r).await?;
     }
     if let Some(before) = cutoffs.audit_before_ms {
-        purge_audit(conn, before, &mut r).await?;
+        purge_audit(store, conn, before, &mut r).await?;
     }
     if let Some(before) = cutoffs.receipts_before_ms {
         r.receipts = if r.dry_run {
@@ -1364,6 +1499,7 @@ async fn purge_items(
 /// Audit events written before `before_ms`, from the start of the chain, as far as it verifies;
 /// the last one purged becomes the anchor.
 async fn purge_audit(
+    store: &PostgresStore,
     conn: &mut PgConnection,
     before_ms: i64,
     r: &mut PurgeReport,
@@ -1391,12 +1527,9 @@ async fn purge_audit(
         .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-        let rows: Vec<AuditRow> = unpack_with(
-            &codec::text_only(),
-            |u| rows.iter().map(|row| audit_row(u, row)).collect(),
-            || async { Ok(()) },
-        )
-        .await?;
+        let rows: Vec<AuditRow> = store
+            .unpacked(|u| rows.iter().map(|row| audit_row(u, row)).collect())
+            .await?;
         let prefix = super::chain::purge_prefix(anchor.as_ref(), &rows, before_ms);
         if let Some(b) = &prefix.broken {
             r.notes.push(format!(

@@ -30,6 +30,7 @@ use super::chain::{AUDIT_SELECT, AuditTuple, audit_row};
 use super::codec::{
     self, BodyPacker, BodyWriter, Codec, StoredBody, UnpackError, Unpacker, unpack_with,
 };
+use super::codec::{TRAIN_AFTER_BODIES, TRAINING_BACK_OFF, TRAINING_EVERY};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
     holder_columns, map_migrate_err, now_ms,
@@ -70,13 +71,6 @@ const WRITER_CACHE_SIZE: &str = "-32768";
 /// The writer never checkpoints inside a commit (`wal_autocheckpoint = 0`): the
 /// [`Housekeeper`] does, on its own connection, off every commit path.
 const WAL_AUTOCHECKPOINT_PAGES: &str = "0";
-/// How many plain item bodies the housekeeper waits for before it trains the dictionary of
-/// packed bodies (`store/codec.rs`).
-const TRAIN_AFTER_BODIES: i64 = 1000;
-/// How often the housekeeper looks whether there are enough bodies to train on.
-const TRAINING_EVERY: Duration = Duration::from_secs(1);
-/// How long it waits after training failed.
-const TRAINING_BACK_OFF: Duration = Duration::from_secs(60);
 /// How often the housekeeper looks at the WAL.
 const HOUSEKEEPING_POLL: Duration = Duration::from_millis(250);
 /// How often the housekeeper copies the WAL into the database file (`PASSIVE`: never waits for
@@ -410,86 +404,77 @@ async fn stored_dictionaries(pool: &SqlitePool) -> StoreResult<Vec<(i64, Vec<u8>
         .map_err(map_err)
 }
 
-/// Packs bodies from now on: loads a stored dictionary, else trains one from the newest plain
-/// bodies once `min_bodies` item bodies are stored, and stores it (in a short write of its own;
-/// a dictionary another process stored meanwhile wins). Returns whether bodies are packed.
+/// SQLite's `body_dictionaries`: read on the reader pool, written in a short write of its own.
+struct Dictionaries<'a> {
+    writer: &'a SqlitePool,
+    reader: &'a SqlitePool,
+}
+
+impl codec::DictionaryTable for Dictionaries<'_> {
+    async fn stored(&self) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+        stored_dictionaries(self.reader).await
+    }
+
+    async fn plain_items(&self, limit: i64) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM item_bodies WHERE typeof(body) = 'text' LIMIT ?1)",
+        )
+        .bind(limit)
+        .fetch_one(self.reader)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn samples(&self, items: i64, records: i64, events: i64) -> StoreResult<Vec<String>> {
+        let mut bodies: Vec<String> = Vec::new();
+        for (sql, limit) in [
+            (
+                "SELECT body FROM item_bodies WHERE typeof(body) = 'text' ORDER BY seq DESC LIMIT ?1",
+                items,
+            ),
+            (
+                "SELECT body FROM records WHERE typeof(body) = 'text' LIMIT ?1",
+                records,
+            ),
+            (
+                "SELECT body FROM audit WHERE typeof(body) = 'text' ORDER BY seq DESC LIMIT ?1",
+                events,
+            ),
+        ] {
+            bodies.extend(
+                sqlx::query_scalar::<_, String>(sql)
+                    .bind(limit)
+                    .fetch_all(self.reader)
+                    .await
+                    .map_err(map_err)?,
+            );
+        }
+        Ok(bodies)
+    }
+
+    async fn insert_first(&self, id: i64, dict: &[u8]) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO body_dictionaries (id, dict, created_at) SELECT ?1, ?2, ?3 \
+             WHERE NOT EXISTS (SELECT 1 FROM body_dictionaries)",
+        )
+        .bind(id)
+        .bind(dict)
+        .bind(now_ms())
+        .execute(self.writer)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+/// See [`codec::pack_bodies`].
 async fn pack_bodies(
     writer: &SqlitePool,
     reader: &SqlitePool,
     codec: &Codec,
     min_bodies: i64,
 ) -> StoreResult<bool> {
-    if codec.packer().is_some() {
-        return Ok(true);
-    }
-    let stored = stored_dictionaries(reader).await?;
-    if !stored.is_empty() {
-        codec.load(&stored, true)?;
-        return Ok(true);
-    }
-    let plain: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM item_bodies WHERE typeof(body) = 'text' LIMIT ?1)",
-    )
-    .bind(min_bodies.max(1))
-    .fetch_one(reader)
-    .await
-    .map_err(map_err)?;
-    if plain < min_bodies.max(1) {
-        return Ok(false);
-    }
-    // Half items, a quarter records, a quarter audit events: the bodies the store packs.
-    let mut bodies: Vec<String> = Vec::new();
-    for (sql, share) in [
-        (
-            "SELECT body FROM item_bodies WHERE typeof(body) = 'text' ORDER BY seq DESC LIMIT ?1",
-            2,
-        ),
-        (
-            "SELECT body FROM records WHERE typeof(body) = 'text' LIMIT ?1",
-            4,
-        ),
-        (
-            "SELECT body FROM audit WHERE typeof(body) = 'text' ORDER BY seq DESC LIMIT ?1",
-            4,
-        ),
-    ] {
-        bodies.extend(
-            sqlx::query_scalar::<_, String>(sql)
-                .bind(codec::TRAINING_SAMPLES / share)
-                .fetch_all(reader)
-                .await
-                .map_err(map_err)?,
-        );
-    }
-    let (id, dict) =
-        tokio::task::spawn_blocking(move || codec::train(&codec::training_samples(&bodies)))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("training a body dictionary: {e}")))??;
-    let mut tx = writer
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(map_err)?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM body_dictionaries)")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    if !exists {
-        sqlx::query("INSERT INTO body_dictionaries (id, dict, created_at) VALUES (?1, ?2, ?3)")
-            .bind(id)
-            .bind(&dict)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    }
-    tx.commit().await.map_err(map_err)?;
-    let stored = stored_dictionaries(writer).await?;
-    codec.load(&stored, true)?;
-    tracing::info!(
-        dictionary = stored.last().map(|(id, _)| *id),
-        "record and item bodies are packed from now on"
-    );
-    Ok(true)
+    codec::pack_bodies(&Dictionaries { writer, reader }, codec, min_bodies).await
 }
 
 /// Columns of a push group row, in [`PushGroupTuple`]'s order.
