@@ -171,6 +171,25 @@ async fn postgres_rows(url: &str) -> String {
             out.push('\n');
         }
     }
+    // `bytea` columns (bodies) print as hex above: their bytes as (lossy) text too.
+    let binary: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND data_type = 'bytea' ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(binary.iter().any(|(t, c)| t == "records" && c == "body"));
+    for (t, c) in &binary {
+        let values: Vec<Vec<u8>> = sqlx::query_scalar(&format!("SELECT \"{c}\" FROM \"{t}\""))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        for v in values {
+            out.push_str(&String::from_utf8_lossy(&v));
+            out.push('\n');
+        }
+    }
     pool.close().await;
     out
 }
