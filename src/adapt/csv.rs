@@ -183,9 +183,9 @@ pub(crate) fn run(
     let key_col = index[&plan.spec.group_by];
     sink.header(&DeliveryHeader::default())?;
 
-    let mut group: Vec<Vec<String>> = Vec::new();
+    let mut group: Vec<csv::StringRecord> = Vec::new();
     let mut position = 0usize;
-    let mut emit = |group: &mut Vec<Vec<String>>,
+    let mut emit = |group: &mut Vec<csv::StringRecord>,
                     unknown_used: &mut BTreeSet<usize>|
      -> Result<(), AdaptError> {
         if group.is_empty() {
@@ -198,22 +198,21 @@ pub(crate) fn run(
     };
     for row in records {
         let row = row.map_err(classify)?;
-        let cells: Vec<String> = row
-            .iter()
-            .map(|c| check_len(c).map(|()| c.to_string()))
-            .collect::<Result<_, _>>()?;
-        if cells.iter().all(|c| normalize(c).is_empty()) {
+        for cell in row.iter() {
+            check_len(cell)?;
+        }
+        if row.iter().all(blank) {
             continue;
         }
-        let key = normalize(&cells[key_col]);
-        let same = !key.is_empty()
+        let key = &row[key_col];
+        let same = !blank(key)
             && group
                 .first()
-                .is_some_and(|first| normalize(&first[key_col]) == key);
+                .is_some_and(|first| same_text(&first[key_col], key));
         if !same {
             emit(&mut group, &mut unknown_used)?;
         }
-        group.push(cells);
+        group.push(row);
     }
     emit(&mut group, &mut unknown_used)?;
     for (i, name) in &unknown {
@@ -226,6 +225,21 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+/// Whether a cell is empty once cleaned ([`normalize`] trims; NFC never empties a text).
+fn blank(cell: &str) -> bool {
+    cell.trim_matches(char::is_whitespace).is_empty()
+}
+
+/// Whether two cells are the same once cleaned ([`normalize`]); equal trimmed texts need no
+/// normalising.
+fn same_text(a: &str, b: &str) -> bool {
+    let (ta, tb) = (
+        a.trim_matches(char::is_whitespace),
+        b.trim_matches(char::is_whitespace),
+    );
+    ta == tb || normalize(ta) == normalize(tb)
 }
 
 fn check_len(cell: &str) -> Result<(), AdaptError> {
@@ -249,10 +263,10 @@ struct Columns<'a> {
 }
 
 /// The cells of `columns` in a row, as an object keyed by column name.
-fn row_object(row: &[String], columns: &[(usize, String)]) -> Map<String, Value> {
+fn row_object(row: &csv::StringRecord, columns: &[(usize, String)]) -> Map<String, Value> {
     let mut m = Map::with_capacity(columns.len());
     for (i, name) in columns {
-        m.insert(name.clone(), Value::String(row[*i].clone()));
+        m.insert(name.clone(), Value::String(row[*i].to_string()));
     }
     m
 }
@@ -264,20 +278,17 @@ fn build(
     columns: &Columns<'_>,
     unknown_used: &mut BTreeSet<usize>,
     position: usize,
-    rows: &[Vec<String>],
+    rows: &[csv::StringRecord],
 ) -> super::Draft {
     let (index, unknown) = (columns.index, columns.unknown);
     let mut tree = row_object(&rows[0], &columns.record);
-    let filled = |row: &Vec<String>, col: &str| {
-        index
-            .get(col)
-            .is_some_and(|i| !normalize(&row[*i]).is_empty())
-    };
+    let filled =
+        |row: &csv::StringRecord, col: &str| index.get(col).is_some_and(|i| !blank(&row[*i]));
     for (list, list_columns) in plan.record.lists.iter().zip(&columns.lists) {
         let Some(rows_rule) = &list.rows else {
             continue;
         };
-        let entry = |row: &Vec<String>| Value::Object(row_object(row, list_columns));
+        let entry = |row: &csv::StringRecord| Value::Object(row_object(row, list_columns));
         let selected: Vec<Value> = if let Some(col) = &rows_rule.first_with {
             rows.iter()
                 .find(|r| filled(r, col))
@@ -297,7 +308,7 @@ fn build(
         .map(file, position, &Value::Object(tree), &[], false);
     let mut extra: Vec<Issue> = Vec::new();
     for (i, name) in unknown {
-        if rows.iter().any(|r| !normalize(&r[*i]).is_empty()) {
+        if rows.iter().any(|r| !blank(&r[*i])) {
             unknown_used.insert(*i);
             let mut w = unknown_issue(name.clone(), name);
             w.message = format!("unknown column '{}' ignored", echo(name));
@@ -306,8 +317,8 @@ fn build(
     }
     for (col, target) in &plan.compared {
         let Some(i) = index.get(col) else { continue };
-        let first = normalize(&rows[0][*i]);
-        if rows[1..].iter().any(|r| normalize(&r[*i]) != first) {
+        let first = &rows[0][*i];
+        if rows[1..].iter().any(|r| !same_text(&r[*i], first)) {
             extra.push(Issue::new(
                 Code::F004,
                 target.clone(),
