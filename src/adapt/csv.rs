@@ -3,7 +3,7 @@
 //! same key column into one record tree: the first row's cells, plus for each list the rows it
 //! selects. It knows no column names; the mapping file does.
 
-use super::decode::{DecodingReader, Peeked};
+use super::decode::{ByteGuard, DecodingReader, Guarded, Peeked, Step};
 use super::mapping::{CsvSpec, MappingFile};
 use super::rules::{RecordPlan, csv_list_key, unknown_issue};
 use super::{AdaptError, AdaptSink, DeliveryHeader, Issue, MAX_VALUE_BYTES, normalize};
@@ -111,7 +111,10 @@ pub(crate) fn run(
             .unwrap_or(encoding_rs::WINDOWS_1252)
     };
     let decoded = DecodingReader::new(peeked, encoding);
-    let checked = QuoteCheck::new(decoded, plan.spec.separator as u8, plan.spec.quote as u8);
+    let checked = Guarded::new(
+        decoded,
+        QuoteCheck::new(plan.spec.separator as u8, plan.spec.quote as u8),
+    );
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(plan.spec.separator as u8)
         .quote(plan.spec.quote as u8)
@@ -372,8 +375,7 @@ const CELL_KEEP: usize = MAX_VALUE_BYTES + 4;
 /// So a row that never ends (a gzip bomb of white space) streams through in bounded memory until
 /// the body limit (`L001`) ends it. Bytes before a fault are passed on first; the error comes
 /// with the next read, so problems earlier in the body are reported first.
-struct QuoteCheck<R> {
-    inner: R,
+struct QuoteCheck {
     sep: u8,
     quote: u8,
     state: QState,
@@ -388,8 +390,6 @@ struct QuoteCheck<R> {
     row_started: bool,
     /// Fields of the header row, once it has ended.
     header_fields: Option<usize>,
-    /// An error to report on the next read.
-    fault: Option<io::Error>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -400,17 +400,9 @@ enum QState {
     QuoteInQuoted,
 }
 
-/// What [`QuoteCheck`] does with one byte.
-enum Step {
-    Keep,
-    Drop,
-    Fault(io::Error),
-}
-
-impl<R: Read> QuoteCheck<R> {
-    fn new(inner: R, sep: u8, quote: u8) -> Self {
+impl QuoteCheck {
+    fn new(sep: u8, quote: u8) -> Self {
         QuoteCheck {
-            inner,
             sep,
             quote,
             state: QState::FieldStart,
@@ -420,7 +412,6 @@ impl<R: Read> QuoteCheck<R> {
             dropping: false,
             row_started: false,
             header_fields: None,
-            fault: None,
         }
     }
 
@@ -473,11 +464,12 @@ impl<R: Read> QuoteCheck<R> {
         }
         Step::Keep
     }
+}
 
-    /// How many bytes at the start of `bytes` are plain value bytes of the current field (no
-    /// separator, quote, line end or control character where they would matter, within the
-    /// kept part of a cell of a column the header has), which [`Self::step`] would only count
-    /// and keep; counts them as it would.
+impl ByteGuard for QuoteCheck {
+    /// Plain bytes: value bytes of the current field (no separator, quote, line end or control
+    /// character where they would matter), within the kept part of a cell of a column the
+    /// header has.
     fn plain_run(&mut self, bytes: &[u8]) -> usize {
         let special = match self.state {
             QState::Unquoted => self.sep,
@@ -566,61 +558,19 @@ impl<R: Read> QuoteCheck<R> {
         self.state = state;
         step
     }
+
+    fn at_end(&mut self) -> io::Result<()> {
+        if matches!(self.state, QState::Quoted) {
+            return Err(self.bad("a quoted field is not closed"));
+        }
+        Ok(())
+    }
 }
 
 /// A quoting error found by [`QuoteCheck`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct QuoteFault(String);
-
-impl<R: Read> Read for QuoteCheck<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(e) = self.fault.take() {
-            return Err(e);
-        }
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            let n = self.inner.read(buf)?;
-            if n == 0 {
-                if matches!(self.state, QState::Quoted) {
-                    return Err(self.bad("a quoted field is not closed"));
-                }
-                return Ok(0);
-            }
-            let (mut w, mut i) = (0, 0);
-            while i < n {
-                let run = self.plain_run(&buf[i..n]);
-                if run > 0 {
-                    // Value bytes that change nothing but the cell's length: kept as they are.
-                    buf.copy_within(i..i + run, w);
-                    (w, i) = (w + run, i + run);
-                    continue;
-                }
-                let b = buf[i];
-                i += 1;
-                match self.step(b) {
-                    Step::Keep => {
-                        buf[w] = b;
-                        w += 1;
-                    }
-                    Step::Drop => {}
-                    Step::Fault(e) => {
-                        if w == 0 {
-                            return Err(e);
-                        }
-                        self.fault = Some(e);
-                        return Ok(w);
-                    }
-                }
-            }
-            if w > 0 {
-                return Ok(w);
-            }
-        }
-    }
-}
 
 impl AdaptError {
     /// Classifies read errors of the CSV engine, including quoting faults.

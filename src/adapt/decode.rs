@@ -243,3 +243,94 @@ impl<R: Read> Read for ByteReader<R> {
         Ok(w)
     }
 }
+
+/// What a [`ByteGuard`] does with one byte.
+pub(crate) enum Step {
+    /// Passed on.
+    Keep,
+    /// Left out.
+    Drop,
+    /// The text is refused here.
+    Fault(io::Error),
+}
+
+/// Checks the decoded text byte by byte on its way to a parser (which holds a token whole), and
+/// may leave bytes out: the XML and CSV engines' guards.
+pub(crate) trait ByteGuard {
+    /// How many bytes at the start of `bytes` need no look of their own: the guard counts them
+    /// as [`Self::step`] would, and they are passed on as they are.
+    fn plain_run(&mut self, bytes: &[u8]) -> usize;
+    /// One byte that needs a look.
+    fn step(&mut self, b: u8) -> Step;
+    /// The text ended: an error when it may not end here.
+    fn at_end(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A reader passing another reader's bytes through a [`ByteGuard`]. Bytes before a fault are
+/// passed on first; the fault comes with the next read, so problems earlier in the text are
+/// reported first.
+pub(crate) struct Guarded<R, G> {
+    inner: R,
+    guard: G,
+    /// A fault to report on the next read.
+    fault: Option<io::Error>,
+}
+
+impl<R: Read, G: ByteGuard> Guarded<R, G> {
+    pub(crate) fn new(inner: R, guard: G) -> Self {
+        Guarded {
+            inner,
+            guard,
+            fault: None,
+        }
+    }
+}
+
+impl<R: Read, G: ByteGuard> Read for Guarded<R, G> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.fault.take() {
+            return Err(e);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                self.guard.at_end()?;
+                return Ok(0);
+            }
+            // Filtered in place: `w` (bytes kept) never passes `i` (bytes looked at).
+            let (mut w, mut i) = (0, 0);
+            while i < n {
+                let run = self.guard.plain_run(&buf[i..n]);
+                if run > 0 {
+                    buf.copy_within(i..i + run, w);
+                    (w, i) = (w + run, i + run);
+                    continue;
+                }
+                let b = buf[i];
+                i += 1;
+                match self.guard.step(b) {
+                    Step::Keep => {
+                        buf[w] = b;
+                        w += 1;
+                    }
+                    Step::Drop => {}
+                    Step::Fault(e) => {
+                        if w == 0 {
+                            return Err(e);
+                        }
+                        self.fault = Some(e);
+                        return Ok(w);
+                    }
+                }
+            }
+            if w > 0 {
+                return Ok(w);
+            }
+        }
+    }
+}

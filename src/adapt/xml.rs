@@ -7,7 +7,7 @@
 //! the encoding comes from the byte-order mark, else the XML declaration, else UTF-8, and is
 //! decoded strictly (`S001`). It knows no element names; the mapping file does.
 
-use super::decode::{ByteCharset, ByteReader, DecodingReader, Peeked};
+use super::decode::{ByteCharset, ByteGuard, ByteReader, DecodingReader, Guarded, Peeked, Step};
 use super::mapping::{MappingFile, XmlSpec, pointer_tokens};
 use super::nest::Nest;
 use super::rules::{Assembler, HeaderPlan, MAX_DEPTH, RecordPlan, Repeat};
@@ -17,7 +17,7 @@ use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use serde_json::{Map, Value};
-use std::io::{self, BufReader, Read};
+use std::io::{BufReader, Read};
 
 /// A mapping compiled for the XML engine.
 #[derive(Debug)]
@@ -142,7 +142,7 @@ pub(crate) fn run(
         Charset::Rs(encoding) => Box::new(DecodingReader::new(peeked, encoding)),
         Charset::Byte(charset) => Box::new(ByteReader::new(peeked, charset)),
     };
-    let guarded = XmlGuard::new(decoded);
+    let guarded = Guarded::new(decoded, XmlGuard::new());
     let mut xml = NsReader::from_reader(BufReader::with_capacity(64 * 1024, guarded));
     {
         let c = xml.config_mut();
@@ -502,10 +502,8 @@ fn forbidden_char(c: char) -> bool {
 /// bytes between two `<`/`>` (`L004`). So a body of endless white space (a gzip bomb) streams
 /// through in bounded memory until the body limit (`L001`) ends it.
 ///
-/// Bytes before a refused character are passed on first; the error comes with the next read,
-/// so problems earlier in the document are reported first.
-pub(crate) struct XmlGuard<R> {
-    inner: R,
+/// Bytes before a refused character are passed on first ([`Guarded`]).
+pub(crate) struct XmlGuard {
     /// 1-based line of the next byte (for messages).
     line: u64,
     /// Length of the current run of white space.
@@ -514,27 +512,22 @@ pub(crate) struct XmlGuard<R> {
     token: usize,
     /// The two bytes before the current one (to find U+FFFE and U+FFFF).
     last2: [u8; 2],
-    /// An error to report on the next read.
-    fault: Option<io::Error>,
 }
 
-impl<R: Read> XmlGuard<R> {
-    pub(crate) fn new(inner: R) -> Self {
+impl XmlGuard {
+    pub(crate) fn new() -> Self {
         XmlGuard {
-            inner,
             line: 1,
             space_run: 0,
             token: 0,
             last2: [0, 0],
-            fault: None,
         }
     }
 }
 
-impl<R> XmlGuard<R> {
-    /// How many bytes at the start of `bytes` are plain (no white space or control character,
-    /// no `<` or `>`, no byte that could end U+FFFE/U+FFFF) and within the token limit, which
-    /// the byte-by-byte checks would only pass on; counts them as those would.
+impl ByteGuard for XmlGuard {
+    /// Plain bytes: no white space or control character, no `<` or `>`, no byte that could end
+    /// U+FFFE/U+FFFF, within the token limit.
     fn plain_run(&mut self, bytes: &[u8]) -> usize {
         let room = TOKEN_MAX.saturating_sub(self.token).min(bytes.len());
         let run = bytes[..room]
@@ -551,90 +544,49 @@ impl<R> XmlGuard<R> {
         }
         run
     }
-}
 
-impl<R: Read> Read for XmlGuard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(e) = self.fault.take() {
-            return Err(e);
+    fn step(&mut self, b: u8) -> Step {
+        let bad = match b {
+            b'\t' | b'\n' | b'\r' => None,
+            0x00..=0x1f => Some(u32::from(b)),
+            0xbe | 0xbf if self.last2 == [0xef, 0xbf] => Some(0xff00 | (u32::from(b) + 0x40)),
+            _ => None,
+        };
+        if let Some(c) = bad {
+            return Step::Fault(refused(
+                Code::X000,
+                format!(
+                    "line {}: character U+{c:04X} is not allowed in XML 1.0",
+                    self.line
+                ),
+            ));
         }
-        if buf.is_empty() {
-            return Ok(0);
+        self.last2 = [self.last2[1], b];
+        if b == b'\n' {
+            self.line += 1;
         }
-        loop {
-            let n = self.inner.read(buf)?;
-            if n == 0 {
-                return Ok(0);
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            self.space_run += 1;
+            if self.space_run > SPACE_KEEP {
+                return Step::Drop;
             }
-            let (mut w, mut i) = (0, 0);
-            while i < n {
-                let run = self.plain_run(&buf[i..n]);
-                if run > 0 {
-                    buf.copy_within(i..i + run, w);
-                    (w, i) = (w + run, i + run);
-                    continue;
-                }
-                let b = buf[i];
-                i += 1;
-                let bad = match b {
-                    b'\t' | b'\n' | b'\r' => None,
-                    0x00..=0x1f => Some(u32::from(b)),
-                    0xbe | 0xbf if self.last2 == [0xef, 0xbf] => {
-                        Some(0xff00 | (u32::from(b) + 0x40))
-                    }
-                    _ => None,
-                };
-                if let Some(c) = bad {
-                    let e = refused(
-                        Code::X000,
-                        format!(
-                            "line {}: character U+{c:04X} is not allowed in XML 1.0",
-                            self.line
-                        ),
-                    );
-                    if w == 0 {
-                        return Err(e);
-                    }
-                    self.fault = Some(e);
-                    return Ok(w);
-                }
-                self.last2 = [self.last2[1], b];
-                if b == b'\n' {
-                    self.line += 1;
-                }
-                if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                    self.space_run += 1;
-                    if self.space_run > SPACE_KEEP {
-                        continue;
-                    }
-                } else {
-                    self.space_run = 0;
-                }
-                if b == b'<' || b == b'>' {
-                    self.token = 0;
-                } else {
-                    self.token += 1;
-                    if self.token > TOKEN_MAX {
-                        let e = refused(
-                            Code::L004,
-                            format!(
-                                "line {}: more than {TOKEN_MAX} bytes of text or markup without '<' or '>' (no value may be longer than {MAX_VALUE_BYTES} bytes)",
-                                self.line
-                            ),
-                        );
-                        if w == 0 {
-                            return Err(e);
-                        }
-                        self.fault = Some(e);
-                        return Ok(w);
-                    }
-                }
-                buf[w] = b;
-                w += 1;
-            }
-            if w > 0 {
-                return Ok(w);
+        } else {
+            self.space_run = 0;
+        }
+        if b == b'<' || b == b'>' {
+            self.token = 0;
+        } else {
+            self.token += 1;
+            if self.token > TOKEN_MAX {
+                return Step::Fault(refused(
+                    Code::L004,
+                    format!(
+                        "line {}: more than {TOKEN_MAX} bytes of text or markup without '<' or '>' (no value may be longer than {MAX_VALUE_BYTES} bytes)",
+                        self.line
+                    ),
+                ));
             }
         }
+        Step::Keep
     }
 }

@@ -205,7 +205,11 @@ impl PostgresStore {
         &self,
         read: impl FnMut(&mut Unpacker<'_>) -> Result<T, UnpackError>,
     ) -> StoreResult<T> {
-        unpacked_with(&self.pool, &self.codec, read).await
+        unpack_with(&self.codec, read, || async {
+            let stored = codec::DictionaryTable::stored(&self.pool).await?;
+            self.codec.load(&stored, false)
+        })
+        .await
     }
 
     /// Connects to the database a `postgres://…` URL names and runs the PostgreSQL migrations
@@ -271,20 +275,6 @@ impl PostgresStore {
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(map_err)
     }
-}
-
-/// Runs `read` over bodies read with `codec`, loading the dictionaries again from `pool` when a
-/// body names one it has not loaded.
-async fn unpacked_with<T>(
-    pool: &PgPool,
-    codec: &Codec,
-    read: impl FnMut(&mut Unpacker<'_>) -> Result<T, UnpackError>,
-) -> StoreResult<T> {
-    unpack_with(codec, read, || async {
-        let stored = codec::DictionaryTable::stored(pool).await?;
-        codec.load(&stored, false)
-    })
-    .await
 }
 
 /// The URL without its password, for error messages.

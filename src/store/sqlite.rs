@@ -375,10 +375,7 @@ impl SqliteStore {
     fn delivery_tx(&self, tx: Transaction<'static, Sqlite>) -> SqliteDeliveryTx {
         SqliteDeliveryTx {
             tx,
-            bodies: BodyWriter {
-                codec: self.codec.clone(),
-                packer: self.codec.packer(),
-            },
+            bodies: BodyWriter::of(&self.codec),
         }
     }
 
