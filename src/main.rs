@@ -27,5 +27,8 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+    // SQLite allocates with mimalloc too, without its global usage counter; before any
+    // connection exists (weiche::store::sqlite_memory).
+    weiche::store::sqlite_memory::configure();
     weiche::cli::main()
 }

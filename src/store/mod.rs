@@ -23,6 +23,7 @@ mod postgres;
 mod shared;
 mod sql;
 mod sqlite;
+pub mod sqlite_memory;
 mod types;
 
 pub use codec::{BodyPacker, PackedBody};

@@ -607,14 +607,17 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
             // (possibly with lower seq) can't slip in between choosing and counting. Joined on
             // the whole key (seq, created_at): each chosen item is found by the primary key of
             // its partition (`seq IN (…)` alone let the planner scan every partition).
-            let claimed: Vec<(i64, String)> = sqlx::query_as(
+            // The claimed rows come back summed up per batch and period, not one per item.
+            let claimed: Vec<(i64, String, i64)> = sqlx::query_as(
                 "WITH chosen AS (SELECT seq, created_at, \
                  (row_number() OVER (ORDER BY seq) - 1) / $3 AS g FROM (\
                  SELECT seq, created_at FROM items WHERE recipient = $2 AND batch_id IS NULL \
-                 ORDER BY seq LIMIT $4) AS o) \
-                 UPDATE items AS i SET batch_id = ($1::text[])[chosen.g + 1] FROM chosen \
-                 WHERE i.seq = chosen.seq AND i.created_at = chosen.created_at \
-                 AND i.batch_id IS NULL RETURNING chosen.g, i.reporting_period",
+                 ORDER BY seq LIMIT $4) AS o), \
+                 claimed AS (UPDATE items AS i SET batch_id = ($1::text[])[chosen.g + 1] \
+                 FROM chosen WHERE i.seq = chosen.seq AND i.created_at = chosen.created_at \
+                 AND i.batch_id IS NULL RETURNING chosen.g, i.reporting_period) \
+                 SELECT g, reporting_period, COUNT(*) FROM claimed \
+                 GROUP BY g, reporting_period",
             )
             .bind(&ids)
             .bind(recipient)
@@ -629,9 +632,9 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
             // Per batch, in seal order: id, item count, periods.
             let mut by_g: std::collections::BTreeMap<i64, (i64, Vec<String>)> =
                 std::collections::BTreeMap::new();
-            for (g, period) in claimed {
+            for (g, period, count) in claimed {
                 let e = by_g.entry(g).or_default();
-                e.0 += 1;
+                e.0 += count;
                 e.1.push(period);
             }
             let (mut batch_ids, mut counts, mut periods) = (Vec::new(), Vec::new(), Vec::new());

@@ -785,22 +785,34 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
                 break;
             }
             let batch_id = uuid::Uuid::now_v7().to_string();
-            let periods: Vec<String> = sqlx::query_scalar(
-                "UPDATE items SET batch_id = ? WHERE seq IN (\
-                 SELECT seq FROM items WHERE recipient = ? AND batch_id IS NULL \
-                 ORDER BY seq LIMIT ?) RETURNING reporting_period",
+            // The batch's head, summed up per period: a row per period, not per item (sqlx hands
+            // every row from SQLite's thread to ours, one wake-up each). The write lock is held,
+            // so the open items up to the head's last seq are exactly those counted.
+            let head: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT reporting_period, COUNT(*), MAX(seq) FROM (\
+                 SELECT seq, reporting_period FROM items WHERE recipient = ? AND batch_id IS NULL \
+                 ORDER BY seq LIMIT ?) GROUP BY reporting_period",
             )
-            .bind(&batch_id)
             .bind(recipient)
             .bind(rule.max_items)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            if periods.is_empty() {
+            let Some(last_seq) = head.iter().map(|h| h.2).max() else {
                 break;
-            }
-            let count = i64::try_from(periods.len()).unwrap_or(i64::MAX);
-            let periods = periods_json(periods);
+            };
+            let count: i64 = head.iter().map(|h| h.1).sum();
+            sqlx::query(
+                "UPDATE items SET batch_id = ? WHERE recipient = ? AND batch_id IS NULL \
+                 AND seq <= ?",
+            )
+            .bind(&batch_id)
+            .bind(recipient)
+            .bind(last_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let periods = periods_json(head.into_iter().map(|h| h.0).collect());
             sqlx::query(
                 "INSERT INTO batches (batch_id, recipient, seal_no, created_at, item_count, \
                  periods, state) VALUES (?, ?, \
