@@ -40,9 +40,9 @@ use super::{
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
-    StoreResult, StoredDelivery, Withdrawal, by_delivery, count_items, feedback_row, feedback_rows,
-    field_sets_of, findings_json, outcome_columns, periods_json, push_group_row, scrub_receipt,
-    should_seal,
+    StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
+    feedback_row, feedback_rows, field_sets_of, findings_json, outcome_columns, periods_json,
+    push_group_row, scrub_receipt, should_seal,
 };
 use super::{DeliveryFilter, DeliverySummary, PAUSED_LANE_OWNER, RecordItem, StoredRecord};
 use sqlx::sqlite::{
@@ -58,6 +58,8 @@ const MAX_PARAMS: usize = 32_766;
 /// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
 const MAX_ROWS_PER_INSERT: usize = 1_000;
+/// Most batches one round of sealing claims (two parameters each in its `UPDATE`).
+const SEAL_CHUNK: i64 = 64;
 /// Columns bound per record row.
 const RECORD_COLUMNS: usize = 8;
 /// Columns bound per item row.
@@ -777,73 +779,112 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         // BEGIN IMMEDIATE holds SQLite's write lock for the whole sealing: no other connection
         // or process can add, seal or change items meanwhile.
         let mut tx = self.begin_write().await?;
-        let mut sealed = 0u64;
-        let cap = u64::try_from(rule.batches_per_call()).unwrap_or(1);
-        while sealed < cap {
-            let (open, oldest) = open_head(&mut *tx, recipient, rule.max_items).await?;
-            if !should_seal(open, oldest, rule, now_ms) {
+        let mut sealed: i64 = 0;
+        loop {
+            // Up to SEAL_CHUNK batches a round, in five statements: every statement is a
+            // round trip to SQLite's thread, and a 1,000-record delivery fills ten batches of
+            // a push recipient at once.
+            let (open, oldest) = open_head(
+                &mut *tx,
+                recipient,
+                rule.max_items.saturating_mul(SEAL_CHUNK),
+            )
+            .await?;
+            let n = batches_to_seal(open, oldest, rule, now_ms)
+                .min(SEAL_CHUNK)
+                .min(rule.batches_per_call() - sealed);
+            if n <= 0 {
                 break;
             }
-            let batch_id = uuid::Uuid::now_v7().to_string();
-            // The batch's head, summed up per period: a row per period, not per item (sqlx hands
-            // every row from SQLite's thread to ours, one wake-up each). The write lock is held,
-            // so the open items up to the head's last seq are exactly those counted.
-            let head: Vec<(String, i64, i64)> = sqlx::query_as(
-                "SELECT reporting_period, COUNT(*), MAX(seq) FROM (\
-                 SELECT seq, reporting_period FROM items WHERE recipient = ? AND batch_id IS NULL \
-                 ORDER BY seq LIMIT ?) GROUP BY reporting_period",
+            // The head, summed up per batch and period (a row per period, not per item). The
+            // write lock is held, so each batch's items are the open items up to its last seq.
+            let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+                "SELECT g, reporting_period, COUNT(*), MAX(seq) FROM (\
+                 SELECT seq, reporting_period, (row_number() OVER (ORDER BY seq) - 1) / ?2 AS g \
+                 FROM (SELECT seq, reporting_period FROM items \
+                 WHERE recipient = ?1 AND batch_id IS NULL ORDER BY seq LIMIT ?3)) \
+                 GROUP BY g, reporting_period ORDER BY g",
             )
             .bind(recipient)
             .bind(rule.max_items)
+            .bind(n.saturating_mul(rule.max_items))
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            let Some(last_seq) = head.iter().map(|h| h.2).max() else {
+            // Per batch, in seal order: item count, last seq, periods.
+            let mut batches: Vec<(i64, i64, i64, Vec<String>)> = Vec::new();
+            for (g, period, count, last) in rows {
+                match batches.last_mut() {
+                    Some(b) if b.0 == g => {
+                        b.1 += count;
+                        b.2 = b.2.max(last);
+                        b.3.push(period);
+                    }
+                    _ => batches.push((g, count, last, vec![period])),
+                }
+            }
+            let Some(&(_, _, last_seq, _)) = batches.last() else {
                 break;
             };
-            let count: i64 = head.iter().map(|h| h.1).sum();
-            sqlx::query(
-                "UPDATE items SET batch_id = ? WHERE recipient = ? AND batch_id IS NULL \
-                 AND seq <= ?",
+            let ids: Vec<String> = batches
+                .iter()
+                .map(|_| uuid::Uuid::now_v7().to_string())
+                .collect();
+            let mut qb = QueryBuilder::<Sqlite>::new("UPDATE items SET batch_id = CASE");
+            for ((_, _, last, _), id) in batches.iter().zip(&ids) {
+                qb.push(" WHEN seq <= ")
+                    .push_bind(*last)
+                    .push(" THEN ")
+                    .push_bind(id.as_str());
+            }
+            qb.push(" END WHERE recipient = ")
+                .push_bind(recipient)
+                .push(" AND batch_id IS NULL AND seq <= ")
+                .push_bind(last_seq);
+            qb.build().execute(&mut *tx).await.map_err(map_err)?;
+            let base: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(seal_no), 0) FROM batches WHERE recipient = ?",
             )
-            .bind(&batch_id)
             .bind(recipient)
-            .bind(last_seq)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-            let periods = periods_json(head.into_iter().map(|h| h.0).collect());
-            sqlx::query(
+            let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO batches (batch_id, recipient, seal_no, created_at, item_count, \
-                 periods, state) VALUES (?, ?, \
-                 (SELECT COALESCE(MAX(seal_no), 0) + 1 FROM batches WHERE recipient = ?), \
-                 ?, ?, ?, 'ready')",
-            )
-            .bind(&batch_id)
-            .bind(recipient)
-            .bind(recipient)
-            .bind(now_ms)
-            .bind(count)
-            .bind(&periods)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+                 periods, state) ",
+            );
+            let mut seal_no = base;
+            qb.push_values(
+                batches.iter().zip(&ids),
+                |mut row, ((_, count, _, periods), id)| {
+                    seal_no += 1;
+                    row.push_bind(id.as_str())
+                        .push_bind(recipient)
+                        .push_bind(seal_no)
+                        .push_bind(now_ms)
+                        .push_bind(*count)
+                        .push_bind(periods_json(periods.clone()))
+                        .push_unseparated(", 'ready'");
+                },
+            );
+            qb.build().execute(&mut *tx).await.map_err(map_err)?;
             if rule.push {
                 sqlx::query(
                     "INSERT INTO push_groups (batch_id, recipient, seal_no, item_count, state, \
                      next_at, updated_at) SELECT batch_id, recipient, seal_no, item_count, \
-                     'pending', ?2, ?2 FROM batches WHERE batch_id = ?1",
+                     'pending', ?3, ?3 FROM batches WHERE recipient = ?1 AND seal_no > ?2",
                 )
-                .bind(&batch_id)
+                .bind(recipient)
+                .bind(base)
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
             }
-            sealed += 1;
+            sealed += i64::try_from(batches.len()).unwrap_or(i64::MAX);
         }
         tx.commit().await.map_err(map_err)?;
-        Ok(sealed)
+        Ok(u64::try_from(sealed).unwrap_or(0))
     }
 
     async fn batch_items_joined(
