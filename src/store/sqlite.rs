@@ -502,6 +502,18 @@ const ITEMS_WITH_BODY: &str = "items AS i JOIN item_bodies AS b ON b.seq = i.seq
 /// An item's body in [`ITEMS_WITH_BODY`].
 const ITEM_BODY: &str = "b.body";
 
+/// One batch of a sealing round, as its head query counts it.
+struct HeadBatch {
+    /// Its number within the round (0-based, in `seq` order).
+    group: i64,
+    /// Its items.
+    count: i64,
+    /// Its last item's `seq`: the batch is the open items after the previous batch up to it.
+    last_seq: i64,
+    /// The reporting periods of its items.
+    periods: Vec<String>,
+}
+
 /// Inserts items, then their bodies, with multi-row `INSERT`s; their `seq` follows the order of
 /// `items`. The seqs are given explicitly, from the largest ever used (`AUTOINCREMENT` keeps it
 /// in `sqlite_sequence`): `BEGIN IMMEDIATE` holds the write lock, so nothing else adds items.
@@ -781,9 +793,9 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         let mut tx = self.begin_write().await?;
         let mut sealed: i64 = 0;
         loop {
-            // Up to SEAL_CHUNK batches a round, in five statements: every statement is a
-            // round trip to SQLite's thread, and a 1,000-record delivery fills ten batches of
-            // a push recipient at once.
+            // Up to SEAL_CHUNK batches a round, in six statements however many batches: every
+            // statement is a round trip to SQLite's thread, and a 1,000-record delivery fills
+            // ten batches of a push recipient at once.
             let (open, oldest) = open_head(
                 &mut *tx,
                 recipient,
@@ -811,19 +823,23 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            // Per batch, in seal order: item count, last seq, periods.
-            let mut batches: Vec<(i64, i64, i64, Vec<String>)> = Vec::new();
-            for (g, period, count, last) in rows {
+            let mut batches: Vec<HeadBatch> = Vec::new();
+            for (group, period, count, last) in rows {
                 match batches.last_mut() {
-                    Some(b) if b.0 == g => {
-                        b.1 += count;
-                        b.2 = b.2.max(last);
-                        b.3.push(period);
+                    Some(b) if b.group == group => {
+                        b.count += count;
+                        b.last_seq = b.last_seq.max(last);
+                        b.periods.push(period);
                     }
-                    _ => batches.push((g, count, last, vec![period])),
+                    _ => batches.push(HeadBatch {
+                        group,
+                        count,
+                        last_seq: last,
+                        periods: vec![period],
+                    }),
                 }
             }
-            let Some(&(_, _, last_seq, _)) = batches.last() else {
+            let Some(last_seq) = batches.last().map(|b| b.last_seq) else {
                 break;
             };
             let ids: Vec<String> = batches
@@ -831,9 +847,9 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
                 .map(|_| uuid::Uuid::now_v7().to_string())
                 .collect();
             let mut qb = QueryBuilder::<Sqlite>::new("UPDATE items SET batch_id = CASE");
-            for ((_, _, last, _), id) in batches.iter().zip(&ids) {
+            for (b, id) in batches.iter().zip(&ids) {
                 qb.push(" WHEN seq <= ")
-                    .push_bind(*last)
+                    .push_bind(b.last_seq)
                     .push(" THEN ")
                     .push_bind(id.as_str());
             }
@@ -854,19 +870,16 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
                  periods, state) ",
             );
             let mut seal_no = base;
-            qb.push_values(
-                batches.iter().zip(&ids),
-                |mut row, ((_, count, _, periods), id)| {
-                    seal_no += 1;
-                    row.push_bind(id.as_str())
-                        .push_bind(recipient)
-                        .push_bind(seal_no)
-                        .push_bind(now_ms)
-                        .push_bind(*count)
-                        .push_bind(periods_json(periods.clone()))
-                        .push_unseparated(", 'ready'");
-                },
-            );
+            qb.push_values(batches.iter().zip(&ids), |mut row, (b, id)| {
+                seal_no += 1;
+                row.push_bind(id.as_str())
+                    .push_bind(recipient)
+                    .push_bind(seal_no)
+                    .push_bind(now_ms)
+                    .push_bind(b.count)
+                    .push_bind(periods_json(b.periods.clone()))
+                    .push_unseparated(", 'ready'");
+            });
             qb.build().execute(&mut *tx).await.map_err(map_err)?;
             if rule.push {
                 sqlx::query(
