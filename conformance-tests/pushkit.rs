@@ -12,8 +12,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use serde_json::Value;
 use sha2::Sha512;
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,9 +84,9 @@ struct PushBody<'a> {
 #[derive(serde::Deserialize)]
 struct PushItem<'a> {
     #[serde(default, borrow)]
-    record_ref: Option<std::borrow::Cow<'a, str>>,
+    record_ref: Option<Cow<'a, str>>,
     #[serde(default, borrow, rename = "type")]
-    kind: Option<std::borrow::Cow<'a, str>>,
+    kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     source: Option<PushSource<'a>>,
 }
@@ -94,45 +94,27 @@ struct PushItem<'a> {
 #[derive(serde::Deserialize)]
 struct PushSource<'a> {
     #[serde(default, borrow)]
-    delivery_id: Option<std::borrow::Cow<'a, str>>,
+    delivery_id: Option<Cow<'a, str>>,
 }
 
-/// (record_ref, type, source.delivery_id) of each item; a body of another shape is read as a
-/// JSON value, with "" for what is missing.
+/// (record_ref, type, source.delivery_id) of each item, "" for what is missing; none for a body
+/// of another shape.
 fn items_of(body: &[u8]) -> Vec<(String, String, String)> {
-    if let Ok(parsed) = serde_json::from_slice::<PushBody>(body) {
-        let text =
-            |t: Option<std::borrow::Cow<'_, str>>| t.map(|t| t.into_owned()).unwrap_or_default();
-        return parsed
-            .items
-            .into_iter()
-            .map(|i| {
-                (
-                    text(i.record_ref),
-                    text(i.kind),
-                    text(i.source.and_then(|s| s.delivery_id)),
-                )
-            })
-            .collect();
-    }
-    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    parsed["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|i| {
-                    (
-                        i["record_ref"].as_str().unwrap_or("").to_string(),
-                        i["type"].as_str().unwrap_or("").to_string(),
-                        i["source"]["delivery_id"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string(),
-                    )
-                })
-                .collect()
+    let Ok(parsed) = serde_json::from_slice::<PushBody>(body) else {
+        return Vec::new();
+    };
+    let text = |t: Option<Cow<'_, str>>| t.map(Cow::into_owned).unwrap_or_default();
+    parsed
+        .items
+        .into_iter()
+        .map(|i| {
+            (
+                text(i.record_ref),
+                text(i.kind),
+                text(i.source.and_then(|s| s.delivery_id)),
+            )
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 async fn receive(

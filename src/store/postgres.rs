@@ -45,10 +45,10 @@ use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
-    PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
-    StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
-    feedback_row, feedback_rows, field_sets_of, findings_json, outcome_columns, periods_json,
-    push_group_row, scrub_receipt, should_seal,
+    PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SEAL_CHUNK, SealRule, Store,
+    StoreError, StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
+    feedback_row, feedback_rows, field_sets_of, findings_json, head_batches, outcome_columns,
+    periods_json, push_group_row, scrub_receipt, should_seal,
 };
 use super::{DeliveryFilter, DeliverySummary, PAUSED_LANE_OWNER, RecordItem, StoredRecord};
 use sqlx::pool::PoolConnection;
@@ -77,8 +77,6 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Namespace of the advisory-lock keys of sealing (hashed together with the recipient id).
 const SEAL_LOCK_PREFIX: &str = "weiche.seal:";
 
-/// Most batches one sealing statement claims.
-const SEAL_CHUNK: i64 = 64;
 /// Advisory-lock key text of audit appends (one chain, one lock, across all processes).
 const AUDIT_LOCK: &str = "weiche.audit";
 /// Advisory-lock key text of partition maintenance and purging (one process at a time).
@@ -294,7 +292,7 @@ fn redact_url(url: &str) -> String {
 // --- Where PostgreSQL's SQL differs: the names the shared SQL (sql.rs) asks for -------------
 
 super::sql::shared_fns!(Postgres);
-use shared_sql::{insert_records, open_head};
+use shared_sql::{insert_records, open_head, seal_round};
 
 /// The items with their bodies, as `i`: PostgreSQL keeps the body in the row.
 const ITEMS_WITH_BODY: &str = "items AS i";
@@ -585,20 +583,11 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        let mut sealed = 0u64;
+        let mut sealed: i64 = 0;
         loop {
             // Up to SEAL_CHUNK batches are claimed by one statement: one UPDATE of many rows
             // costs far less than one statement per batch on the partitioned `items`.
-            let (open, oldest) = open_head(
-                &mut *tx,
-                recipient,
-                rule.max_items.saturating_mul(SEAL_CHUNK),
-            )
-            .await?;
-            let left = rule.batches_per_call() - i64::try_from(sealed).unwrap_or(i64::MAX);
-            let n = batches_to_seal(open, oldest, rule, now_ms)
-                .min(SEAL_CHUNK)
-                .min(left.max(0));
+            let n = seal_round(&mut *tx, recipient, rule, now_ms, sealed).await?;
             if n == 0 {
                 break;
             }
@@ -608,15 +597,15 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
             // the whole key (seq, created_at): each chosen item is found by the primary key of
             // its partition (`seq IN (…)` alone let the planner scan every partition).
             // The claimed rows come back summed up per batch and period, not one per item.
-            let claimed: Vec<(i64, String, i64)> = sqlx::query_as(
+            let claimed: Vec<(i64, String, i64, i64)> = sqlx::query_as(
                 "WITH chosen AS (SELECT seq, created_at, \
                  (row_number() OVER (ORDER BY seq) - 1) / $3 AS g FROM (\
                  SELECT seq, created_at FROM items WHERE recipient = $2 AND batch_id IS NULL \
                  ORDER BY seq LIMIT $4) AS o), \
                  claimed AS (UPDATE items AS i SET batch_id = ($1::text[])[chosen.g + 1] \
                  FROM chosen WHERE i.seq = chosen.seq AND i.created_at = chosen.created_at \
-                 AND i.batch_id IS NULL RETURNING chosen.g, i.reporting_period) \
-                 SELECT g, reporting_period, COUNT(*) FROM claimed \
+                 AND i.batch_id IS NULL RETURNING chosen.g, i.reporting_period, i.seq) \
+                 SELECT g, reporting_period, COUNT(*), MAX(seq) FROM claimed \
                  GROUP BY g, reporting_period",
             )
             .bind(&ids)
@@ -626,26 +615,20 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            if claimed.is_empty() {
+            let batches = head_batches(claimed);
+            if batches.is_empty() {
                 break;
             }
             // Per batch, in seal order: id, item count, periods.
-            let mut by_g: std::collections::BTreeMap<i64, (i64, Vec<String>)> =
-                std::collections::BTreeMap::new();
-            for (g, period, count) in claimed {
-                let e = by_g.entry(g).or_default();
-                e.0 += count;
-                e.1.push(period);
-            }
             let (mut batch_ids, mut counts, mut periods) = (Vec::new(), Vec::new(), Vec::new());
-            for (g, (count, p)) in by_g {
-                let id = usize::try_from(g)
+            for b in batches {
+                let id = usize::try_from(b.group)
                     .ok()
                     .and_then(|g| ids.get(g))
-                    .ok_or_else(|| StoreError::Corrupt(format!("sealing: group {g}")))?;
+                    .ok_or_else(|| StoreError::Corrupt(format!("sealing: group {}", b.group)))?;
                 batch_ids.push(id.as_str());
-                counts.push(count);
-                periods.push(periods_json(p));
+                counts.push(b.count);
+                periods.push(periods_json(b.periods));
             }
             sqlx::query(
                 "INSERT INTO batches (batch_id, recipient, seal_no, created_at, item_count, \
@@ -675,10 +658,10 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
                 .await
                 .map_err(map_err)?;
             }
-            sealed += u64::try_from(batch_ids.len()).unwrap_or(0);
+            sealed += i64::try_from(batch_ids.len()).unwrap_or(i64::MAX);
         }
         tx.commit().await.map_err(map_err)?;
-        Ok(sealed)
+        Ok(u64::try_from(sealed).unwrap_or(0))
     }
 
     async fn batch_items_joined(

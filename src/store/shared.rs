@@ -97,6 +97,44 @@ pub(super) fn batches_to_seal(open: i64, oldest: Option<i64>, rule: SealRule, no
     }
 }
 
+/// Most batches one round of sealing claims (two parameters each in SQLite's `UPDATE`).
+pub(super) const SEAL_CHUNK: i64 = 64;
+
+/// One batch of a sealing round, as the round's head query counts it.
+pub(super) struct HeadBatch {
+    /// Its number within the round (0-based, in `seq` order).
+    pub(super) group: i64,
+    /// Its items.
+    pub(super) count: i64,
+    /// Its last item's `seq`: the batch is the open items after the previous batch up to it.
+    pub(super) last_seq: i64,
+    /// The reporting periods of its items.
+    pub(super) periods: Vec<String>,
+}
+
+/// The batches of a round from its head's rows `(group, period, items, last seq)`, one row per
+/// batch and period in any order; the batches in `group` order.
+pub(super) fn head_batches(mut rows: Vec<(i64, String, i64, i64)>) -> Vec<HeadBatch> {
+    rows.sort_unstable_by_key(|r| r.0);
+    let mut batches: Vec<HeadBatch> = Vec::new();
+    for (group, period, count, last) in rows {
+        match batches.last_mut() {
+            Some(b) if b.group == group => {
+                b.count += count;
+                b.last_seq = b.last_seq.max(last);
+                b.periods.push(period);
+            }
+            _ => batches.push(HeadBatch {
+                group,
+                count,
+                last_seq: last,
+                periods: vec![period],
+            }),
+        }
+    }
+    batches
+}
+
 /// Counts erased items by kind: `record` items, and lifecycle items (everything else).
 pub(super) fn count_items<'a>(erased: &mut Erased, kinds: impl Iterator<Item = &'a String>) {
     for kind in kinds {

@@ -996,6 +996,30 @@ macro_rules! shared_fns {
             .await
             .map_err(map_err)
         }
+
+        /// How many batches the next round of sealing claims (up to `SEAL_CHUNK`, and no more
+        /// than the call has left after `sealed`): 0 when the sealing is done.
+        pub(super) async fn seal_round<'c, E>(
+            executor: E,
+            recipient: &str,
+            rule: SealRule,
+            now_ms: i64,
+            sealed: i64,
+        ) -> StoreResult<i64>
+        where
+            E: sqlx::Executor<'c, Database = $db>,
+        {
+            let (open, oldest) = open_head(
+                executor,
+                recipient,
+                rule.max_items.saturating_mul(SEAL_CHUNK),
+            )
+            .await?;
+            Ok(batches_to_seal(open, oldest, rule, now_ms)
+                .min(SEAL_CHUNK)
+                .min(rule.batches_per_call() - sealed)
+                .max(0))
+        }
         }
     };
 }

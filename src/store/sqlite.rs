@@ -39,10 +39,10 @@ use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
-    PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SealRule, Store, StoreError,
-    StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
-    feedback_row, feedback_rows, field_sets_of, findings_json, outcome_columns, periods_json,
-    push_group_row, scrub_receipt, should_seal,
+    PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SEAL_CHUNK, SealRule, Store,
+    StoreError, StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
+    feedback_row, feedback_rows, field_sets_of, findings_json, head_batches, outcome_columns,
+    periods_json, push_group_row, scrub_receipt, should_seal,
 };
 use super::{DeliveryFilter, DeliverySummary, PAUSED_LANE_OWNER, RecordItem, StoredRecord};
 use sqlx::sqlite::{
@@ -58,8 +58,6 @@ const MAX_PARAMS: usize = 32_766;
 /// Rows per multi-row `INSERT`. Full chunks all have the same SQL text, so their prepared
 /// statement is cached and reused; only a delivery's last, shorter chunk is prepared afresh.
 const MAX_ROWS_PER_INSERT: usize = 1_000;
-/// Most batches one round of sealing claims (two parameters each in its `UPDATE`).
-const SEAL_CHUNK: i64 = 64;
 /// Columns bound per record row.
 const RECORD_COLUMNS: usize = 8;
 /// Columns bound per item row.
@@ -493,7 +491,7 @@ fn is_in_memory(url: &str, options: &SqliteConnectOptions) -> bool {
 // --- Where SQLite's SQL differs: the names the shared SQL (sql.rs) asks for ------------------
 
 super::sql::shared_fns!(Sqlite);
-use shared_sql::{insert_records, open_head};
+use shared_sql::{insert_records, open_head, seal_round};
 
 /// The items with their bodies, as `i`: SQLite keeps the bodies in `item_bodies` (migration
 /// 0008), so that sealing rewrites small rows.
@@ -501,18 +499,6 @@ const ITEMS_WITH_BODY: &str = "items AS i JOIN item_bodies AS b ON b.seq = i.seq
 
 /// An item's body in [`ITEMS_WITH_BODY`].
 const ITEM_BODY: &str = "b.body";
-
-/// One batch of a sealing round, as its head query counts it.
-struct HeadBatch {
-    /// Its number within the round (0-based, in `seq` order).
-    group: i64,
-    /// Its items.
-    count: i64,
-    /// Its last item's `seq`: the batch is the open items after the previous batch up to it.
-    last_seq: i64,
-    /// The reporting periods of its items.
-    periods: Vec<String>,
-}
 
 /// Inserts items, then their bodies, with multi-row `INSERT`s; their `seq` follows the order of
 /// `items`. The seqs are given explicitly, from the largest ever used (`AUTOINCREMENT` keeps it
@@ -796,16 +782,8 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
             // Up to SEAL_CHUNK batches a round, in six statements however many batches: every
             // statement is a round trip to SQLite's thread, and a 1,000-record delivery fills
             // ten batches of a push recipient at once.
-            let (open, oldest) = open_head(
-                &mut *tx,
-                recipient,
-                rule.max_items.saturating_mul(SEAL_CHUNK),
-            )
-            .await?;
-            let n = batches_to_seal(open, oldest, rule, now_ms)
-                .min(SEAL_CHUNK)
-                .min(rule.batches_per_call() - sealed);
-            if n <= 0 {
+            let n = seal_round(&mut *tx, recipient, rule, now_ms, sealed).await?;
+            if n == 0 {
                 break;
             }
             // The head, summed up per batch and period (a row per period, not per item). The
@@ -815,7 +793,7 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
                  SELECT seq, reporting_period, (row_number() OVER (ORDER BY seq) - 1) / ?2 AS g \
                  FROM (SELECT seq, reporting_period FROM items \
                  WHERE recipient = ?1 AND batch_id IS NULL ORDER BY seq LIMIT ?3)) \
-                 GROUP BY g, reporting_period ORDER BY g",
+                 GROUP BY g, reporting_period",
             )
             .bind(recipient)
             .bind(rule.max_items)
@@ -823,22 +801,7 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            let mut batches: Vec<HeadBatch> = Vec::new();
-            for (group, period, count, last) in rows {
-                match batches.last_mut() {
-                    Some(b) if b.group == group => {
-                        b.count += count;
-                        b.last_seq = b.last_seq.max(last);
-                        b.periods.push(period);
-                    }
-                    _ => batches.push(HeadBatch {
-                        group,
-                        count,
-                        last_seq: last,
-                        periods: vec![period],
-                    }),
-                }
-            }
+            let batches = head_batches(rows);
             let Some(last_seq) = batches.last().map(|b| b.last_seq) else {
                 break;
             };
