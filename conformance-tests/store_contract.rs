@@ -334,6 +334,7 @@ fn key(record_id: &str, period: &str) -> (String, String) {
 
 fn event(kind: &str, subject: Option<&str>, body: &str) -> NewAuditEvent {
     NewAuditEvent {
+        packed: None,
         at_ms: 1_700_000_000_000,
         kind: kind.into(),
         subject: subject.map(str::to_string),
@@ -533,7 +534,9 @@ async fn packed_bodies_read_back_exactly(b: &Backend) {
         .map(|i| i.body.clone())
         .collect();
     if let Some(packer) = s.body_packer() {
-        packer.pack(&mut records[..50], &mut items[..50]).unwrap();
+        packer
+            .pack(&mut records[..50], &mut items[..50], &mut [])
+            .unwrap();
         assert!(records[0].body.is_empty() && records[0].packed.is_some());
         assert!(records[50].packed.is_none());
     }
@@ -2503,6 +2506,7 @@ async fn audit_field_sets_are_stored_once_with_their_events(b: &Backend) {
     let a = set(r#"[{"path":"client.sex","action":"keep"}]"#);
     let c = set(r#"[{"path":"case.program","action":"keep"}]"#);
     let with = |n: i64, f: &Arc<weiche::store::FieldSet>| NewAuditEvent {
+        packed: None,
         field_set: Some(f.clone()),
         ..event_at(1_700_000_000_000, n)
     };
@@ -3174,6 +3178,7 @@ async fn purge_outputs_once_delivered_and_keep_what_recipients_hold(b: &Backend)
 /// An audit event written at `at_ms`.
 fn event_at(at_ms: i64, n: i64) -> NewAuditEvent {
     NewAuditEvent {
+        packed: None,
         at_ms,
         kind: "routing".into(),
         subject: Some("S1".into()),

@@ -239,6 +239,7 @@ pub(crate) fn admin_event(
         note: Some(note.to_string()),
     };
     NewAuditEvent {
+        packed: None,
         at_ms: now,
         kind: kind.into(),
         subject,

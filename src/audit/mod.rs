@@ -656,6 +656,7 @@ mod chain_tests {
         let key = AuditKey::new(b"test key".to_vec());
         let mut tx = store.begin_delivery().await.unwrap();
         tx.audit(&[crate::store::NewAuditEvent {
+            packed: None,
             at_ms: 0,
             kind: "routing".into(),
             subject: Some(key.subject("acme", "C")),
@@ -802,6 +803,7 @@ mod chain_tests {
                     note: None,
                 };
                 crate::store::NewAuditEvent {
+                    packed: None,
                     at_ms: i as i64,
                     kind: "routing".into(),
                     subject: Some(key.subject(vendor, &client)),

@@ -113,6 +113,7 @@ async fn notify(gw: &Gateway, target: &Target, kind: &str, details: Value) {
         note: Some(note.to_string()),
     };
     let audit = NewAuditEvent {
+        packed: None,
         at_ms: now,
         kind: "alert".into(),
         subject: None,

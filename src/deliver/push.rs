@@ -367,6 +367,7 @@ fn event(
         by: by.map(str::to_string),
     };
     NewAuditEvent {
+        packed: None,
         at_ms: now_ms,
         kind: kind.to_string(),
         subject: None,

@@ -516,7 +516,7 @@ fn stage_chunk(
     mut chunk: Chunk,
 ) -> Result<(), staging::StagingError> {
     if let Some(packer) = packer {
-        packer.pack(&mut chunk.records, &mut chunk.items)?;
+        packer.pack(&mut chunk.records, &mut chunk.items, &mut chunk.audit)?;
     }
     let events = std::mem::take(&mut chunk.audit);
     output.push(chunk)?;

@@ -78,6 +78,7 @@ pub fn event(
         note: None,
     };
     NewAuditEvent {
+        packed: None,
         at_ms,
         kind: kind.as_str().to_string(),
         subject,
@@ -350,6 +351,7 @@ fn client_event(
         note: Some(note),
     };
     NewAuditEvent {
+        packed: None,
         at_ms: now,
         kind: kind.to_string(),
         subject: Some(subject.to_string()),

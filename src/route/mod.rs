@@ -299,6 +299,7 @@ impl Router {
             note,
         };
         NewAuditEvent {
+            packed: None,
             at_ms,
             kind: kind.to_string(),
             subject,

@@ -26,7 +26,7 @@ use std::sync::{Arc, RwLock};
 use arc_swap::ArcSwapOption;
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
-use super::{NewItem, NewRecord, StoreError, StoreResult};
+use super::{NewAuditEvent, NewItem, NewRecord, StoreError, StoreResult};
 
 /// zstd's frame magic number, little-endian, as the first four bytes of a packed body.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
@@ -85,6 +85,13 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for StoredBody {
 /// A body packed by a store's [`BodyPacker`]: one zstd frame.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct PackedBody(Vec<u8>);
+
+/// Only the length: a packed body may hold personal data.
+impl std::fmt::Debug for PackedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedBody({} bytes)", self.0.len())
+    }
+}
 
 impl PackedBody {
     /// Its size in bytes.
@@ -244,9 +251,18 @@ impl BodyPacker {
             .map_err(|e| StoreError::Corrupt(format!("packing a body: {e}")))
     }
 
-    /// Packs the bodies of records and items not packed yet, and empties their text.
-    pub fn pack(&self, records: &mut [NewRecord], items: &mut [NewItem]) -> StoreResult<()> {
+    /// Packs the bodies of records, items and audit events not packed yet; empties the text of
+    /// records and items (an event keeps it: the chain hashes the text when it is appended).
+    pub fn pack(
+        &self,
+        records: &mut [NewRecord],
+        items: &mut [NewItem],
+        events: &mut [NewAuditEvent],
+    ) -> StoreResult<()> {
         let mut compressor = self.compressor()?;
+        for e in events.iter_mut().filter(|e| e.packed.is_none()) {
+            e.packed = Some(self.pack_with(&mut compressor, &e.body)?);
+        }
         let bodies = records
             .iter_mut()
             .map(|r| (&mut r.body, &mut r.packed))

@@ -39,7 +39,7 @@ use super::codec::{
 };
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
-    holder_columns, map_migrate_err, now_ms,
+    holder_columns, insert_blocks, map_migrate_err, now_ms,
 };
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
@@ -307,7 +307,8 @@ async fn insert_items(
     bodies: &BodyWriter,
     now: i64,
 ) -> StoreResult<()> {
-    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
+    for (range, kept) in insert_blocks(items.len(), MAX_ROWS_PER_INSERT) {
+        let chunk = &items[range];
         let mut qb = QueryBuilder::<Postgres>::new(
             "INSERT INTO items (recipient, kind, vendor, record_id, reporting_period, \
              record_ref, body, created_at, consent_id) ",
@@ -327,7 +328,7 @@ async fn insert_items(
                 .push_bind(i.consent_id.as_deref());
         });
         qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .persistent(kept)
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;

@@ -341,3 +341,59 @@ pub(super) fn holder(
         consent_id,
     }
 }
+
+/// How a multi-row `INSERT` of `rows` rows is split into statements: as many of `max` rows as
+/// fit, then of `max / 10`, then one of the rest, each with whether to keep it prepared. A
+/// statement's text names its row count, and preparing one of hundreds of rows costs as much as
+/// running it: only the two fixed sizes are kept (`persistent`), so each call prepares at most
+/// one short statement anew, whatever its row count.
+pub(super) fn insert_blocks(rows: usize, max: usize) -> Vec<(std::ops::Range<usize>, bool)> {
+    let mut blocks = Vec::new();
+    let mut start = 0;
+    for size in [max, (max / 10).max(1)] {
+        while rows - start >= size {
+            blocks.push((start..start + size, true));
+            start += size;
+        }
+    }
+    if start < rows {
+        blocks.push((start..rows, false));
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod insert_block_tests {
+    use super::insert_blocks;
+
+    #[test]
+    fn rows_are_split_into_two_kept_sizes_and_one_tail() {
+        assert_eq!(insert_blocks(0, 1000), vec![]);
+        assert_eq!(insert_blocks(37, 1000), vec![(0..37, false)]);
+        assert_eq!(
+            insert_blocks(2537, 1000),
+            vec![
+                (0..1000, true),
+                (1000..2000, true),
+                (2000..2100, true),
+                (2100..2200, true),
+                (2200..2300, true),
+                (2300..2400, true),
+                (2400..2500, true),
+                (2500..2537, false)
+            ]
+        );
+        assert_eq!(insert_blocks(500, 1000).len(), 5);
+        for n in 0..3000 {
+            let blocks = insert_blocks(n, 1000);
+            let mut next = 0;
+            for (range, _) in &blocks {
+                assert_eq!(range.start, next);
+                assert!(range.end > range.start && range.len() <= 1000);
+                next = range.end;
+            }
+            assert_eq!(next, n);
+            assert!(blocks.iter().filter(|(_, kept)| !kept).count() <= 1);
+        }
+    }
+}

@@ -119,14 +119,16 @@ macro_rules! impl_delivery_tx {
                     .await
                     .map_err(map_err)?;
                 let rows = super::chain::link(last, events);
-                for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+                for (range, kept) in insert_blocks(rows.len(), MAX_ROWS_PER_INSERT) {
+                    let (chunk, chunk_events) = (&rows[range.clone()], &events[range]);
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
                     );
-                    // The chain hashes the text; the row may hold it packed.
+                    // The chain hashes the text; the row may hold it packed (packed already
+                    // when the event was staged).
                     let mut bodies = self
                         .bodies
-                        .params(chunk.iter().map(|a| (a.body.as_str(), None)))?
+                        .params(chunk_events.iter().map(|e| (e.body.as_str(), e.packed.as_ref())))?
                         .into_iter();
                     qb.push_values(chunk, |mut row, a| {
                         row.push_bind(a.seq)
@@ -138,7 +140,7 @@ macro_rules! impl_delivery_tx {
                             .push_bind(a.hash.as_str());
                     });
                     qb.build()
-                        .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+                        .persistent(kept)
                         .execute(&mut *self.tx)
                         .await
                         .map_err(map_err)?;
@@ -941,7 +943,8 @@ macro_rules! shared_fns {
             now: i64,
         ) -> StoreResult<()> {
             let records = last_versions(records);
-            for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+            for (range, kept) in insert_blocks(records.len(), MAX_ROWS_PER_INSERT) {
+                let chunk = &records[range];
                 let mut bodies = bodies
                     .params(chunk.iter().map(|r| (r.body.as_str(), r.packed.as_ref())))?
                     .into_iter();
@@ -967,7 +970,7 @@ macro_rules! shared_fns {
                      updated_at = excluded.updated_at, state = 'active'",
                 );
                 qb.build()
-                    .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+                    .persistent(kept)
                     .execute(&mut **tx)
                     .await
                     .map_err(map_err)?;

@@ -33,7 +33,7 @@ use super::codec::{
 use super::codec::{TRAIN_AFTER_BODIES, TRAINING_BACK_OFF, TRAINING_EVERY};
 use super::shared::{
     BATCH_COLUMNS, HolderRow, LAST_LINK, NO_NEWER_HOLDING, NO_NEWER_ITEM, batch_info, holder,
-    holder_columns, map_migrate_err, now_ms,
+    holder_columns, insert_blocks, map_migrate_err, now_ms,
 };
 use super::{
     AckOutcome, AuditAnchor, AuditRow, BatchInfo, BatchItem, BatchState, CommitOutcome, Cutoffs,
@@ -519,7 +519,8 @@ async fn insert_items(
     .fetch_one(&mut **tx)
     .await
     .map_err(map_err)?;
-    for chunk in items.chunks(MAX_ROWS_PER_INSERT) {
+    for (range, kept) in insert_blocks(items.len(), MAX_ROWS_PER_INSERT) {
+        let chunk = &items[range];
         let first = next + 1;
         let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO items (seq, recipient, kind, vendor, record_id, reporting_period, \
@@ -538,7 +539,7 @@ async fn insert_items(
                 .push_bind(i.consent_id.as_deref());
         });
         qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .persistent(kept)
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;
@@ -550,7 +551,7 @@ async fn insert_items(
             seq += 1;
         });
         qb.build()
-            .persistent(chunk.len() == MAX_ROWS_PER_INSERT)
+            .persistent(kept)
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;

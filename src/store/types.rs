@@ -220,6 +220,10 @@ pub struct NewAuditEvent {
     /// The field set the body refers to by its SHA-256 (`fields_sha256`), stored with the event
     /// unless already stored.
     pub field_set: Option<Arc<FieldSet>>,
+    /// The body packed by the store's [`BodyPacker`], when the store packs bodies: a delivery's
+    /// events are packed on its pipeline's thread, before its write transaction begins. The
+    /// chain still hashes `body`.
+    pub packed: Option<PackedBody>,
 }
 
 /// The delivered fields of a routing decision with their actions (`[{"path","action"}]`),
