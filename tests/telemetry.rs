@@ -314,7 +314,14 @@ async fn spans_and_metrics_arrive_by_otlp_and_at_metrics() {
         count("weiche_push_attempts_total{outcome=\"success\"}"),
         0.0
     );
-    for stage in ["ingest", "adapt", "validate", "route", "store"] {
+    for stage in [
+        "ingest",
+        "adapt",
+        "validate",
+        "route",
+        "store",
+        "store_wait",
+    ] {
         assert_eq!(
             count(&format!("weiche_stage_seconds_count{{stage=\"{stage}\"}}")),
             2.0,

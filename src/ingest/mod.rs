@@ -115,7 +115,11 @@ impl Written<'_> {
         let _timed = self.clock.start();
         let mut tx: Option<Box<dyn DeliveryTx>> = None;
         if !staged.output.is_empty() {
+            let asked = std::time::Instant::now();
             let mut t = self.gw.store.begin_delivery().await?;
+            // The wait for the write transaction (on SQLite, for the one writer that seals and
+            // other deliveries hold in turn): the share of `store` that is queueing.
+            crate::telemetry::metrics::stage("store_wait", asked.elapsed());
             for_each_chunk(staged.output, async |chunk| self.chunk(&mut t, chunk).await).await?;
             // Audit events come last: appending takes the chain's lock until commit
             // (serialising deliveries on PostgreSQL), so it is held only for the appends, the
