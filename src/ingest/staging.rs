@@ -90,7 +90,11 @@ impl Chunk {
             .audit
             .iter()
             .map(|a| {
-                OVERHEAD + a.body.len() + a.kind.len() + a.subject.as_ref().map_or(0, String::len)
+                OVERHEAD
+                    + a.body.len()
+                    + packed(&a.packed)
+                    + a.kind.len()
+                    + a.subject.as_ref().map_or(0, String::len)
             })
             .sum();
         records + items + audit

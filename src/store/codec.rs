@@ -245,10 +245,13 @@ impl BodyPacker {
         compressor: &mut zstd::bulk::Compressor<'_>,
         text: &str,
     ) -> StoreResult<PackedBody> {
-        compressor
+        let mut packed = compressor
             .compress(text.as_bytes())
-            .map(PackedBody)
-            .map_err(|e| StoreError::Corrupt(format!("packing a body: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("packing a body: {e}")))?;
+        // `compress` leaves the buffer at zstd's worst-case bound, about the text's size: a
+        // staged delivery would hold that, not the packed size its memory budget counts.
+        packed.shrink_to_fit();
+        Ok(PackedBody(packed))
     }
 
     /// Packs the bodies of records, items and audit events not packed yet; empties the text of
