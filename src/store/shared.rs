@@ -344,9 +344,10 @@ pub(super) fn holder(
 
 /// How a multi-row `INSERT` of `rows` rows is split into statements: as many of `max` rows as
 /// fit, then of `max / 10`, then one of the rest, each with whether to keep it prepared. A
-/// statement's text names its row count, and preparing one of hundreds of rows costs as much as
-/// running it: only the two fixed sizes are kept (`persistent`), so each call prepares at most
-/// one short statement anew, whatever its row count.
+/// statement's text names its row count, and preparing one of hundreds of rows is a large part
+/// of running it (SQLite compiles every row's expressions): only the two fixed sizes are kept
+/// (`persistent`), so each call prepares at most one short statement anew, whatever its row
+/// count.
 pub(super) fn insert_blocks(rows: usize, max: usize) -> Vec<(std::ops::Range<usize>, bool)> {
     let mut blocks = Vec::new();
     let mut start = 0;
