@@ -2506,7 +2506,6 @@ async fn audit_field_sets_are_stored_once_with_their_events(b: &Backend) {
     let a = set(r#"[{"path":"client.sex","action":"keep"}]"#);
     let c = set(r#"[{"path":"case.program","action":"keep"}]"#);
     let with = |n: i64, f: &Arc<weiche::store::FieldSet>| NewAuditEvent {
-        packed: None,
         field_set: Some(f.clone()),
         ..event_at(1_700_000_000_000, n)
     };

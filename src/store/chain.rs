@@ -316,20 +316,27 @@ mod run_tests {
     }
 }
 
-/// Links events to the chain whose last row is `last` (`None`: empty chain).
-pub(crate) fn link(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<AuditRow> {
+/// What linking adds to an appended event: its `seq`, its predecessor's hash and its own.
+pub(crate) struct Link {
+    /// The event's `seq`.
+    pub(crate) seq: i64,
+    /// The predecessor's hash.
+    pub(crate) prev_hash: String,
+    /// `link_hash(prev_hash, body)`.
+    pub(crate) hash: String,
+}
+
+/// Links events, in order, to the chain whose last row is `last` (`None`: empty chain): one
+/// [`Link`] an event; the rest of each row is the event's own.
+pub(crate) fn link(last: Option<(i64, String)>, events: &[NewAuditEvent]) -> Vec<Link> {
     let (mut seq, mut prev) = last.unwrap_or_else(|| (0, GENESIS.to_string()));
     events
         .iter()
         .map(|e| {
             seq += 1;
             let hash = link_hash(&prev, &e.body);
-            AuditRow {
+            Link {
                 seq,
-                at_ms: e.at_ms,
-                kind: e.kind.clone(),
-                subject: e.subject.clone(),
-                body: e.body.clone(),
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,
             }

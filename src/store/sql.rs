@@ -118,9 +118,9 @@ macro_rules! impl_delivery_tx {
                     .fetch_optional(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
-                let rows = super::chain::link(last, events);
-                for (range, kept) in insert_blocks(rows.len(), MAX_ROWS_PER_INSERT) {
-                    let (chunk, chunk_events) = (&rows[range.clone()], &events[range]);
+                let links = super::chain::link(last, events);
+                for (range, kept) in insert_blocks(events.len(), MAX_ROWS_PER_INSERT) {
+                    let (chunk, chunk_events) = (&links[range.clone()], &events[range]);
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO audit (seq, at_ms, kind, subject, body, prev_hash, hash) ",
                     );
@@ -130,14 +130,14 @@ macro_rules! impl_delivery_tx {
                         .bodies
                         .params(chunk_events.iter().map(|e| (e.body.as_str(), e.packed.as_ref())))?
                         .into_iter();
-                    qb.push_values(chunk, |mut row, a| {
-                        row.push_bind(a.seq)
-                            .push_bind(a.at_ms)
-                            .push_bind(a.kind.as_str())
-                            .push_bind(a.subject.as_deref())
+                    qb.push_values(chunk.iter().zip(chunk_events), |mut row, (l, e)| {
+                        row.push_bind(l.seq)
+                            .push_bind(e.at_ms)
+                            .push_bind(e.kind.as_str())
+                            .push_bind(e.subject.as_deref())
                             .push_bind(bodies.next().expect("a body an event"))
-                            .push_bind(a.prev_hash.as_str())
-                            .push_bind(a.hash.as_str());
+                            .push_bind(l.prev_hash.as_str())
+                            .push_bind(l.hash.as_str());
                     });
                     qb.build()
                         .persistent(kept)
