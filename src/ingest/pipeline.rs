@@ -117,23 +117,24 @@ impl Outcome {
     }
 }
 
-/// Records handed from the front thread to the back in one message.
+/// Records handed from one pipeline thread to the next in one message.
 const BATCH: usize = 16;
-/// Messages in flight between the two threads.
+/// Messages in flight between two pipeline threads.
 const IN_FLIGHT: usize = 4;
 
-/// Processes one delivery on two threads, keeping the record order: the **front** (a scoped
-/// thread) runs the mapping engine over `reader` and validates each draft, the **back** (the
-/// calling thread) routes each accepted record and hands it to `out`. A delivery's records thus
-/// keep both cores busy, and `out` runs where the caller is.
+/// Processes one delivery on three threads, keeping the record order: the **engine** (a scoped
+/// thread) runs the mapping engine over `reader`, the **front** validates each draft and keeps
+/// the receipt's counts and entries, the **back** routes each accepted record and hands it to
+/// `out`. A delivery's records thus keep both cores busy, in `weiche convert` (which routes
+/// nothing) as in the server.
 pub fn run(
     job: &Job,
     reader: &mut (dyn Read + Send),
     out: &mut (dyn FnMut(Accepted) -> Result<(), AdaptError> + Send),
 ) -> Outcome {
     // Per-delivery aggregate spans: `validate` and `route` are entered around each record's
-    // stage; each gets the stage's cumulative time (`adapt`: the front's time without
-    // validation and without waiting for the back) as `weiche.stage_seconds`.
+    // stage; each gets the stage's cumulative time (`adapt`: the engine's time without waiting
+    // for the front) as `weiche.stage_seconds`.
     let adapt_span = tracing::info_span!(
         "adapt",
         weiche.delivery_id = job.delivery_id,
@@ -162,24 +163,47 @@ pub fn run(
         failed: None,
         subjects: Vec::new(),
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Checked>>(IN_FLIGHT);
+    let (to_front, front_rx) = std::sync::mpsc::sync_channel::<ToFront>(IN_FLIGHT);
+    let (to_back, back_rx) = std::sync::mpsc::sync_channel::<Vec<Checked>>(IN_FLIGHT);
     let joined = std::thread::scope(|scope| {
-        let front = std::thread::Builder::new()
+        let engine = std::thread::Builder::new()
             .name("weiche-adapt".into())
             .spawn_scoped(scope, || {
                 if job.background {
                     yield_to_store();
                 }
-                let mut c = Front {
+                let mut e = Engine {
+                    job,
+                    tx: Some(to_front),
+                    batch: Vec::with_capacity(BATCH),
+                    received: 0,
+                    waited: Duration::ZERO,
+                };
+                let started = Instant::now();
+                let mut result =
+                    adapt_span.in_scope(|| job.mapping.run(reader, job.charset, &mut e));
+                if result.is_ok() {
+                    result = e.flush();
+                }
+                // The front stops once the sender is gone.
+                e.tx = None;
+                let adapt = started.elapsed().saturating_sub(e.waited);
+                (result, e.received, adapt)
+            });
+        let checking = std::thread::Builder::new()
+            .name("weiche-validate".into())
+            .spawn_scoped(scope, move || {
+                if job.background {
+                    yield_to_store();
+                }
+                let mut front = Front {
                     validate_span,
                     job,
-                    tx: Some(tx),
+                    tx: Some(to_back),
                     batch: Vec::with_capacity(BATCH),
                     validate_time: Duration::ZERO,
                     validated: 0,
-                    waited: Duration::ZERO,
                     header: DeliveryHeader::default(),
-                    received: 0,
                     accepted: 0,
                     rejected: 0,
                     errors: Vec::new(),
@@ -189,17 +213,23 @@ pub fn run(
                     scopes: BTreeSet::new(),
                     rejected_ids: Vec::new(),
                     subjects: Vec::new(),
+                    failed: None,
                 };
-                let started = Instant::now();
-                let mut result =
-                    adapt_span.in_scope(|| job.mapping.run(reader, job.charset, &mut c));
-                if result.is_ok() {
-                    result = c.flush();
+                for message in front_rx.iter() {
+                    if let Err(e) = front.take(message) {
+                        front.failed = Some(e);
+                        // Dropping the receiver stops the engine at its next hand-over.
+                        break;
+                    }
+                }
+                if front.failed.is_none()
+                    && let Err(e) = front.flush()
+                {
+                    front.failed = Some(e);
                 }
                 // The back stops once the sender is gone.
-                c.tx = None;
-                let adapt = started.elapsed().saturating_sub(c.validate_time + c.waited);
-                (result, c, adapt)
+                front.tx = None;
+                front
             });
         let back = &mut back;
         let routing = std::thread::Builder::new()
@@ -208,7 +238,7 @@ pub fn run(
                 if job.background {
                     yield_to_store();
                 }
-                for batch in rx.iter() {
+                for batch in back_rx.iter() {
                     if let Err(e) = back.take(batch) {
                         back.failed = Some(e);
                         // Dropping the receiver stops the front at its next hand-over.
@@ -216,22 +246,27 @@ pub fn run(
                     }
                 }
             });
-        match (front, routing) {
-            (Ok(front), Ok(routing)) => {
+        match (engine, checking, routing) {
+            (Ok(engine), Ok(checking), Ok(routing)) => {
                 let routed = routing.join();
-                let front = front.join().ok();
-                routed.ok().and(front)
+                let front = checking.join();
+                let engine = engine.join();
+                match (routed, front, engine) {
+                    (Ok(()), Ok(front), Ok(engine)) => Some((front, engine)),
+                    _ => None,
+                }
             }
             _ => None,
         }
     });
-    let Some((result, mut c, adapt)) = joined else {
+    let Some((mut c, (result, received, adapt))) = joined else {
         return Outcome::aborted(job, "the pipeline thread failed".into());
     };
-    // The back's failure (the store stopped) is the cause when both stopped.
-    let result = match back.failed.take() {
-        Some(e) => Err(e),
-        None => result,
+    // The back's failure (the store stopped) is the cause when several threads stopped; then
+    // the front's (a record that could not be serialised).
+    let result = match (back.failed.take(), c.failed.take()) {
+        (Some(e), _) | (None, Some(e)) => Err(e),
+        (None, None) => result,
     };
     for (span, stage, took, records) in [
         (&adapt_span, "adapt", adapt, None),
@@ -281,7 +316,7 @@ pub fn run(
         }
         Ok(()) => {
             let mut errors = c.errors;
-            let status = if c.received > 0 && c.accepted == 0 {
+            let status = if received > 0 && c.accepted == 0 {
                 errors.push(Entry::delivery(Code::S020, "every record was rejected"));
                 Status::E4
             } else if c.rejected > 0 {
@@ -303,7 +338,7 @@ pub fn run(
                 } else {
                     c.periods.into_iter().collect()
                 },
-                received: c.received,
+                received,
                 accepted: c.accepted,
                 rejected: c.rejected,
                 cancelled: 0,
@@ -347,8 +382,81 @@ struct Checked {
     test: bool,
 }
 
-/// The front of the pipeline: engine events → counts, `F005`, `L002`, validation, the
-/// receipt's errors and warnings; accepted records go to the back in batches.
+/// What the engine hands to the front, in the order the engine reported it.
+enum ToFront {
+    /// The delivery's header (before any record).
+    Header(DeliveryHeader),
+    /// A warning about the delivery, not about one record.
+    Warning(Issue),
+    /// Records' drafts, in order.
+    Drafts(Vec<Draft>),
+}
+
+/// The engine's side of the pipeline: counts the records (`L002`) and hands the engine's events
+/// to the front in batches.
+struct Engine<'j> {
+    job: &'j Job<'j>,
+    /// To the front; `None` once the engine is done.
+    tx: Option<std::sync::mpsc::SyncSender<ToFront>>,
+    batch: Vec<Draft>,
+    received: u64,
+    /// Time spent waiting for the front to take a message.
+    waited: Duration,
+}
+
+impl Engine<'_> {
+    fn send(&mut self, message: ToFront) -> Result<(), AdaptError> {
+        let started = Instant::now();
+        let sent = self.tx.as_ref().map(|tx| tx.send(message));
+        self.waited += started.elapsed();
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(AdaptError::Aborted("the store stopped".into())),
+        }
+    }
+
+    /// Hands the collected drafts to the front.
+    fn flush(&mut self) -> Result<(), AdaptError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.send(ToFront::Drafts(batch))
+    }
+}
+
+impl AdaptSink for Engine<'_> {
+    fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError> {
+        self.flush()?;
+        self.send(ToFront::Header(header.clone()))
+    }
+
+    fn warning(&mut self, issue: Issue) {
+        // After the drafts before it, so that the receipt lists entries in the engine's order.
+        // A failed hand-over stops the engine at its next record.
+        if self.flush().is_ok() {
+            let _ = self.send(ToFront::Warning(issue));
+        }
+    }
+
+    fn record(&mut self, draft: Draft) -> Result<(), AdaptError> {
+        self.received += 1;
+        if self.received > self.job.max_records {
+            return Err(AdaptError::rejected(
+                Code::L002,
+                format!("more than {} records in one delivery", self.job.max_records),
+            ));
+        }
+        self.batch.push(draft);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The front of the pipeline: drafts → `F005`, validation, the receipt's counts, errors and
+/// warnings; accepted records go to the back in batches.
 struct Front<'j> {
     validate_span: tracing::Span,
     job: &'j Job<'j>,
@@ -357,10 +465,7 @@ struct Front<'j> {
     batch: Vec<Checked>,
     validate_time: Duration,
     validated: u64,
-    /// Time spent waiting for the back to take a batch.
-    waited: Duration,
     header: DeliveryHeader,
-    received: u64,
     accepted: u64,
     rejected: u64,
     errors: Vec<Entry>,
@@ -372,9 +477,25 @@ struct Front<'j> {
     rejected_ids: Vec<String>,
     /// Clients of records with receipt entries from the front (see [`Outcome::subjects`]).
     subjects: Vec<crate::store::ReceiptSubject>,
+    /// Why the front stopped (handing over to the back failed, or serialising a record).
+    failed: Option<AdaptError>,
 }
 
 impl Front<'_> {
+    /// Takes one message from the engine.
+    fn take(&mut self, message: ToFront) -> Result<(), AdaptError> {
+        match message {
+            ToFront::Header(header) => self.header = header,
+            ToFront::Warning(issue) => self.warnings.push(Entry::from_issue(None, None, issue)),
+            ToFront::Drafts(drafts) => {
+                for draft in drafts {
+                    self.record(draft)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Notes the client of the record at `position` when entries about it were added since
     /// `before` (lengths of errors and warnings) and the job keeps an audit trail.
     fn note_subject(&mut self, position: usize, client_id: Option<&str>, before: (usize, usize)) {
@@ -393,9 +514,7 @@ impl Front<'_> {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        let started = Instant::now();
         let sent = self.tx.as_ref().map(|tx| tx.send(batch));
-        self.waited += started.elapsed();
         match sent {
             Some(Ok(())) => Ok(()),
             _ => Err(AdaptError::Aborted("the store stopped".into())),
@@ -403,24 +522,8 @@ impl Front<'_> {
     }
 }
 
-impl AdaptSink for Front<'_> {
-    fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError> {
-        self.header = header.clone();
-        Ok(())
-    }
-
-    fn warning(&mut self, issue: Issue) {
-        self.warnings.push(Entry::from_issue(None, None, issue));
-    }
-
+impl Front<'_> {
     fn record(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
-        self.received += 1;
-        if self.received > self.job.max_records {
-            return Err(AdaptError::rejected(
-                Code::L002,
-                format!("more than {} records in one delivery", self.job.max_records),
-            ));
-        }
         let position = draft.position;
         let record_id = draft.record_id.clone();
         if let Some(id) = &record_id
