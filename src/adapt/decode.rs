@@ -286,6 +286,12 @@ impl<R: Read, G: ByteGuard> Guarded<R, G> {
             fault: None,
         }
     }
+
+    /// The guard, with its counters (tests).
+    #[cfg(test)]
+    pub(crate) fn guard(&self) -> &G {
+        &self.guard
+    }
 }
 
 impl<R: Read, G: ByteGuard> Read for Guarded<R, G> {
@@ -307,7 +313,9 @@ impl<R: Read, G: ByteGuard> Read for Guarded<R, G> {
             while i < n {
                 let run = self.guard.plain_run(&buf[i..n]);
                 if run > 0 {
-                    buf.copy_within(i..i + run, w);
+                    if w < i {
+                        buf.copy_within(i..i + run, w);
+                    }
                     (w, i) = (w + run, i + run);
                     continue;
                 }

@@ -526,17 +526,46 @@ impl XmlGuard {
 }
 
 impl ByteGuard for XmlGuard {
-    /// Plain bytes: no white space or control character, no `<` or `>`, no byte that could end
-    /// U+FFFE/U+FFFF, within the token limit.
+    /// Every byte [`Self::step`] would keep, counted as it would count it: markup, text and
+    /// white space up to [`SPACE_KEEP`] in a row, within the token limit. It stops before a
+    /// control character, a byte that could end U+FFFE/U+FFFF, white space to drop, and the
+    /// byte past the token limit.
     fn plain_run(&mut self, bytes: &[u8]) -> usize {
-        let room = TOKEN_MAX.saturating_sub(self.token).min(bytes.len());
-        let run = bytes[..room]
-            .iter()
-            .position(|&b| b <= b' ' || matches!(b, b'<' | b'>' | 0xbe | 0xbf))
-            .unwrap_or(room);
+        let (mut token, mut space_run, mut line) = (self.token, self.space_run, self.line);
+        let mut run = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'<' | b'>' => {
+                    token = 0;
+                    space_run = 0;
+                    run = i + 1;
+                    continue;
+                }
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    if space_run >= SPACE_KEEP {
+                        run = i;
+                        break;
+                    }
+                    space_run += 1;
+                    if b == b'\n' {
+                        line += 1;
+                    }
+                }
+                0x00..=0x1f | 0xbe | 0xbf => {
+                    run = i;
+                    break;
+                }
+                _ => space_run = 0,
+            }
+            if token >= TOKEN_MAX {
+                run = i;
+                break;
+            }
+            token += 1;
+            run = i + 1;
+        }
         if run > 0 {
-            self.token += run;
-            self.space_run = 0;
+            (self.token, self.space_run, self.line) = (token, space_run, line);
             self.last2 = match run {
                 1 => [self.last2[1], bytes[0]],
                 _ => [bytes[run - 2], bytes[run - 1]],
@@ -588,5 +617,63 @@ impl ByteGuard for XmlGuard {
             }
         }
         Step::Keep
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+    use crate::adapt::decode::{ByteGuard, Guarded, Step};
+    use proptest::prelude::*;
+    use std::io::Read;
+
+    /// What the guard passes on and whether it refused, with its counters at the end.
+    fn through_guard(input: &[u8], read_size: usize) -> (Vec<u8>, bool, (u64, usize, usize)) {
+        let mut guarded = Guarded::new(input, XmlGuard::new());
+        let (mut out, mut buf) = (Vec::new(), vec![0u8; read_size]);
+        let refused = loop {
+            match guarded.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => break true,
+            }
+        };
+        let g = guarded.guard();
+        (out, refused, (g.line, g.token, g.space_run))
+    }
+
+    /// The same, one `step` a byte (no plain runs): the reference.
+    fn byte_by_byte(input: &[u8]) -> (Vec<u8>, bool, (u64, usize, usize)) {
+        let mut g = XmlGuard::new();
+        let mut out = Vec::new();
+        for &b in input {
+            match g.step(b) {
+                Step::Keep => out.push(b),
+                Step::Drop => {}
+                Step::Fault(_) => return (out, true, (g.line, g.token, g.space_run)),
+            }
+        }
+        (out, false, (g.line, g.token, g.space_run))
+    }
+
+    proptest! {
+        /// Plain runs count and pass exactly what a `step` a byte would: markup, text, white
+        /// space, line breaks, control characters and the bytes of U+FFFE/U+FFFF.
+        #[test]
+        fn plain_runs_agree_with_steps(
+            input in proptest::collection::vec(
+                prop::sample::select(vec![b'<', b'>', b' ', b'\n', b'\t', b'\r', b'a', b'=', 0xef, 0xbf, 0xbe, 0xc3, 0xa4, 0x01]),
+                0..400,
+            ),
+            read_size in 1usize..64,
+        ) {
+            let (out, refused, counters) = through_guard(&input, read_size);
+            let (expected, expected_refused, expected_counters) = byte_by_byte(&input);
+            prop_assert_eq!(out, expected);
+            prop_assert_eq!(refused, expected_refused);
+            if !refused {
+                prop_assert_eq!(counters, expected_counters);
+            }
+        }
     }
 }
