@@ -52,6 +52,22 @@ fn drain<M>(
     rx.iter().find_map(|message| take(message).err())
 }
 
+/// Sends `message` to the next pipeline thread, adding the time it waited to `waited`; fails
+/// when that thread has stopped (or the sender is gone).
+fn hand_over<M>(
+    tx: &Option<std::sync::mpsc::SyncSender<M>>,
+    message: M,
+    waited: &mut Duration,
+) -> Result<(), AdaptError> {
+    let started = Instant::now();
+    let sent = tx.as_ref().map(|tx| tx.send(message));
+    *waited += started.elapsed();
+    match sent {
+        Some(Ok(())) => Ok(()),
+        _ => Err(AdaptError::Aborted("the store stopped".into())),
+    }
+}
+
 /// What one delivery is processed with.
 pub struct Job<'a> {
     /// Weiche's delivery id.
@@ -236,7 +252,7 @@ pub fn run(
             let started = Instant::now();
             let mut result = adapt_in.in_scope(|| job.mapping.run(reader, job.charset, &mut e));
             if result.is_ok() {
-                result = e.flush();
+                result = e.finish();
             }
             // The next thread stops once its sender is gone.
             e.tx = None;
@@ -431,21 +447,22 @@ impl Engine<'_> {
         if let Some(front) = &mut self.front {
             return front.take(message);
         }
-        let started = Instant::now();
-        let sent = self.tx.as_ref().map(|tx| tx.send(message));
-        self.waited += started.elapsed();
-        match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(AdaptError::Aborted("the store stopped".into())),
-        }
+        hand_over(&self.tx, message, &mut self.waited)
     }
 
-    /// Hands the collected drafts to the front; at the end, the front's records to the back.
+    /// Hands the collected drafts to the front.
     fn flush(&mut self) -> Result<(), AdaptError> {
-        if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.send(ToFront::Drafts(batch))?;
+        if self.batch.is_empty() {
+            return Ok(());
         }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.send(ToFront::Drafts(batch))
+    }
+
+    /// The engine is done: the last drafts to the front and, when the front runs in this
+    /// thread, its last records to the back.
+    fn finish(&mut self) -> Result<(), AdaptError> {
+        self.flush()?;
         match &mut self.front {
             Some(front) => front.flush(),
             None => Ok(()),
@@ -547,13 +564,7 @@ impl Front<'_> {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        let started = Instant::now();
-        let sent = self.tx.as_ref().map(|tx| tx.send(batch));
-        self.waited += started.elapsed();
-        match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(AdaptError::Aborted("the store stopped".into())),
-        }
+        hand_over(&self.tx, batch, &mut self.waited)
     }
 }
 
