@@ -29,8 +29,21 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// Records per store write.
+/// Records per staged chunk (and per store write).
 const CHUNK: usize = 500;
+
+/// Records per chunk handed to an early write ([`Early`]): small, so that the write keeps up
+/// with the pipeline and little is left to write when the pipeline ends.
+const EARLY_CHUNK: usize = 100;
+
+/// How far the server reads a body ahead of its pipeline. Once the body has ended, at most this
+/// much of it is left to map, which bounds how long an early write transaction ([`Early`]) can
+/// be held; and it is what lets a small delivery's body end before its pipeline has begun.
+const READ_AHEAD: usize = 1 << 20;
+
+/// Chunks waiting in memory for an early write transaction at most; past this, the rest of the
+/// delivery is staged and written after its pipeline, as when there is no early write.
+const HANDOFF_BYTES: usize = staging::MEMORY_BYTES;
 
 /// Audit events held back before they are appended early.
 const AUDIT_BUFFER: usize = 2_000;
@@ -81,6 +94,122 @@ struct Staged {
     audit: Staging,
 }
 
+/// Between a delivery's pipeline thread and its store side. Once the body has ended, the store
+/// side may take the write transaction while the pipeline still runs ([`Early`]); from then on
+/// the pipeline hands each chunk over here instead of staging it.
+#[derive(Default)]
+struct Handoff {
+    state: std::sync::Mutex<HandoffState>,
+    /// [`HandoffState::open`] and not closed, for the pipeline's look at every record.
+    taking: std::sync::atomic::AtomicBool,
+    /// Woken at every chunk the pipeline hands over or stages.
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    /// The store side holds the transaction and takes chunks.
+    open: bool,
+    /// Handing over has ended for good (the queue was full, or output had spilled to the
+    /// staging file before the transaction was there): the rest is staged, written after the
+    /// pipeline.
+    closed: bool,
+    /// Chunks handed over, in order, not yet written.
+    queue: std::collections::VecDeque<Chunk>,
+    /// Their bytes ([`Chunk::bytes`]).
+    queued_bytes: usize,
+}
+
+impl Handoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandoffState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pipeline's side: hands `chunk` (its bodies packed) to the open transaction, after
+    /// whatever `staged` still holds; else stages it (its audit events apart).
+    fn put(&self, staged: &mut Staged, mut chunk: Chunk) -> Result<(), staging::StagingError> {
+        {
+            let mut state = self.lock();
+            if state.open && !state.closed {
+                let bytes = chunk.bytes();
+                if state.queued_bytes + bytes <= HANDOFF_BYTES {
+                    // Nothing has spilled (the transaction opens only before that), so the
+                    // staged chunks are all in memory: records first, then their events.
+                    let earlier = staged.output.take_memory();
+                    let events = staged.audit.take_memory();
+                    for c in earlier.into_iter().chain(events).chain([chunk]) {
+                        state.queued_bytes += c.bytes();
+                        state.queue.push_back(c);
+                    }
+                    drop(state);
+                    self.ready.notify_one();
+                    return Ok(());
+                }
+                state.closed = true;
+                self.set_taking(&state);
+            }
+        }
+        let events = std::mem::take(&mut chunk.audit);
+        staged.output.push(chunk)?;
+        if !events.is_empty() {
+            staged.audit.push(Chunk {
+                audit: events,
+                ..Chunk::default()
+            })?;
+        }
+        if staged.output.spilled() || staged.audit.spilled() {
+            let mut state = self.lock();
+            state.closed = true;
+            self.set_taking(&state);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Records per chunk now: [`EARLY_CHUNK`] while chunks are handed over, else [`CHUNK`].
+    fn chunk_records(&self) -> usize {
+        if self.taking.load(std::sync::atomic::Ordering::Relaxed) {
+            EARLY_CHUNK
+        } else {
+            CHUNK
+        }
+    }
+
+    /// Sets whether chunks are handed over (`open` and not `closed`).
+    fn set_taking(&self, state: &HandoffState) {
+        self.taking.store(
+            state.open && !state.closed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The store side: the chunks handed over so far.
+    fn take(&self) -> Vec<Chunk> {
+        let mut state = self.lock();
+        state.queued_bytes = 0;
+        state.queue.drain(..).collect()
+    }
+}
+
+/// What an early write leaves to the write after the pipeline: its transaction, and the audit
+/// events it held back.
+type EarlyWrite = (
+    Option<Box<dyn DeliveryTx>>,
+    Vec<crate::store::NewAuditEvent>,
+);
+
+/// What a delivery's pipeline leaves for its store half.
+struct Output {
+    /// The staged chunks not written early.
+    staged: Staged,
+    /// What an early write left.
+    early: EarlyWrite,
+    /// The delivery's `store` stage time (an early write's part included).
+    clock: crate::telemetry::StageClock,
+}
+
 /// Why a delivery's staged output could not be written.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
@@ -93,7 +222,8 @@ enum WriteError {
 }
 
 /// The store half of a delivery: once its body has ended and its pipeline is done, writes the
-/// staged output in one transaction — so a slow client never holds a transaction open.
+/// staged output in one transaction — so a slow client never holds a transaction open. The
+/// transaction may have begun earlier, after the body ended ([`Early`]).
 struct Written<'a> {
     gw: &'a Gateway,
     vendor: &'a str,
@@ -105,26 +235,31 @@ struct Written<'a> {
 
 impl Written<'_> {
     /// Writes the staged chunks, then their audit events and, for a full delivery (`full` = its
-    /// scopes and the ids of its rejected records), cancels the records it omits. Returns the
-    /// open transaction (`None` when nothing was written) and the number of cancelled records.
+    /// scopes and the ids of its rejected records), cancels the records it omits. `early` is
+    /// what an early write left: its transaction and the audit events it held back. Returns
+    /// the open transaction (`None` when nothing was written) and the number of cancelled
+    /// records.
     async fn write(
         &self,
         staged: Staged,
         full: Option<FullScope>,
+        early: EarlyWrite,
     ) -> Result<(Option<Box<dyn DeliveryTx>>, u64), WriteError> {
         let _timed = self.clock.start();
-        let mut tx: Option<Box<dyn DeliveryTx>> = None;
-        if !staged.output.is_empty() {
+        let (mut tx, held) = early;
+        if tx.is_none() && !staged.output.is_empty() {
             let asked = std::time::Instant::now();
-            let mut t = self.gw.store.begin_delivery().await?;
+            tx = Some(self.gw.store.begin_delivery().await?);
             // The wait for the write transaction (on SQLite, for the one writer that seals and
             // other deliveries hold in turn): the share of `store` that is queueing.
             crate::telemetry::metrics::stage("store_wait", asked.elapsed());
+        }
+        if let Some(mut t) = tx.take() {
             for_each_chunk(staged.output, async |chunk| self.chunk(&mut t, chunk).await).await?;
             // Audit events come last: appending takes the chain's lock until commit
             // (serialising deliveries on PostgreSQL), so it is held only for the appends, the
             // cancellations of a full delivery and the commit, never while records are written.
-            let mut audit = Vec::new();
+            let mut audit = held;
             for_each_chunk(staged.audit, async |chunk| {
                 audit.extend(chunk.audit);
                 if audit.len() >= AUDIT_BUFFER {
@@ -175,6 +310,141 @@ impl Written<'_> {
         .await?;
         tx.put(&chunk.records, &chunk.items).await?;
         Ok(())
+    }
+}
+
+/// The early write of a delivery. Once its body has ended — so at most [`READ_AHEAD`] of it is
+/// left to map, which bounds the transaction's time — and when the store can begin a write
+/// transaction without waiting (no other delivery, seal or checkpoint holds the writer), the
+/// delivery's chunks are written as its pipeline hands them over ([`Handoff`]), instead of all
+/// after it: the write overlaps the pipeline, and the receipt comes sooner. Nothing is visible
+/// before the commit, as before; a delivery that ends rejected or aborted rolls back. A
+/// delivery whose output spilled to its staging file before that point is written after its
+/// pipeline, as before.
+struct Early<'a> {
+    w: Written<'a>,
+    handoff: &'a Handoff,
+    tx: Option<Box<dyn DeliveryTx>>,
+    /// Audit events held back for the end (a store that appends them only then).
+    audit: Vec<crate::store::NewAuditEvent>,
+    /// Why writing failed (the delivery is then answered `U001`).
+    failed: Option<WriteError>,
+}
+
+impl Early<'_> {
+    /// Runs beside the delivery's pipeline (`worker`) until it is done: takes the transaction
+    /// when it can, then writes what the pipeline hands over. Returns the pipeline's result.
+    async fn beside<T>(
+        &mut self,
+        worker: tokio::task::JoinHandle<T>,
+    ) -> Result<T, tokio::task::JoinError> {
+        tokio::pin!(worker);
+        loop {
+            if self.failed.is_none() {
+                if self.tx.is_none() {
+                    self.open().await;
+                }
+                if let Err(e) = self.write_handed().await {
+                    self.failed = Some(e);
+                }
+            }
+            tokio::select! {
+                biased;
+                done = &mut worker => {
+                    // The last chunks the pipeline handed over before it ended.
+                    if self.failed.is_none()
+                        && let Err(e) = self.write_handed().await
+                    {
+                        self.failed = Some(e);
+                    }
+                    return done;
+                }
+                () = self.handoff.ready.notified() => {}
+            }
+        }
+    }
+
+    /// Takes the write transaction if the store has it free now, and tells the pipeline.
+    async fn open(&mut self) {
+        if self.handoff.lock().closed {
+            return;
+        }
+        match self.w.gw.store.try_begin_delivery().await {
+            Ok(Some(tx)) => {
+                let closed = {
+                    let mut state = self.handoff.lock();
+                    state.open = !state.closed;
+                    self.handoff.set_taking(&state);
+                    state.closed
+                };
+                if closed {
+                    // The output spilled meanwhile: it is written after the pipeline.
+                    let _ = tx.rollback().await;
+                } else {
+                    crate::telemetry::metrics::early_write();
+                    // It did not wait (`store_wait` counts every delivery that wrote).
+                    crate::telemetry::metrics::stage("store_wait", std::time::Duration::ZERO);
+                    self.tx = Some(tx);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // No early write then; the delivery's write after its pipeline decides.
+                tracing::debug!(delivery_id = %self.w.delivery_id, "no early write: {e}");
+                let mut state = self.handoff.lock();
+                state.closed = true;
+                self.handoff.set_taking(&state);
+            }
+        }
+    }
+
+    /// Writes the chunks handed over so far: records, items and revocations, and their audit
+    /// events when the store appends them early (else they are held for the end).
+    async fn write_handed(&mut self) -> Result<(), WriteError> {
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let chunks = self.handoff.take();
+            if chunks.is_empty() {
+                return Ok(());
+            }
+            let _timed = self.w.clock.start();
+            let mut events = Vec::new();
+            for mut chunk in chunks {
+                events.append(&mut chunk.audit);
+                if !(chunk.records.is_empty()
+                    && chunk.items.is_empty()
+                    && chunk.revocations.is_empty())
+                {
+                    self.w.chunk(tx, chunk).await?;
+                }
+            }
+            if !self.w.gw.store.appends_audit_early() {
+                self.audit.append(&mut events);
+            } else if !events.is_empty() {
+                tx.audit(&events).await?;
+            }
+        }
+    }
+
+    /// What the write after the pipeline continues with: the transaction and the held-back
+    /// audit events; an early write that failed is rolled back and its error returned.
+    async fn finish(mut self) -> Result<EarlyWrite, WriteError> {
+        match self.failed.take() {
+            None => Ok((self.tx.take(), std::mem::take(&mut self.audit))),
+            Some(e) => {
+                self.abandon().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls back what was written early (the delivery stores nothing, or not this way).
+    async fn abandon(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.rollback().await;
+        }
     }
 }
 
@@ -251,7 +521,10 @@ where
     span.record("weiche.delivery_id", delivery_id.as_str());
     span.record("weiche.format", format.as_str());
     let received_at = gw.clock.now_ms();
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
+    // The channel's bound is the read-ahead window's bytes, not its chunk count.
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(1024);
+    let window = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD));
+    let handoff = Arc::new(Handoff::default());
     let withdrawals: std::collections::HashMap<(String, String), String> =
         match gw.store.withdrawals(&req.vendor).await {
             Ok(list) => list
@@ -271,6 +544,8 @@ where
 
     let worker = {
         let gw = gw.clone();
+        let window = window.clone();
+        let handoff = handoff.clone();
         let delivery_id = delivery_id.clone();
         let vendor_id = req.vendor.clone();
         let charset = req.charset.clone();
@@ -293,18 +568,38 @@ where
                 audit_key: Some(&gw.audit_key),
                 background: true,
             };
-            let reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes);
-            run_and_stage(&gw, &job, reader)
+            let reader = ChannelReader::new(body_rx, gw.limits.max_body_bytes).window(window);
+            run_and_stage(&gw, &job, reader, &handoff)
         })
     };
 
     let idle = std::time::Duration::from_secs(gw.limits.body_idle_timeout_secs.max(1));
-    let stalled = forward_body(body, body_tx, idle).await;
+    let body_end = forward_body(body, body_tx, idle, &window).await;
+    let stalled = body_end == BodyEnd::Stalled;
 
-    let (outcome, content_hash, staged) = match worker.await {
+    let store_clock = crate::telemetry::StageClock::new("store");
+    let mut early = Early {
+        w: Written {
+            gw: &gw,
+            vendor: &req.vendor,
+            delivery_id: &delivery_id,
+            received_at,
+            clock: &store_clock,
+        },
+        handoff: &handoff,
+        tx: None,
+        audit: Vec::new(),
+        failed: None,
+    };
+    let joined = match body_end {
+        BodyEnd::Complete => early.beside(worker).await,
+        BodyEnd::Failed | BodyEnd::Stalled => worker.await,
+    };
+    let (outcome, content_hash, staged) = match joined {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(delivery_id = %delivery_id, "delivery worker failed: {e}");
+            early.abandon().await;
             return error(
                 Code::I500,
                 "internal error while processing the delivery".into(),
@@ -315,6 +610,7 @@ where
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, "staging failed: {e}");
+            early.abandon().await;
             return error(
                 Code::U001,
                 "storage unavailable; nothing was stored, retry later".into(),
@@ -322,6 +618,7 @@ where
         }
     };
     if let Some(why) = outcome.aborted {
+        early.abandon().await;
         tracing::info!(delivery_id = %delivery_id, "delivery aborted: {why}");
         let message = if stalled {
             format!(
@@ -333,6 +630,16 @@ where
         };
         return error(Code::X000, message);
     }
+    let early = match early.finish().await {
+        Ok(early) => early,
+        Err(e) => {
+            tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
+            return error(
+                Code::U001,
+                "storage unavailable; nothing was stored, retry later".into(),
+            );
+        }
+    };
     store_and_commit(
         &gw,
         &req,
@@ -340,7 +647,11 @@ where
         received_at,
         outcome,
         content_hash,
-        staged,
+        Output {
+            staged,
+            early,
+            clock: store_clock,
+        },
     )
     .await
 }
@@ -394,42 +705,69 @@ fn admit(
     Ok((mapping, format, mode_param))
 }
 
+/// How a request body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// Every byte was forwarded.
+    Complete,
+    /// The transport failed, or the pipeline stopped reading.
+    Failed,
+    /// Nothing came for the idle time.
+    Stalled,
+}
+
 /// Forwards the request body into the pipeline's channel until it ends, fails, or sends
-/// nothing for `idle`; returns whether it stalled.
+/// nothing for `idle`, at most [`READ_AHEAD`] bytes ahead of the pipeline (`window`: the
+/// reader gives the bytes back as it takes them).
 async fn forward_body<S, E>(
     mut body: S,
     body_tx: mpsc::Sender<Result<Bytes, String>>,
     idle: std::time::Duration,
-) -> bool
+    window: &tokio::sync::Semaphore,
+) -> BodyEnd
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut stalled = false;
     loop {
-        let next = match tokio::time::timeout(idle, body.next()).await {
-            Ok(Some(next)) => next.map_err(|e| e.to_string()),
-            Ok(None) => break,
-            Err(_) => {
-                stalled = true;
-                Err(format!("no data for {} s", idle.as_secs()))
-            }
+        let (next, end) = match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(bytes))) => (Ok(bytes), None),
+            Ok(Some(Err(e))) => (Err(e.to_string()), Some(BodyEnd::Failed)),
+            Ok(None) => return BodyEnd::Complete,
+            Err(_) => (
+                Err(format!("no data for {} s", idle.as_secs())),
+                Some(BodyEnd::Stalled),
+            ),
         };
-        let failed = next.is_err();
-        if body_tx.send(next).await.is_err() || failed {
-            break;
+        if let Ok(bytes) = &next {
+            match window.acquire_many(window_permits(bytes.len())).await {
+                Ok(permits) => permits.forget(),
+                Err(_) => return BodyEnd::Failed,
+            }
+        }
+        if body_tx.send(next).await.is_err() {
+            return end.unwrap_or(BodyEnd::Failed);
+        }
+        if let Some(end) = end {
+            return end;
         }
     }
-    stalled
+}
+
+/// The read-ahead window's permits a body chunk of `len` bytes takes (all of the window for a
+/// chunk larger than it).
+fn window_permits(len: usize) -> u32 {
+    u32::try_from(len.min(READ_AHEAD)).unwrap_or(u32::MAX)
 }
 
 /// The blocking half of a delivery: runs the pipeline over the body and stages its output in
-/// chunks of [`CHUNK`] records; returns the pipeline's outcome, the body's SHA-256 and the
+/// chunks of [`CHUNK`] records ([`EARLY_CHUNK`] while they are written early); returns the pipeline's outcome, the body's SHA-256 and the
 /// staged output (or why staging failed, which stopped the pipeline).
 fn run_and_stage(
     gw: &Gateway,
     job: &pipeline::Job,
     mut reader: ChannelReader,
+    handoff: &Handoff,
 ) -> (
     pipeline::Outcome,
     String,
@@ -438,8 +776,10 @@ fn run_and_stage(
     let mut chunk = Chunk::default();
     // Bodies are packed here, on the pipeline's thread, not in the store writer's turn.
     let packer = gw.store.body_packer();
-    let mut stage = Staging::new(&gw.staging_dir);
-    let mut audit_stage = Staging::new(&gw.staging_dir);
+    let mut staged = Staged {
+        output: Staging::new(&gw.staging_dir),
+        audit: Staging::new(&gw.staging_dir),
+    };
     // A staging failure stops the pipeline; the delivery is answered U001.
     let mut failed: Option<staging::StagingError> = None;
     let mut outcome = pipeline::run(job, &mut reader, &mut |acc| {
@@ -480,10 +820,10 @@ fn run_and_stage(
             packed: None,
             delivery_id: job.delivery_id.to_string(),
         });
-        if chunk.records.len() >= CHUNK
+        if chunk.records.len() >= handoff.chunk_records()
             && let Err(e) = stage_chunk(
-                &mut stage,
-                &mut audit_stage,
+                &mut staged,
+                handoff,
                 packer.as_deref(),
                 std::mem::take(&mut chunk),
             )
@@ -496,41 +836,30 @@ fn run_and_stage(
     });
     if outcome.aborted.is_none()
         && !chunk.records.is_empty()
-        && let Err(e) = stage_chunk(&mut stage, &mut audit_stage, packer.as_deref(), chunk)
+        && let Err(e) = stage_chunk(&mut staged, handoff, packer.as_deref(), chunk)
     {
         outcome.aborted = Some(e.to_string());
         failed = Some(e);
     }
     let staged = match failed {
-        None => Ok(Staged {
-            output: stage,
-            audit: audit_stage,
-        }),
+        None => Ok(staged),
         Some(e) => Err(e),
     };
     (outcome, reader.finish(), staged)
 }
 
-/// Stages a chunk: its audit events into `audit`, the rest into `output`, with the bodies of
-/// records and items packed when the store packs bodies.
+/// Packs a chunk's bodies (when the store packs bodies) and hands it over to an early write
+/// transaction or stages it ([`Handoff::put`]).
 fn stage_chunk(
-    output: &mut Staging,
-    audit: &mut Staging,
+    staged: &mut Staged,
+    handoff: &Handoff,
     packer: Option<&BodyPacker>,
     mut chunk: Chunk,
 ) -> Result<(), staging::StagingError> {
     if let Some(packer) = packer {
         packer.pack(&mut chunk.records, &mut chunk.items, &mut chunk.audit)?;
     }
-    let events = std::mem::take(&mut chunk.audit);
-    output.push(chunk)?;
-    if events.is_empty() {
-        return Ok(());
-    }
-    audit.push(Chunk {
-        audit: events,
-        ..Chunk::default()
-    })
+    handoff.put(staged, chunk)
 }
 
 /// The store half of a delivery, once its body has ended and its pipeline is done: writes the
@@ -544,7 +873,11 @@ async fn store_and_commit(
     received_at: i64,
     outcome: pipeline::Outcome,
     content_hash: String,
-    staged: Staged,
+    Output {
+        staged,
+        early,
+        clock: store_clock,
+    }: Output,
 ) -> Answer {
     let error = |code, message: String| Answer::Error { code, message };
     let unavailable = || {
@@ -554,11 +887,11 @@ async fn store_and_commit(
         )
     };
     let store_span = tracing::info_span!("store", weiche.delivery_id = %delivery_id);
-    let store_clock = crate::telemetry::StageClock::new("store");
     let mut receipt = outcome.receipt;
     // Deliveries rejected whole and test deliveries store nothing but their receipt.
     let stores_records = receipt.status != Status::E4 && !receipt.test;
-    // The body has ended and the pipeline is done: only now does the store transaction begin.
+    // The body has ended and the pipeline is done: only now does the store transaction begin,
+    // unless it began early, when the body had ended.
     let written = if stores_records {
         let w = Written {
             gw,
@@ -573,8 +906,14 @@ async fn store_and_commit(
                 outcome.rejected_ids,
             )
         });
-        w.write(staged, full).instrument(store_span.clone()).await
+        w.write(staged, full, early)
+            .instrument(store_span.clone())
+            .await
     } else {
+        // What an early write wrote goes: a delivery rejected whole stores no record.
+        if let (Some(tx), _) = early {
+            let _ = tx.rollback().await;
+        }
         Ok((None, 0))
     };
     let tx = match written {
@@ -678,6 +1017,8 @@ async fn store_and_commit(
 /// hashes the bytes it hands out.
 pub struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, String>>,
+    /// The sender's read-ahead window, given back chunk by chunk as they are taken.
+    window: Option<Arc<tokio::sync::Semaphore>>,
     current: Bytes,
     limit: u64,
     total: u64,
@@ -689,6 +1030,7 @@ impl ChannelReader {
     pub fn new(rx: mpsc::Receiver<Result<Bytes, String>>, limit: u64) -> Self {
         ChannelReader {
             rx,
+            window: None,
             current: Bytes::new(),
             limit,
             total: 0,
@@ -696,9 +1038,24 @@ impl ChannelReader {
         }
     }
 
+    /// Gives each chunk's bytes back to the sender's read-ahead `window` as it is taken.
+    pub fn window(mut self, window: Arc<tokio::sync::Semaphore>) -> Self {
+        self.window = Some(window);
+        self
+    }
+
     /// Lowercase hex SHA-256 of everything read.
-    pub fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
+    pub fn finish(mut self) -> String {
+        hex::encode(std::mem::take(&mut self.hasher).finalize())
+    }
+}
+
+impl Drop for ChannelReader {
+    /// A sender still waiting for room in the window learns that no one reads any more.
+    fn drop(&mut self) {
+        if let Some(window) = &self.window {
+            window.close();
+        }
     }
 }
 
@@ -711,6 +1068,9 @@ impl Read for ChannelReader {
                     return Err(io::Error::other(InputFault::Transport(e)));
                 }
                 Some(Ok(b)) => {
+                    if let Some(window) = &self.window {
+                        window.add_permits(window_permits(b.len()) as usize);
+                    }
                     self.total += b.len() as u64;
                     if self.total > self.limit {
                         return Err(io::Error::other(InputFault::TooLarge { limit: self.limit }));

@@ -163,6 +163,12 @@ impl Staging {
         self.memory.is_empty() && self.spilled == 0
     }
 
+    /// Takes the chunks held in memory, in order (all of them while nothing has spilled).
+    pub fn take_memory(&mut self) -> VecDeque<Chunk> {
+        self.memory_bytes = 0;
+        std::mem::take(&mut self.memory)
+    }
+
     /// Whether part of the output went to the staging file.
     pub fn spilled(&self) -> bool {
         self.spilled > 0

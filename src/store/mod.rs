@@ -130,6 +130,16 @@ pub trait Store: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     /// Starts writing one delivery.
     async fn begin_delivery(&self) -> StoreResult<Box<dyn DeliveryTx>>;
+    /// Starts writing one delivery when that needs no wait: `None` while another writer holds
+    /// the store (on SQLite, the one writer; on PostgreSQL, every pooled connection). Ingest
+    /// uses it to write a delivery's first records while its pipeline still runs, only when no
+    /// one else wants the writer at that moment.
+    async fn try_begin_delivery(&self) -> StoreResult<Option<Box<dyn DeliveryTx>>>;
+    /// Whether a delivery may append its audit events while its pipeline still runs. SQLite:
+    /// yes (the write lock the delivery holds serialises the chain anyway). PostgreSQL: no, the
+    /// chain's lock is taken only for the appends just before the commit, so deliveries write
+    /// their records side by side.
+    fn appends_audit_early(&self) -> bool;
     /// The receipt of a delivery registered under this vendor and idempotency key.
     async fn delivery_by_key(
         &self,

@@ -567,6 +567,15 @@ super::sql::impl_store!(PostgresStore, Postgres, PgDeliveryTx, {
         ))
     }
 
+    async fn try_begin_delivery(&self) -> StoreResult<Option<Box<dyn DeliveryTx>>> {
+        let tx = self.pool.try_begin().await.map_err(map_err)?;
+        Ok(tx.map(|tx| Box::new(self.delivery_tx(tx)) as Box<dyn DeliveryTx>))
+    }
+
+    fn appends_audit_early(&self) -> bool {
+        false
+    }
+
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
         if rule.max_items < 1 {
             return Ok(0);

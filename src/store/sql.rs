@@ -507,31 +507,39 @@ macro_rules! impl_store {
                 if last.unwrap_or(0) - upto < min_events.max(1) {
                     return Ok(0);
                 }
-                let mut tx = self.begin_write().await?;
-                // Another process may have indexed meanwhile: the state row decides (locked on
-                // PostgreSQL; SQLite's write lock is held).
-                let upto: i64 = sqlx::query_scalar(&format!(
-                    "SELECT indexed_upto FROM audit_index_state WHERE id = 1{FOR_UPDATE}"
-                ))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                // Read before the write turn, on a reader (appended events never change), so
+                // that the turn holds only the index's inserts: the read was most of it.
                 let events: Vec<(i64, Option<String>)> = sqlx::query_as(
                     "SELECT seq, subject FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
                 )
                 .bind(upto)
                 .bind(max_events.max(1))
-                .fetch_all(&mut *tx)
+                .fetch_all(self.reader())
                 .await
                 .map_err(map_err)?;
-                let Some(&(through, _)) = events.last() else {
-                    tx.rollback().await.map_err(map_err)?;
+                let (Some(&(first, _)), Some(&(through, _))) = (events.first(), events.last())
+                else {
                     return Ok(0);
                 };
                 // Sorted, so that the index's pages are each written once per pass.
                 let mut runs =
                     super::chain::subject_runs(events.iter().map(|(seq, s)| (*seq, s.as_deref())));
                 runs.sort_unstable();
+                let mut tx = self.begin_write().await?;
+                // Another process may have indexed meanwhile (the state row decides: locked on
+                // PostgreSQL, SQLite's write lock is held), or a purge removed these events:
+                // then this pass ends, and the next one reads again.
+                let (now_upto, oldest): (i64, Option<i64>) = sqlx::query_as(&format!(
+                    "SELECT indexed_upto, (SELECT MIN(seq) FROM audit) \
+                     FROM audit_index_state WHERE id = 1{FOR_UPDATE}"
+                ))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if now_upto != upto || oldest.is_none_or(|oldest| oldest > first) {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(0);
+                }
                 for chunk in runs.chunks(MAX_ROWS_PER_INSERT) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO audit_subject_runs (subject, first_seq, last_seq) ",

@@ -766,6 +766,19 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
         Ok(Box::new(self.delivery_tx(self.begin_write().await?)))
     }
 
+    async fn try_begin_delivery(&self) -> StoreResult<Option<Box<dyn DeliveryTx>>> {
+        let tx = self
+            .writer
+            .try_begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        Ok(tx.map(|tx| Box::new(self.delivery_tx(tx)) as Box<dyn DeliveryTx>))
+    }
+
+    fn appends_audit_early(&self) -> bool {
+        true
+    }
+
     async fn seal(&self, recipient: &str, rule: SealRule, now_ms: i64) -> StoreResult<u64> {
         if rule.max_items < 1 {
             return Ok(0);

@@ -12,6 +12,7 @@
 //! | `weiche_records_routed_total` | `weiche.records.routed` | counter | `recipient` |
 //! | `weiche_push_attempts_total` | `weiche.push.attempts` | counter | `outcome` |
 //! | `weiche_deliveries_total` | `weiche.deliveries` | counter | `status` |
+//! | `weiche_early_writes_total` | `weiche.early_writes` | counter | |
 //! | `weiche_outbox_depth` | `weiche.outbox.depth` | gauge | `recipient` |
 //! | `weiche_stage_seconds` | `weiche.stage.duration` (unit `s`) | histogram | `stage` |
 //! | `weiche_purged_total` | `weiche.purged` | counter | `kind` |
@@ -23,6 +24,8 @@
 //! * `status` of a delivery: the receipt status `E1`…`E4`, `S100` for a duplicate answered with
 //!   the first receipt, else the catalogue code of the error answer (e.g. `U001`, `X000`).
 //! * `outcome` of a push attempt: [`PUSH_OUTCOMES`] (`failure`: the group became a dead letter).
+//! * `early_writes`: deliveries whose store transaction began while their pipeline still ran
+//!   (their body had ended and the writer was free), so that writing overlapped mapping.
 //! * `outbox_depth`: open items per recipient (not yet sealed into a batch), refreshed by the
 //!   batch sealer every second.
 //! * `stage`: [`STAGES`]; `adapt`, `validate` and `route` are the cumulative time of the stage in
@@ -80,6 +83,7 @@ struct State {
     routed: BTreeMap<String, u64>,
     push: BTreeMap<String, u64>,
     deliveries: BTreeMap<String, u64>,
+    early_writes: u64,
     outbox: BTreeMap<String, i64>,
     stages: BTreeMap<String, Hist>,
     purged: BTreeMap<String, u64>,
@@ -114,6 +118,7 @@ struct Instruments {
     routed: Counter<u64>,
     push: Counter<u64>,
     deliveries: Counter<u64>,
+    early_writes: Counter<u64>,
     outbox: Gauge<i64>,
     stage: Histogram<f64>,
     purged: Counter<u64>,
@@ -161,6 +166,11 @@ pub(crate) fn install(meter: &Meter) {
             "weiche.deliveries",
             "{delivery}",
             "Deliveries answered, by receipt status or error code",
+        ),
+        early_writes: counter(
+            "weiche.early_writes",
+            "{delivery}",
+            "Deliveries whose store transaction began while their pipeline still ran",
         ),
         outbox: meter
             .i64_gauge("weiche.outbox.depth")
@@ -266,6 +276,12 @@ fn delivery_status(status: &str) {
         i.deliveries
             .add(1, &[KeyValue::new("status", status.to_string())]);
     });
+}
+
+/// Counts a delivery whose store transaction began while its pipeline still ran.
+pub fn early_write() {
+    state().early_writes += 1;
+    otel(|i| i.early_writes.add(1, &[]));
 }
 
 /// Counts one push attempt with its outcome (one of [`PUSH_OUTCOMES`]).
@@ -414,6 +430,13 @@ pub fn render() -> String {
         "status",
         &s.deliveries,
     );
+    header(
+        &mut out,
+        "weiche_early_writes_total",
+        "counter",
+        "Deliveries whose store transaction began while their pipeline still ran.",
+    );
+    let _ = writeln!(out, "weiche_early_writes_total {}", s.early_writes);
     family(
         &mut out,
         "weiche_outbox_depth",
@@ -496,6 +519,7 @@ mod tests {
             "# TYPE weiche_purged_total counter",
             "weiche_purged_total{kind=\"records\"}",
             "# TYPE weiche_retention_overdue gauge",
+            "# TYPE weiche_early_writes_total counter",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -1,0 +1,163 @@
+//! Early writes: once a delivery's body has ended and the writer is free, its store
+//! transaction begins while its pipeline still runs, and its records are written as they come
+//! (`weiche_early_writes_total` counts such deliveries). The delivery stays atomic: stored whole
+//! when it is accepted, not at all when it ends rejected whole after records were written.
+
+#[path = "../conformance-tests/support/mod.rs"]
+mod support;
+#[path = "../conformance-tests/testkit.rs"]
+mod testkit;
+
+use reqwest::Client;
+use serde_json::Value;
+use testkit::*;
+
+/// Records a delivery: several chunks of an early write.
+const RECORDS: usize = 450;
+/// Deliveries posted at most until one was written early (the writer may be busy with a seal
+/// or a checkpoint at the moment a body ends).
+const ATTEMPTS: usize = 20;
+
+/// One test for both backends, one after the other: the counter is per process, so a test
+/// beside it would count too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_writes_keep_deliveries_atomic_on_both_backends() {
+    early_writes_keep_deliveries_atomic(Backend::Sqlite).await;
+    early_writes_keep_deliveries_atomic(Backend::Postgres).await;
+}
+
+async fn early_writes(c: &Client, s: &TestServer) -> u64 {
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("weiche_early_writes_total "))
+        .expect("weiche_early_writes_total in /metrics")
+        .parse()
+        .unwrap()
+}
+
+async fn post(c: &Client, s: &TestServer, body: String) -> (u16, Value) {
+    let r = c
+        .post(s.url("/api/v1/deliveries?format=klidas-json"))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Posts deliveries made by `body(attempt)` until one was written early; returns the attempts'
+/// answers and the index of that one.
+async fn until_written_early(
+    c: &Client,
+    s: &TestServer,
+    body: impl Fn(usize) -> String,
+) -> (Vec<(u16, Value)>, usize) {
+    let mut answers = Vec::new();
+    for attempt in 0..ATTEMPTS {
+        let before = early_writes(c, s).await;
+        answers.push(post(c, s, body(attempt)).await);
+        if early_writes(c, s).await > before {
+            return (answers, attempt);
+        }
+    }
+    panic!("no delivery of {ATTEMPTS} was written early");
+}
+
+async fn early_writes_keep_deliveries_atomic(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let c = Client::new();
+    let id = |prefix: &str, attempt: usize| {
+        format!("ea{prefix}{attempt:05}-0000-4000-8000-000000000000")
+    };
+
+    // Accepted: every record stored, with its items for both recipients.
+    let (answers, early) = until_written_early(&c, &s, |attempt| {
+        klidas_delivery(
+            &id("1", attempt),
+            &format!("A{attempt}"),
+            RECORDS,
+            "ergaenzung",
+        )
+    })
+    .await;
+    for (status, receipt) in &answers {
+        assert_eq!(*status, 200, "{receipt}");
+        assert_eq!(receipt["status"], "E1", "{receipt}");
+        assert_eq!(receipt["accepted"], RECORDS, "{receipt}");
+    }
+    for i in [0, RECORDS / 2, RECORDS - 1] {
+        let record_id = format!("A{early}-{i}");
+        let stored = s
+            .gateway
+            .store
+            .records_by_id("demo-vendor", &record_id)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{record_id}");
+        let items = s
+            .gateway
+            .store
+            .record_items("demo-vendor", &record_id)
+            .await
+            .unwrap();
+        assert_eq!(items.len(), 2, "{record_id}: one item for each recipient");
+    }
+
+    // Rejected whole (the body breaks off after its records): nothing of it is stored,
+    // although its first records were written before the end showed the break.
+    let (answers, early) = until_written_early(&c, &s, |attempt| {
+        let body = klidas_delivery(
+            &id("2", attempt),
+            &format!("R{attempt}"),
+            RECORDS,
+            "ergaenzung",
+        );
+        body[..body.len() - 40].to_string()
+    })
+    .await;
+    for (status, receipt) in &answers {
+        assert_eq!(*status, 422, "{receipt}");
+        assert_eq!(receipt["status"], "E4", "{receipt}");
+        assert_eq!(receipt["errors"][0]["code"], "X000", "{receipt}");
+    }
+    for attempt in 0..=early {
+        for i in [0, RECORDS / 2] {
+            let record_id = format!("R{attempt}-{i}");
+            let stored = s
+                .gateway
+                .store
+                .records_by_id("demo-vendor", &record_id)
+                .await
+                .unwrap();
+            assert!(stored.is_empty(), "{record_id} was stored");
+            let items = s
+                .gateway
+                .store
+                .record_items("demo-vendor", &record_id)
+                .await
+                .unwrap();
+            assert!(items.is_empty(), "{record_id} has items");
+        }
+    }
+    // The message ids were not claimed: a corrected delivery with the same id goes through.
+    let (status, receipt) = post(
+        &c,
+        &s,
+        klidas_delivery(&id("2", early), &format!("R{early}"), RECORDS, "ergaenzung"),
+    )
+    .await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["duplicate"], false, "{receipt}");
+    s.stop().await;
+}
