@@ -100,7 +100,8 @@ struct Staged {
 #[derive(Default)]
 struct Handoff {
     state: std::sync::Mutex<HandoffState>,
-    /// [`HandoffState::open`] and not closed, for the pipeline's look at every record.
+    /// Whether chunks are handed over or may soon be (the body has ended or the transaction is
+    /// open, and handing over has not closed), for the pipeline's look at every record.
     taking: std::sync::atomic::AtomicBool,
     /// Woken at every chunk the pipeline hands over or stages.
     ready: tokio::sync::Notify,
@@ -108,6 +109,8 @@ struct Handoff {
 
 #[derive(Default)]
 struct HandoffState {
+    /// The body has ended: the store side tries to take the transaction at every chunk.
+    body_ended: bool,
     /// The store side holds the transaction and takes chunks.
     open: bool,
     /// Handing over has ended for good (the queue was full, or output had spilled to the
@@ -168,7 +171,9 @@ impl Handoff {
         Ok(())
     }
 
-    /// Records per chunk now: [`EARLY_CHUNK`] while chunks are handed over, else [`CHUNK`].
+    /// Records per chunk now: [`EARLY_CHUNK`] while chunks are or may soon be handed over (a
+    /// chunk boundary is when the store side tries again to take the transaction), else
+    /// [`CHUNK`].
     fn chunk_records(&self) -> usize {
         if self.taking.load(std::sync::atomic::Ordering::Relaxed) {
             EARLY_CHUNK
@@ -177,10 +182,10 @@ impl Handoff {
         }
     }
 
-    /// Sets whether chunks are handed over (`open` and not `closed`).
+    /// Sets whether chunks are or may soon be handed over.
     fn set_taking(&self, state: &HandoffState) {
         self.taking.store(
-            state.open && !state.closed,
+            (state.open || state.body_ended) && !state.closed,
             std::sync::atomic::Ordering::Relaxed,
         );
     }
@@ -255,7 +260,20 @@ impl Written<'_> {
             crate::telemetry::metrics::stage("store_wait", asked.elapsed());
         }
         if let Some(mut t) = tx.take() {
-            for_each_chunk(staged.output, async |chunk| self.chunk(&mut t, chunk).await).await?;
+            // Staged chunks may be small (see `EARLY_CHUNK`): they are written [`CHUNK`] records
+            // at a time, so that the multi-row statements stay long.
+            let mut pending = Chunk::default();
+            for_each_chunk(staged.output, async |chunk| {
+                pending.append(chunk);
+                if pending.records.len() >= CHUNK {
+                    self.chunk(&mut t, std::mem::take(&mut pending)).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            if !pending.only_audit() {
+                self.chunk(&mut t, pending).await?;
+            }
             // Audit events come last: appending takes the chain's lock until commit
             // (serialising deliveries on PostgreSQL), so it is held only for the appends, the
             // cancellations of a full delivery and the commit, never while records are written.
@@ -339,6 +357,11 @@ impl Early<'_> {
         worker: tokio::task::JoinHandle<T>,
     ) -> Result<T, tokio::task::JoinError> {
         tokio::pin!(worker);
+        {
+            let mut state = self.handoff.lock();
+            state.body_ended = true;
+            self.handoff.set_taking(&state);
+        }
         loop {
             if self.failed.is_none() {
                 if self.tx.is_none() {
@@ -410,15 +433,14 @@ impl Early<'_> {
                 return Ok(());
             }
             let _timed = self.w.clock.start();
-            let mut events = Vec::new();
-            for mut chunk in chunks {
-                events.append(&mut chunk.audit);
-                if !(chunk.records.is_empty()
-                    && chunk.items.is_empty()
-                    && chunk.revocations.is_empty())
-                {
-                    self.w.chunk(tx, chunk).await?;
-                }
+            // Whatever waits is written together, in longer statements.
+            let mut all = Chunk::default();
+            for chunk in chunks {
+                all.append(chunk);
+            }
+            let mut events = std::mem::take(&mut all.audit);
+            if !all.only_audit() {
+                self.w.chunk(tx, all).await?;
             }
             if !self.w.gw.store.appends_audit_early() {
                 self.audit.append(&mut events);

@@ -49,6 +49,19 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Appends `other`'s records, items, audit events and revocations, after this chunk's.
+    pub fn append(&mut self, mut other: Chunk) {
+        self.records.append(&mut other.records);
+        self.items.append(&mut other.items);
+        self.audit.append(&mut other.audit);
+        self.revocations.append(&mut other.revocations);
+    }
+
+    /// Whether the chunk holds nothing to write but audit events.
+    pub fn only_audit(&self) -> bool {
+        self.records.is_empty() && self.items.is_empty() && self.revocations.is_empty()
+    }
+
     /// About how many bytes of memory the chunk holds: bodies (as text, or packed), the other
     /// strings, and a fixed allowance a record, item and event for the structures around them.
     /// Counting only the bodies was close while they were text; packed, they are a quarter of
