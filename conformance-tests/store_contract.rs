@@ -238,6 +238,7 @@ contract_tests!(
     purge_records_by_reporting_period,
     purge_outputs_once_delivered_and_keep_what_recipients_hold,
     purge_audit_from_the_start_and_keep_the_chain_verifiable,
+    audit_events_purged_before_they_are_indexed_are_skipped,
     purge_receipts_by_age,
 );
 
@@ -3190,6 +3191,39 @@ async fn append_events(s: &Arc<dyn Store>, events: Vec<NewAuditEvent>) {
     let mut tx = s.begin_delivery().await.unwrap();
     tx.audit(&events).await.unwrap();
     tx.commit_plain().await.unwrap();
+}
+
+/// The indexer reads the next events as a range of seqs after `indexed_upto`: a purge that
+/// removed events it had not indexed yet must not leave it reading an empty range for ever.
+async fn audit_events_purged_before_they_are_indexed_are_skipped(b: &Backend) {
+    let s = &b.store;
+    append_events(s, (1..=5).map(|n| event_at(1_000, n)).collect()).await;
+    let purged = s
+        .purge(&Cutoffs {
+            audit_before_ms: Some(2_000),
+            ..Cutoffs::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged.audit_events, 5);
+    append_events(s, (6..=8).map(|n| event_at(now_ms(), n)).collect()).await;
+    assert_eq!(s.index_audit_subjects(1, 2).await.unwrap(), 2);
+    assert_eq!(s.index_audit_subjects(1, 2).await.unwrap(), 1);
+    assert_eq!(s.index_audit_subjects(1, 2).await.unwrap(), 0);
+    assert_eq!(
+        s.audit_by_subject("S1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        [6, 7, 8]
+    );
+    assert_eq!(
+        b.count("SELECT indexed_upto FROM audit_index_state WHERE id = 1")
+            .await,
+        8
+    );
 }
 
 async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {

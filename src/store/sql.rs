@@ -497,8 +497,8 @@ macro_rules! impl_store {
             }
 
             async fn index_audit_subjects(&self, min_events: i64, max_events: i64) -> StoreResult<u64> {
-                let (last, upto): (Option<i64>, i64) = sqlx::query_as(
-                    "SELECT (SELECT MAX(seq) FROM audit), \
+                let (oldest, last, upto): (Option<i64>, Option<i64>, i64) = sqlx::query_as(
+                    "SELECT (SELECT MIN(seq) FROM audit), (SELECT MAX(seq) FROM audit), \
                      (SELECT indexed_upto FROM audit_index_state WHERE id = 1)",
                 )
                 .fetch_one(self.reader())
@@ -507,12 +507,17 @@ macro_rules! impl_store {
                 if last.unwrap_or(0) - upto < min_events.max(1) {
                     return Ok(0);
                 }
+                // Events purged before they were indexed need no entries.
+                let after = upto.max(oldest.unwrap_or(0) - 1);
                 // Read before the write turn, on a reader (appended events never change), so
-                // that the turn holds only the index's inserts: the read was most of it.
+                // that the turn holds only the index's inserts: the read was most of it. The
+                // chain's seqs have no gaps, so the next events are a closed range: PostgreSQL
+                // estimates it and walks the primary key in order (with `LIMIT` alone it chose
+                // a bitmap scan and sorted tens of thousands of rows on disk).
                 let events: Vec<(i64, Option<String>)> = sqlx::query_as(
-                    "SELECT seq, subject FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    "SELECT seq, subject FROM audit WHERE seq > $1 AND seq <= $1 + $2 ORDER BY seq",
                 )
-                .bind(upto)
+                .bind(after)
                 .bind(max_events.max(1))
                 .fetch_all(self.reader())
                 .await
