@@ -1,9 +1,11 @@
 //! Ingest: one delivery from the request body to the receipt.
 //!
-//! The body streams through a bounded channel into a blocking thread that runs the
-//! [`pipeline`] (mapping engine → validation → routing). Accepted records come back in chunks and
-//! are written by a store task into one open transaction; the delivery row with its receipt is
-//! added at the end and everything is committed together, or nothing is. Idempotency: the
+//! The body streams through a channel bounded by [`READ_AHEAD`] bytes into a blocking thread
+//! that runs the [`pipeline`] (mapping engine → validation → routing). Accepted records come
+//! back in chunks, staged until the body has ended, and are written into one transaction: after
+//! the pipeline, or while it still runs when the writer is free once the body has ended
+//! ([`Early`]); the delivery row with its receipt is added at the end and everything is
+//! committed together, or nothing is. Idempotency: the
 //! payload's message id, else the `Idempotency-Key` header, is registered with the delivery; a
 //! repeat with the same content answers the first receipt (`S100`), with other content `409`
 //! (`S101`).
