@@ -3187,6 +3187,12 @@ fn event_at(at_ms: i64, n: i64) -> NewAuditEvent {
     }
 }
 
+/// The seqs of a subject's audit events.
+async fn subject_seqs(s: &Arc<dyn Store>, subject: &str) -> Vec<i64> {
+    let events = s.audit_by_subject(subject).await.unwrap();
+    events.iter().map(|r| r.seq).collect()
+}
+
 async fn append_events(s: &Arc<dyn Store>, events: Vec<NewAuditEvent>) {
     let mut tx = s.begin_delivery().await.unwrap();
     tx.audit(&events).await.unwrap();
@@ -3210,15 +3216,7 @@ async fn audit_events_purged_before_they_are_indexed_are_skipped(b: &Backend) {
     assert_eq!(s.index_audit_subjects(1, 2).await.unwrap(), 2);
     assert_eq!(s.index_audit_subjects(1, 2).await.unwrap(), 1);
     assert_eq!(s.index_audit_subjects(1, 2).await.unwrap(), 0);
-    assert_eq!(
-        s.audit_by_subject("S1")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect::<Vec<_>>(),
-        [6, 7, 8]
-    );
+    assert_eq!(subject_seqs(s, "S1").await, [6, 7, 8]);
     assert_eq!(
         b.count("SELECT indexed_upto FROM audit_index_state WHERE id = 1")
             .await,
@@ -3285,15 +3283,7 @@ async fn purge_audit_from_the_start_and_keep_the_chain_verifiable(b: &Backend) {
     // The client's purged events are no longer found; the kept ones are, through the run that
     // reaches past the purge.
     assert_eq!(b.count("SELECT COUNT(*) FROM audit_subject_runs").await, 1);
-    assert_eq!(
-        s.audit_by_subject("S1")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect::<Vec<_>>(),
-        [9, 10]
-    );
+    assert_eq!(subject_seqs(s, "S1").await, [9, 10]);
     let v = weiche::audit::verify(s.as_ref()).await.unwrap();
     assert!(v.intact, "{v:?}");
     assert_eq!(v.events, 2);

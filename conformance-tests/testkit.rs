@@ -210,6 +210,25 @@ impl TestServer {
     }
 }
 
+/// Posts a klidas-json delivery as the test vendor; the status and the JSON answer (`Null` when
+/// the answer is no JSON).
+pub async fn post_klidas(
+    c: &reqwest::Client,
+    s: &TestServer,
+    body: impl Into<reqwest::Body>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let r = c
+        .post(s.url("/api/v1/deliveries?format=klidas-json"))
+        .bearer_auth(VENDOR_TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// A klidas-json delivery of `n` valid records with ids `<prefix>-<i>`.
 pub fn klidas_delivery(message_id: &str, prefix: &str, n: usize, lieferart: &str) -> String {
     let names = [

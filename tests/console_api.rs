@@ -29,16 +29,9 @@ async fn get(c: &Client, s: &TestServer, path: &str) -> Value {
 }
 
 async fn post_delivery(c: &Client, s: &TestServer, body: Vec<u8>) -> Value {
-    let r = c
-        .post(s.url("/api/v1/deliveries?format=klidas-json"))
-        .bearer_auth(VENDOR_TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
+    let (status, receipt) = post_klidas(c, s, body).await;
+    assert_eq!(status, StatusCode::OK);
+    receipt
 }
 
 async fn browse(backend: Backend) {

@@ -8,7 +8,7 @@ mod support;
 #[path = "../conformance-tests/testkit.rs"]
 mod testkit;
 
-use reqwest::Client;
+use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use testkit::*;
 
@@ -42,16 +42,12 @@ async fn early_writes(c: &Client, s: &TestServer) -> u64 {
         .unwrap()
 }
 
-async fn post(c: &Client, s: &TestServer, body: String) -> (u16, Value) {
-    let r = c
-        .post(s.url("/api/v1/deliveries?format=klidas-json"))
-        .bearer_auth(VENDOR_TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+/// How many records and output items the store holds under the test vendor's `record_id`.
+async fn stored(s: &TestServer, record_id: &str) -> (usize, usize) {
+    let store = &s.gateway.store;
+    let records = store.records_by_id("demo-vendor", record_id).await.unwrap();
+    let items = store.record_items("demo-vendor", record_id).await.unwrap();
+    (records.len(), items.len())
 }
 
 /// Posts deliveries made by `body(attempt)` until one was written early; returns the attempts'
@@ -60,11 +56,11 @@ async fn until_written_early(
     c: &Client,
     s: &TestServer,
     body: impl Fn(usize) -> String,
-) -> (Vec<(u16, Value)>, usize) {
+) -> (Vec<(StatusCode, Value)>, usize) {
     let mut answers = Vec::new();
     for attempt in 0..ATTEMPTS {
         let before = early_writes(c, s).await;
-        answers.push(post(c, s, body(attempt)).await);
+        answers.push(post_klidas(c, s, body(attempt)).await);
         if early_writes(c, s).await > before {
             return (answers, attempt);
         }
@@ -98,20 +94,9 @@ async fn early_writes_keep_deliveries_atomic(backend: Backend) {
     }
     for i in [0, RECORDS / 2, RECORDS - 1] {
         let record_id = format!("A{early}-{i}");
-        let stored = s
-            .gateway
-            .store
-            .records_by_id("demo-vendor", &record_id)
-            .await
-            .unwrap();
-        assert_eq!(stored.len(), 1, "{record_id}");
-        let items = s
-            .gateway
-            .store
-            .record_items("demo-vendor", &record_id)
-            .await
-            .unwrap();
-        assert_eq!(items.len(), 2, "{record_id}: one item for each recipient");
+        let (stored, items) = stored(&s, &record_id).await;
+        assert_eq!(stored, 1, "{record_id}");
+        assert_eq!(items, 2, "{record_id}: one item for each recipient");
     }
 
     // Rejected whole (the body breaks off after its records): nothing of it is stored,
@@ -134,24 +119,13 @@ async fn early_writes_keep_deliveries_atomic(backend: Backend) {
     for attempt in 0..=early {
         for i in [0, RECORDS / 2] {
             let record_id = format!("R{attempt}-{i}");
-            let stored = s
-                .gateway
-                .store
-                .records_by_id("demo-vendor", &record_id)
-                .await
-                .unwrap();
-            assert!(stored.is_empty(), "{record_id} was stored");
-            let items = s
-                .gateway
-                .store
-                .record_items("demo-vendor", &record_id)
-                .await
-                .unwrap();
-            assert!(items.is_empty(), "{record_id} has items");
+            let (stored, items) = stored(&s, &record_id).await;
+            assert!(stored == 0, "{record_id} was stored");
+            assert!(items == 0, "{record_id} has items");
         }
     }
     // The message ids were not claimed: a corrected delivery with the same id goes through.
-    let (status, receipt) = post(
+    let (status, receipt) = post_klidas(
         &c,
         &s,
         klidas_delivery(&id("2", early), &format!("R{early}"), RECORDS, "ergaenzung"),

@@ -47,19 +47,6 @@ async fn two_instances() -> Option<(TestServer, TestServer)> {
     Some((a, b))
 }
 
-async fn post(c: &Client, s: &TestServer, body: String) -> (StatusCode, Value) {
-    let r = c
-        .post(s.url("/api/v1/deliveries?format=klidas-json"))
-        .bearer_auth(VENDOR_TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn get(c: &Client, s: &TestServer, token: &str, path: &str) -> (StatusCode, Value) {
     let r = c.get(s.url(path)).bearer_auth(token).send().await.unwrap();
     let status = r.status();
@@ -133,7 +120,7 @@ async fn two_instances_share_one_database() {
         let (c, s) = (c.clone(), servers[i % 2]);
         async move {
             let id = format!("inst-{i}");
-            post(&c, s, klidas_delivery(&id, &id, RECORDS, "ergaenzung")).await
+            post_klidas(&c, s, klidas_delivery(&id, &id, RECORDS, "ergaenzung")).await
         }
     }));
     let same = join_all((0..SAME_ROUNDS).flat_map(|round| {
@@ -146,7 +133,7 @@ async fn two_instances_share_one_database() {
         );
         (0..SAME_POSTS).map(move |k| {
             let (c, s, body) = (c.clone(), servers[k % 2], body.clone());
-            async move { (round, post(&c, s, body).await) }
+            async move { (round, post_klidas(&c, s, body).await) }
         })
     }));
     let (distinct, same) = tokio::join!(distinct, same);
@@ -205,7 +192,8 @@ async fn two_instances_share_one_database() {
     for i in [0, 1, DELIVERIES - 1] {
         let other = servers[(i + 1) % 2];
         let id = format!("inst-{i}");
-        let (st, r) = post(&c, other, klidas_delivery(&id, &id, RECORDS, "ergaenzung")).await;
+        let (st, r) =
+            post_klidas(&c, other, klidas_delivery(&id, &id, RECORDS, "ergaenzung")).await;
         assert_eq!(st, 200, "{r}");
         assert_eq!(
             r["duplicate"], true,
@@ -213,7 +201,7 @@ async fn two_instances_share_one_database() {
         );
         assert_eq!(r["delivery_id"], receipts[i]["delivery_id"]);
         // The same key with other content is a conflict on either instance.
-        let (st, r) = post(
+        let (st, r) = post_klidas(
             &c,
             other,
             klidas_delivery(&id, &id, RECORDS - 1, "ergaenzung"),
