@@ -17,8 +17,10 @@
 //! (job centre, youth office) whose items the server POSTs, while it ingests, to a local HTTPS
 //! sink this process runs (`conformance-tests/pushkit.rs`: checks every signature, answers 200).
 //!
-//! The pipeline ceiling is 1 / (sum of the per-record costs); the headline is end-to-end ÷
-//! pipeline ceiling. Run with `cargo bench --bench ingest`.
+//! The headline is end to end ÷ the 2-core **library ceiling** (`../shared/bench/ceiling`, run
+//! in the same process, see below). 1 / (the sum of the per-record stage costs above) is printed
+//! as the "own-stage sum" for information only: a ceiling made of Weiche's own stages is no
+//! ceiling (quality.md). Run with `cargo bench --bench ingest`.
 //!
 //! Environment knobs (all optional):
 //! - `WEICHE_BENCH_DELIVERIES` (default 150): deliveries of the peak run,
@@ -1941,8 +1943,10 @@ fn main() {
     let p99 = pct(&paced_sorted, 0.99);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("\nsummary against quality.md (SQLite):");
+    // Informational only: a ceiling summed from Weiche's own stages is no ceiling (quality.md);
+    // the target is measured against the library ceiling below.
     println!(
-        "  pipeline ceiling (1 core)          {:>10.0} records/s",
+        "  own-stage sum (1 core, no target)  {:>10.0} records/s",
         st.ceiling()
     );
     println!(
@@ -1951,9 +1955,8 @@ fn main() {
     );
     println!("  end to end, SQLite                 {e2e:>10.0} records/s");
     println!(
-        "  end to end ÷ pipeline ceiling      {:>10.3}   target ≥ 0.5: {}",
-        e2e / st.ceiling(),
-        verdict(e2e / st.ceiling() >= 0.5)
+        "  end to end ÷ own-stage sum         {:>10.3}   (informational)",
+        e2e / st.ceiling()
     );
     println!(
         "  end to end ÷ store ceiling         {:>10.3}",
