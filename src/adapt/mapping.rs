@@ -6,7 +6,7 @@
 //! `docs/mapping-guide.md` is the administrator's reference.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The most list steps `delivery.records` may name.
 pub const MAX_RECORD_STEPS: usize = 8;
@@ -1186,8 +1186,10 @@ impl MappingFile {
 /// A tree of the source paths a mapping knows, to find unknown fields (`W002`).
 #[derive(Debug, Default)]
 pub struct KnownTree {
-    /// Children by key. A node with `leaf` set is consumed whole.
-    pub children: HashMap<String, KnownTree>,
+    /// Children by key. A node with `leaf` set is consumed whole. The keys come from the mapping
+    /// file, and every member of every record is looked up here, so the hasher is FxHash, not
+    /// SipHash. Lookups of vendor keys cannot degrade a table that holds only the mapping's keys.
+    pub children: rustc_hash::FxHashMap<String, KnownTree>,
     /// The whole value at this path is read by a rule.
     pub leaf: bool,
     /// For list sources: the tree of one element.

@@ -781,13 +781,18 @@ impl<'a> Assembler<'a> {
 /// Looks a pre-split path up.
 pub(crate) fn get<'v>(mut v: &'v Value, tokens: &[String]) -> Option<&'v Value> {
     for t in tokens {
-        v = match v {
-            Value::Object(m) => m.get(t)?,
-            Value::Array(a) => a.get(t.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
+        v = step(v, t)?;
     }
     Some(v)
+}
+
+/// One step of a path: a member of an object, an element of an array by its index.
+fn step<'v>(v: &'v Value, token: &str) -> Option<&'v Value> {
+    match v {
+        Value::Object(m) => m.get(token),
+        Value::Array(a) => a.get(token.parse::<usize>().ok()?),
+        _ => None,
+    }
 }
 
 fn number(text: &str, decimal: Decimal) -> Option<Value> {
@@ -1046,12 +1051,21 @@ fn apply_rules(
     draft: &mut Draft,
     mut element: Option<&mut Map<String, Value>>,
 ) {
+    let mut walk = Walk {
+        root: source,
+        steps: Vec::new(),
+    };
     for r in rules {
         let field = FieldPath {
             entry,
             target: &r.target,
         };
-        match extract(file, r, &field, r.lookup(source, ancestors)) {
+        let found = if r.up == 0 {
+            walk.get(&r.tokens)
+        } else {
+            r.lookup(source, ancestors)
+        };
+        match extract(file, r, &field, found) {
             Ok(Some(v)) => match element.as_deref_mut() {
                 Some(el) => super::set_path(el, &r.target, v),
                 None => draft.set(&r.target, v),
@@ -1062,6 +1076,34 @@ fn apply_rules(
                 draft.issues.push(issue);
             }
         }
+    }
+}
+
+/// Source values of consecutive rules, looked up along the path the previous rule took: rules
+/// that read members of one object (`/klient/adresse/plz`, then `/klient/adresse/ags`) find that
+/// object once, not from the top each time. Each step is a SipHash lookup in the record's tree.
+struct Walk<'r, 'v> {
+    root: &'v Value,
+    /// The previous rule's tokens and the values they led to, as far as they led.
+    steps: Vec<(&'r str, &'v Value)>,
+}
+
+impl<'r, 'v> Walk<'r, 'v> {
+    /// What [`get`] finds at `tokens` from the root.
+    fn get(&mut self, tokens: &'r [String]) -> Option<&'v Value> {
+        let same = self
+            .steps
+            .iter()
+            .zip(tokens)
+            .take_while(|((had, _), t)| *had == t.as_str())
+            .count();
+        self.steps.truncate(same);
+        let mut v = self.steps.last().map_or(self.root, |&(_, v)| v);
+        for t in &tokens[same..] {
+            v = step(v, t)?;
+            self.steps.push((t, v));
+        }
+        Some(v)
     }
 }
 
@@ -1206,6 +1248,8 @@ pub(crate) fn check_limits(value: &Value, depth: usize) -> Result<(), AdaptError
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
     #[test]
     fn date_patterns() {
         let p = DatePattern::parse("TT.MM.JJJJ").unwrap();
@@ -1250,5 +1294,27 @@ mod tests {
         assert_eq!(number("19.", Decimal::Dot), Some(Value::from(19)));
         assert_eq!(number(".", Decimal::Dot), None);
         assert_eq!(number(",5", Decimal::Comma), None);
+    }
+
+    proptest! {
+        /// Looking paths up one after another along the previous one finds what a lookup from
+        /// the top finds: in objects, in arrays by index, and where a path leads nowhere.
+        #[test]
+        fn a_walk_finds_what_get_finds(
+            paths in proptest::collection::vec(
+                proptest::collection::vec("[abx01]", 0..4), 1..12)
+        ) {
+            let root = serde_json::json!({
+                "a": {"a": {"b": 1}, "b": [10, {"a": 2}], "0": "zero"},
+                "b": [{"a": 3}, [4, 5]],
+                "x": null,
+                "0": {"1": "one"}
+            });
+            let paths: Vec<Vec<String>> = paths;
+            let mut walk = Walk { root: &root, steps: Vec::new() };
+            for tokens in &paths {
+                prop_assert_eq!(walk.get(tokens), get(&root, tokens), "{:?}", tokens);
+            }
+        }
     }
 }
