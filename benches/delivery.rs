@@ -85,16 +85,8 @@ async fn run(backend: &str, pg_url: Option<String>, records: usize, fetches: usi
             1_000,
             "ergaenzung",
         );
-        let r = client
-            .post(s.url("/api/v1/deliveries?format=klidas-json"))
-            .bearer_auth(VENDOR_TOKEN)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let receipt: serde_json::Value = r.json().await.unwrap();
+        let (status, receipt) = post_klidas(&client, &s, body).await;
+        assert_eq!(status, 200);
         pushed += receipt["routed"][JOBCENTER].as_u64().unwrap() as usize;
     }
     println!(

@@ -82,17 +82,7 @@ async fn the_console_works_in_headless_chromium() {
             "conformance-tests/cases/klidas-json/{case}/input.json"
         )))
         .unwrap();
-        let r: serde_json::Value = c
-            .post(s.url("/api/v1/deliveries?format=klidas-json"))
-            .bearer_auth(VENDOR_TOKEN)
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, r) = post_klidas(&c, &s, body).await;
         assert_eq!(r["status"], status, "{r}");
     }
 

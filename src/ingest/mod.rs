@@ -82,6 +82,14 @@ pub enum Answer {
     },
 }
 
+/// `U001`: the store failed, nothing of the delivery was kept, and the vendor may send it again.
+fn storage_unavailable() -> Answer {
+    Answer::Error {
+        code: Code::U001,
+        message: "storage unavailable; nothing was stored, retry later".into(),
+    }
+}
+
 /// What a full delivery cancels by: the (program, period) scopes it covers and the ids of its
 /// rejected records (which it does not cancel).
 type FullScope = (Vec<(String, String)>, Vec<String>);
@@ -557,10 +565,7 @@ where
                 .collect(),
             Err(e) => {
                 tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
-                return error(
-                    Code::U001,
-                    "storage unavailable; nothing was stored, retry later".into(),
-                );
+                return storage_unavailable();
             }
         };
     let today = crate::clock::berlin_date(received_at);
@@ -635,10 +640,7 @@ where
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, "staging failed: {e}");
             early.abandon().await;
-            return error(
-                Code::U001,
-                "storage unavailable; nothing was stored, retry later".into(),
-            );
+            return storage_unavailable();
         }
     };
     if let Some(why) = outcome.aborted {
@@ -658,10 +660,7 @@ where
         Ok(early) => early,
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
-            return error(
-                Code::U001,
-                "storage unavailable; nothing was stored, retry later".into(),
-            );
+            return storage_unavailable();
         }
     };
     store_and_commit(
@@ -904,12 +903,6 @@ async fn store_and_commit(
     }: Output,
 ) -> Answer {
     let error = |code, message: String| Answer::Error { code, message };
-    let unavailable = || {
-        error(
-            Code::U001,
-            "storage unavailable; nothing was stored, retry later".into(),
-        )
-    };
     let store_span = tracing::info_span!("store", weiche.delivery_id = %delivery_id);
     let mut receipt = outcome.receipt;
     // Deliveries rejected whole and test deliveries store nothing but their receipt.
@@ -947,7 +940,7 @@ async fn store_and_commit(
         }
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, "store failed during delivery: {e}");
-            return unavailable();
+            return storage_unavailable();
         }
     };
     let key = if stores_records {
@@ -978,10 +971,7 @@ async fn store_and_commit(
             Ok(tx) => tx,
             Err(e) => {
                 tracing::warn!(delivery_id = %delivery_id, "store unavailable: {e}");
-                return error(
-                    Code::U001,
-                    "storage unavailable; nothing was stored, retry later".into(),
-                );
+                return storage_unavailable();
             }
         },
     };
@@ -1029,10 +1019,7 @@ async fn store_and_commit(
         }
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, "commit failed: {e}");
-            error(
-                Code::U001,
-                "storage unavailable; nothing was stored, retry later".into(),
-            )
+            storage_unavailable()
         }
     }
 }
