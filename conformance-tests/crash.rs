@@ -4,10 +4,7 @@
 //! or wholly absent — records, routed items and the delivery row alike. Runs on SQLite and (when
 //! `WEICHE_TEST_POSTGRES_URL` is set) on PostgreSQL.
 
-#[path = "support/mod.rs"]
-mod support;
-#[path = "testkit.rs"]
-mod testkit;
+use crate::{support, testkit};
 
 use rand::Rng;
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! Push test kit: an HTTPS receiver on a loopback port with a CA and server certificate made
 //! here (rcgen), which checks every request's `X-Weiche-Signature`, records what it answered,
 //! and can be down, answer `503` or `400`; and the configuration of a push recipient pointing
-//! at it. Include with `#[path = "../conformance-tests/pushkit.rs"] mod pushkit;` next to
-//! `support` and `testkit`.
+//! at it. A module of `tests/suite/` (and of the benches, by `#[path]`), next to `support`
+//! and `testkit`.
 #![allow(dead_code)]
 
 use crate::testkit::write_config;

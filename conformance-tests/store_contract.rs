@@ -3,7 +3,7 @@
 //! PostgreSQL on a fresh database per test (admin URL in `WEICHE_TEST_POSTGRES_URL`; without it
 //! the PostgreSQL half is skipped with a notice, or fails when `CI=true`).
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Test kit: the real server on port 0 with a fresh database and known principals, and
-//! generated klidas-json deliveries. Include with
-//! `#[path = "../conformance-tests/testkit.rs"] mod testkit;` next to `support`.
+//! generated klidas-json deliveries. A module of `tests/suite/` (and of the benches and the
+//! test binaries apart from it, by `#[path]`), next to `support`.
 #![allow(dead_code)]
 
 use sha2::{Digest, Sha256};

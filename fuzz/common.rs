@@ -1,5 +1,5 @@
 //! What the fuzz targets drive, shared by the targets (`fuzz/fuzz_targets/*.rs`) and by the
-//! corpus replay test (`tests/fuzz_corpus.rs`), so a stored input replays exactly as it ran.
+//! corpus replay test (`tests/suite/fuzz_corpus.rs`), so a stored input replays exactly as it ran.
 //!
 //! A format target's input is one control byte and a body. The control byte picks how the body
 //! is read (bits 0–5: read sizes of `n × 7` bytes, `0` = all at once — streaming engines must

@@ -305,7 +305,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// `405 M405` with the `Allow` header RFC 9110 asks for: the methods the OpenAPI document gives
-/// the matched path (the document lists exactly the routes served, `tests/openapi.rs`).
+/// the matched path (the document lists exactly the routes served, `tests/suite/openapi.rs`).
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     let mut resp =
         ApiError::new(Code::M405, "method not allowed on this endpoint").error_response();

@@ -362,7 +362,7 @@ impl<'r> ToResponse<'r> for Unavailable {
 // --- Schemas of bodies that the handlers build with `json!` ----------------------------------
 //
 // These types are never constructed: they only describe, for the document, the JSON the
-// handlers write. tests/openapi.rs checks real answers against them.
+// handlers write. tests/suite/openapi.rs checks real answers against them.
 
 /// A receipt, or an error body (`{"code","message","details"}`), depending on where the
 /// delivery was refused.

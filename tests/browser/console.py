@@ -1,5 +1,5 @@
 """The administrator's console in a real browser (headless Chromium from Debian's packages,
-driven by Playwright for Python). Started by tests/browser.rs against the real server on a
+driven by Playwright for Python). Started by tests/suite/browser.rs against the real server on a
 free port; exits non-zero on the first failure.
 
 Usage: console.py BASE ADMIN_TOKEN VENDOR_TOKEN SAMPLE_JSON SCREENSHOT_DIR

@@ -3,10 +3,7 @@
 //! and one row per item, identical bytes on every fetch. Runs on SQLite and, when
 //! `WEICHE_TEST_POSTGRES_URL` is set, on PostgreSQL.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use quick_xml::events::Event;
 use reqwest::{Client, StatusCode};

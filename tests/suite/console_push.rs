@@ -2,12 +2,7 @@
 //! is sent to the recipient, the items wait, the console shows the lane paused; after resuming
 //! they arrive. Both are audit events naming the administrator.
 
-#[path = "../conformance-tests/pushkit.rs"]
-mod pushkit;
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{pushkit, support, testkit};
 
 use pushkit::*;
 use reqwest::StatusCode;

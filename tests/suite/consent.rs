@@ -5,10 +5,7 @@
 //! only; an erasure tells the holders and leaves no trace of the name in the database file; a
 //! tampered audit row is found.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{support, testkit};
 
 use reqwest::Client;
 use serde_json::{Value, json};

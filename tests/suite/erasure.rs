@@ -8,10 +8,7 @@
 //! erasure that finds nothing says so and is recorded too. And the issue's own walk-through: a
 //! client with only a rejected record (golden case `mixed-errors`) is found in the receipt.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{support, testkit};
 
 use reqwest::Client;
 use serde_json::{Value, json};

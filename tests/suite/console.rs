@@ -1,10 +1,7 @@
 //! The administrator's web page (`GET /admin/`): served with a strict Content-Security-Policy,
 //! its files load, it only calls documented admin endpoints, and it never turns data into markup.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::Value;

@@ -3,10 +3,7 @@
 //! T070`, the wrong role `403 T071`, another principal's resource `404` (never `403`, so ids
 //! cannot be probed), and the right role gets its answer.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, Method};
 use serde_json::Value;

@@ -2,10 +2,7 @@
 //! problem with its file and line, once; `weiche serve` logs a mapping file that failed to load
 //! with its file, line and error (quality.md, "Operations"; docs/configuration.md).
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use serde_json::Value;
 use std::path::Path;

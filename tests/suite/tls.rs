@@ -6,10 +6,7 @@
 //! changed certificate file is picked up without a restart. Also: plain HTTP is refused on a
 //! non-loopback address unless explicitly allowed.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{support, testkit};
 
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -14,12 +14,7 @@
 //!   killed with SIGKILL in the middle of sending; the other takes the lane over after its lease
 //!   and every item arrives, once per `Idempotency-Key`, in order per record.
 
-#[path = "../conformance-tests/pushkit.rs"]
-mod pushkit;
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{pushkit, support, testkit};
 
 use pushkit::*;
 use reqwest::StatusCode;

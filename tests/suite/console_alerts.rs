@@ -1,12 +1,7 @@
 //! Alert webhooks (admin-console.md, "Alerts"): a local HTTPS receiver gets a signed notice when
 //! a mapping file breaks and when a dead letter arises; each notice is in the audit trail.
 
-#[path = "../conformance-tests/pushkit.rs"]
-mod pushkit;
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{pushkit, support, testkit};
 
 use pushkit::*;
 use serde_json::Value;

@@ -3,10 +3,7 @@
 //! (`weiche_early_writes_total` counts such deliveries). The delivery stays atomic: stored whole
 //! when it is accepted, not at all when it ends rejected whole after records were written.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;

@@ -2,10 +2,7 @@
 //! mappings directory (a fourth vendor connected by dropping in one file, a broken file reported
 //! without disturbing the working mappings), and the admin mapping endpoints.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;

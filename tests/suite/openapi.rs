@@ -4,10 +4,7 @@
 //! src/api/mod.rs); every operation is complete (responses, role, security); every `$ref`
 //! resolves; and the server's real answers fit the schemas the document gives for them.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, Method};
 use serde_json::{Value, json};

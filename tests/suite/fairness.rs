@@ -4,10 +4,7 @@
 //! The large delivery stages its output and begins its store transaction only once its body has
 //! ended, so it holds no lock while its client is slow.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::Client;
 use serde_json::Value;

@@ -4,10 +4,7 @@
 //! check with line and column, draft preview, deploy with `If-Match` (409 otherwise), the new
 //! version serving deliveries, history and rollback.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};

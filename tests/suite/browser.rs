@@ -7,12 +7,7 @@
 //! (`.ci/run` installs both). Without them the test prints a notice and passes — except under
 //! `CI=true`, where it fails.
 
-#[path = "../conformance-tests/pushkit.rs"]
-mod pushkit;
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{pushkit, support, testkit};
 
 use pushkit::*;
 use std::process::Command;

@@ -2,8 +2,7 @@
 //! crashed on, and seeds) through the same code the fuzz targets run (`fuzz/common.rs`): no
 //! input may panic, and each must finish within bounds.
 
-#[path = "../fuzz/common.rs"]
-mod common;
+use crate::fuzz_common as common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

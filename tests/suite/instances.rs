@@ -6,10 +6,7 @@
 //! Also runs `conformance-tests/db-outage.sh` (PostgreSQL stopped and started under a running
 //! `weiche serve`) when `CI=true` or `WEICHE_TEST_DB_OUTAGE=1`.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::{support, testkit};
 
 use futures::future::join_all;
 use reqwest::{Client, StatusCode};

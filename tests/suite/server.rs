@@ -2,10 +2,7 @@
 //! idempotency, batches, acknowledgements, authorisation. Every test runs on SQLite and, when
 //! `WEICHE_TEST_POSTGRES_URL` is set (always in CI), on PostgreSQL.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;

@@ -3,10 +3,7 @@
 //! vendor that delivered them reads each finding under its own record id. Another vendor sees
 //! nothing; a finding about a record that is not in the batch is refused and changes nothing.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};

@@ -2,10 +2,7 @@
 //! `Retry-After` while other principals go on unaffected, and failed authentications from one
 //! address are limited without slowing callers that authenticate.
 
-#[path = "../conformance-tests/support/mod.rs"]
-mod support;
-#[path = "../conformance-tests/testkit.rs"]
-mod testkit;
+use crate::testkit;
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
