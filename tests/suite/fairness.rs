@@ -20,14 +20,14 @@ const TRICKLE: Duration = Duration::from_secs(60);
 /// Small deliveries posted by the other vendor during the trickle.
 const SMALL_DELIVERIES: usize = 10;
 
+/// Both backends at once, in one test: the test mostly waits for the trickle, and as two tests it
+/// would hold both of the test harness's threads (one per core) for a minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn small_deliveries_pass_a_trickling_large_one_sqlite() {
-    small_deliveries_pass_a_trickling_large_one(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn small_deliveries_pass_a_trickling_large_one_postgres() {
-    small_deliveries_pass_a_trickling_large_one(Backend::Postgres).await;
+async fn small_deliveries_pass_a_trickling_large_one_on_both_backends() {
+    tokio::join!(
+        small_deliveries_pass_a_trickling_large_one(Backend::Sqlite),
+        small_deliveries_pass_a_trickling_large_one(Backend::Postgres),
+    );
 }
 
 async fn small_deliveries_pass_a_trickling_large_one(backend: Backend) {
@@ -106,7 +106,7 @@ async fn small_deliveries_pass_a_trickling_large_one(backend: Backend) {
         let elapsed = t.elapsed();
         let status = r.status();
         let receipt: Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "small delivery {i}: {receipt}");
+        assert_eq!(status, 200, "{backend:?}: small delivery {i}: {receipt}");
         assert_eq!(receipt["status"], "E1", "{receipt}");
         assert_eq!(receipt["accepted"], 5, "{receipt}");
         took.push(elapsed);
@@ -114,24 +114,27 @@ async fn small_deliveries_pass_a_trickling_large_one(backend: Backend) {
     }
     assert!(
         started.elapsed() < TRICKLE,
-        "the small deliveries ended after the trickle ({:?}): the test proves nothing",
+        "{backend:?}: the small deliveries ended after the trickle ({:?}): the test proves nothing",
         started.elapsed()
     );
     assert!(
         !big.is_finished(),
-        "the large delivery ended before the small ones did"
+        "{backend:?}: the large delivery ended before the small ones did"
     );
     for (i, t) in took.iter().enumerate() {
         assert!(
             *t < Duration::from_secs(1),
-            "small delivery {i} took {t:?} while a large one trickled (all: {took:?})"
+            "{backend:?}: small delivery {i} took {t:?} while a large one trickled (all: {took:?})"
         );
     }
 
     let (status, receipt, elapsed) = big.await.unwrap();
-    assert_eq!(status, 200, "{receipt}");
-    assert_eq!(receipt["status"], "E1", "{receipt}");
-    assert_eq!(receipt["accepted"], LARGE_RECORDS, "{receipt}");
-    assert!(elapsed >= TRICKLE, "the trickle lasted {elapsed:?}");
+    assert_eq!(status, 200, "{backend:?}: {receipt}");
+    assert_eq!(receipt["status"], "E1", "{backend:?}: {receipt}");
+    assert_eq!(receipt["accepted"], LARGE_RECORDS, "{backend:?}: {receipt}");
+    assert!(
+        elapsed >= TRICKLE,
+        "{backend:?}: the trickle lasted {elapsed:?}"
+    );
     s.stop().await;
 }
