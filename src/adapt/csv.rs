@@ -179,7 +179,27 @@ pub(crate) fn run(
     let columns = Columns {
         record: in_header(&plan.record_columns),
         lists: plan.list_columns.iter().map(in_header).collect(),
-        index: &index,
+        rows: plan
+            .record
+            .lists
+            .iter()
+            .map(|list| {
+                list.rows.as_ref().map(|rule| match &rule.first_with {
+                    Some(col) => RowRule::FirstWith(index.get(col).copied()),
+                    None => RowRule::WhenAny(
+                        rule.when_any
+                            .iter()
+                            .filter_map(|c| index.get(c).copied())
+                            .collect(),
+                    ),
+                })
+            })
+            .collect(),
+        compared: plan
+            .compared
+            .iter()
+            .filter_map(|(col, target)| Some((index.get(col).copied()?, col, target)))
+            .collect(),
         unknown: &unknown,
     };
     let mut unknown_used: BTreeSet<usize> = BTreeSet::new();
@@ -259,10 +279,21 @@ struct Columns<'a> {
     record: Vec<(usize, String)>,
     /// Each list's columns, as `RecordPlan::lists`.
     lists: Vec<Vec<(usize, String)>>,
-    /// Every column by name.
-    index: &'a HashMap<String, usize>,
+    /// Each list's `rows` rule with its columns as indexes (`None`: the list has none), as
+    /// `RecordPlan::lists`. A column missing from the header is never filled.
+    rows: Vec<Option<RowRule>>,
+    /// The plan's compared columns that the header has: (index, column, canonical field).
+    compared: Vec<(usize, &'a String, &'a String)>,
     /// Columns the mapping does not know.
     unknown: &'a [(usize, String)],
+}
+
+/// A list's `rows` rule, its columns looked up in the header once (not for every row).
+enum RowRule {
+    /// The first row with this column filled (`None`: not in the header, so no row).
+    FirstWith(Option<usize>),
+    /// Every row with any of these columns filled.
+    WhenAny(Vec<usize>),
 }
 
 /// The cells of `columns` in a row, as an object keyed by column name.
@@ -283,26 +314,27 @@ fn build(
     position: usize,
     rows: &[csv::StringRecord],
 ) -> super::Draft {
-    let (index, unknown) = (columns.index, columns.unknown);
+    let unknown = columns.unknown;
     let mut tree = row_object(&rows[0], &columns.record);
-    let filled =
-        |row: &csv::StringRecord, col: &str| index.get(col).is_some_and(|i| !blank(&row[*i]));
-    for (list, list_columns) in plan.record.lists.iter().zip(&columns.lists) {
-        let Some(rows_rule) = &list.rows else {
+    let filled = |row: &csv::StringRecord, i: usize| !blank(&row[i]);
+    let lists = plan.record.lists.iter().zip(&columns.lists);
+    for ((list, list_columns), rule) in lists.zip(&columns.rows) {
+        let Some(rule) = rule else {
             continue;
         };
         let entry = |row: &csv::StringRecord| Value::Object(row_object(row, list_columns));
-        let selected: Vec<Value> = if let Some(col) = &rows_rule.first_with {
-            rows.iter()
-                .find(|r| filled(r, col))
+        let selected: Vec<Value> = match rule {
+            RowRule::FirstWith(col) => rows
+                .iter()
+                .find(|r| col.is_some_and(|i| filled(r, i)))
                 .map(entry)
                 .into_iter()
-                .collect()
-        } else {
-            rows.iter()
-                .filter(|r| rows_rule.when_any.iter().any(|c| filled(r, c)))
+                .collect(),
+            RowRule::WhenAny(cols) => rows
+                .iter()
+                .filter(|r| cols.iter().any(|i| filled(r, *i)))
                 .map(entry)
-                .collect()
+                .collect(),
         };
         tree.insert(csv_list_key(&list.target), Value::Array(selected));
     }
@@ -318,10 +350,9 @@ fn build(
             extra.push(w);
         }
     }
-    for (col, target) in &plan.compared {
-        let Some(i) = index.get(col) else { continue };
-        let first = &rows[0][*i];
-        if rows[1..].iter().any(|r| !same_text(&r[*i], first)) {
+    for &(i, col, target) in &columns.compared {
+        let first = &rows[0][i];
+        if rows[1..].iter().any(|r| !same_text(&r[i], first)) {
             extra.push(Issue::new(
                 Code::F004,
                 target.clone(),
