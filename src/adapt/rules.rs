@@ -33,6 +33,25 @@ enum Part {
     Lit(char),
 }
 
+/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD` from a date's parts as [`DatePattern::apply`] read them (the
+/// year from 4 digits, month and day from 2 each), as `format!("{y:04}-{m:02}-{d:02}")` would
+/// write them. Without `format!`: this runs for every date of every record.
+fn iso_date(y: u32, m: Option<u32>, d: Option<u32>) -> String {
+    fn push_digits(s: &mut String, v: u32, n: u32) {
+        for i in (0..n).rev() {
+            let digit = (v / 10u32.pow(i)) % 10;
+            s.push(char::from_digit(digit, 10).expect("a digit below 10"));
+        }
+    }
+    let mut s = String::with_capacity(10);
+    push_digits(&mut s, y, 4);
+    for part in [m, d].into_iter().flatten() {
+        s.push('-');
+        push_digits(&mut s, part, 2);
+    }
+    s
+}
+
 impl DatePattern {
     /// Parses a pattern of `TT`, `MM`, `JJJJ` (also `DD`, `YYYY`) and literal separators.
     pub(crate) fn parse(p: &str) -> Option<DatePattern> {
@@ -93,18 +112,18 @@ impl DatePattern {
         if !rest.is_empty() {
             return None;
         }
-        let y = y? as i32;
+        let y = y?;
         match (self.has_month, self.has_day, m, d) {
-            (true, true, Some(0), Some(0)) if partial => Some(format!("{y:04}")),
+            (true, true, Some(0), Some(0)) if partial => Some(iso_date(y, None, None)),
             (true, true, Some(m), Some(0)) if partial && (1..=12).contains(&m) => {
-                Some(format!("{y:04}-{m:02}"))
+                Some(iso_date(y, Some(m), None))
             }
             (true, true, Some(m), Some(d)) => {
-                chrono::NaiveDate::from_ymd_opt(y, m, d)?;
-                Some(format!("{y:04}-{m:02}-{d:02}"))
+                chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, d)?;
+                Some(iso_date(y, Some(m), Some(d)))
             }
-            (true, false, Some(m), _) if (1..=12).contains(&m) => Some(format!("{y:04}-{m:02}")),
-            (false, false, _, _) => Some(format!("{y:04}")),
+            (true, false, Some(m), _) if (1..=12).contains(&m) => Some(iso_date(y, Some(m), None)),
+            (false, false, _, _) => Some(iso_date(y, None, None)),
             _ => None,
         }
     }
@@ -1249,6 +1268,22 @@ mod tests {
     use super::*;
 
     use proptest::prelude::*;
+
+    #[test]
+    fn iso_dates_are_written_as_format_writes_them() {
+        for y in [0, 7, 42, 999, 1000, 1991, 2026, 9999] {
+            assert_eq!(iso_date(y, None, None), format!("{y:04}"));
+            for m in 0..=99 {
+                assert_eq!(iso_date(y, Some(m), None), format!("{y:04}-{m:02}"));
+                for d in 0..=99 {
+                    assert_eq!(
+                        iso_date(y, Some(m), Some(d)),
+                        format!("{y:04}-{m:02}-{d:02}")
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn date_patterns() {
