@@ -34,9 +34,9 @@ pub use types::*;
 
 use async_trait::async_trait;
 use shared::{
-    FEEDBACK_COLUMNS, FeedbackTuple, PushGroupTuple, SEAL_CHUNK, batches_to_seal, by_delivery,
-    count_items, feedback_row, feedback_rows, field_sets_of, findings_json, head_batches,
-    outcome_columns, periods_json, push_group_row, scrub_receipt, should_seal,
+    FEEDBACK_COLUMNS, FeedbackTuple, PushGroupTuple, SEAL_CHUNK, batches_of_head, batches_to_seal,
+    by_delivery, count_items, feedback_row, feedback_rows, field_sets_of, findings_json,
+    head_batches, outcome_columns, periods_json, push_group_row, scrub_receipt, should_seal,
 };
 use std::sync::Arc;
 

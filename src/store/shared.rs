@@ -135,6 +135,30 @@ pub(super) fn head_batches(mut rows: Vec<(i64, String, i64, i64)>) -> Vec<HeadBa
     batches
 }
 
+/// The batches of a round from its head: the open items `(seq, period)` in `seq` order,
+/// `max_items` a batch (the last one may be shorter).
+pub(super) fn batches_of_head(items: &[(i64, String)], max_items: i64) -> Vec<HeadBatch> {
+    let size = usize::try_from(max_items).unwrap_or(usize::MAX).max(1);
+    items
+        .chunks(size)
+        .zip(0..)
+        .filter_map(|(chunk, group)| {
+            let mut periods: Vec<String> = Vec::new();
+            for (_, period) in chunk {
+                if !periods.contains(period) {
+                    periods.push(period.clone());
+                }
+            }
+            Some(HeadBatch {
+                group,
+                count: i64::try_from(chunk.len()).unwrap_or(i64::MAX),
+                last_seq: chunk.last()?.0,
+                periods,
+            })
+        })
+        .collect()
+}
+
 /// Counts erased items by kind: `record` items, and lifecycle items (everything else).
 pub(super) fn count_items<'a>(erased: &mut Erased, kinds: impl Iterator<Item = &'a String>) {
     for kind in kinds {
@@ -396,5 +420,67 @@ mod insert_block_tests {
             assert_eq!(next, n);
             assert!(blocks.iter().filter(|(_, kept)| !kept).count() <= 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::{HeadBatch, batches_of_head, head_batches};
+
+    /// What the SQL grouping (`(row_number() - 1) / max` and the period) gave, for comparison.
+    fn grouped_in_sql(items: &[(i64, String)], max: i64) -> Vec<HeadBatch> {
+        let mut rows: Vec<(i64, String, i64, i64)> = Vec::new();
+        for (i, (seq, period)) in items.iter().enumerate() {
+            let g = i64::try_from(i).unwrap() / max;
+            match rows.iter_mut().find(|r| r.0 == g && r.1 == *period) {
+                Some(r) => {
+                    r.2 += 1;
+                    r.3 = r.3.max(*seq);
+                }
+                None => rows.push((g, period.clone(), 1, *seq)),
+            }
+        }
+        rows.reverse();
+        head_batches(rows)
+    }
+
+    fn comparable(batches: Vec<HeadBatch>) -> Vec<(i64, i64, i64, Vec<String>)> {
+        batches
+            .into_iter()
+            .map(|mut b| {
+                b.periods.sort_unstable();
+                (b.group, b.count, b.last_seq, b.periods)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_cut_from_the_items_are_those_the_sql_grouping_gave() {
+        let periods = ["2026-10", "2026-11", "2026-09"];
+        for len in 0..40usize {
+            // Gaps in seq, as erasures leave them; periods mixed within a batch.
+            let items: Vec<(i64, String)> = (0..len)
+                .map(|i| {
+                    let i64_i = i64::try_from(i).unwrap();
+                    (
+                        3 * i64_i + i64_i % 2 + 7,
+                        periods[(i * 7 / 5) % 3].to_string(),
+                    )
+                })
+                .collect();
+            for max in [1, 2, 3, 5, 10, 100] {
+                let cut = batches_of_head(&items, max);
+                assert_eq!(
+                    comparable(cut),
+                    comparable(grouped_in_sql(&items, max)),
+                    "{len} items, {max} a batch"
+                );
+            }
+        }
+        let cut = batches_of_head(&[(4, "2026-11".into()), (9, "2026-11".into())], 5);
+        assert_eq!(
+            comparable(cut),
+            vec![(0, 2, 9, vec!["2026-11".to_string()])]
+        );
     }
 }

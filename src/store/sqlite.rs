@@ -40,9 +40,9 @@ use super::{
     DeliveryTx, Erased, FEEDBACK_COLUMNS, FeedbackRow, FeedbackTuple, FieldSet, Finding, Holder,
     JoinedItems, Month, NewAuditEvent, NewDelivery, NewItem, NewRecord, PartitionReport,
     PurgeReport, PushGroup, PushGroupTuple, PushResult, PushState, SEAL_CHUNK, SealRule, Store,
-    StoreError, StoreResult, StoredDelivery, Withdrawal, batches_to_seal, by_delivery, count_items,
-    feedback_row, feedback_rows, field_sets_of, findings_json, head_batches, outcome_columns,
-    periods_json, push_group_row, scrub_receipt, should_seal,
+    StoreError, StoreResult, StoredDelivery, Withdrawal, batches_of_head, batches_to_seal,
+    by_delivery, count_items, feedback_row, feedback_rows, field_sets_of, findings_json,
+    outcome_columns, periods_json, push_group_row, scrub_receipt, should_seal,
 };
 use super::{DeliveryFilter, DeliverySummary, PAUSED_LANE_OWNER, RecordItem, StoredRecord};
 use sqlx::sqlite::{
@@ -800,22 +800,20 @@ super::sql::impl_store!(SqliteStore, Sqlite, SqliteDeliveryTx, {
             if n == 0 {
                 break;
             }
-            // The head, summed up per batch and period (a row per period, not per item). The
+            // The head's items in order, read from the index of open items alone (it holds
+            // their periods), and cut into batches here: grouping them in SQL sorted them twice
+            // (`row_number` and `GROUP BY`), which cost half as much as the update below. The
             // write lock is held, so each batch's items are the open items up to its last seq.
-            let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-                "SELECT g, reporting_period, COUNT(*), MAX(seq) FROM (\
-                 SELECT seq, reporting_period, (row_number() OVER (ORDER BY seq) - 1) / ?2 AS g \
-                 FROM (SELECT seq, reporting_period FROM items \
-                 WHERE recipient = ?1 AND batch_id IS NULL ORDER BY seq LIMIT ?3)) \
-                 GROUP BY g, reporting_period",
+            let head: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT seq, reporting_period FROM items \
+                 WHERE recipient = ?1 AND batch_id IS NULL ORDER BY seq LIMIT ?2",
             )
             .bind(recipient)
-            .bind(rule.max_items)
             .bind(n.saturating_mul(rule.max_items))
             .fetch_all(&mut *tx)
             .await
             .map_err(map_err)?;
-            let batches = head_batches(rows);
+            let batches = batches_of_head(&head, rule.max_items);
             let Some(last_seq) = batches.last().map(|b| b.last_seq) else {
                 break;
             };
