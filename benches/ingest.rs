@@ -1275,6 +1275,17 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // `WEICHE_BENCH_KEEP_LOGS=<dir>`: the server's log outlives the temporary directory,
+        // e.g. with `WEICHE_LOG=info,sqlx::query=debug` for `benches/statements.py`.
+        if let Ok(keep) = std::env::var("WEICHE_BENCH_KEEP_LOGS") {
+            let port = self.base.rsplit(':').next().unwrap_or("0");
+            let to = Path::new(&keep).join(format!("server-{port}.log"));
+            if let Err(e) =
+                std::fs::create_dir_all(&keep).and_then(|()| std::fs::copy(&self.log, &to))
+            {
+                eprintln!("cannot keep the server log as {}: {e}", to.display());
+            }
+        }
     }
 }
 
