@@ -148,8 +148,8 @@ where
 
 /// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
 /// the database file (`PASSIVE`) every [`CHECKPOINT_EVERY`]. Once the WAL holds
-/// [`RESTART_BYTES`] of frames, it takes the writer's turn for a moment and checkpoints there
-/// (`RESTART`), so that the next commit writes the WAL from its beginning again. It truncates
+/// [`RESTART_BYTES`] of frames, it copies once more (`PASSIVE`, what was committed during the
+/// first pass), then takes the writer's turn for a moment and checkpoints there (`RESTART`), so that the next commit writes the WAL from its beginning again. It truncates
 /// the WAL every [`TRUNCATE_EVERY`] or as soon as the file has grown past
 /// [`WAL_TRUNCATE_BYTES`] (after a large delivery), so the WAL never keeps gigabytes. Stopped
 /// when the store is dropped.
@@ -237,6 +237,12 @@ impl Housekeeper {
                 let restart = may_block && frames * WAL_FRAME_BYTES > RESTART_BYTES;
                 if !(truncate || restart) {
                     continue;
+                }
+                // The pass above took a while; copy what was committed meanwhile too, still
+                // without blocking anyone, so that the writer's turn below copies (and waits
+                // for) as little as possible.
+                if let Err(e) = checkpoint(&pool, "PASSIVE").await {
+                    tracing::debug!("SQLite PASSIVE checkpoint failed: {e}");
                 }
                 // Under steady load a PASSIVE checkpoint never catches up with the commits, so
                 // the WAL would only grow (2 GB in a 30 s benchmark, every frame written to a
