@@ -149,10 +149,10 @@ where
 /// SQLite housekeeping off the commit path: a task with its own connection copies the WAL into
 /// the database file (`PASSIVE`) every [`CHECKPOINT_EVERY`]. Once the WAL holds
 /// [`RESTART_BYTES`] of frames, it copies once more (`PASSIVE`, what was committed during the
-/// first pass), then takes the writer's turn for a moment and checkpoints there (`RESTART`), so that the next commit writes the WAL from its beginning again. It truncates
-/// the WAL every [`TRUNCATE_EVERY`] or as soon as the file has grown past
-/// [`WAL_TRUNCATE_BYTES`] (after a large delivery), so the WAL never keeps gigabytes. Stopped
-/// when the store is dropped.
+/// first pass), then takes the writer's turn for a moment and checkpoints there (`RESTART`), so
+/// that the next commit writes the WAL from its beginning again. It truncates the WAL every
+/// [`TRUNCATE_EVERY`] or as soon as the file has grown past [`WAL_TRUNCATE_BYTES`] (after a
+/// large delivery), so the WAL never keeps gigabytes. Stopped when the store is dropped.
 #[derive(Debug)]
 struct Housekeeper {
     task: tokio::task::JoinHandle<()>,
