@@ -17,6 +17,7 @@ or the disk. BENCHMARKS.md (session of 2026-12-07 14:57) quotes this.
 import collections
 import json
 import re
+import signal
 import sys
 
 
@@ -45,6 +46,8 @@ def main(paths, top=25):
 
 
 if __name__ == "__main__":
+    # Piped into `head`: stop quietly when the reader has what it wants.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     main(sys.argv[1:])
