@@ -11,12 +11,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
     libmimalloc_sys::mi_option_use_numa_nodes - 1;
 
+/// How long (ms) freed memory stays with the process before mimalloc gives it back (its
+/// default is 10). At 10 ms a delivery's chunks, allocated on one thread and freed on another,
+/// kept the server of a 1 GB CSV delivery at 279 MB RSS (target 256 MB). At 0, every page that
+/// fell empty went back at once: under load 0.65–0.75 `madvise` calls a record, mostly from
+/// SQLite's B-tree balancing and statement journals, each page faulted in again by the next
+/// allocation. At 1 ms: 0.19–0.20 calls a record, and the 1 GB CSV delivery peaked at 212 MB
+/// against 210 MB at 0 (BENCHMARKS.md, session of 2026-12-07 17:38).
+const PURGE_DELAY_MS: std::os::raw::c_long = 1;
+
 fn main() -> std::process::ExitCode {
-    // Freed memory goes back to the system at once instead of after 10 ms: a delivery's chunks
-    // are allocated on one thread and freed on another, and with the delay the server of a 1 GB
-    // CSV delivery peaked at 279 MB RSS (226 MB without it; target 256 MB, BENCHMARKS.md).
-    // SAFETY: sets one of mimalloc's global options, before any thread is started.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // mimalloc read `MIMALLOC_PURGE_DELAY` already; set in the environment, it wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's global options, before any thread is started.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     // No transparent huge pages for this process: mimalloc commits its arenas whole, the kernel
     // backed them with 2 MB pages, and a purge of a few 4 KB pages inside one gives nothing
     // back. A server after two small deliveries held 85–90 MB instead of about 55 MB, and the

@@ -844,12 +844,15 @@ fn run_and_stage(
             delivery_id: job.delivery_id.to_string(),
         });
         if chunk.records.len() >= handoff.chunk_records()
-            && let Err(e) = stage_chunk(
-                &mut staged,
-                handoff,
-                packer.as_deref(),
-                std::mem::take(&mut chunk),
-            )
+            && let Err(e) = {
+                let next = Chunk::with_room_like(&chunk, handoff.chunk_records());
+                stage_chunk(
+                    &mut staged,
+                    handoff,
+                    packer.as_deref(),
+                    std::mem::replace(&mut chunk, next),
+                )
+            }
         {
             let why = e.to_string();
             failed = Some(e);

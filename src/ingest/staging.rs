@@ -49,6 +49,23 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// An empty chunk with room for `records` records and as many items, audit events and
+    /// revocations a record as `like` held: the next chunk of a delivery is filled without
+    /// growing its lists (each growth of a list of large structs copied it, and freed the old
+    /// one).
+    pub fn with_room_like(like: &Chunk, records: usize) -> Chunk {
+        let per = |n: usize| match like.records.len() {
+            0 => 0,
+            r => n.div_ceil(r) * records,
+        };
+        Chunk {
+            records: Vec::with_capacity(records),
+            items: Vec::with_capacity(per(like.items.len())),
+            audit: Vec::with_capacity(per(like.audit.len())),
+            revocations: Vec::new(),
+        }
+    }
+
     /// Appends `other`'s records, items, audit events and revocations, after this chunk's.
     pub fn append(&mut self, mut other: Chunk) {
         self.records.append(&mut other.records);

@@ -195,6 +195,7 @@ fn body_params<'a>(
     bodies: impl Iterator<Item = (&'a str, Option<&'a PackedBody>)>,
 ) -> StoreResult<Vec<BodyParam<'a>>> {
     let mut compressor = None;
+    let mut scratch = Vec::new();
     bodies
         .map(|(text, packed)| match (packed, packer) {
             (Some(packed), _) => {
@@ -212,7 +213,7 @@ fn body_params<'a>(
                     None => compressor.insert(packer.compressor()?),
                 };
                 Ok(BodyParam::Packed(std::borrow::Cow::Owned(
-                    packer.pack_with(compressor, text)?.0,
+                    packer.pack_with(compressor, &mut scratch, text)?.0,
                 )))
             }
             (None, None) => Ok(BodyParam::Text(text)),
@@ -240,18 +241,24 @@ impl BodyPacker {
             .map_err(|e| StoreError::Corrupt(format!("body dictionary {}: {e}", self.id)))
     }
 
+    /// Packs `text` into `scratch` (room for zstd's worst case, kept from body to body) and
+    /// returns a copy of exactly the packed bytes. Packing straight into a new buffer meant
+    /// allocating the worst case, about the text's size, and shrinking it afterwards (a staged
+    /// delivery holds the packed size, which its memory budget counts): two allocations and a
+    /// copy a body, and with mimalloc returning freed pages at once (`src/main.rs`) the freed
+    /// worst-case buffers cost `madvise` calls and page faults (`perf`, BENCHMARKS.md).
     fn pack_with(
         &self,
         compressor: &mut zstd::bulk::Compressor<'_>,
+        scratch: &mut Vec<u8>,
         text: &str,
     ) -> StoreResult<PackedBody> {
-        let mut packed = compressor
-            .compress(text.as_bytes())
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(text.len()));
+        compressor
+            .compress_to_buffer(text.as_bytes(), scratch)
             .map_err(|e| StoreError::Corrupt(format!("packing a body: {e}")))?;
-        // `compress` leaves the buffer at zstd's worst-case bound, about the text's size: a
-        // staged delivery would hold that, not the packed size its memory budget counts.
-        packed.shrink_to_fit();
-        Ok(PackedBody(packed))
+        Ok(PackedBody(scratch.as_slice().to_vec()))
     }
 
     /// Packs the bodies of records, items and audit events not packed yet; empties the text of
@@ -263,8 +270,9 @@ impl BodyPacker {
         events: &mut [NewAuditEvent],
     ) -> StoreResult<()> {
         let mut compressor = self.compressor()?;
+        let mut scratch = Vec::new();
         for e in events.iter_mut().filter(|e| e.packed.is_none()) {
-            e.packed = Some(self.pack_with(&mut compressor, &e.body)?);
+            e.packed = Some(self.pack_with(&mut compressor, &mut scratch, &e.body)?);
         }
         let bodies = records
             .iter_mut()
@@ -273,7 +281,7 @@ impl BodyPacker {
         for (text, packed) in bodies {
             if packed.is_none() {
                 let text: String = std::mem::take(text);
-                *packed = Some(self.pack_with(&mut compressor, &text)?);
+                *packed = Some(self.pack_with(&mut compressor, &mut scratch, &text)?);
             }
         }
         Ok(())
@@ -283,8 +291,12 @@ impl BodyPacker {
     #[cfg(test)]
     fn pack_all<'a>(&self, bodies: impl Iterator<Item = &'a str>) -> StoreResult<Vec<Vec<u8>>> {
         let mut compressor = self.compressor()?;
+        let mut scratch = Vec::new();
         bodies
-            .map(|b| self.pack_with(&mut compressor, b).map(|p| p.0))
+            .map(|b| {
+                self.pack_with(&mut compressor, &mut scratch, b)
+                    .map(|p| p.0)
+            })
             .collect()
     }
 }
