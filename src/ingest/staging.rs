@@ -49,10 +49,9 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// An empty chunk with room for `records` records and as many items, audit events and
-    /// revocations a record as `like` held: the next chunk of a delivery is filled without
-    /// growing its lists (each growth of a list of large structs copied it, and freed the old
-    /// one).
+    /// An empty chunk with room for `records` records and as many items and audit events a
+    /// record as `like` held: the next chunk of a delivery is filled without growing those
+    /// lists (each growth of a list of large structs copied it, and freed the old one).
     pub fn with_room_like(like: &Chunk, records: usize) -> Chunk {
         let per = |n: usize| match like.records.len() {
             0 => 0,
