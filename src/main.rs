@@ -21,8 +21,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
 const PURGE_DELAY_MS: std::os::raw::c_long = 1;
 
 fn main() -> std::process::ExitCode {
-    // mimalloc read `MIMALLOC_PURGE_DELAY` already; set in the environment, it wins.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    // mimalloc read `MIMALLOC_PURGE_DELAY` already; set in the environment, it wins (empty
+    // counts as not set, as for every variable of ours: docs/configuration.md).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none_or(|v| v.is_empty()) {
         // SAFETY: sets one of mimalloc's global options, before any thread is started.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
