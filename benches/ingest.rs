@@ -33,6 +33,9 @@
 //!   xsozial-lieferung (XML) and fallwerk-csv (CSV) exports that are run through `weiche convert`
 //!   and posted to the SQLite server after its klidas-json runs (quality.md: convert ≥ 50 MB/s,
 //!   the server ≥ 0.8 × convert on the same file).
+//! - `WEICHE_BENCH_KEEP_EXPORTS` (a directory): the XML and CSV exports are moved there after the
+//!   run instead of being deleted (`export-xsozial-lieferung`, `export-fallwerk-csv`), for
+//!   profiling `weiche convert` on the same files.
 //!
 //! Only receipts are asserted (every one must be E1 with 1,000 accepted and 1,000 routed to each
 //! recipient); timings are reported, never asserted.
@@ -1635,7 +1638,21 @@ async fn formats_run(server: &Server, client: &reqwest::Client, dir: &Path) {
             "      (convert began after the server had settled for {:.1} s; the machine was busy {convert_machine:.2} of 2 cores while it ran)",
             settled.as_secs_f64()
         );
-        let _ = std::fs::remove_file(&path);
+        match std::env::var_os("WEICHE_BENCH_KEEP_EXPORTS") {
+            Some(keep) => {
+                let to = Path::new(&keep).join(format!("export-{format}"));
+                std::fs::create_dir_all(&keep)
+                    .and_then(|()| {
+                        std::fs::rename(&path, &to).or_else(|_| std::fs::copy(&path, &to).map(drop))
+                    })
+                    .unwrap_or_else(|e| panic!("keep {}: {e}", to.display()));
+                let _ = std::fs::remove_file(&path);
+                println!("      (kept as {})", to.display());
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 }
 

@@ -5,10 +5,10 @@
 
 use super::decode::{ByteGuard, DecodingReader, Guarded, Peeked, Step};
 use super::mapping::{CsvSpec, MappingFile};
-use super::rules::{RecordPlan, csv_list_key, unknown_issue};
+use super::rules::{RecordPlan, Rule, Source, apply_with, record_id, unknown_issue};
 use super::{AdaptError, AdaptSink, DeliveryHeader, Issue, MAX_VALUE_BYTES, normalize};
 use crate::catalogue::{Code, echo};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read};
 
@@ -22,10 +22,6 @@ pub(crate) struct CsvPlan {
     /// Columns compared across the rows of a record (record-level fields), with the canonical
     /// path each fills.
     compared: Vec<(String, String)>,
-    /// Columns the record's own rules read: the only cells of a record's tree.
-    record_columns: BTreeSet<String>,
-    /// Columns each list's rules read (as `record.lists`): the only cells of its entries.
-    list_columns: Vec<BTreeSet<String>>,
 }
 
 impl CsvPlan {
@@ -67,23 +63,11 @@ impl CsvPlan {
         mapped.insert(spec.group_by.clone());
         // Known but unused columns: no W002.
         mapped.extend(file.record.informational.iter().cloned());
-        let record_columns = record
-            .fields()
-            .iter()
-            .map(|r| r.from().to_string())
-            .collect();
-        let list_columns = record
-            .lists
-            .iter()
-            .map(|l| l.sources().map(str::to_string).collect())
-            .collect();
         CsvPlan {
             spec,
             record,
             mapped,
             compared,
-            record_columns,
-            list_columns,
         }
     }
 }
@@ -122,15 +106,14 @@ pub(crate) fn run(
         .flexible(false)
         .buffer_capacity(256 * 1024)
         .from_reader(checked);
-    let mut records = csv.records();
-    let header: Vec<String> = match records.next() {
-        None => Vec::new(),
-        Some(row) => {
-            let row = row.map_err(classify)?;
-            row.iter()
-                .map(|c| check_len(c).map(|()| normalize(c)))
-                .collect::<Result<_, _>>()?
-        }
+    // Rows are read into records that are used again: a case's rows, then the next case's.
+    let mut next = csv::StringRecord::new();
+    let header: Vec<String> = if csv.read_record(&mut next).map_err(classify)? {
+        next.iter()
+            .map(|c| check_len(c).map(|()| normalize(c)))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
     };
     let mut index: HashMap<String, usize> = HashMap::new();
     for (i, name) in header.iter().enumerate() {
@@ -166,19 +149,19 @@ pub(crate) fn run(
         .filter(|(_, n)| !plan.mapped.contains(*n))
         .map(|(i, n)| (i, n.clone()))
         .collect();
-    // The columns each part of a record reads, in header order, looked up once instead of for
-    // every cell of every row.
-    let in_header = |set: &BTreeSet<String>| -> Vec<(usize, String)> {
-        header
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| set.contains(*n))
-            .map(|(i, n)| (i, n.clone()))
-            .collect()
+    // The column each rule reads, looked up once instead of for every cell of every row.
+    let column = |r: &Rule| match r.from() {
+        "" => None,
+        name => index.get(name).copied(),
     };
     let columns = Columns {
-        record: in_header(&plan.record_columns),
-        lists: plan.list_columns.iter().map(in_header).collect(),
+        record: plan.record.fields().iter().map(column).collect(),
+        lists: plan
+            .record
+            .lists
+            .iter()
+            .map(|l| l.fields().iter().map(column).collect())
+            .collect(),
         rows: plan
             .record
             .lists
@@ -206,21 +189,22 @@ pub(crate) fn run(
     let key_col = index[&plan.spec.group_by];
     sink.header(&DeliveryHeader::default())?;
 
+    // The current case's rows are `group[..rows]`; the records after them are kept for reuse.
     let mut group: Vec<csv::StringRecord> = Vec::new();
+    let mut rows = 0usize;
     let mut position = 0usize;
-    let mut emit = |group: &mut Vec<csv::StringRecord>,
+    let mut emit = |rows: &[csv::StringRecord],
                     unknown_used: &mut BTreeSet<usize>|
      -> Result<(), AdaptError> {
-        if group.is_empty() {
+        if rows.is_empty() {
             return Ok(());
         }
         position += 1;
-        let rows = std::mem::take(group);
-        let draft = build(file, plan, &columns, unknown_used, position, &rows);
+        let draft = build(file, plan, &columns, unknown_used, position, rows);
         sink.record(draft)
     };
-    for row in records {
-        let row = row.map_err(classify)?;
+    while csv.read_record(&mut next).map_err(classify)? {
+        let row = &next;
         for cell in row.iter() {
             check_len(cell)?;
         }
@@ -228,16 +212,18 @@ pub(crate) fn run(
             continue;
         }
         let key = &row[key_col];
-        let same = !blank(key)
-            && group
-                .first()
-                .is_some_and(|first| same_text(&first[key_col], key));
+        let same = !blank(key) && rows > 0 && same_text(&group[0][key_col], key);
         if !same {
-            emit(&mut group, &mut unknown_used)?;
+            emit(&group[..rows], &mut unknown_used)?;
+            rows = 0;
         }
-        group.push(row);
+        if rows == group.len() {
+            group.push(csv::StringRecord::new());
+        }
+        std::mem::swap(&mut group[rows], &mut next);
+        rows += 1;
     }
-    emit(&mut group, &mut unknown_used)?;
+    emit(&group[..rows], &mut unknown_used)?;
     for (i, name) in &unknown {
         if !unknown_used.contains(i) {
             sink.warning(Issue::new(
@@ -275,10 +261,11 @@ fn check_len(cell: &str) -> Result<(), AdaptError> {
 
 /// A delivery's columns as its header row places them.
 struct Columns<'a> {
-    /// The record rules' columns (index, name).
-    record: Vec<(usize, String)>,
-    /// Each list's columns, as `RecordPlan::lists`.
-    lists: Vec<Vec<(usize, String)>>,
+    /// The column of each record rule, as `RecordPlan::fields` (`None`: a constant, or a column
+    /// the header does not have).
+    record: Vec<Option<usize>>,
+    /// The column of each list's rules, as `RecordPlan::lists` and `ListRule::fields`.
+    lists: Vec<Vec<Option<usize>>>,
     /// Each list's `rows` rule with its columns as indexes (`None`: the list has none), as
     /// `RecordPlan::lists`. A column missing from the header is never filled.
     rows: Vec<Option<RowRule>>,
@@ -296,16 +283,8 @@ enum RowRule {
     WhenAny(Vec<usize>),
 }
 
-/// The cells of `columns` in a row, as an object keyed by column name.
-fn row_object(row: &csv::StringRecord, columns: &[(usize, String)]) -> Map<String, Value> {
-    let mut m = Map::with_capacity(columns.len());
-    for (i, name) in columns {
-        m.insert(name.clone(), Value::String(row[*i].to_string()));
-    }
-    m
-}
-
-/// Builds one record's draft from its rows.
+/// Builds one record's draft from its rows: the rules read the cells of their columns directly
+/// (no tree of the rows is built).
 fn build(
     file: &MappingFile,
     plan: &CsvPlan,
@@ -315,32 +294,56 @@ fn build(
     rows: &[csv::StringRecord],
 ) -> super::Draft {
     let unknown = columns.unknown;
-    let mut tree = row_object(&rows[0], &columns.record);
+    fn cell(row: &csv::StringRecord, column: Option<usize>) -> Option<Source<'_>> {
+        column.and_then(|c| row.get(c)).map(Source::Text)
+    }
+    let mut draft = plan.record.draft(position);
+    let first = &rows[0];
+    apply_with(
+        file,
+        plan.record.fields(),
+        |i, _| cell(first, columns.record[i]),
+        None,
+        &mut draft,
+        None,
+    );
     let filled = |row: &csv::StringRecord, i: usize| !blank(&row[i]);
     let lists = plan.record.lists.iter().zip(&columns.lists);
     for ((list, list_columns), rule) in lists.zip(&columns.rows) {
         let Some(rule) = rule else {
             continue;
         };
-        let entry = |row: &csv::StringRecord| Value::Object(row_object(row, list_columns));
-        let selected: Vec<Value> = match rule {
+        let selected: Vec<&csv::StringRecord> = match rule {
             RowRule::FirstWith(col) => rows
                 .iter()
                 .find(|r| col.is_some_and(|i| filled(r, i)))
-                .map(entry)
                 .into_iter()
                 .collect(),
             RowRule::WhenAny(cols) => rows
                 .iter()
                 .filter(|r| cols.iter().any(|i| filled(r, *i)))
-                .map(entry)
                 .collect(),
         };
-        tree.insert(csv_list_key(&list.target), Value::Array(selected));
+        let mut entries = Vec::with_capacity(selected.len());
+        for (index, row) in selected.into_iter().enumerate() {
+            let mut element = list.entry();
+            apply_with(
+                file,
+                list.fields(),
+                |i, _| cell(row, list_columns[i]),
+                Some((&list.target, index)),
+                &mut draft,
+                Some(&mut element),
+            );
+            entries.push(Value::Object(element));
+        }
+        if !entries.is_empty() {
+            draft
+                .fields
+                .insert(list.target.clone(), Value::Array(entries));
+        }
     }
-    let mut draft = plan
-        .record
-        .map(file, position, &Value::Object(tree), &[], false);
+    draft.record_id = record_id(&draft);
     let mut extra: Vec<Issue> = Vec::new();
     for (i, name) in unknown {
         if rows.iter().any(|r| !blank(&r[*i])) {

@@ -159,11 +159,16 @@ pub trait AdaptSink {
 
 /// Trims Unicode white space at both ends and NFC-normalises (conformance-rules.md, "Text").
 pub fn normalize(s: &str) -> String {
+    normalized(s).into_owned()
+}
+
+/// [`normalize`], borrowing from `s` when it is already trimmed NFC text.
+pub fn normalized(s: &str) -> std::borrow::Cow<'_, str> {
     let t = s.trim_matches(char::is_whitespace);
     if is_nfc_quick(t.chars()) == IsNormalized::Yes {
-        t.to_string()
+        std::borrow::Cow::Borrowed(t)
     } else {
-        t.nfc().collect()
+        std::borrow::Cow::Owned(t.nfc().collect())
     }
 }
 

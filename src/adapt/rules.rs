@@ -10,9 +10,12 @@ use super::mapping::{
     Decimal, FieldRule, KnownTree, MappingFile, RowSelect, ValueKind, compile_pattern, fold,
     path_tokens, split_up,
 };
-use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize};
+use super::{
+    AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, MAX_VALUE_BYTES, normalize, normalized,
+};
 use crate::catalogue::{Code, echo, quotable, shape};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Nesting deeper than this is `L003`.
 pub(crate) const MAX_DEPTH: usize = 32;
@@ -187,6 +190,8 @@ impl DatePattern {
 #[derive(Debug)]
 pub(crate) struct Rule {
     target: String,
+    /// Where the value goes: the target's steps, split once.
+    place: Place,
     /// Enclosing elements up (`../`) the path starts at (0: the record or entry itself).
     up: usize,
     tokens: Vec<String>,
@@ -217,6 +222,7 @@ impl Rule {
         let norm = |s: &String| if r.fold { fold(s) } else { s.clone() };
         Rule {
             target: target.to_string(),
+            place: Place::new(target),
             up,
             tokens: path_tokens(syntax, &rest).unwrap_or_default(),
             source: MappingFile::source_name(&from).to_string(),
@@ -274,6 +280,75 @@ impl Rule {
     }
 }
 
+/// Where a rule's value goes in a draft: the steps of its target path (`client.address.street`),
+/// and the members each object on the way will hold, so that it is made large enough at once.
+#[derive(Debug, Default)]
+struct Place {
+    /// The steps, split at `.` when the mapping is compiled (never for a record).
+    steps: Vec<String>,
+    /// For each object on the way (`client`, `client.address`): how many members the rules of
+    /// its record or entry can give it.
+    room: Vec<usize>,
+}
+
+impl Place {
+    fn new(target: &str) -> Place {
+        Place {
+            steps: target.split('.').map(str::to_string).collect(),
+            room: Vec::new(),
+        }
+    }
+
+    /// Sets `value` at this place in `map`, creating objects on the way, as
+    /// [`super::set_path`] does.
+    fn set(&self, map: &mut Map<String, Value>, value: Value) {
+        let Some((last, parents)) = self.steps.split_last() else {
+            return;
+        };
+        let mut cur = map;
+        for (i, part) in parents.iter().enumerate() {
+            // Looked up before inserting: the key is allocated only for a new member.
+            if !cur.get(part).is_some_and(Value::is_object) {
+                let room = self.room.get(i).copied().unwrap_or(0);
+                cur.insert(part.clone(), Value::Object(Map::with_capacity(room)));
+            }
+            cur = cur
+                .get_mut(part)
+                .and_then(Value::as_object_mut)
+                .expect("just made an object");
+        }
+        cur.insert(last.clone(), value);
+    }
+}
+
+/// Fills in the rooms of the rules of one record (or one list entry) and returns the members
+/// their top level can have.
+fn make_room(rules: &mut [Rule]) -> usize {
+    let mut members: std::collections::HashMap<&[String], std::collections::HashSet<&str>> =
+        std::collections::HashMap::new();
+    for r in rules.iter() {
+        for depth in 0..r.place.steps.len() {
+            members
+                .entry(&r.place.steps[..depth])
+                .or_default()
+                .insert(&r.place.steps[depth]);
+        }
+    }
+    let rooms: Vec<Vec<usize>> = rules
+        .iter()
+        .map(|r| {
+            (1..r.place.steps.len())
+                .map(|depth| members.get(&r.place.steps[..depth]).map_or(0, |m| m.len()))
+                .collect()
+        })
+        .collect();
+    let top = members.get(&[][..]).map_or(0, |m| m.len());
+    for (r, room) in rules.iter_mut().zip(rooms) {
+        r.place.room = room;
+    }
+    top
+}
+
 /// A list rule with its path pre-split.
 #[derive(Debug)]
 pub(crate) struct ListRule {
@@ -283,6 +358,8 @@ pub(crate) struct ListRule {
     /// CSV row selection.
     pub(crate) rows: Option<RowSelect>,
     fields: Vec<Rule>,
+    /// The members an entry's rules can give it.
+    room: usize,
 }
 
 impl ListRule {
@@ -290,9 +367,19 @@ impl ListRule {
     pub(crate) fn sources(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(Rule::from)
     }
+
+    /// The rules of an entry's fields.
+    pub(crate) fn fields(&self) -> &[Rule] {
+        &self.fields
+    }
+
+    /// An empty entry, large enough for what the rules can give it.
+    pub(crate) fn entry(&self) -> Map<String, Value> {
+        Map::with_capacity(self.room)
+    }
 }
 
-/// Where a CSV engine puts the rows of a list in the record tree.
+/// The source path a CSV list is known by (its entries are the rows its `rows` rule selects).
 pub(crate) fn csv_list_key(target: &str) -> String {
     format!("#{target}")
 }
@@ -301,6 +388,8 @@ pub(crate) fn csv_list_key(target: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct RecordPlan {
     fields: Vec<Rule>,
+    /// The members a record's draft can have.
+    room: usize,
     /// The lists.
     pub(crate) lists: Vec<ListRule>,
     /// Known source paths of a record.
@@ -358,24 +447,32 @@ impl RecordPlan {
                 None => csv_list_key(name),
             };
             known.insert(syntax, &from).element = Some(Box::new(element));
+            let mut fields: Vec<Rule> = list
+                .fields
+                .iter()
+                .map(|(t, r)| Rule::compile(file, t, r))
+                .collect();
+            let room = make_room(&mut fields);
             lists.push(ListRule {
                 target: name.clone(),
                 tokens: path_tokens(syntax, &from).unwrap_or_default(),
                 rows: list.rows.clone(),
-                fields: list
-                    .fields
-                    .iter()
-                    .map(|(t, r)| Rule::compile(file, t, r))
-                    .collect(),
+                fields,
+                room,
             });
         }
+        let mut fields: Vec<Rule> = file
+            .record
+            .fields
+            .iter()
+            .map(|(t, r)| Rule::compile(file, t, r))
+            .collect();
+        // The record's own members, its lists, and what ingest adds (`schema_version`, and
+        // `source` when no rule fills it).
+        let room = make_room(&mut fields) + lists.len() + 2;
         RecordPlan {
-            fields: file
-                .record
-                .fields
-                .iter()
-                .map(|(t, r)| Rule::compile(file, t, r))
-                .collect(),
+            fields,
+            room,
             lists,
             known,
             ancestors_known,
@@ -388,6 +485,13 @@ impl RecordPlan {
         &self.fields
     }
 
+    /// An empty draft at a position, large enough for what the rules can give it.
+    pub(crate) fn draft(&self, position: usize) -> Draft {
+        let mut draft = Draft::new(position);
+        draft.fields = Map::with_capacity(self.room);
+        draft
+    }
+
     /// Builds the draft of one record from its source tree; `ancestors` are the enclosing
     /// elements' values (outermost first) that `../` paths read.
     pub(crate) fn map(
@@ -398,7 +502,7 @@ impl RecordPlan {
         ancestors: &[&Map<String, Value>],
         check_unknown: bool,
     ) -> Draft {
-        let mut draft = Draft::new(position);
+        let mut draft = self.draft(position);
         apply_rules(file, &self.fields, root, ancestors, None, &mut draft, None);
         for list in &self.lists {
             let entries: Vec<&Value> = match get(root, &list.tokens) {
@@ -426,7 +530,7 @@ impl RecordPlan {
                     out.push(Value::Object(Map::new()));
                     continue;
                 }
-                let mut element = Map::new();
+                let mut element = list.entry();
                 apply_rules(
                     file,
                     &list.fields,
@@ -442,12 +546,7 @@ impl RecordPlan {
                 draft.fields.insert(list.target.clone(), Value::Array(out));
             }
         }
-        draft.record_id = draft
-            .fields
-            .get("source")
-            .and_then(|s| s.get("record_id"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        draft.record_id = record_id(&draft);
         if check_unknown && let Value::Object(obj) = root {
             let mut unknown = Vec::new();
             unknown_fields(obj, &self.known, "", &mut unknown);
@@ -457,6 +556,16 @@ impl RecordPlan {
         }
         draft
     }
+}
+
+/// The vendor's record id a draft's rules filled (`source.record_id`).
+pub(crate) fn record_id(draft: &Draft) -> Option<String> {
+    draft
+        .fields
+        .get("source")
+        .and_then(|s| s.get("record_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// `W002` for an unknown source field (or a list element no rule reads: `key` ends in `]`).
@@ -887,6 +996,37 @@ pub(crate) fn extract(
     field: &FieldPath<'_>,
     value: Option<&Value>,
 ) -> Result<Option<Value>, Issue> {
+    extract_from(file, r, field, value.map(Source::Json))
+}
+
+/// A source value as an engine found it: a node of a JSON tree, or a text (a CSV cell) that no
+/// tree was built for.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'v> {
+    /// A value in a record's tree (JSON, XML).
+    Json(&'v Value),
+    /// A text, as a CSV cell is.
+    Text(&'v str),
+}
+
+impl<'v> Source<'v> {
+    /// The text, when the source is one.
+    fn text(self) -> Option<&'v str> {
+        match self {
+            Source::Json(Value::String(s)) => Some(s),
+            Source::Text(s) => Some(s),
+            Source::Json(_) => None,
+        }
+    }
+}
+
+/// [`extract`] from a [`Source`].
+pub(crate) fn extract_from(
+    file: &MappingFile,
+    r: &Rule,
+    field: &FieldPath<'_>,
+    value: Option<Source<'_>>,
+) -> Result<Option<Value>, Issue> {
     let rule = &r.rule;
     let source = r.source.as_str();
     let what = |s: &str| {
@@ -903,8 +1043,8 @@ pub(crate) fn extract(
     };
     let bad_type = |what: &str| issue(Code::F002, format!("{source} must be {what}"));
     // Cleaned text → the text the rule takes from it: `absent`, `split` + `part`, `pattern`.
-    let refine = |raw: &str| -> Result<Option<String>, Issue> {
-        let mut t = normalize(raw);
+    let refine = refiner(|raw| {
+        let mut t = normalized(raw);
         if r.is_absent(&t) {
             return Ok(None);
         }
@@ -918,7 +1058,7 @@ pub(crate) fn extract(
                     .checked_sub(usize::try_from(-n).unwrap_or(usize::MAX))
             };
             match index.and_then(|i| parts.get(i)) {
-                Some(p) => t = normalize(p),
+                Some(p) => t = Cow::Owned(normalize(p)),
                 None => {
                     return Err(issue(
                         Code::F002,
@@ -948,7 +1088,7 @@ pub(crate) fn extract(
                 }
                 Some(c) => match c.name(group) {
                     None => return Ok(None),
-                    Some(m) => t = normalize(m.as_str()),
+                    Some(m) => t = Cow::Owned(normalize(m.as_str())),
                 },
             }
             if r.is_absent(&t) {
@@ -956,7 +1096,7 @@ pub(crate) fn extract(
             }
         }
         Ok(Some(t))
-    };
+    });
     let lookup = |s: &str| -> Option<String> {
         match &r.folded {
             Some(folded) => folded.get(&fold(s)).cloned(),
@@ -966,9 +1106,9 @@ pub(crate) fn extract(
                 .cloned(),
         }
     };
-    let convert = |s: String| -> Result<Value, Issue> {
+    let convert = |s: Cow<'_, str>| -> Result<Value, Issue> {
         let s = match &r.date {
-            Some(p) => p.apply(&s, rule.partial).ok_or_else(|| {
+            Some(p) => Cow::Owned(p.apply(&s, rule.partial).ok_or_else(|| {
                 issue(
                     Code::F002,
                     format!(
@@ -977,11 +1117,11 @@ pub(crate) fn extract(
                         p.problem(&s)
                     ),
                 )
-            })?,
+            })?),
             None => s,
         };
         match &rule.map {
-            None => Ok(Value::String(s)),
+            None => Ok(Value::String(s.into_owned())),
             Some(_) => match lookup(&s) {
                 Some(code) => Ok(Value::String(code)),
                 None => Err(issue(
@@ -994,21 +1134,23 @@ pub(crate) fn extract(
             },
         }
     };
-    let constant = rule.value.as_ref().map(|v| Value::String(v.clone()));
-    let value = constant.as_ref().or(value);
+    let value = match &rule.value {
+        Some(constant) => Some(Source::Text(constant)),
+        None => value,
+    };
     let result = match value {
-        None | Some(Value::Null) => None,
+        None | Some(Source::Json(Value::Null)) => None,
         Some(value) => match rule.kind {
-            ValueKind::String => match value {
-                Value::String(s) => match refine(s)? {
+            ValueKind::String => match value.text() {
+                Some(s) => match refine(s)? {
                     None => None,
                     Some(t) => Some(convert(t)?),
                 },
                 _ => return Err(bad_type("a single text value")),
             },
-            ValueKind::Number => match (value, rule.decimal) {
-                (Value::Number(_), _) => Some(value.clone()),
-                (Value::String(s), Some(decimal)) => match refine(s)? {
+            ValueKind::Number => match (value, value.text(), rule.decimal) {
+                (Source::Json(n @ Value::Number(_)), _, _) => Some(n.clone()),
+                (_, Some(s), Some(decimal)) => match refine(s)? {
                     None => None,
                     Some(t) => Some(number(&t, decimal).ok_or_else(|| {
                         issue(Code::F002, format!("{source} {} is not a number", what(&t)))
@@ -1018,7 +1160,7 @@ pub(crate) fn extract(
             },
             ValueKind::StringList => {
                 let items: Vec<String> = match value {
-                    Value::Array(a) => {
+                    Source::Json(Value::Array(a)) => {
                         let mut out = Vec::new();
                         for item in a {
                             match item {
@@ -1029,11 +1171,11 @@ pub(crate) fn extract(
                         }
                         out
                     }
-                    Value::String(s) => match &rule.split {
-                        Some(sep) => s.split(sep.as_str()).map(str::to_string).collect(),
-                        None => vec![s.clone()],
+                    _ => match (value.text(), &rule.split) {
+                        (Some(s), Some(sep)) => s.split(sep.as_str()).map(str::to_string).collect(),
+                        (Some(s), None) => vec![s.to_string()],
+                        (None, _) => return Err(bad_type("a list of strings")),
                     },
-                    _ => return Err(bad_type("a list of strings")),
                 };
                 let mut kept = Vec::new();
                 for item in &items {
@@ -1045,7 +1187,7 @@ pub(crate) fn extract(
                 if items.is_empty() {
                     None
                 } else if let Some(sep) = &rule.join {
-                    Some(convert(items.join(sep))?)
+                    Some(convert(Cow::Owned(items.join(sep)))?)
                 } else {
                     Some(Value::Array(
                         items
@@ -1060,34 +1202,60 @@ pub(crate) fn extract(
     Ok(result.or_else(|| rule.default.clone().map(Value::String)))
 }
 
+/// The type of [`extract_from`]'s `refine`: a cleaned text borrows from the raw one when
+/// trimming and NFC leave it as it is.
+fn refiner<F>(f: F) -> F
+where
+    F: for<'a> Fn(&'a str) -> Result<Option<Cow<'a, str>>, Issue>,
+{
+    f
+}
+
 /// Applies rules to a source object; values go into `element` when given, else into the draft.
-fn apply_rules(
+fn apply_rules<'r>(
     file: &MappingFile,
-    rules: &[Rule],
+    rules: &'r [Rule],
     source: &Value,
     ancestors: &[&Map<String, Value>],
     entry: Option<(&str, usize)>,
     draft: &mut Draft,
-    mut element: Option<&mut Map<String, Value>>,
+    element: Option<&mut Map<String, Value>>,
 ) {
     let mut walk = Walk {
         root: source,
         steps: Vec::new(),
     };
-    for r in rules {
+    let find = |_: usize, r: &'r Rule| {
+        if r.up == 0 {
+            walk.get(&r.tokens)
+        } else {
+            r.lookup(source, ancestors)
+        }
+        .map(Source::Json)
+    };
+    apply_with(file, rules, find, entry, draft, element);
+}
+
+/// Applies rules whose source values `find` gives (called with each rule's index in `rules`):
+/// values go into `element` when given, else into the draft.
+pub(crate) fn apply_with<'r, 'v>(
+    file: &MappingFile,
+    rules: &'r [Rule],
+    mut find: impl FnMut(usize, &'r Rule) -> Option<Source<'v>>,
+    entry: Option<(&str, usize)>,
+    draft: &mut Draft,
+    mut element: Option<&mut Map<String, Value>>,
+) {
+    for (i, r) in rules.iter().enumerate() {
         let field = FieldPath {
             entry,
             target: &r.target,
         };
-        let found = if r.up == 0 {
-            walk.get(&r.tokens)
-        } else {
-            r.lookup(source, ancestors)
-        };
-        match extract(file, r, &field, found) {
+        let found = find(i, r);
+        match extract_from(file, r, &field, found) {
             Ok(Some(v)) => match element.as_deref_mut() {
-                Some(el) => super::set_path(el, &r.target, v),
-                None => draft.set(&r.target, v),
+                Some(el) => r.place.set(el, v),
+                None => r.place.set(&mut draft.fields, v),
             },
             Ok(None) => {}
             Err(mut issue) => {
@@ -1350,6 +1518,58 @@ mod tests {
             for tokens in &paths {
                 prop_assert_eq!(walk.get(tokens), get(&root, tokens), "{:?}", tokens);
             }
+        }
+
+        /// Values set at compiled places give the draft [`super::super::set_path`] gives, keys in
+        /// the same order, whichever of the rules' values are present and in whatever order the
+        /// targets come (a later rule may go back into an object an earlier one made).
+        #[test]
+        fn places_set_what_set_path_sets(
+            targets in proptest::collection::vec(
+                proptest::collection::vec("[abc]", 1..4), 1..10),
+            present in proptest::collection::vec(any::<bool>(), 10)
+        ) {
+            let targets: Vec<String> = targets.iter().map(|t| t.join(".")).collect();
+            // Targets as a mapping could give them: none is a prefix of another.
+            let targets: Vec<String> = targets
+                .iter()
+                .filter(|t| {
+                    !targets.iter().any(|o| o != *t
+                        && (o.starts_with(&format!("{t}.")) || t.starts_with(&format!("{o}."))))
+                })
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut rules: Vec<Rule> = targets
+                .iter()
+                .map(|t| Rule {
+                    target: t.clone(),
+                    place: Place::new(t),
+                    up: 0,
+                    tokens: Vec::new(),
+                    source: String::new(),
+                    date: None,
+                    pattern: None,
+                    absent: Vec::new(),
+                    folded: None,
+                    rule: serde_json::from_value(serde_json::json!({"from": "x"}))
+                        .expect("a field rule"),
+                })
+                .collect();
+            let top = make_room(&mut rules);
+            let mut compiled = Map::with_capacity(top);
+            let mut plain = Map::new();
+            for (i, r) in rules.iter().enumerate() {
+                if present[i] {
+                    r.place.set(&mut compiled, Value::from(i));
+                    super::super::set_path(&mut plain, &r.target, Value::from(i));
+                }
+            }
+            prop_assert_eq!(
+                serde_json::to_string(&compiled).unwrap(),
+                serde_json::to_string(&plain).unwrap()
+            );
         }
     }
 }
