@@ -25,6 +25,11 @@ pub(crate) struct CsvPlan {
 }
 
 impl CsvPlan {
+    /// The record part of the plan.
+    pub(crate) fn record(&self) -> &RecordPlan {
+        &self.record
+    }
+
     /// Compiles a checked mapping file.
     pub(crate) fn compile(file: &MappingFile) -> CsvPlan {
         let spec = file.csv.clone().expect("checked: csv section present");

@@ -103,3 +103,24 @@ pub fn set_path(map: &mut Map<String, Value>, path: &str, value: Value) {
             .expect("just made an object");
     }
 }
+
+/// A record an engine has read but not mapped yet: its source tree, what was found while reading
+/// it, and the values the delivery's header gives every record. A sink that takes records this
+/// way ([`super::AdaptSink::takes_unmapped`]) has them mapped on another thread with
+/// [`super::Mapping::map_unmapped`]; nothing else can open one, so the vendor's tree goes no
+/// further than the mapping.
+pub struct Unmapped {
+    pub(crate) position: usize,
+    pub(crate) tree: Value,
+    pub(crate) issues: Vec<Issue>,
+    pub(crate) values: std::sync::Arc<Vec<(String, Value)>>,
+}
+
+impl std::fmt::Debug for Unmapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unmapped")
+            .field("position", &self.position)
+            .field("issues", &self.issues)
+            .finish_non_exhaustive()
+    }
+}

@@ -38,6 +38,11 @@ pub(crate) struct JsonPlan {
 }
 
 impl JsonPlan {
+    /// The record part of the plan.
+    pub(crate) fn record(&self) -> &RecordPlan {
+        &self.record
+    }
+
     /// Compiles a checked mapping file.
     pub(crate) fn compile(file: &MappingFile) -> JsonPlan {
         let records = file

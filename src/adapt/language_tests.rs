@@ -2,7 +2,7 @@
 //! parts of values (`pattern`, `split` + `part`), `absent` and `fold`, JSON Lines, `W002` with
 //! indexed paths, and the rules the loader refuses (with their line).
 
-use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, Mapping};
+use super::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, Mapping, Unmapped};
 use crate::catalogue::Code;
 use serde_json::{Value, json};
 
@@ -28,6 +28,46 @@ impl AdaptSink for Collect {
     }
 }
 
+/// Collects like [`Collect`], but takes records unmapped where the engine can hand them over
+/// so (as `weiche convert`'s pipeline does) and maps them afterwards.
+#[derive(Default)]
+struct Deferring {
+    header: Option<DeliveryHeader>,
+    records: Vec<Result<Draft, Unmapped>>,
+    warnings: Vec<Issue>,
+}
+
+impl AdaptSink for Deferring {
+    fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError> {
+        self.header = Some(header.clone());
+        Ok(())
+    }
+    fn record(&mut self, draft: Draft) -> Result<(), AdaptError> {
+        self.records.push(Ok(draft));
+        Ok(())
+    }
+    fn takes_unmapped(&self) -> bool {
+        true
+    }
+    fn unmapped(&mut self, record: Unmapped) -> Result<(), AdaptError> {
+        self.records.push(Err(record));
+        Ok(())
+    }
+    fn warning(&mut self, issue: Issue) {
+        self.warnings.push(issue);
+    }
+}
+
+/// What a draft holds, for comparing two.
+fn contents(d: &Draft) -> (usize, Option<String>, Value, Vec<Issue>) {
+    (
+        d.position,
+        d.record_id.clone(),
+        Value::Object(d.fields.clone()),
+        d.issues.clone(),
+    )
+}
+
 fn load(text: &str) -> Mapping {
     Mapping::from_text("test.toml", text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -39,13 +79,40 @@ fn refused(text: &str) -> (usize, String) {
     }
 }
 
+/// Runs the engine, and runs it again with records taken unmapped and mapped afterwards: both
+/// must give the same.
 fn run(m: &Mapping, body: &str) -> Result<Collect, (Code, String)> {
-    let mut sink = Collect::default();
-    match m.run(&mut body.as_bytes(), None, &mut sink) {
-        Ok(()) => Ok(sink),
+    let outcome = |r: Result<(), AdaptError>| match r {
+        Ok(()) => Ok(()),
         Err(AdaptError::Rejected { code, message }) => Err((code, message)),
         Err(e) => panic!("{e}"),
+    };
+    let mut sink = Collect::default();
+    let direct = outcome(m.run(&mut body.as_bytes(), None, &mut sink));
+    let mut deferring = Deferring::default();
+    let deferred = outcome(m.run(&mut body.as_bytes(), None, &mut deferring));
+    assert_eq!(
+        direct, deferred,
+        "the outcome differs with records taken unmapped"
+    );
+    if direct.is_ok() {
+        let mapped: Vec<Draft> = deferring
+            .records
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|u| m.map_unmapped(u)))
+            .collect();
+        assert_eq!(
+            sink.drafts.iter().map(contents).collect::<Vec<_>>(),
+            mapped.iter().map(contents).collect::<Vec<_>>(),
+            "drafts differ with records taken unmapped"
+        );
+        assert_eq!(sink.warnings, deferring.warnings);
+        assert_eq!(
+            sink.header.as_ref().map(|h| format!("{h:?}")),
+            deferring.header.as_ref().map(|h| format!("{h:?}"))
+        );
     }
+    direct.map(|()| sink)
 }
 
 fn field<'a>(d: &'a Draft, path: &str) -> Option<&'a Value> {

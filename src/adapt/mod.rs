@@ -20,7 +20,7 @@ mod rules;
 pub mod watch;
 mod xml;
 
-pub use draft::{Draft, Issue, set_path};
+pub use draft::{Draft, Issue, Unmapped, set_path};
 pub use mapping::{MappingError, MappingFile, Mode, Syntax};
 
 use crate::catalogue::Code;
@@ -153,6 +153,22 @@ pub trait AdaptSink {
     fn header(&mut self, header: &DeliveryHeader) -> Result<(), AdaptError>;
     /// One record. Returning an error stops the engine.
     fn record(&mut self, draft: Draft) -> Result<(), AdaptError>;
+    /// Whether the sink takes records of the JSON and XML engines unmapped
+    /// ([`AdaptSink::unmapped`]) to map them on another thread, so that reading and mapping
+    /// run on two cores. Records that read enclosing elements (`../`) are always mapped by the
+    /// engine.
+    fn takes_unmapped(&self) -> bool {
+        false
+    }
+    /// One record, not yet mapped (only when [`AdaptSink::takes_unmapped`]): the sink maps it
+    /// with [`Mapping::map_unmapped`], in the order the records came. Returning an error stops
+    /// the engine.
+    fn unmapped(&mut self, record: Unmapped) -> Result<(), AdaptError> {
+        let _ = record;
+        Err(AdaptError::Aborted(
+            "the sink takes no unmapped records".into(),
+        ))
+    }
     /// A delivery-level warning (e.g. an unknown header field, `W002` with no record).
     fn warning(&mut self, issue: Issue);
 }
@@ -244,6 +260,17 @@ impl Mapping {
             .or_else(|| self.file.delivery.fields.get(&plain))?
             .from
             .as_deref()
+    }
+
+    /// Maps a record an engine of this mapping handed over unmapped: the draft the engine would
+    /// have handed over itself.
+    pub fn map_unmapped(&self, record: Unmapped) -> Draft {
+        let plan = match &self.plan {
+            Plan::Json(plan) => plan.record(),
+            Plan::Xml(plan) => plan.record(),
+            Plan::Csv(plan) => plan.record(),
+        };
+        rules::map_unmapped(&self.file, plan, record)
     }
 
     /// Reads a body and hands its header and records to the sink. `charset` is the request's

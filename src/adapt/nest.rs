@@ -150,7 +150,7 @@ impl<'a> Nest<'a> {
             return Ok(());
         }
         let ancestors: Vec<&Map<String, Value>> = self.levels.iter().map(|l| &l.map).collect();
-        asm.record_in(&tree, &ancestors, issues)
+        asm.record_in(tree, &ancestors, issues)
     }
 
     fn flush(&mut self, asm: &mut Assembler) -> Result<(), AdaptError> {
@@ -167,7 +167,7 @@ impl<'a> Nest<'a> {
                     None => &self.levels[l].map,
                 })
                 .collect();
-            asm.record_in(&p.tree, &ancestors, p.issues)?;
+            asm.record_in(p.tree, &ancestors, p.issues)?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! trimming and NFC, the closed set of transforms, value maps, lists, unknown fields (`W002`),
 //! and the header checks (`X001`, `V000`). No rule can loop; applying a mapping always ends.
 
+use super::Unmapped;
 use super::mapping::{
     Decimal, FieldRule, KnownTree, MappingFile, RowSelect, ValueKind, compile_pattern, fold,
     path_tokens, split_up,
@@ -16,6 +17,7 @@ use super::{
 use crate::catalogue::{Code, echo, quotable, shape};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Nesting deeper than this is `L003`.
 pub(crate) const MAX_DEPTH: usize = 32;
@@ -774,9 +776,17 @@ pub(crate) struct Assembler<'a> {
     done: bool,
     /// Members the header still waits for.
     waiting: Vec<String>,
-    values: Vec<(String, Value)>,
-    pending: Vec<Draft>,
+    /// The values the header gives every record (target, value).
+    values: Arc<Vec<(String, Value)>>,
+    /// Records that wait for the header.
+    pending: Vec<Waiting>,
     position: usize,
+}
+
+/// A record waiting for its delivery's header.
+enum Waiting {
+    Mapped(Draft),
+    Unmapped(Unmapped),
 }
 
 /// What a repeated header member does.
@@ -804,7 +814,7 @@ impl<'a> Assembler<'a> {
             doc: Map::new(),
             done: false,
             waiting: header.members.clone(),
-            values: Vec::new(),
+            values: Arc::default(),
             pending: Vec::new(),
             position: 0,
         }
@@ -860,25 +870,37 @@ impl<'a> Assembler<'a> {
 
     /// One record's source tree inside its enclosing elements (outermost first, for `../`);
     /// `issues` found while reading it go first.
+    ///
+    /// When the sink takes records unmapped and the record reads no enclosing element, it is
+    /// handed over as it is, to be mapped on the sink's side ([`map_unmapped`]).
     pub(crate) fn record_in(
         &mut self,
-        tree: &Value,
+        tree: Value,
         ancestors: &[&Map<String, Value>],
         issues: Vec<Issue>,
     ) -> Result<(), AdaptError> {
         self.position += 1;
-        let mut draft = self
-            .record
-            .map(self.file, self.position, tree, ancestors, true);
-        if !issues.is_empty() {
-            let mut all = issues;
-            all.append(&mut draft.issues);
-            draft.issues = all;
-        }
-        if self.done {
-            self.emit(draft)
+        let record = if ancestors.is_empty() && self.sink.takes_unmapped() {
+            Waiting::Unmapped(Unmapped {
+                position: self.position,
+                tree,
+                issues,
+                values: Arc::default(),
+            })
         } else {
-            self.pending.push(draft);
+            Waiting::Mapped(map_read(
+                self.file,
+                self.record,
+                self.position,
+                &tree,
+                ancestors,
+                issues,
+            ))
+        };
+        if self.done {
+            self.emit(record)
+        } else {
+            self.pending.push(record);
             Ok(())
         }
     }
@@ -889,21 +911,67 @@ impl<'a> Assembler<'a> {
             self.done = true;
             let doc = Value::Object(std::mem::take(&mut self.doc));
             let (header, values) = self.header.finish(self.file, &doc)?;
-            self.values = values;
+            self.values = Arc::new(values);
             self.sink.header(&header)?;
         }
-        for draft in std::mem::take(&mut self.pending) {
-            self.emit(draft)?;
+        for record in std::mem::take(&mut self.pending) {
+            self.emit(record)?;
         }
         Ok(())
     }
 
-    fn emit(&mut self, mut draft: Draft) -> Result<(), AdaptError> {
-        for (target, value) in &self.values {
-            draft.set(target, value.clone());
+    fn emit(&mut self, record: Waiting) -> Result<(), AdaptError> {
+        match record {
+            Waiting::Mapped(mut draft) => {
+                set_header_values(&mut draft, &self.values);
+                self.sink.record(draft)
+            }
+            Waiting::Unmapped(mut record) => {
+                record.values = Arc::clone(&self.values);
+                self.sink.unmapped(record)
+            }
         }
-        self.sink.record(draft)
     }
+}
+
+/// Sets the values the delivery's header gives every record.
+fn set_header_values(draft: &mut Draft, values: &[(String, Value)]) {
+    for (target, value) in values {
+        draft.set(target, value.clone());
+    }
+}
+
+/// Maps a record an engine handed over unmapped, as [`Assembler::record_in`] and the emit after
+/// it would have: the issues found while reading first, then the mapping's, then the header's
+/// values.
+pub(crate) fn map_unmapped(file: &MappingFile, plan: &RecordPlan, record: Unmapped) -> Draft {
+    let Unmapped {
+        position,
+        tree,
+        issues,
+        values,
+    } = record;
+    let mut draft = map_read(file, plan, position, &tree, &[], issues);
+    set_header_values(&mut draft, &values);
+    draft
+}
+
+/// Maps a record's tree; the `issues` found while reading it go first.
+fn map_read(
+    file: &MappingFile,
+    plan: &RecordPlan,
+    position: usize,
+    tree: &Value,
+    ancestors: &[&Map<String, Value>],
+    issues: Vec<Issue>,
+) -> Draft {
+    let mut draft = plan.map(file, position, tree, ancestors, true);
+    if !issues.is_empty() {
+        let mut all = issues;
+        all.append(&mut draft.issues);
+        draft.issues = all;
+    }
+    draft
 }
 
 /// Looks a pre-split path up.

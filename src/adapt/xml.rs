@@ -30,6 +30,11 @@ pub(crate) struct XmlPlan {
 }
 
 impl XmlPlan {
+    /// The record part of the plan.
+    pub(crate) fn record(&self) -> &RecordPlan {
+        &self.record
+    }
+
     /// Compiles a checked mapping file.
     pub(crate) fn compile(file: &MappingFile) -> XmlPlan {
         XmlPlan {

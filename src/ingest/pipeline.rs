@@ -4,7 +4,7 @@
 //! `weiche convert` and the server share it.
 
 use super::receipt::{Entry, Receipt, Status};
-use crate::adapt::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, Mapping, Mode};
+use crate::adapt::{AdaptError, AdaptSink, DeliveryHeader, Draft, Issue, Mapping, Mode, Unmapped};
 use crate::catalogue::Code;
 use crate::model::{CanonicalRecord, SCHEMA_VERSION};
 use crate::route::{RouteContext, Routed, RoutedItem, Router};
@@ -424,8 +424,15 @@ enum ToFront {
     Header(DeliveryHeader),
     /// A warning about the delivery, not about one record.
     Warning(Issue),
-    /// Records' drafts, in order.
-    Drafts(Vec<Draft>),
+    /// Records, in order.
+    Drafts(Vec<Incoming>),
+}
+
+/// One record from the engine: mapped, or to be mapped by the front (records of the JSON and
+/// XML engines, so that reading and mapping use two cores).
+enum Incoming {
+    Mapped(Draft),
+    Unmapped(Unmapped),
 }
 
 /// The engine's side of the pipeline: counts the records (`L002`) and hands the engine's events
@@ -437,7 +444,7 @@ struct Engine<'j> {
     tx: Option<std::sync::mpsc::SyncSender<ToFront>>,
     /// The front, when it runs in the engine's thread.
     front: Option<Front<'j>>,
-    batch: Vec<Draft>,
+    batch: Vec<Incoming>,
     received: u64,
     /// Time spent waiting for the front to take a message.
     waited: Duration,
@@ -486,6 +493,27 @@ impl AdaptSink for Engine<'_> {
     }
 
     fn record(&mut self, draft: Draft) -> Result<(), AdaptError> {
+        self.count()?;
+        if let Some(front) = &mut self.front {
+            return front.record(draft);
+        }
+        self.push(Incoming::Mapped(draft))
+    }
+
+    fn takes_unmapped(&self) -> bool {
+        // Only to a front on its own thread: the mapping then runs there.
+        self.front.is_none()
+    }
+
+    fn unmapped(&mut self, record: Unmapped) -> Result<(), AdaptError> {
+        self.count()?;
+        self.push(Incoming::Unmapped(record))
+    }
+}
+
+impl Engine<'_> {
+    /// Counts a record (`L002` beyond the job's limit).
+    fn count(&mut self) -> Result<(), AdaptError> {
         self.received += 1;
         if self.received > self.job.max_records {
             return Err(AdaptError::rejected(
@@ -493,10 +521,12 @@ impl AdaptSink for Engine<'_> {
                 format!("more than {} records in one delivery", self.job.max_records),
             ));
         }
-        if let Some(front) = &mut self.front {
-            return front.record(draft);
-        }
-        self.batch.push(draft);
+        Ok(())
+    }
+
+    /// Adds a record to the batch for the front.
+    fn push(&mut self, record: Incoming) -> Result<(), AdaptError> {
+        self.batch.push(record);
         if self.batch.len() >= BATCH {
             self.flush()?;
         }
@@ -541,8 +571,12 @@ impl Front<'_> {
         match message {
             ToFront::Header(header) => self.header = header,
             ToFront::Warning(issue) => self.warnings.push(Entry::from_issue(None, None, issue)),
-            ToFront::Drafts(drafts) => {
-                for draft in drafts {
+            ToFront::Drafts(records) => {
+                for record in records {
+                    let draft = match record {
+                        Incoming::Mapped(draft) => draft,
+                        Incoming::Unmapped(record) => self.job.mapping.map_unmapped(record),
+                    };
                     self.record(draft)?;
                 }
             }
