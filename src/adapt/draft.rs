@@ -82,6 +82,11 @@ impl Draft {
     pub fn set(&mut self, path: &str, value: Value) {
         set_path(&mut self.fields, path, value);
     }
+
+    /// The text at `group.member` (`source.record_id`, `client.client_id`), if there is one.
+    pub fn text(&self, group: &str, member: &str) -> Option<&str> {
+        self.fields.get(group)?.get(member)?.as_str()
+    }
 }
 
 /// Sets `value` at a dotted path inside `map`, creating intermediate objects.

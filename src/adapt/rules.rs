@@ -562,12 +562,7 @@ impl RecordPlan {
 
 /// The vendor's record id a draft's rules filled (`source.record_id`).
 pub(crate) fn record_id(draft: &Draft) -> Option<String> {
-    draft
-        .fields
-        .get("source")
-        .and_then(|s| s.get("record_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    draft.text("source", "record_id").map(str::to_string)
 }
 
 /// `W002` for an unknown source field (or a list element no rule reads: `key` ends in `]`).

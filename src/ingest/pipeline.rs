@@ -642,14 +642,10 @@ impl Front<'_> {
             entry
         };
         // The client of a rejected record is known only from its draft.
-        let client_id = self.job.audit_key.and_then(|_| {
-            draft
-                .fields
-                .get("client")
-                .and_then(|c| c.get("client_id"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
+        let client_id = self
+            .job
+            .audit_key
+            .and_then(|_| draft.text("client", "client_id").map(str::to_string));
         let before = (self.errors.len(), self.warnings.len());
         let started = Instant::now();
         let checked = self
