@@ -17,6 +17,7 @@ use super::{
 use crate::catalogue::{Code, echo, quotable, shape};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Nesting deeper than this is `L003`.
@@ -1367,103 +1368,134 @@ pub(crate) fn unknown_fields(
     prefix: &str,
     out: &mut Vec<(String, String)>,
 ) {
-    walk_members(obj, &[known], prefix, out);
+    let mut walk = UnknownWalk {
+        path: prefix.to_string(),
+        name: String::new(),
+        index: String::new(),
+        out,
+    };
+    walk.members(obj, &[known]);
 }
 
-fn join_path(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
-    }
+/// The walk of [`unknown_fields`]. The dotted path and the key of the value at hand are built in
+/// buffers that each step extends and cuts back; they are copied only for a finding (`W002`
+/// is rare, and the walk runs for every record).
+struct UnknownWalk<'o> {
+    /// The dotted path of the value at hand (`klient.adressen[1].foo`).
+    path: String,
+    /// Its key as a finding names it (`adressen[1]` for a list element).
+    name: String,
+    /// Scratch for a list index as text (children of a known tree are keyed by text).
+    index: String,
+    out: &'o mut Vec<(String, String)>,
 }
 
-fn walk_members(
-    obj: &Map<String, Value>,
-    nodes: &[&KnownTree],
-    prefix: &str,
-    out: &mut Vec<(String, String)>,
-) {
-    for (key, value) in obj {
-        if let [node] = nodes {
-            // The usual case: one tree, no allocation.
-            match node.children.get(key) {
-                None => out.push((join_path(prefix, key), key.clone())),
-                Some(n) if n.leaf => {}
-                Some(n) => walk_value(value, &[n], &join_path(prefix, key), key, out),
-            }
-            continue;
-        }
-        let path = join_path(prefix, key);
-        let next: Vec<&KnownTree> = nodes.iter().filter_map(|n| n.children.get(key)).collect();
-        if next.is_empty() {
-            out.push((path, key.clone()));
-        } else {
-            walk_value(value, &next, &path, key, out);
-        }
+impl UnknownWalk<'_> {
+    fn found(&mut self) {
+        self.out.push((self.path.clone(), self.name.clone()));
     }
-}
 
-fn walk_value(
-    value: &Value,
-    nodes: &[&KnownTree],
-    path: &str,
-    key: &str,
-    out: &mut Vec<(String, String)>,
-) {
-    if nodes.iter().any(|n| n.leaf) {
-        return;
+    fn members(&mut self, obj: &Map<String, Value>, nodes: &[&KnownTree]) {
+        for (key, value) in obj {
+            let one: &KnownTree;
+            let many: Vec<&KnownTree>;
+            let next: &[&KnownTree] = if let [node] = nodes {
+                // The usual case: one tree, and most members are leaves the rules read.
+                match node.children.get(key) {
+                    Some(n) if n.leaf => continue,
+                    Some(n) => {
+                        one = n;
+                        std::slice::from_ref(&one)
+                    }
+                    None => &[],
+                }
+            } else {
+                many = nodes.iter().filter_map(|n| n.children.get(key)).collect();
+                &many
+            };
+            let (path_len, name_len) = (self.path.len(), self.name.len());
+            if !self.path.is_empty() {
+                self.path.push('.');
+            }
+            self.path.push_str(key);
+            self.name.clear();
+            self.name.push_str(key);
+            if next.is_empty() {
+                self.found();
+            } else {
+                self.value(value, next);
+            }
+            self.path.truncate(path_len);
+            self.name.truncate(name_len);
+        }
     }
-    match value {
-        Value::Object(m) => {
-            // An object where a list is read counts as a list of one.
-            let mut all: Vec<&KnownTree> = nodes.to_vec();
-            for n in nodes {
-                if let Some(e) = &n.element {
-                    all.push(e);
-                    all.extend(n.children.get("0"));
+
+    fn value(&mut self, value: &Value, nodes: &[&KnownTree]) {
+        if nodes.iter().any(|n| n.leaf) {
+            return;
+        }
+        match value {
+            Value::Object(m) => {
+                // An object where a list is read counts as a list of one.
+                let mut all: Vec<&KnownTree> = nodes.to_vec();
+                for n in nodes {
+                    if let Some(e) = &n.element {
+                        all.push(e);
+                        all.extend(n.children.get("0"));
+                    }
+                }
+                if all.iter().any(|n| n.leaf) {
+                    return;
+                }
+                // The members' keys replace this value's key; it comes back afterwards.
+                let name = std::mem::take(&mut self.name);
+                self.members(m, &all);
+                self.name = name;
+            }
+            Value::Array(a) => {
+                let by_index = nodes.iter().any(|n| !n.children.is_empty());
+                for (i, item) in a.iter().enumerate() {
+                    if item.is_null() {
+                        continue;
+                    }
+                    if by_index {
+                        self.index.clear();
+                        let _ = write!(self.index, "{i}");
+                    }
+                    let next: Vec<&KnownTree> = nodes
+                        .iter()
+                        .flat_map(|n| {
+                            by_index
+                                .then(|| n.children.get(&self.index))
+                                .flatten()
+                                .into_iter()
+                                .chain(n.element.as_deref())
+                        })
+                        .collect();
+                    let (path_len, name_len) = (self.path.len(), self.name.len());
+                    let _ = write!(self.path, "[{i}]");
+                    let _ = write!(self.name, "[{i}]");
+                    if next.is_empty() {
+                        self.found();
+                    } else {
+                        self.value(item, &next);
+                    }
+                    self.path.truncate(path_len);
+                    self.name.truncate(name_len);
                 }
             }
-            if all.iter().any(|n| n.leaf) {
-                return;
+            Value::Null => {}
+            Value::String(s) if s.trim().is_empty() => {}
+            // A value where rules read members or elements (a node that only names the path, as
+            // `once` does, expects nothing below it).
+            _ if nodes
+                .iter()
+                .any(|n| !n.children.is_empty() || n.element.is_some()) =>
+            {
+                self.found()
             }
-            walk_members(m, &all, path, out);
+            _ => {}
         }
-        Value::Array(a) => {
-            for (i, item) in a.iter().enumerate() {
-                if item.is_null() {
-                    continue;
-                }
-                let index = i.to_string();
-                let next: Vec<&KnownTree> = nodes
-                    .iter()
-                    .flat_map(|n| {
-                        n.children
-                            .get(&index)
-                            .into_iter()
-                            .chain(n.element.as_deref())
-                    })
-                    .collect();
-                let item_path = format!("{path}[{i}]");
-                if next.is_empty() {
-                    let name = format!("{key}[{i}]");
-                    out.push((item_path, name));
-                } else {
-                    walk_value(item, &next, &item_path, &format!("{key}[{i}]"), out);
-                }
-            }
-        }
-        Value::Null => {}
-        Value::String(s) if s.trim().is_empty() => {}
-        // A value where rules read members or elements (a node that only names the path, as
-        // `once` does, expects nothing below it).
-        _ if nodes
-            .iter()
-            .any(|n| !n.children.is_empty() || n.element.is_some()) =>
-        {
-            out.push((path.to_string(), key.to_string()))
-        }
-        _ => {}
     }
 }
 
