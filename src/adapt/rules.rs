@@ -302,14 +302,16 @@ impl Place {
         }
     }
 
-    /// Sets `value` at this place in `map`, creating objects on the way, as
-    /// [`super::set_path`] does.
-    fn set(&self, map: &mut Map<String, Value>, value: Value) {
-        let Some((last, parents)) = self.steps.split_last() else {
-            return;
-        };
+    /// The steps to the object the value goes into (`client`, `address`).
+    fn parents(&self) -> &[String] {
+        &self.steps[..self.steps.len().saturating_sub(1)]
+    }
+
+    /// The object in `map` the value goes into, made on the way as [`super::set_path`] makes
+    /// it (a member on the way that is not an object is replaced).
+    fn parent<'m>(&self, map: &'m mut Map<String, Value>) -> &'m mut Map<String, Value> {
         let mut cur = map;
-        for (i, part) in parents.iter().enumerate() {
+        for (i, part) in self.parents().iter().enumerate() {
             // Looked up before inserting: the key is allocated only for a new member.
             if !cur.get(part).is_some_and(Value::is_object) {
                 let room = self.room.get(i).copied().unwrap_or(0);
@@ -320,7 +322,21 @@ impl Place {
                 .and_then(Value::as_object_mut)
                 .expect("just made an object");
         }
-        cur.insert(last.clone(), value);
+        cur
+    }
+
+    /// Puts `value` into the object [`Place::parent`] gave.
+    fn put(&self, parent: &mut Map<String, Value>, value: Value) {
+        if let Some(last) = self.steps.last() {
+            parent.insert(last.clone(), value);
+        }
+    }
+
+    /// Sets `value` at this place in `map`, creating objects on the way, as
+    /// [`super::set_path`] does.
+    #[cfg(test)]
+    fn set(&self, map: &mut Map<String, Value>, value: Value) {
+        self.put(self.parent(map), value);
     }
 }
 
@@ -1308,8 +1324,18 @@ pub(crate) fn apply_with<'r, 'v>(
     mut find: impl FnMut(usize, &'r Rule) -> Option<Source<'v>>,
     entry: Option<(&str, usize)>,
     draft: &mut Draft,
-    mut element: Option<&mut Map<String, Value>>,
+    element: Option<&mut Map<String, Value>>,
 ) {
+    let Draft { fields, issues, .. } = draft;
+    let target: &mut Map<String, Value> = match element {
+        Some(el) => el,
+        None => fields,
+    };
+    // The object the last value went into, with its steps: the next rule with the same parent
+    // (`client.address.street`, then `client.address.postal_code`) puts its value there without
+    // walking from the top. Between two values nothing else changes the map, so that object is
+    // still where its steps lead.
+    let mut open: Option<(&[String], &mut Map<String, Value>)> = None;
     for (i, r) in rules.iter().enumerate() {
         let field = FieldPath {
             entry,
@@ -1317,14 +1343,19 @@ pub(crate) fn apply_with<'r, 'v>(
         };
         let found = find(i, r);
         match extract_from(file, r, &field, found) {
-            Ok(Some(v)) => match element.as_deref_mut() {
-                Some(el) => r.place.set(el, v),
-                None => r.place.set(&mut draft.fields, v),
-            },
+            Ok(Some(v)) => {
+                let parents = r.place.parents();
+                let parent = match open.take() {
+                    Some((steps, parent)) if steps == parents => parent,
+                    _ => r.place.parent(target),
+                };
+                r.place.put(parent, v);
+                open = Some((parents, parent));
+            }
             Ok(None) => {}
             Err(mut issue) => {
                 issue.field = Some(field.to_string());
-                draft.issues.push(issue);
+                issues.push(issue);
             }
         }
     }
@@ -1653,18 +1684,38 @@ mod tests {
                 })
                 .collect();
             let top = make_room(&mut rules);
-            let mut compiled = Map::with_capacity(top);
+            let texts: Vec<String> = (0..rules.len()).map(|i| i.to_string()).collect();
             let mut plain = Map::new();
             for (i, r) in rules.iter().enumerate() {
                 if present[i] {
-                    r.place.set(&mut compiled, Value::from(i));
-                    super::super::set_path(&mut plain, &r.target, Value::from(i));
+                    super::super::set_path(&mut plain, &r.target, Value::from(texts[i].clone()));
                 }
             }
-            prop_assert_eq!(
-                serde_json::to_string(&compiled).unwrap(),
-                serde_json::to_string(&plain).unwrap()
+            // One value at a time, and as the rules put them (keeping the last object open).
+            let mut one_by_one = Map::with_capacity(top);
+            for (i, r) in rules.iter().enumerate() {
+                if present[i] {
+                    r.place.set(&mut one_by_one, Value::from(texts[i].clone()));
+                }
+            }
+            let file = MappingFile::parse(
+                "fallwerk-csv.toml",
+                include_str!("../../mappings/fallwerk-csv.toml"),
+            )
+            .expect("the shipped mapping");
+            let mut draft = Draft::new(1);
+            draft.fields = Map::with_capacity(top);
+            apply_with(
+                &file,
+                &rules,
+                |i, _| present[i].then(|| Source::Text(&texts[i])),
+                None,
+                &mut draft,
+                None,
             );
+            let plain = serde_json::to_string(&plain).unwrap();
+            prop_assert_eq!(&serde_json::to_string(&one_by_one).unwrap(), &plain);
+            prop_assert_eq!(&serde_json::to_string(&draft.fields).unwrap(), &plain);
         }
     }
 }
