@@ -285,9 +285,9 @@ impl Rule {
 
 /// Where a rule's value goes in a draft: the steps of its target path (`client.address.street`),
 /// and the members each object on the way will hold, so that it is made large enough at once.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Place {
-    /// The steps, split at `.` when the mapping is compiled (never for a record).
+    /// The steps, split at `.` once, when the mapping is compiled (not for every record).
     steps: Vec<String>,
     /// For each object on the way (`client`, `client.address`): how many members the rules of
     /// its record or entry can give it.
@@ -750,7 +750,7 @@ impl HeaderPlan {
                 entry: None,
                 target: &r.target,
             };
-            match extract(file, r, &field, get(doc, &r.tokens)) {
+            match extract(file, r, &field, get(doc, &r.tokens).map(Source::Json)) {
                 Ok(Some(v)) => values.push((r.target.clone(), v)),
                 Ok(None) if r.rule.required => {
                     return Err(x001(format!("'{}' is required", r.from())));
@@ -1065,20 +1065,6 @@ impl std::fmt::Display for FieldPath<'_> {
     }
 }
 
-/// Applies one rule to a source value: `Ok(None)` when absent.
-///
-/// `field` is the canonical path the value goes to (`services[0].kind`): messages quote the
-/// value only when that field is not personal ([`crate::catalogue::quotable`]), and otherwise
-/// describe its shape.
-pub(crate) fn extract(
-    file: &MappingFile,
-    r: &Rule,
-    field: &FieldPath<'_>,
-    value: Option<&Value>,
-) -> Result<Option<Value>, Issue> {
-    extract_from(file, r, field, value.map(Source::Json))
-}
-
 /// A source value as an engine found it: a node of a JSON tree, or a text (a CSV cell) that no
 /// tree was built for.
 #[derive(Clone, Copy)]
@@ -1100,8 +1086,12 @@ impl<'v> Source<'v> {
     }
 }
 
-/// [`extract`] from a [`Source`].
-pub(crate) fn extract_from(
+/// Applies one rule to a source value: `Ok(None)` when absent.
+///
+/// `field` is the canonical path the value goes to (`services[0].kind`): messages quote the
+/// value only when that field is not personal ([`crate::catalogue::quotable`]), and otherwise
+/// describe its shape.
+pub(crate) fn extract(
     file: &MappingFile,
     r: &Rule,
     field: &FieldPath<'_>,
@@ -1282,7 +1272,7 @@ pub(crate) fn extract_from(
     Ok(result.or_else(|| rule.default.clone().map(Value::String)))
 }
 
-/// The type of [`extract_from`]'s `refine`: a cleaned text borrows from the raw one when
+/// The type of [`extract`]'s `refine`: a cleaned text borrows from the raw one when
 /// trimming and NFC leave it as it is.
 fn refiner<F>(f: F) -> F
 where
@@ -1342,7 +1332,7 @@ pub(crate) fn apply_with<'r, 'v>(
             target: &r.target,
         };
         let found = find(i, r);
-        match extract_from(file, r, &field, found) {
+        match extract(file, r, &field, found) {
             Ok(Some(v)) => {
                 let parents = r.place.parents();
                 let parent = match open.take() {
